@@ -1,0 +1,150 @@
+# cdef class layouts of the compiled Raft core (raft/_core.pyx).
+#
+# Kept apart from the implementation so other Cython modules (the wire codec, the
+# trace checker) can cimport these types and read their fields at C speed.
+
+from libc.stdint cimport uint64_t
+
+
+cdef class Entry:
+    # One log entry. Immutable once created; the same object travels from the
+    # leader's log into messages, storage and the follower's log.
+    cdef readonly uint64_t index
+    cdef readonly uint64_t term
+    cdef readonly int type          # ENTRY_NORMAL, ENTRY_NOOP, ...
+    cdef readonly bytes data
+
+
+cdef class HardState:
+    # What must survive a crash (Figure 2 "persistent state"), plus the commit
+    # index as a hint: restoring commit from it is safe because it was committed.
+    cdef readonly uint64_t term
+    cdef readonly uint64_t vote     # 0 = voted for nobody in `term`
+    cdef readonly uint64_t commit
+
+
+cdef class Message:
+    # One schema for every message kind (see docs/protocol.md for field use).
+    cdef public int type
+    cdef public uint64_t src
+    cdef public uint64_t dst
+    cdef public uint64_t term
+    cdef public uint64_t log_term
+    cdef public uint64_t index
+    cdef public uint64_t commit
+    cdef public uint64_t reject_hint
+    cdef public uint64_t msg_id
+    cdef public bint reject
+    cdef public list entries        # list[Entry], contiguous from index + 1
+
+
+cdef class RaftLog:
+    # The in-memory log. Index i (first_index <= i <= last_index) lives at
+    # position i - offset of both `_terms` (C array, O(1) term lookup without
+    # touching Python objects) and `_entries` (the Entry objects).
+    # Entries before `offset` were compacted into a snapshot whose last entry is
+    # (offset - 1, snapshot_term).
+    # Invariants: applied <= committed; committed <= last_index;
+    #             stable <= last_index; offset >= 1.
+    cdef uint64_t* _terms
+    cdef Py_ssize_t _len
+    cdef Py_ssize_t _cap
+    cdef list _entries
+    cdef readonly uint64_t offset
+    cdef readonly uint64_t snapshot_term
+    cdef readonly uint64_t committed
+    cdef readonly uint64_t applied
+    # Last index known durable (told via advance). Entries above it may be lost by a crash.
+    cdef readonly uint64_t stable
+    # First index not yet handed to storage in a Ready.
+    cdef readonly uint64_t unstable_from
+
+    cdef inline uint64_t last(self)
+    cdef uint64_t term_at(self, uint64_t index) except? 0
+    cdef bint match_term(self, uint64_t index, uint64_t term) except -1
+    cdef int append_entry(self, Entry e) except -1
+    cdef int truncate_from(self, uint64_t index) except -1
+    cdef uint64_t find_conflict_by_term(self, uint64_t index, uint64_t term) except? 0
+    cdef list slice(self, uint64_t lo, uint64_t hi, Py_ssize_t max_bytes)
+
+
+cdef class Progress:
+    # The leader's view of one follower (etcd's Progress).
+    # Invariant: match < next.
+    cdef readonly uint64_t match
+    cdef readonly uint64_t next
+    cdef readonly int state          # PROGRESS_PROBE or PROGRESS_REPLICATE
+    cdef bint probe_sent             # PROBE: one AppendEntries per heartbeat interval
+    cdef bint progressed             # match advanced since the last heartbeat tick
+    # REPLICATE: ring buffer of the last index of each in-flight AppendEntries.
+    cdef uint64_t* _inflight
+    cdef int _inflight_cap
+    cdef int _inflight_start
+    cdef readonly int inflight
+
+    cdef void become_probe(self)
+    cdef void become_replicate(self)
+    cdef void free_le(self, uint64_t index)
+    cdef inline void add_inflight(self, uint64_t last)
+    cdef bint is_paused(self)
+
+
+cdef class Ready:
+    cdef readonly HardState hard_state
+    cdef readonly list entries
+    cdef readonly list messages
+    cdef readonly list messages_after_persist
+    cdef readonly list committed_entries
+    cdef uint64_t _last_index
+    cdef uint64_t _last_term
+    cdef uint64_t _applied_to
+
+
+cdef class RawNode:
+    cdef readonly uint64_t id
+    cdef readonly tuple voters       # all voter ids, self included, sorted
+    cdef readonly uint64_t term
+    cdef readonly uint64_t vote
+    cdef readonly uint64_t leader    # 0 = unknown
+    cdef readonly int role
+    cdef readonly RaftLog log
+
+    cdef int election_tick
+    cdef int heartbeat_tick
+    cdef int randomized_election_tick
+    cdef int election_elapsed
+    cdef int heartbeat_elapsed
+    cdef Py_ssize_t max_msg_bytes
+    cdef int max_inflight
+    cdef bint unsafe_commit_any_term  # test-only: the Figure 8 bug
+    cdef uint64_t rng_state
+    cdef uint64_t next_msg_id
+
+    cdef dict votes                  # candidate: voter id -> granted (bool)
+    cdef dict progress               # leader: peer id -> Progress
+    cdef list peers                  # voters other than self
+    cdef list _msgs
+    cdef list _msgs_after_persist
+    cdef HardState _prev_hard_state
+    cdef bint _broadcast_pending
+    cdef bint _ready_outstanding
+
+    cdef uint64_t _rand(self)
+    cdef void _reset_randomized_timeout(self)
+    cdef Message _new_msg(self, int type, uint64_t dst)
+    cdef int _reset(self, uint64_t term) except -1
+    cdef int _become_follower(self, uint64_t term, uint64_t leader) except -1
+    cdef int _become_candidate(self) except -1
+    cdef int _become_leader(self) except -1
+    cdef int _campaign(self) except -1
+    cdef int _append_local(self, list datas, int type) except -1
+    cdef int _send_append(self, uint64_t peer, Progress pr, bint heartbeat) except -1
+    cdef int _broadcast_append(self) except -1
+    cdef int _broadcast_heartbeat(self) except -1
+    cdef bint _maybe_commit(self) except -1
+    cdef int _handle_append(self, Message m) except -1
+    cdef int _handle_append_resp(self, Message m) except -1
+    cdef int _handle_vote(self, Message m) except -1
+    cdef int _handle_vote_resp(self, Message m) except -1
+    cdef int _validate(self, Message m) except -1
+    cdef inline uint64_t _apply_limit(self)

@@ -1,0 +1,976 @@
+# cython: language_level=3
+"""The sans-IO Raft core.
+
+Inputs: ``tick()`` (logical time), ``step(message)``, ``propose(data)`` /
+``propose_batch(datas)``, ``campaign()``.
+Output: a ``Ready`` batch (hard state and entries to persist, messages to send,
+committed entries to apply), acknowledged with ``advance(ready)``.
+
+No sockets, clocks, threads or unseeded randomness: the same inputs give the same
+outputs, in the simulator and in production. The protocol is Figure 2 of the Raft
+paper with the refinements written down in docs/protocol.md; section references
+below are to the paper ("§") and Ongaro's dissertation ("diss. §").
+
+The persistence contract (what must be durable before what may be sent):
+
+1. ``ready.messages`` may be sent at once, even while ``ready.entries`` are being
+   written: they are AppendEntries from a leader, which may write its own log in
+   parallel with replication because it counts itself only after ``advance``
+   (diss. §10.2.1).
+2. ``ready.hard_state`` (if not None) and ``ready.entries`` must be durable before
+   ``ready.messages_after_persist`` are sent: those are responses promising
+   durability (vote grants, AppendEntries acks) and RequestVotes (the candidate's
+   self-vote must survive a crash, or it could vote twice in its term). Storage
+   truncates everything from ``ready.entries[0].index`` on before appending.
+3. ``ready.committed_entries`` are committed and locally durable: apply them in order.
+4. Call ``advance(ready)``. Only one Ready is outstanding at a time.
+"""
+
+cimport cython
+from cpython.bytes cimport PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from libc.stdint cimport uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memmove
+
+# --- constants --------------------------------------------------------------
+
+# Message types (docs/protocol.md). Values are part of the wire format: never reuse.
+MSG_APP = 1
+MSG_APP_RESP = 2
+MSG_VOTE = 3
+MSG_VOTE_RESP = 4
+# Reserved for later issues: 5 MSG_SNAP, 6 MSG_PREVOTE, 7 MSG_PREVOTE_RESP,
+# 8 MSG_TIMEOUT_NOW, 9 MSG_READ_INDEX, 10 MSG_READ_INDEX_RESP.
+
+cdef enum:
+    _MSG_APP = 1
+    _MSG_APP_RESP = 2
+    _MSG_VOTE = 3
+    _MSG_VOTE_RESP = 4
+
+ENTRY_NORMAL = 0
+ENTRY_NOOP = 1
+cdef enum:
+    _ENTRY_NORMAL = 0
+    _ENTRY_NOOP = 1
+
+FOLLOWER = 0
+CANDIDATE = 1
+LEADER = 2
+cdef enum:
+    _FOLLOWER = 0
+    _CANDIDATE = 1
+    _LEADER = 2
+
+ROLE_NAMES = ("follower", "candidate", "leader")
+MSG_NAMES = {1: "AppendEntries", 2: "AppendEntriesResp", 3: "RequestVote", 4: "RequestVoteResp"}
+
+PROGRESS_PROBE = 0
+PROGRESS_REPLICATE = 1
+cdef enum:
+    _PROBE = 0
+    _REPLICATE = 1
+
+
+# --- errors (h11 style: our caller's mistake vs. the remote's) ----------------
+
+class RaftError(Exception):
+    """Base class of the core's errors."""
+
+
+class LocalProtocolError(RaftError):
+    """The local caller misused the API (e.g. two Readys outstanding)."""
+
+
+class NotLeader(LocalProtocolError):
+    """A proposal was made on a node that is not the leader.
+
+    ``leader`` is the id of the leader this node knows of in its current term,
+    or 0 if it knows none; a client should retry there.
+    """
+
+    def __init__(self, leader):
+        self.leader = leader
+        super().__init__(f"not the leader (leader hint: {leader or 'unknown'})")
+
+
+class RemoteProtocolError(RaftError):
+    """A message is malformed; it was rejected without changing any state."""
+
+
+# --- value types -------------------------------------------------------------
+
+@cython.freelist(1024)
+cdef class Entry:
+    def __cinit__(self, uint64_t index, uint64_t term, int type=_ENTRY_NORMAL, bytes data not None=b""):
+        self.index = index
+        self.term = term
+        self.type = type
+        self.data = data
+
+    def __repr__(self):
+        return f"Entry(index={self.index}, term={self.term}, type={self.type}, data={self.data!r})"
+
+    def __eq__(self, other):
+        if not isinstance(other, Entry):
+            return NotImplemented
+        cdef Entry o = <Entry>other
+        return (self.index == o.index and self.term == o.term and self.type == o.type
+                and self.data == o.data)
+
+    def __hash__(self):
+        return hash((self.index, self.term, self.type, self.data))
+
+    def __reduce__(self):
+        return (Entry, (self.index, self.term, self.type, self.data))
+
+
+cdef class HardState:
+    def __cinit__(self, uint64_t term=0, uint64_t vote=0, uint64_t commit=0):
+        self.term = term
+        self.vote = vote
+        self.commit = commit
+
+    def __repr__(self):
+        return f"HardState(term={self.term}, vote={self.vote}, commit={self.commit})"
+
+    def __eq__(self, other):
+        if not isinstance(other, HardState):
+            return NotImplemented
+        cdef HardState o = <HardState>other
+        return self.term == o.term and self.vote == o.vote and self.commit == o.commit
+
+    def __hash__(self):
+        return hash((self.term, self.vote, self.commit))
+
+
+@cython.freelist(1024)
+cdef class Message:
+    def __init__(self, int type, uint64_t src=0, uint64_t dst=0, uint64_t term=0,
+                 uint64_t log_term=0, uint64_t index=0, uint64_t commit=0,
+                 list entries=None, bint reject=False, uint64_t reject_hint=0,
+                 uint64_t msg_id=0):
+        self.type = type
+        self.src = src
+        self.dst = dst
+        self.term = term
+        self.log_term = log_term
+        self.index = index
+        self.commit = commit
+        self.entries = entries if entries is not None else []
+        self.reject = reject
+        self.reject_hint = reject_hint
+        self.msg_id = msg_id
+
+    def copy(self):
+        """A shallow copy (entries are immutable and shared)."""
+        return Message(self.type, self.src, self.dst, self.term, self.log_term,
+                       self.index, self.commit, list(self.entries), self.reject,
+                       self.reject_hint, self.msg_id)
+
+    def __repr__(self):
+        name = MSG_NAMES.get(self.type, str(self.type))
+        extra = ""
+        if self.type == _MSG_APP:
+            extra = f" prev=({self.index},{self.log_term}) n={len(self.entries)} commit={self.commit}"
+        elif self.type == _MSG_APP_RESP:
+            extra = (f" index={self.index} reject={self.reject}"
+                     f" hint=({self.reject_hint},{self.log_term})" if self.reject else f" index={self.index}")
+        elif self.type == _MSG_VOTE:
+            extra = f" last=({self.index},{self.log_term})"
+        elif self.type == _MSG_VOTE_RESP:
+            extra = f" granted={not self.reject}"
+        return f"<{name} {self.src}->{self.dst} t={self.term}{extra} id={self.msg_id}>"
+
+
+# --- the log -----------------------------------------------------------------
+
+cdef class RaftLog:
+    """The in-memory Raft log with commit/apply/stable bookkeeping.
+
+    Indexes start at 1; index 0 (term 0) is the empty prefix every log shares.
+    """
+
+    def __cinit__(self):
+        self._cap = 64
+        self._terms = <uint64_t*>malloc(self._cap * sizeof(uint64_t))
+        if self._terms == NULL:
+            raise MemoryError()
+        self._len = 0
+        self._entries = []
+        self.offset = 1
+        self.snapshot_term = 0
+
+    def __init__(self, list entries=None, uint64_t snapshot_index=0, uint64_t snapshot_term=0):
+        """A log holding ``entries`` (durable: stable up to the last of them) after
+        a snapshot ending at (snapshot_index, snapshot_term)."""
+        cdef Entry e
+        self.offset = snapshot_index + 1
+        self.snapshot_term = snapshot_term
+        self.committed = snapshot_index
+        self.applied = snapshot_index
+        for e in entries or ():
+            if e.index != self.last() + 1:
+                raise LocalProtocolError(
+                    f"restored entries are not contiguous: {e.index} after {self.last()}")
+            if e.term < self.term_at(self.last()):
+                raise LocalProtocolError(f"restored entry {e.index} has a decreasing term")
+            self.append_entry(e)
+        self.stable = self.last()
+        self.unstable_from = self.last() + 1
+
+    def __dealloc__(self):
+        free(self._terms)
+
+    # -- queries --
+
+    cdef inline uint64_t last(self):
+        return self.offset + <uint64_t>self._len - 1
+
+    cdef uint64_t term_at(self, uint64_t index) except? 0:
+        """Term of the entry at ``index``; the snapshot's term for offset - 1.
+        Raises IndexError for compacted or missing indexes."""
+        if index >= self.offset and index <= self.last():
+            return self._terms[index - self.offset]
+        if index == self.offset - 1:
+            return self.snapshot_term
+        raise IndexError(f"index {index} not in log [{self.offset - 1}, {self.last()}]")
+
+    cdef bint match_term(self, uint64_t index, uint64_t term) except -1:
+        """Does our log hold an entry (index, term)? Below the snapshot every entry
+        is committed, hence in every future leader's log (Leader Completeness)."""
+        if index > self.last():
+            return False
+        if index < self.offset - 1:
+            return True
+        return self.term_at(index) == term
+
+    cdef uint64_t find_conflict_by_term(self, uint64_t index, uint64_t term) except? 0:
+        """Largest j <= index with term(j) <= term (etcd's findConflictByTerm).
+
+        Used on both sides of a rejected AppendEntries: each step skips a whole
+        term, so a lagging follower is repaired in O(terms) round trips."""
+        if index > self.last():
+            index = self.last()
+        while index >= self.offset and self._terms[index - self.offset] > term:
+            index -= 1
+        return index
+
+    cdef list slice(self, uint64_t lo, uint64_t hi, Py_ssize_t max_bytes):
+        """Entries [lo, hi) -- at least one if lo < hi, then up to max_bytes of data."""
+        if lo >= hi:
+            return []
+        cdef Py_ssize_t start = lo - self.offset
+        cdef Py_ssize_t stop = hi - self.offset
+        cdef Py_ssize_t i, total = 0
+        for i in range(start, stop):
+            total += PyBytes_GET_SIZE((<Entry>PyList_GET_ITEM(self._entries, i)).data) + 16
+            if total > max_bytes and i > start:
+                stop = i
+                break
+        return self._entries[start:stop]
+
+    # -- mutations --
+
+    cdef int append_entry(self, Entry e) except -1:
+        cdef uint64_t* grown
+        assert e.index == self.last() + 1, "log entries must be contiguous"
+        if self._len == self._cap:
+            grown = <uint64_t*>realloc(self._terms, 2 * self._cap * sizeof(uint64_t))
+            if grown == NULL:
+                raise MemoryError()
+            self._terms = grown
+            self._cap *= 2
+        self._terms[self._len] = e.term
+        self._len += 1
+        self._entries.append(e)
+        return 0
+
+    cdef int truncate_from(self, uint64_t index) except -1:
+        """Drop entries index.. (a conflicting suffix, §5.3)."""
+        # Safety (§5.4): a committed entry is never removed.
+        assert index > self.committed, "attempt to truncate a committed entry"
+        assert index >= self.offset
+        if index > self.last():
+            return 0
+        self._len = index - self.offset
+        del self._entries[self._len:]
+        if self.stable >= index:
+            self.stable = index - 1
+        if self.unstable_from > index:
+            self.unstable_from = index
+        return 0
+
+    def compact(self, uint64_t index):
+        """Drop entries up to and including ``index`` (covered by a snapshot)."""
+        if index < self.offset:
+            return
+        if index > self.applied:
+            raise LocalProtocolError(f"cannot compact {index}: only {self.applied} applied")
+        cdef uint64_t term = self.term_at(index)
+        cdef Py_ssize_t k = index - self.offset + 1
+        memmove(self._terms, self._terms + k, (self._len - k) * sizeof(uint64_t))
+        self._len -= k
+        del self._entries[:k]
+        self.offset = index + 1
+        self.snapshot_term = term
+
+    # -- Python API (tests, storage, tools) --
+
+    @property
+    def first_index(self):
+        return self.offset
+
+    @property
+    def last_index(self):
+        return self.last()
+
+    @property
+    def last_term(self):
+        return self.term_at(self.last())
+
+    def term(self, uint64_t index):
+        return self.term_at(index)
+
+    def entries(self, uint64_t lo, uint64_t hi):
+        """Entries [lo, hi)."""
+        if lo < self.offset or hi > self.last() + 1:
+            raise IndexError(f"[{lo}, {hi}) not in log [{self.offset}, {self.last() + 1})")
+        return self._entries[lo - self.offset:hi - self.offset]
+
+    def matches(self, uint64_t index, uint64_t term):
+        return self.match_term(index, term)
+
+    def conflict_hint(self, uint64_t index, uint64_t term):
+        return self.find_conflict_by_term(index, term)
+
+    def is_up_to_date(self, uint64_t last_index, uint64_t last_term):
+        """§5.4.1: is a log ending at (last_index, last_term) at least as up-to-date as ours?"""
+        cdef uint64_t our_term = self.term_at(self.last())
+        return last_term > our_term or (last_term == our_term and last_index >= self.last())
+
+    def __len__(self):
+        return self._len
+
+
+# --- leader's view of a follower --------------------------------------------
+
+cdef class Progress:
+    def __cinit__(self, uint64_t next, int max_inflight):
+        self.match = 0
+        self.next = next
+        self.state = _PROBE
+        self.probe_sent = False
+        self.progressed = False
+        self._inflight_cap = max_inflight
+        self._inflight = <uint64_t*>malloc(max_inflight * sizeof(uint64_t))
+        if self._inflight == NULL:
+            raise MemoryError()
+        self._inflight_start = 0
+        self.inflight = 0
+
+    def __dealloc__(self):
+        free(self._inflight)
+
+    cdef void become_probe(self):
+        # Resume from the last known match: everything after it may be lost.
+        self.state = _PROBE
+        self.next = self.match + 1
+        self.probe_sent = False
+        self.inflight = 0
+
+    cdef void become_replicate(self):
+        self.state = _REPLICATE
+        self.next = self.match + 1
+        self.inflight = 0
+
+    cdef void free_le(self, uint64_t index):
+        """Release in-flight AppendEntries whose last index <= index (acknowledged)."""
+        while self.inflight > 0 and self._inflight[self._inflight_start] <= index:
+            self._inflight_start = (self._inflight_start + 1) % self._inflight_cap
+            self.inflight -= 1
+
+    cdef inline void add_inflight(self, uint64_t last):
+        self._inflight[(self._inflight_start + self.inflight) % self._inflight_cap] = last
+        self.inflight += 1
+
+    cdef bint is_paused(self):
+        if self.state == _PROBE:
+            return self.probe_sent
+        return self.inflight >= self._inflight_cap
+
+    def __repr__(self):
+        state = "replicate" if self.state == _REPLICATE else "probe"
+        return f"Progress(match={self.match}, next={self.next}, {state}, inflight={self.inflight})"
+
+
+# --- Ready -------------------------------------------------------------------
+
+cdef class Ready:
+    """One batch of work for the runtime; see the module docstring for the order."""
+
+    def __repr__(self):
+        return (f"Ready(hard_state={self.hard_state}, entries={len(self.entries)}, "
+                f"messages={len(self.messages)}, after_persist={len(self.messages_after_persist)}, "
+                f"committed={len(self.committed_entries)})")
+
+    @property
+    def must_sync(self):
+        """True if something must be made durable (fsync) before messages_after_persist."""
+        return self.hard_state is not None or bool(self.entries)
+
+
+# --- the node ----------------------------------------------------------------
+
+cdef inline uint64_t _splitmix64(uint64_t* state):
+    state[0] += 0x9E3779B97F4A7C15ULL
+    cdef uint64_t z = state[0]
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+    return z ^ (z >> 31)
+
+
+cdef class RawNode:
+    """One Raft server's protocol state machine."""
+
+    def __init__(self, uint64_t id, voters, *, uint64_t seed=0, int election_tick=10,
+                 int heartbeat_tick=1, Py_ssize_t max_msg_bytes=1 << 20,
+                 int max_inflight=256, HardState hard_state=None, list entries=None,
+                 uint64_t snapshot_index=0, uint64_t snapshot_term=0,
+                 uint64_t applied=0, uint64_t msg_id_start=0,
+                 bint unsafe_commit_any_term=False):
+        """Start (or restart, from what storage holds) server ``id`` of ``voters``.
+
+        hard_state, entries, snapshot_*: the durable state to restart from.
+        applied: last index already applied to the state machine (>= snapshot_index).
+        seed: drives the randomized election timeouts; give each node its own.
+        unsafe_commit_any_term: TEST ONLY -- commits earlier-term entries by
+        counting replicas, the bug of Figure 8. Never set it in production.
+        """
+        voters = tuple(sorted(set(int(v) for v in voters)))
+        if id == 0 or 0 in voters:
+            raise LocalProtocolError("node id 0 is reserved for 'none'")
+        if id not in voters:
+            raise LocalProtocolError(f"node {id} is not among the voters {voters}")
+        if election_tick <= heartbeat_tick or heartbeat_tick < 1:
+            raise LocalProtocolError("need election_tick > heartbeat_tick >= 1")
+        if max_inflight < 1 or max_msg_bytes < 1:
+            raise LocalProtocolError("max_inflight and max_msg_bytes must be positive")
+        self.id = id
+        self.voters = voters
+        self.peers = [v for v in voters if v != id]
+        self.election_tick = election_tick
+        self.heartbeat_tick = heartbeat_tick
+        self.max_msg_bytes = max_msg_bytes
+        self.max_inflight = max_inflight
+        self.unsafe_commit_any_term = unsafe_commit_any_term
+        self.rng_state = seed ^ (id * 0xD1B54A32D192ED03ULL)
+        self.next_msg_id = msg_id_start
+        self.log = RaftLog(entries, snapshot_index, snapshot_term)
+        hs = hard_state if hard_state is not None else HardState()
+        if hs.commit > self.log.last():
+            raise LocalProtocolError(
+                f"persisted commit {hs.commit} is beyond the persisted log ({self.log.last()})")
+        if applied > hs.commit and applied > snapshot_index:
+            raise LocalProtocolError(f"applied {applied} is beyond commit {hs.commit}")
+        if self.log.committed < hs.commit:
+            self.log.committed = hs.commit
+        if applied > self.log.applied:
+            self.log.applied = applied
+        self.term = hs.term
+        self.vote = hs.vote
+        self._prev_hard_state = HardState(hs.term, hs.vote, self.log.committed)
+        self._msgs = []
+        self._msgs_after_persist = []
+        self.votes = {}
+        self.progress = {}
+        self._broadcast_pending = False
+        self._ready_outstanding = False
+        self._become_follower(self.term, 0)
+
+    # -- randomness and message construction --
+
+    cdef uint64_t _rand(self):
+        return _splitmix64(&self.rng_state)
+
+    cdef void _reset_randomized_timeout(self):
+        # §5.2: randomized in [election_tick, 2 * election_tick).
+        self.randomized_election_tick = self.election_tick + <int>(self._rand() % <uint64_t>self.election_tick)
+
+    cdef Message _new_msg(self, int type, uint64_t dst):
+        cdef Message m = Message.__new__(Message)
+        m.type = type
+        m.src = self.id
+        m.dst = dst
+        m.term = self.term
+        m.entries = []
+        self.next_msg_id += 1
+        m.msg_id = self.next_msg_id
+        return m
+
+    # -- role changes --
+
+    cdef int _reset(self, uint64_t term) except -1:
+        if term != self.term:
+            assert term > self.term, "terms only grow"
+            self.term = term
+            self.vote = 0
+        self.leader = 0
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self._reset_randomized_timeout()
+        self.votes = {}
+        self.progress = {}
+        self._broadcast_pending = False
+        return 0
+
+    cdef int _become_follower(self, uint64_t term, uint64_t leader) except -1:
+        self._reset(term)
+        self.role = _FOLLOWER
+        self.leader = leader
+        return 0
+
+    cdef int _become_candidate(self) except -1:
+        assert self.role != _LEADER, "a leader does not campaign"
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = _CANDIDATE
+        self.votes[self.id] = True
+        return 0
+
+    cdef int _become_leader(self) except -1:
+        assert self.role == _CANDIDATE, "only a candidate becomes leader"
+        cdef uint64_t peer
+        cdef uint64_t term = self.term
+        self._reset(term)
+        self.role = _LEADER
+        self.leader = self.id
+        for peer in self.peers:
+            self.progress[peer] = Progress(self.log.last() + 1, self.max_inflight)
+        # diss. §6.4: a no-op entry of the new term lets earlier-term entries commit
+        # (indirectly, §5.4.2) and tells the leader what is committed.
+        self._append_local([b""], _ENTRY_NOOP)
+        return 0
+
+    cdef int _campaign(self) except -1:
+        cdef uint64_t peer
+        cdef Message m
+        self._become_candidate()
+        if len(self.voters) == 1:
+            self._become_leader()
+            return 0
+        for peer in self.peers:
+            m = self._new_msg(_MSG_VOTE, peer)
+            m.index = self.log.last()
+            m.log_term = self.log.term_at(m.index)
+            # The self-vote must be durable before anyone may count on it.
+            self._msgs_after_persist.append(m)
+        return 0
+
+    # -- leader: log and replication --
+
+    cdef int _append_local(self, list datas, int type) except -1:
+        cdef uint64_t index = self.log.last()
+        cdef object data
+        for data in datas:
+            index += 1
+            self.log.append_entry(Entry(index, self.term, type, data))
+        self._broadcast_pending = True
+        return 0
+
+    cdef int _send_append(self, uint64_t peer, Progress pr, bint heartbeat) except -1:
+        """Send the next AppendEntries to ``peer`` if flow control allows.
+
+        heartbeat: in REPLICATE state send an empty AppendEntries at matchIndex
+        (it can never be rejected for a gap); in PROBE state re-probe at nextIndex.
+        """
+        cdef Message m
+        cdef list ents
+        cdef uint64_t prev
+        if heartbeat and pr.state == _REPLICATE:
+            m = self._new_msg(_MSG_APP, peer)
+            m.index = pr.match
+            m.log_term = self.log.term_at(pr.match)
+            m.commit = self.log.committed
+            self._msgs.append(m)
+            return 0
+        if heartbeat:
+            pr.probe_sent = False
+        if pr.is_paused():
+            return 0
+        prev = pr.next - 1
+        ents = self.log.slice(pr.next, self.log.last() + 1, self.max_msg_bytes)
+        if not ents and not heartbeat and pr.state == _REPLICATE:
+            return 0
+        m = self._new_msg(_MSG_APP, peer)
+        m.index = prev
+        m.log_term = self.log.term_at(prev)
+        m.entries = ents
+        m.commit = self.log.committed
+        self._msgs.append(m)
+        if pr.state == _REPLICATE:
+            pr.next = prev + <uint64_t>PyList_GET_SIZE(ents) + 1
+            pr.add_inflight(pr.next - 1)
+        else:
+            pr.probe_sent = True
+        return 0
+
+    cdef int _broadcast_append(self) except -1:
+        cdef uint64_t peer
+        cdef Progress pr
+        self._broadcast_pending = False
+        for peer in self.peers:
+            pr = <Progress>self.progress[peer]
+            # Pipelining: keep sending while the in-flight window has room.
+            while pr.next <= self.log.last() and not pr.is_paused():
+                self._send_append(peer, pr, False)
+                if pr.state == _PROBE:
+                    break
+        return 0
+
+    cdef int _broadcast_heartbeat(self) except -1:
+        cdef uint64_t peer
+        cdef Progress pr
+        for peer in self.peers:
+            pr = <Progress>self.progress[peer]
+            if (pr.state == _REPLICATE and not pr.progressed
+                    and pr.match < self.log.last() and pr.inflight > 0):
+                # No ack for a whole heartbeat interval with entries in flight:
+                # assume they were lost and probe again from matchIndex.
+                pr.become_probe()
+            pr.progressed = False
+            self._send_append(peer, pr, True)
+        return 0
+
+    cdef bint _maybe_commit(self) except -1:
+        """§5.3/§5.4.2: commit the largest index a majority holds, if it is of our term."""
+        cdef list matches = [self.log.stable]
+        cdef uint64_t peer, n
+        for peer in self.peers:
+            matches.append((<Progress>self.progress[peer]).match)
+        matches.sort(reverse=True)
+        n = matches[len(self.voters) // 2]
+        if n <= self.log.committed:
+            return False
+        # Figure 8: never commit an earlier term's entry by counting replicas.
+        if self.log.term_at(n) != self.term and not self.unsafe_commit_any_term:
+            return False
+        self.log.committed = n
+        return True
+
+    # -- message handlers --
+
+    cdef int _handle_append(self, Message m) except -1:
+        """Follower side of AppendEntries (§5.3)."""
+        cdef RaftLog log = self.log
+        cdef Message r = self._new_msg(_MSG_APP_RESP, m.src)
+        cdef Py_ssize_t i, n = PyList_GET_SIZE(m.entries)
+        cdef Entry e
+        cdef uint64_t last_new, hint
+        self.election_elapsed = 0
+        self.leader = m.src
+        if not log.match_term(m.index, m.log_term):
+            r.reject = True
+            r.index = m.index
+            hint = log.find_conflict_by_term(m.index, m.log_term)
+            r.reject_hint = hint
+            r.log_term = log.term_at(hint)
+            self._msgs_after_persist.append(r)
+            return 0
+        last_new = m.index + <uint64_t>n
+        for i in range(n):
+            e = <Entry>PyList_GET_ITEM(m.entries, i)
+            if e.index < log.offset:
+                continue                       # covered by our snapshot: committed
+            if e.index <= log.last():
+                if log._terms[e.index - log.offset] == e.term:
+                    continue                   # already have it (re-delivery)
+                log.truncate_from(e.index)     # conflict: drop our suffix (§5.3)
+            log.append_entry(e)
+        # Figure 2: commitIndex = min(leaderCommit, index of last new entry).
+        if m.commit > log.committed and last_new > log.committed:
+            log.committed = min(m.commit, last_new)
+        r.index = last_new
+        self._msgs_after_persist.append(r)
+        return 0
+
+    cdef int _handle_append_resp(self, Message m) except -1:
+        """Leader side of an AppendEntries response."""
+        cdef Progress pr = <Progress>self.progress.get(m.src)
+        cdef uint64_t j
+        if pr is None:
+            return 0
+        if m.reject:
+            # A rejection is stale unless it refuses what we are asking now:
+            # in PROBE the one probe at next - 1; in REPLICATE anything above match.
+            if pr.state == _PROBE and m.index != pr.next - 1:
+                return 0
+            if pr.state == _REPLICATE and m.index <= pr.match:
+                return 0
+            # Skip back a whole term per round trip using the follower's hint.
+            j = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
+            pr.become_probe()
+            if j + 1 > pr.next:
+                pr.next = j + 1
+            self._send_append(m.src, pr, False)
+            return 0
+        if m.index > pr.match:
+            pr.match = m.index
+            pr.progressed = True
+            if self._maybe_commit():
+                self._broadcast_pending = True   # tell followers the new commit index
+        if pr.state == _PROBE:
+            if m.index + 1 >= pr.next:
+                pr.become_replicate()            # the probe found the match point
+        else:
+            if pr.next <= m.index:
+                pr.next = m.index + 1
+            pr.free_le(m.index)
+        # Keep the pipe full.
+        while pr.next <= self.log.last() and not pr.is_paused():
+            self._send_append(m.src, pr, False)
+            if pr.state == _PROBE:
+                break
+        return 0
+
+    cdef int _handle_vote(self, Message m) except -1:
+        """§5.2, §5.4.1: grant at most one vote per term, to an up-to-date candidate."""
+        cdef Message r = self._new_msg(_MSG_VOTE_RESP, m.src)
+        cdef uint64_t last = self.log.last()
+        cdef uint64_t last_term = self.log.term_at(last)
+        cdef bint can_vote = self.vote == 0 or self.vote == m.src
+        cdef bint up_to_date = m.log_term > last_term or (m.log_term == last_term and m.index >= last)
+        if can_vote and up_to_date:
+            self.vote = m.src
+            self.election_elapsed = 0       # granting a vote resets the timer (§5.2)
+            r.reject = False
+        else:
+            r.reject = True
+        self._msgs_after_persist.append(r)
+        return 0
+
+    cdef int _handle_vote_resp(self, Message m) except -1:
+        cdef Py_ssize_t granted = 0, rejected = 0
+        cdef object v
+        if self.role != _CANDIDATE:
+            return 0
+        self.votes[m.src] = not m.reject
+        for v in self.votes.values():
+            if v:
+                granted += 1
+            else:
+                rejected += 1
+        if granted > len(self.voters) // 2:
+            self._become_leader()
+        elif rejected > len(self.voters) // 2:
+            self._become_follower(self.term, 0)
+        return 0
+
+    cdef int _validate(self, Message m) except -1:
+        cdef Py_ssize_t i, n
+        cdef Entry e
+        cdef uint64_t prev_term
+        if m.dst != self.id:
+            raise RemoteProtocolError(f"message for node {m.dst} delivered to node {self.id}")
+        if m.src not in self.voters or m.src == self.id:
+            raise RemoteProtocolError(f"message from unknown node {m.src}")
+        if m.type < _MSG_APP or m.type > _MSG_VOTE_RESP:
+            raise RemoteProtocolError(f"unknown message type {m.type}")
+        if m.entries is None:
+            raise RemoteProtocolError("entries must be a list")
+        if m.type == _MSG_APP:
+            n = PyList_GET_SIZE(m.entries)
+            prev_term = m.log_term
+            for i in range(n):
+                e = m.entries[i]
+                if e.index != m.index + <uint64_t>i + 1:
+                    raise RemoteProtocolError("AppendEntries entries are not contiguous after prevLogIndex")
+                if e.term < prev_term or e.term > m.term:
+                    raise RemoteProtocolError("AppendEntries entry terms must not decrease or exceed the message term")
+                prev_term = e.term
+            if m.log_term > m.term:
+                raise RemoteProtocolError("prevLogTerm exceeds the message term")
+        elif m.entries:
+            raise RemoteProtocolError("only AppendEntries carries entries")
+        return 0
+
+    # -- public API --
+
+    def tick(self):
+        """Advance logical time by one tick."""
+        if self.role == _LEADER:
+            self.heartbeat_elapsed += 1
+            if self.heartbeat_elapsed >= self.heartbeat_tick:
+                self.heartbeat_elapsed = 0
+                self._broadcast_heartbeat()
+        else:
+            self.election_elapsed += 1
+            if self.election_elapsed >= self.randomized_election_tick:
+                self.election_elapsed = 0
+                self._campaign()
+
+    def campaign(self):
+        """Start an election now (as if the election timer fired)."""
+        if self.role != _LEADER:
+            self._campaign()
+
+    def step(self, Message m):
+        """Handle one message from a peer. Raises RemoteProtocolError, without
+        changing state, if the message is malformed."""
+        self._validate(m)
+        if m.term > self.term:
+            # §5.1: any message with a higher term makes us a follower of that term.
+            self._become_follower(m.term, m.src if m.type == _MSG_APP else 0)
+        elif m.term < self.term:
+            # Stale sender: answer requests with our term so it steps down; drop responses.
+            if m.type == _MSG_APP:
+                r = self._new_msg(_MSG_APP_RESP, m.src)
+                r.reject = True
+                r.index = m.index
+                self._msgs_after_persist.append(r)
+            elif m.type == _MSG_VOTE:
+                r = self._new_msg(_MSG_VOTE_RESP, m.src)
+                r.reject = True
+                self._msgs_after_persist.append(r)
+            return
+        if m.type == _MSG_APP:
+            if self.role == _CANDIDATE:
+                self._become_follower(self.term, m.src)   # §5.2: a leader exists in our term
+            assert self.role != _LEADER, "two leaders in one term"
+            self._handle_append(m)
+        elif m.type == _MSG_APP_RESP:
+            if self.role == _LEADER:
+                self._handle_append_resp(m)
+        elif m.type == _MSG_VOTE:
+            self._handle_vote(m)
+        elif m.type == _MSG_VOTE_RESP:
+            self._handle_vote_resp(m)
+
+    def propose(self, bytes data):
+        """Append ``data`` as a new entry; returns its index. Raises NotLeader."""
+        if self.role != _LEADER:
+            raise NotLeader(self.leader)
+        self._append_local([data], _ENTRY_NORMAL)
+        return self.log.last()
+
+    def propose_batch(self, list datas):
+        """Append many entries at once; returns the index of the first."""
+        if self.role != _LEADER:
+            raise NotLeader(self.leader)
+        for d in datas:
+            if not isinstance(d, bytes):
+                raise TypeError("proposals must be bytes")
+        first = self.log.last() + 1
+        self._append_local(datas, _ENTRY_NORMAL)
+        return first
+
+    cdef inline uint64_t _apply_limit(self):
+        return min(self.log.committed, self.log.stable)
+
+    def has_ready(self):
+        """Is there anything to persist, send or apply?"""
+        if self._ready_outstanding:
+            return False
+        if self._broadcast_pending and self.role == _LEADER:
+            return True
+        return (bool(self._msgs) or bool(self._msgs_after_persist)
+                or self.log.unstable_from <= self.log.last()
+                or self._apply_limit() > self.log.applied
+                or self.term != self._prev_hard_state.term
+                or self.vote != self._prev_hard_state.vote
+                or self.log.committed != self._prev_hard_state.commit)
+
+    def ready(self):
+        """Collect the next batch of work. Call advance(ready) when it is done."""
+        if self._ready_outstanding:
+            raise LocalProtocolError("ready() called again before advance()")
+        if self._broadcast_pending and self.role == _LEADER:
+            self._broadcast_append()
+        cdef Ready rd = Ready.__new__(Ready)
+        cdef RaftLog log = self.log
+        cdef HardState prev = self._prev_hard_state
+        if self.term != prev.term or self.vote != prev.vote or log.committed != prev.commit:
+            rd.hard_state = HardState(self.term, self.vote, log.committed)
+            self._prev_hard_state = rd.hard_state
+        if log.unstable_from <= log.last():
+            rd.entries = log._entries[log.unstable_from - log.offset:]
+            rd._last_index = log.last()
+            rd._last_term = log.term_at(rd._last_index)
+            log.unstable_from = log.last() + 1
+        else:
+            rd.entries = []
+        rd.messages = self._msgs
+        rd.messages_after_persist = self._msgs_after_persist
+        self._msgs = []
+        self._msgs_after_persist = []
+        cdef uint64_t limit = self._apply_limit()
+        if limit > log.applied:
+            rd.committed_entries = log._entries[log.applied + 1 - log.offset:limit + 1 - log.offset]
+            rd._applied_to = limit
+        else:
+            rd.committed_entries = []
+            rd._applied_to = log.applied
+        self._ready_outstanding = True
+        return rd
+
+    def advance(self, Ready rd):
+        """The runtime has persisted, sent and applied everything in ``rd``."""
+        if not self._ready_outstanding:
+            raise LocalProtocolError("advance() without an outstanding ready()")
+        self._ready_outstanding = False
+        cdef RaftLog log = self.log
+        if rd._last_index:
+            # Durable only if the entry written is still ours (no truncation since).
+            if rd._last_index <= log.last() and rd._last_index >= log.offset \
+                    and log.term_at(rd._last_index) == rd._last_term:
+                if rd._last_index > log.stable:
+                    log.stable = rd._last_index
+        assert rd._applied_to >= log.applied
+        log.applied = rd._applied_to
+        if self.role == _LEADER and self._maybe_commit():
+            self._broadcast_pending = True
+
+    # -- introspection --
+
+    @property
+    def hard_state(self):
+        return HardState(self.term, self.vote, self.log.committed)
+
+    @property
+    def commit(self):
+        return self.log.committed
+
+    @property
+    def applied(self):
+        return self.log.applied
+
+    @property
+    def last_index(self):
+        return self.log.last()
+
+    @property
+    def role_name(self):
+        return ROLE_NAMES[self.role]
+
+    def progress_of(self, uint64_t peer):
+        """The leader's Progress for ``peer`` (None if not leader)."""
+        return self.progress.get(peer)
+
+    def status(self):
+        """A plain dict describing this node (for tools, logs and tests)."""
+        return {
+            "id": self.id,
+            "role": ROLE_NAMES[self.role],
+            "term": self.term,
+            "vote": self.vote,
+            "leader": self.leader,
+            "commit": self.log.committed,
+            "applied": self.log.applied,
+            "stable": self.log.stable,
+            "first_index": self.log.offset,
+            "last_index": self.log.last(),
+            "progress": {p: {"match": pr.match, "next": pr.next,
+                             "state": "replicate" if pr.state == _REPLICATE else "probe"}
+                         for p, pr in self.progress.items()},
+        }

@@ -1,0 +1,47 @@
+"""The storage interface the node runtime and the simulator persist through.
+
+Contract (see raft._core for the Ready/advance protocol):
+- ``save(hard_state, entries)`` makes both durable before it returns (one write,
+  one sync for the whole batch: group commit). If ``entries[0].index`` is at or
+  below ``last_index``, everything from that index on is first discarded (the
+  core asks for this when a follower's log had a conflicting suffix, §5.3).
+- ``load()`` returns exactly what was made durable by completed ``save`` calls.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from raft._core import Entry, HardState
+
+
+@dataclass
+class PersistedState:
+    """What a node restarts from."""
+
+    hard_state: HardState = field(default_factory=HardState)
+    entries: list[Entry] = field(default_factory=list)
+    snapshot_index: int = 0
+    snapshot_term: int = 0
+
+
+class Storage(Protocol):
+    def load(self) -> PersistedState: ...
+
+    def save(self, hard_state: HardState | None, entries: list[Entry]) -> None: ...
+
+    def entries(self, lo: int, hi: int) -> list[Entry]: ...
+
+    def term(self, index: int) -> int: ...
+
+    @property
+    def first_index(self) -> int: ...
+
+    @property
+    def last_index(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class StorageError(Exception):
+    """Persisted state is unusable (corrupt, inconsistent); the message says where and why."""
