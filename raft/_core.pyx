@@ -517,7 +517,10 @@ cdef class RawNode:
             self.term = term
             self.vote = 0
         self.leader = 0
-        self.election_elapsed = 0
+        # The election timer is NOT reset here: Figure 2 restarts it only on
+        # AppendEntries from the current leader, on granting a vote, and when we
+        # become candidate. Resetting it whenever a higher term is seen would let
+        # one out-of-date node that keeps campaigning hold back everybody else.
         self.heartbeat_elapsed = 0
         self._reset_randomized_timeout()
         self.votes = {}
@@ -526,6 +529,8 @@ cdef class RawNode:
         return 0
 
     cdef int _become_follower(self, uint64_t term, uint64_t leader) except -1:
+        if self.role == _LEADER:
+            self.election_elapsed = 0    # a deposed leader starts a fresh timer
         self._reset(term)
         self.role = _FOLLOWER
         self.leader = leader
@@ -534,6 +539,7 @@ cdef class RawNode:
     cdef int _become_candidate(self) except -1:
         assert self.role != _LEADER, "a leader does not campaign"
         self._reset(self.term + 1)
+        self.election_elapsed = 0
         self.vote = self.id
         self.role = _CANDIDATE
         self.votes[self.id] = True

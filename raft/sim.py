@@ -1,0 +1,584 @@
+"""A deterministic, seeded simulator for the Raft core.
+
+One seed drives everything (the TigerBeetle VOPR / FoundationDB approach): the
+fault profile of the run (which faults, how often), every random choice of the
+network, the disks, the clocks and the client, and each node's election PRNG.
+The same seed gives a byte-identical event log (``Simulation.fingerprint``).
+
+A run has two phases:
+1. safety: faults are injected (message drop, duplication, delay/reordering,
+   symmetric and asymmetric partitions, crash/restart, clock skew, slow disks)
+   while a client proposes; invariants are checked after every event.
+2. liveness: every fault is healed and every node restarted; a leader must be
+   elected and every proposal committed and applied everywhere within a bounded
+   number of ticks.
+
+Invariants checked after every event (see ``tests/invariants/`` for one test each):
+- ElectionSafety (§5.2): at most one leader per term, over the whole run.
+- LogMatching (§5.3): entries with the same (index, term) are the same entry
+  with the same predecessor term -- by induction, logs agreeing on an entry
+  agree on the whole prefix. Checked on every entry handed to storage, plus a
+  full pairwise comparison at the end of each phase.
+- LeaderCompleteness (§5.4): a new leader's log holds every committed entry.
+- StateMachineSafety (§5.4.3): every node applies the same entry at each index,
+  in order (checked against a global record of what was applied).
+- CommittedDurable: an entry the leader counts as committed is on the durable
+  storage of a majority.
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import random
+from collections import deque
+from dataclasses import asdict, dataclass, field
+
+from raft._core import (
+    ENTRY_NORMAL,
+    LEADER,
+    MSG_NAMES,
+    Entry,
+    Message,
+    NotLeader,
+    RawNode,
+    Ready,
+)
+from raft.storage.memory import MemoryStorage
+
+# Virtual time is in integer units; a node ticks every ~TICK units.
+TICK = 10
+
+# Event kinds in the queue.
+_DELIVER, _TICK, _PERSISTED, _CRASH, _RESTART, _PARTITION, _HEAL, _PROPOSE = range(8)
+
+FAULT_KINDS = ("drop", "duplicate", "reorder", "partition", "asymmetric_partition",
+               "crash", "restart", "clock_skew", "slow_disk")
+
+
+@dataclass
+class FaultProfile:
+    """Fault rates of one run, drawn from its seed (``FaultProfile.draw``)."""
+
+    drop: float = 0.0              # probability a message is lost
+    duplicate: float = 0.0         # probability a message is delivered twice
+    max_delay: int = 1             # message delay uniform in [1, max_delay] units (reordering)
+    partition_rate: float = 0.0    # per tick, probability a partition starts
+    asymmetric: float = 0.0        # probability a partition is one-way
+    crash_rate: float = 0.0        # per tick, probability some node crashes
+    skew: float = 0.0              # node tick periods in TICK * [1 - skew, 1 + skew]
+    max_disk_delay: int = 0        # persist latency uniform in [0, max_disk_delay] units
+    # Not faults but batching/flow-control shapes, also drawn from the seed:
+    max_msg_bytes: int = 1 << 20   # 1 = one entry per AppendEntries
+    max_inflight: int = 64
+
+    @classmethod
+    def draw(cls, rng: random.Random) -> "FaultProfile":
+        # Each fault kind is switched on with some probability, so runs vary in
+        # which faults combine; rates are kept such that progress stays possible.
+        on = lambda p: rng.random() < p  # noqa: E731
+        return cls(
+            drop=rng.uniform(0.0, 0.15) if on(0.8) else 0.0,
+            duplicate=rng.uniform(0.0, 0.1) if on(0.7) else 0.0,
+            max_delay=rng.randint(2, 3 * TICK) if on(0.8) else 1,
+            partition_rate=rng.uniform(0.002, 0.02) if on(0.75) else 0.0,
+            asymmetric=rng.uniform(0.2, 0.6),
+            crash_rate=rng.uniform(0.002, 0.015) if on(0.75) else 0.0,
+            skew=rng.uniform(0.05, 0.4) if on(0.7) else 0.0,
+            max_disk_delay=rng.randint(1, 2 * TICK) if on(0.7) else 0,
+            max_msg_bytes=rng.choice((1, 64, 512, 1 << 20)),
+            max_inflight=rng.choice((1, 4, 64)),
+        )
+
+    def __post_init__(self) -> None:
+        # One entry per message AND one message in flight replicates one entry per
+        # round trip: legal, but too slow to catch up within the liveness bound.
+        if self.max_msg_bytes < 64 and self.max_inflight < 4:
+            self.max_inflight = 4
+
+
+@dataclass
+class SimConfig:
+    seed: int = 0
+    nodes: int = 3
+    steps: int = 600                # ticks (of TICK units) in the safety phase
+    liveness_ticks: int = 1000      # bound for the liveness phase
+    election_tick: int = 10
+    heartbeat_tick: int = 2
+    propose_rate: float = 0.3       # client proposals per tick
+    unsafe_commit_any_term: bool = False   # test-only Figure 8 bug switch
+    faults: FaultProfile | None = None     # None: drawn from the seed
+    history: int = 40               # events shown around a violation
+
+
+@dataclass
+class SimResult:
+    seed: int
+    nodes: int
+    steps: int
+    events: int = 0
+    elections: int = 0
+    leader_terms: int = 0
+    commits: int = 0
+    proposals: int = 0
+    faults: dict = field(default_factory=dict)
+    violations: list = field(default_factory=list)
+    liveness: str = "not run"
+    liveness_ticks: int = 0
+    fingerprint: str = ""
+    history: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations and self.liveness == "ok"
+
+    def summary(self) -> str:
+        d = asdict(self)
+        d.pop("history")
+        return json.dumps(d, sort_keys=True)
+
+
+class Violation(Exception):
+    """An invariant failed; carries the invariant's name."""
+
+    def __init__(self, invariant: str, detail: str):
+        self.invariant = invariant
+        super().__init__(f"{invariant}: {detail}")
+
+
+class SimNode:
+    """One simulated server: a RawNode (None while crashed) and its durable storage."""
+
+    def __init__(self, sim: "Simulation", node_id: int, period: int):
+        self.sim = sim
+        self.id = node_id
+        self.disk = MemoryStorage()
+        self.core: RawNode | None = None
+        self.pending: Ready | None = None   # a Ready whose persist is in flight
+        self.incarnation = 0
+        self.period = period
+        self.applied: list[tuple[int, int, bytes]] = []  # this incarnation's (index, term, data)
+        self.start()
+
+    def start(self) -> None:
+        st = self.disk.load()
+        self.incarnation += 1
+        cfg = self.sim.cfg
+        self.core = RawNode(
+            self.id, self.sim.ids, seed=self.sim.rng.getrandbits(64),
+            election_tick=cfg.election_tick, heartbeat_tick=cfg.heartbeat_tick,
+            max_msg_bytes=self.sim.faults.max_msg_bytes, max_inflight=self.sim.faults.max_inflight,
+            hard_state=st.hard_state, entries=st.entries,
+            snapshot_index=st.snapshot_index, snapshot_term=st.snapshot_term,
+            msg_id_start=self.incarnation << 40,
+            unsafe_commit_any_term=cfg.unsafe_commit_any_term)
+        self.pending = None
+        self.applied = []
+        self.commit_seen = 0
+        self.last_role = self.core.role
+        self.last_term = self.core.term
+
+    def crash(self) -> None:
+        self.core = None
+        self.pending = None   # an in-flight persist is lost with the process
+
+    @property
+    def up(self) -> bool:
+        return self.core is not None
+
+
+class Simulation:
+    def __init__(self, cfg: SimConfig):
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.faults = cfg.faults if cfg.faults is not None else FaultProfile.draw(self.rng)
+        self.ids = list(range(1, cfg.nodes + 1))
+        self.quorum = cfg.nodes // 2 + 1
+        self.now = 0
+        self.seq = 0
+        self.queue: list = []
+        self.result = SimResult(cfg.seed, cfg.nodes, cfg.steps,
+                                faults={k: 0 for k in FAULT_KINDS})
+        self.blocked: set[tuple[int, int]] = set()   # directed links src->dst that drop everything
+        self.partitioned = False
+        self.faulty = True
+        # Global records for the invariants.
+        self.leaders: dict[int, int] = {}             # term -> leader id (ElectionSafety)
+        self.registry: dict[tuple[int, int], tuple] = {}  # (index, term) -> (type, data, prev_term)
+        self.committed: list[tuple[int, bytes]] = []  # index-1 -> (term, data) as applied
+        self.commit_terms: list[int] = []             # index-1 -> term, as leaders committed
+        # Client: payloads proposed and not yet seen applied, with when to retry.
+        self.next_payload = 0
+        self.outstanding: dict[bytes, int] = {}
+        self.done: set[bytes] = set()
+        # A client gives a proposal this long to be applied before proposing it again.
+        self.retry_after = 20 * cfg.election_tick * TICK
+        self.leader_hint = 0
+        self.history: deque[str] = deque(maxlen=cfg.history)
+        self._hash = hashlib.blake2b(digest_size=16)
+        skew = self.faults.skew
+        periods = [max(1, round(TICK * (1 + self.rng.uniform(-skew, skew)))) for _ in self.ids]
+        if skew:
+            self.result.faults["clock_skew"] = 1
+        self.nodes = {i: SimNode(self, i, p) for i, p in zip(self.ids, periods)}
+        for n in self.nodes.values():
+            self._push(self.rng.randint(1, n.period), _TICK, (n.id, n.incarnation))
+        self._push(TICK, _PARTITION, None)
+
+    # -- event plumbing --
+
+    def _push(self, at: int, kind: int, payload) -> None:
+        self.seq += 1
+        heapq.heappush(self.queue, (at, self.seq, kind, payload))
+
+    def log(self, text: str) -> None:
+        line = f"{self.now} {text}"
+        self.history.append(line)
+        self._hash.update(line.encode())
+        self._hash.update(b"\n")
+
+    @property
+    def fingerprint(self) -> str:
+        return self._hash.hexdigest()
+
+    # -- network --
+
+    def send(self, m: Message) -> None:
+        f = self.faults
+        if (m.src, m.dst) in self.blocked:
+            self.log(f"block {m!r}")
+            return
+        if self.faulty and f.drop and self.rng.random() < f.drop:
+            self.result.faults["drop"] += 1
+            self.log(f"drop {m!r}")
+            return
+        copies = 1
+        if self.faulty and f.duplicate and self.rng.random() < f.duplicate:
+            self.result.faults["duplicate"] += 1
+            copies = 2
+        for _ in range(copies):
+            delay = self.rng.randint(1, f.max_delay)
+            self._push(self.now + delay, _DELIVER, m)
+        if f.max_delay > 1:
+            self.result.faults["reorder"] += 1
+
+    # -- node processing --
+
+    def drain(self, n: SimNode) -> None:
+        """Run the node's Ready loop until it has nothing more to do right now."""
+        core = n.core
+        while core is not None and n.pending is None and core.has_ready():
+            rd = core.ready()
+            self._check_new_entries(n, rd)
+            for m in rd.messages:       # leader's appends: may precede its own fsync
+                self.send(m)
+            if rd.must_sync:
+                n.pending = rd
+                delay = self.rng.randint(0, self.faults.max_disk_delay) if self.faults.max_disk_delay else 0
+                if delay:
+                    self.result.faults["slow_disk"] += 1
+                    self._push(self.now + delay, _PERSISTED, (n.id, n.incarnation))
+                    return
+                self._complete_persist(n)
+            else:
+                self._finish_ready(n, rd)
+
+    def _complete_persist(self, n: SimNode) -> None:
+        rd = n.pending
+        n.pending = None
+        n.disk.save(rd.hard_state, rd.entries)
+        self._finish_ready(n, rd)
+
+    def _finish_ready(self, n: SimNode, rd: Ready) -> None:
+        for m in rd.messages_after_persist:
+            self.send(m)
+        for e in rd.committed_entries:
+            self._apply(n, e)
+        n.core.advance(rd)
+        self._check_leader_commit(n)
+
+    # -- invariants --
+
+    def _check_role(self, n: SimNode) -> None:
+        core = n.core
+        if core.role == n.last_role and core.term == n.last_term:
+            return
+        n.last_role, n.last_term = core.role, core.term
+        self.log(f"n{n.id} {core.role_name} term={core.term}")
+        if core.role != LEADER:
+            if core.role == 1:
+                self.result.elections += 1
+            return
+        prev = self.leaders.setdefault(core.term, n.id)
+        if prev != n.id:
+            raise Violation("ElectionSafety", f"term {core.term} has leaders {prev} and {n.id}")
+        self.result.leader_terms += 1
+        self.leader_hint = n.id
+        n.commit_seen = 0
+        # LeaderCompleteness: every committed entry is in the new leader's log.
+        log = core.log
+        known = self.commit_terms
+        for idx in range(log.first_index, min(len(known), log.last_index) + 1):
+            if log.term(idx) != known[idx - 1]:
+                raise Violation("LeaderCompleteness",
+                                f"leader {n.id} term {core.term} has term {log.term(idx)} "
+                                f"at committed index {idx} (committed term {known[idx - 1]})")
+        if log.last_index < len(known):
+            raise Violation("LeaderCompleteness",
+                            f"leader {n.id} log ends at {log.last_index} < committed {len(known)}")
+
+    def _check_new_entries(self, n: SimNode, rd: Ready) -> None:
+        """LogMatching, incrementally: each (index, term) names one entry and one prefix."""
+        if not rd.entries:
+            return
+        prev_term = n.core.log.term(rd.entries[0].index - 1)
+        for e in rd.entries:
+            key = (e.index, e.term)
+            val = (e.type, e.data, prev_term)
+            old = self.registry.setdefault(key, val)
+            if old != val:
+                raise Violation("LogMatching",
+                                f"node {n.id}: entry {key} is {val}, elsewhere {old}")
+            prev_term = e.term
+
+    def _apply(self, n: SimNode, e: Entry) -> None:
+        expect = (n.applied[-1][0] + 1) if n.applied else n.core.log.applied + 1
+        if e.index != expect:
+            raise Violation("StateMachineSafety", f"node {n.id} applied {e.index}, expected {expect}")
+        n.applied.append((e.index, e.term, e.data))
+        if e.index <= len(self.committed):
+            if self.committed[e.index - 1] != (e.term, e.data):
+                raise Violation("StateMachineSafety",
+                                f"node {n.id} applied {(e.term, e.data)} at {e.index}, "
+                                f"others applied {self.committed[e.index - 1]}")
+        elif e.index == len(self.committed) + 1:
+            self.committed.append((e.term, e.data))
+            self.result.commits += 1
+            if e.type == ENTRY_NORMAL:
+                self.outstanding.pop(e.data, None)
+                self.done.add(e.data)
+        else:
+            raise Violation("StateMachineSafety", f"node {n.id} applied {e.index} past the record")
+
+    def _check_leader_commit(self, n: SimNode) -> None:
+        """What a leader counts as committed: the same at each index for every
+        leader (StateMachineSafety) and durable on a majority (CommittedDurable)."""
+        core = n.core
+        if core.role != LEADER or core.commit <= n.commit_seen:
+            return
+        for idx in range(max(n.commit_seen + 1, core.log.first_index), core.commit + 1):
+            t = core.log.term(idx)
+            if idx <= len(self.commit_terms):
+                if self.commit_terms[idx - 1] != t:
+                    raise Violation("StateMachineSafety",
+                                    f"leader {n.id} committed term {t} at {idx}, "
+                                    f"earlier committed term {self.commit_terms[idx - 1]}")
+                continue
+            holders = sum(1 for m in self.nodes.values()
+                          if m.disk.last_index >= idx and m.disk.term(idx) == t)
+            if holders < self.quorum:
+                raise Violation("CommittedDurable",
+                                f"leader {n.id} committed {idx} (term {t}) held durably by {holders} nodes")
+            self.commit_terms.append(t)
+        n.commit_seen = core.commit
+
+    def check_logs_match(self) -> None:
+        """Full pairwise LogMatching over live nodes (end of each phase)."""
+        live = [n for n in self.nodes.values() if n.up]
+        for i, a in enumerate(live):
+            for b in live[i + 1:]:
+                la, lb = a.core.log, b.core.log
+                lo = max(la.first_index, lb.first_index)
+                hi = min(la.last_index, lb.last_index)
+                for idx in range(hi, lo - 1, -1):
+                    if la.term(idx) == lb.term(idx):
+                        ea, eb = la.entries(lo, idx + 1), lb.entries(lo, idx + 1)
+                        if ea != eb:
+                            raise Violation("LogMatching",
+                                            f"nodes {a.id},{b.id} agree on ({idx},{la.term(idx)}) but differ before")
+                        break
+
+    # -- client --
+
+    def _propose(self, payload: bytes) -> None:
+        target = self.leader_hint if self.leader_hint else self.rng.choice(self.ids)
+        n = self.nodes[target]
+        if not n.up:
+            self.leader_hint = 0
+            return
+        try:
+            idx = n.core.propose(payload)
+        except NotLeader as e:
+            self.leader_hint = e.leader if e.leader else 0
+            return
+        self.log(f"propose {payload!r} at n{n.id} index {idx}")
+        self.result.proposals += 1
+
+    def _client_tick(self) -> None:
+        if self.faulty and self.rng.random() < self.cfg.propose_rate:
+            self.next_payload += 1
+            payload = b"v%d" % self.next_payload
+            self.outstanding[payload] = self.now + self.retry_after
+            self._propose(payload)
+        # Retry proposals not applied in time (the leader may have lost them).
+        for payload, due in list(self.outstanding.items()):
+            if due <= self.now:
+                self.outstanding[payload] = self.now + self.retry_after
+                self._propose(payload)
+
+    # -- faults --
+
+    def _maybe_partition(self) -> None:
+        f = self.faults
+        if self.partitioned or not f.partition_rate or self.rng.random() >= f.partition_rate * len(self.ids):
+            return
+        ids = list(self.ids)
+        self.rng.shuffle(ids)
+        cut = self.rng.randint(1, len(ids) - 1)
+        a, b = ids[:cut], ids[cut:]
+        one_way = self.rng.random() < f.asymmetric
+        for x in a:
+            for y in b:
+                self.blocked.add((x, y))
+                if not one_way:
+                    self.blocked.add((y, x))
+        kind = "asymmetric_partition" if one_way else "partition"
+        self.result.faults[kind] += 1
+        self.partitioned = True
+        self.log(f"{kind} {sorted(a)} | {sorted(b)}")
+        self._push(self.now + self.rng.randint(2, 40) * TICK, _HEAL, None)
+
+    def _maybe_crash(self) -> None:
+        f = self.faults
+        if not f.crash_rate or self.rng.random() >= f.crash_rate * len(self.ids):
+            return
+        n = self.nodes[self.rng.choice(self.ids)]
+        if not n.up:
+            return
+        n.crash()
+        self.result.faults["crash"] += 1
+        self.log(f"crash n{n.id}")
+        self._push(self.now + self.rng.randint(1, 30) * TICK, _RESTART, n.id)
+
+    def _restart(self, n: SimNode) -> None:
+        if n.up:
+            return
+        n.start()
+        self.result.faults["restart"] += 1
+        self.log(f"restart n{n.id} {n.core.hard_state!r} last={n.core.last_index}")
+        self._push(self.now + self.rng.randint(1, n.period), _TICK, (n.id, n.incarnation))
+
+    def heal(self) -> None:
+        self.blocked.clear()
+        self.partitioned = False
+
+    # -- main loop --
+
+    def _handle(self, kind: int, payload) -> None:
+        if kind == _DELIVER:
+            m = payload
+            n = self.nodes[m.dst]
+            if not n.up or (m.src, m.dst) in self.blocked:
+                return
+            self.log(f"recv {m!r}")
+            n.core.step(m)
+            self._after(n)
+        elif kind == _TICK:
+            node_id, inc = payload
+            n = self.nodes[node_id]
+            if not n.up or n.incarnation != inc:
+                return
+            n.core.tick()
+            self._after(n)
+            self._push(self.now + n.period, _TICK, payload)
+        elif kind == _PERSISTED:
+            node_id, inc = payload
+            n = self.nodes[node_id]
+            if n.up and n.incarnation == inc and n.pending is not None:
+                self._complete_persist(n)
+                self._after(n)
+        elif kind == _RESTART:
+            self._restart(self.nodes[payload])
+        elif kind == _HEAL:
+            self.heal()
+            self.log("heal")
+        elif kind == _PARTITION:
+            # The "world" clock: client and fault decisions once per tick.
+            if self.faulty:
+                self._maybe_partition()
+                self._maybe_crash()
+            self._client_tick()
+            self._push(self.now + TICK, _PARTITION, None)
+
+    def _after(self, n: SimNode) -> None:
+        if n.core is None:
+            return
+        self.drain(n)
+        if n.core is not None:
+            self._check_role(n)
+            self._check_leader_commit(n)
+
+    def run_until(self, end: int, stop=None) -> bool:
+        while self.queue and self.queue[0][0] <= end:
+            at, _, kind, payload = heapq.heappop(self.queue)
+            self.now = at
+            self._handle(kind, payload)
+            self.result.events += 1
+            if stop is not None and kind == _PARTITION and stop():
+                return True
+        self.now = end
+        return False
+
+    def _converged(self) -> bool:
+        if self.outstanding:
+            return False
+        live = list(self.nodes.values())
+        if not all(n.up for n in live):
+            return False
+        leaders = [n for n in live if n.core.role == LEADER]
+        if len(leaders) != 1:
+            return False
+        commit = leaders[0].core.commit
+        if commit < len(self.committed):
+            return False
+        return all(n.core.applied == commit and n.core.commit == commit for n in live)
+
+    def run(self) -> SimResult:
+        cfg = self.cfg
+        res = self.result
+        try:
+            self.run_until(cfg.steps * TICK)
+            self.check_logs_match()
+            # Liveness: heal everything, restart everyone, keep only delays.
+            self.faulty = False
+            self.heal()
+            self.log("liveness phase")
+            for n in self.nodes.values():
+                self._restart(n)
+            start = self.now
+            if self.run_until(start + cfg.liveness_ticks * TICK, self._converged):
+                res.liveness = "ok"
+            else:
+                res.liveness = "failed"
+                res.violations.append(
+                    f"Liveness: not converged within {cfg.liveness_ticks} ticks after healing "
+                    f"({len(self.outstanding)} proposals outstanding, "
+                    f"nodes: {[n.core.status() if n.up else 'down' for n in self.nodes.values()]})")
+            res.liveness_ticks = (self.now - start) // TICK
+            self.check_logs_match()
+        except Violation as v:
+            res.violations.append(str(v))
+            res.liveness = "not run" if res.liveness == "not run" else res.liveness
+        except AssertionError as e:
+            # An assertion inside the core is a safety check failing (e.g. truncating a
+            # committed entry): report it as a violation, not a crash of the tool.
+            res.violations.append(f"CoreAssertion: {e}")
+        res.fingerprint = self.fingerprint
+        if res.violations:
+            res.history = list(self.history)
+        return res
+
+
+def run(seed: int, nodes: int = 3, steps: int = 600, **kw) -> SimResult:
+    """Run one simulation; see SimConfig for the knobs."""
+    return Simulation(SimConfig(seed=seed, nodes=nodes, steps=steps, **kw)).run()

@@ -1,0 +1,571 @@
+-------------------------------- MODULE Raft --------------------------------
+(***************************************************************************)
+(* The Raft protocol exactly as our core implements it (docs/protocol.md). *)
+(*                                                                         *)
+(* Written from the Raft paper (Ongaro & Ousterhout, "In Search of an      *)
+(* Understandable Consensus Algorithm", 2014; cited as "paper §x") and     *)
+(* the dissertation (Ongaro, "Consensus: Bridging Theory and Practice",    *)
+(* 2014; cited as "diss. §x"), and from docs/protocol.md, which refines    *)
+(* Figure 2 of the paper.                                                  *)
+(*                                                                         *)
+(* What is modelled, beyond the usual Raft specification:                  *)
+(*                                                                         *)
+(*  - Durable versus volatile state.  Every server has its in-memory       *)
+(*    currentTerm / votedFor / log and, separately, the durable copies     *)
+(*    the runtime has written (durableTerm / durableVote / durableLog and  *)
+(*    the commitIndex hint durableCommit).  Persist(i) writes the          *)
+(*    in-memory state to disk; Restart(i) throws away everything that is  *)
+(*    not durable.                                                         *)
+(*                                                                         *)
+(*  - The persistence contract (Ready / advance).  Messages that promise   *)
+(*    durability -- RequestVoteResp, AppendEntriesResp ("messages after    *)
+(*    persist") -- are not put on the network by the handler but into the  *)
+(*    server's outbox; Persist(i) writes the state and only then releases  *)
+(*    the outbox to the network.  A crash loses the outbox.  RequestVote   *)
+(*    is sent only while the candidate's term, self-vote and log are       *)
+(*    durable.  AppendEntries from a leader goes out at once (diss.        *)
+(*    §10.2.1): the leader counts only its own durable log (StableIndex)   *)
+(*    towards a commit quorum.                                             *)
+(*                                                                         *)
+(*  - A network that loses, duplicates and reorders.  The network is a     *)
+(*    SET of messages: receiving a message does not remove it (so every    *)
+(*    message may be delivered any number of times, in any order), and     *)
+(*    DropMessage removes one (loss).                                      *)
+(*                                                                         *)
+(*  - Batched AppendEntries: a leader may send ANY prevLogIndex it holds   *)
+(*    with ANY number k >= 0 of the following entries.  This one action    *)
+(*    covers heartbeats (k = 0), probes, retries and pipelined batches, so *)
+(*    the leader needs no nextIndex (nor flow-control state) here: every   *)
+(*    choice the implementation's Progress tracker can make is one of      *)
+(*    these.  Only matchIndex is kept, because commitment depends on it.   *)
+(*                                                                         *)
+(* History variables (elections, committed) record what has happened so    *)
+(* that the safety properties can be stated over the whole execution.      *)
+(***************************************************************************)
+EXTENDS Naturals, Sequences, FiniteSets
+
+CONSTANTS
+    Server,         \* the set of server ids (all voters)
+    Value,          \* the values clients may propose
+    Nil,            \* "no vote" (votedFor = 0 in the implementation)
+    Noop,           \* the value of the no-op entry a new leader appends
+    CommitAnyTerm   \* MUST be FALSE.  TRUE plants the Figure 8 bug
+                    \* (paper §5.4.2): the leader commits an entry as soon
+                    \* as a majority stores it, whatever its term.
+
+ASSUME CommitAnyTerm \in BOOLEAN
+ASSUME Nil \notin Server /\ Noop \notin Value
+
+\* Roles (volatile).
+Follower  == "Follower"
+Candidate == "Candidate"
+Leader    == "Leader"
+
+\* Message types: one message schema, as raft._core.Message.
+RequestVoteMsg       == "RequestVote"        \* MSG_VOTE
+RequestVoteRespMsg   == "RequestVoteResp"    \* MSG_VOTE_RESP
+AppendEntriesMsg     == "AppendEntries"      \* MSG_APP
+AppendEntriesRespMsg == "AppendEntriesResp"  \* MSG_APP_RESP
+
+-----------------------------------------------------------------------------
+(***************************************************************************)
+(* Variables                                                               *)
+(***************************************************************************)
+
+\* In-memory copies of the state the protocol requires to be durable (paper
+\* Figure 2, "Persistent state on all servers").
+VARIABLES
+    currentTerm,    \* currentTerm[i]: latest term server i has seen
+    votedFor,       \* votedFor[i]: candidate i voted for in currentTerm[i], or Nil
+    log             \* log[i]: sequence of entries [term |-> t, value |-> v]
+memoryVars == <<currentTerm, votedFor, log>>
+
+\* What the runtime has actually written to stable storage: HardState
+\* (term, vote, commit hint) and the log.  Only Persist changes these.
+VARIABLES
+    durableTerm,    \* durableTerm[i]
+    durableVote,    \* durableVote[i]
+    durableLog,     \* durableLog[i]
+    durableCommit   \* durableCommit[i]: the commitIndex hint in HardState
+durableVars == <<durableTerm, durableVote, durableLog, durableCommit>>
+
+\* Volatile state, lost on a crash (paper Figure 2, "Volatile state").
+VARIABLES
+    state,          \* state[i] \in {Follower, Candidate, Leader}
+    commitIndex,    \* commitIndex[i]: highest index known committed
+    votesGranted,   \* votesGranted[i]: servers that granted i a vote (candidate)
+    matchIndex,     \* matchIndex[i][j]: on leader i, highest index known
+                    \* durably replicated on j (0 when i is not leader)
+    outbox          \* outbox[i]: messages_after_persist of server i, sent by
+                    \* the next Persist(i), lost by Restart(i)
+volatileVars == <<state, commitIndex, votesGranted, matchIndex, outbox>>
+
+\* The network: the set of messages in flight (see header).
+VARIABLE network
+
+\* History variables, never read by the protocol, only by the invariants.
+VARIABLES
+    elections,      \* set of <<term, leader>>: every BecomeLeader ever taken
+    committed       \* set of [index, entry, term]: every entry any server ever
+                    \* marked committed, with the term in which that happened
+                    \* first (one record per distinct <<index, entry>>)
+historyVars == <<elections, committed>>
+
+vars == <<memoryVars, durableVars, volatileVars, network, historyVars>>
+
+-----------------------------------------------------------------------------
+(***************************************************************************)
+(* Helpers                                                                 *)
+(***************************************************************************)
+
+Min(a, b) == IF a <= b THEN a ELSE b
+Max(a, b) == IF a >= b THEN a ELSE b
+SetMax(S) == CHOOSE x \in S : \A y \in S : y <= x
+SetMin(S) == CHOOSE x \in S : \A y \in S : x <= y
+
+\* A quorum is any strict majority of the servers (paper §5.2).
+IsQuorum(S) == 2 * Cardinality(S) > Cardinality(Server)
+
+\* Term of entry n of lg, with the usual convention term(0) = 0.
+TermAt(lg, n) == IF n = 0 THEN 0 ELSE lg[n].term
+LastTerm(lg)  == TermAt(lg, Len(lg))
+
+IsPrefix(s, t) == Len(s) <= Len(t) /\ s = SubSeq(t, 1, Len(s))
+
+\* stableIndex: the last index of i's in-memory log known to be durable,
+\* i.e. the length of the common prefix of log[i] and durableLog[i].
+StableIndex(i) ==
+    SetMax({n \in 0..Min(Len(log[i]), Len(durableLog[i])) :
+                SubSeq(log[i], 1, n) = SubSeq(durableLog[i], 1, n)})
+
+\* Everything i holds in memory is on disk (the Ready is fully persisted).
+IsDurable(i) ==
+    /\ durableTerm[i] = currentTerm[i]
+    /\ durableVote[i] = votedFor[i]
+    /\ durableLog[i]  = log[i]
+
+\* The single message schema (docs/protocol.md, "Messages"): fields that a
+\* message type does not use are 0 / <<>> / FALSE.
+Message(type, src, dst, term, index, logTerm, hint, entries, commit, reject) ==
+    [type |-> type, src |-> src, dst |-> dst, term |-> term,
+     index |-> index, logTerm |-> logTerm, hint |-> hint,
+     entries |-> entries, commit |-> commit, reject |-> reject]
+
+Send(m)            == network' = network \cup {m}
+SendAfterPersist(i, m) == outbox' = [outbox EXCEPT ![i] = @ \cup {m}]
+
+\* Record that server i now considers entries 1..newCommit of lg committed
+\* (history only).  The term recorded is the term in which an entry was
+\* first seen committed.
+RecordCommit(i, lg, newCommit) ==
+    committed' = committed \cup
+        {[index |-> n, entry |-> lg[n], term |-> currentTerm[i]] :
+            n \in {k \in (commitIndex[i] + 1)..newCommit :
+                      ~\E c \in committed : c.index = k /\ c.entry = lg[k]}}
+
+\* matchIndex of a server that is not (or newly) leader.
+ZeroMatch == [j \in Server |-> 0]
+
+-----------------------------------------------------------------------------
+(***************************************************************************)
+(* Initial state                                                           *)
+(***************************************************************************)
+
+Init ==
+    /\ currentTerm   = [i \in Server |-> 0]
+    /\ votedFor      = [i \in Server |-> Nil]
+    /\ log           = [i \in Server |-> <<>>]
+    /\ durableTerm   = [i \in Server |-> 0]
+    /\ durableVote   = [i \in Server |-> Nil]
+    /\ durableLog    = [i \in Server |-> <<>>]
+    /\ durableCommit = [i \in Server |-> 0]
+    /\ state         = [i \in Server |-> Follower]
+    /\ commitIndex   = [i \in Server |-> 0]
+    /\ votesGranted  = [i \in Server |-> {}]
+    /\ matchIndex    = [i \in Server |-> ZeroMatch]
+    /\ outbox        = [i \in Server |-> {}]
+    /\ network       = {}
+    /\ elections     = {}
+    /\ committed     = {}
+
+-----------------------------------------------------------------------------
+(***************************************************************************)
+(* Crash, restart and persistence                                          *)
+(***************************************************************************)
+
+\* The runtime writes the current Ready: HardState (term, vote, commit hint)
+\* and the log, then sends the messages that had to wait for it
+\* (docs/protocol.md, "Persistence contract"; paper Figure 2: "updated on
+\* stable storage before responding to RPCs").
+Persist(i) ==
+    /\ ~(IsDurable(i) /\ durableCommit[i] = commitIndex[i] /\ outbox[i] = {})
+    /\ durableTerm'   = [durableTerm   EXCEPT ![i] = currentTerm[i]]
+    /\ durableVote'   = [durableVote   EXCEPT ![i] = votedFor[i]]
+    /\ durableLog'    = [durableLog    EXCEPT ![i] = log[i]]
+    /\ durableCommit' = [durableCommit EXCEPT ![i] = commitIndex[i]]
+    /\ network'       = network \cup outbox[i]
+    /\ outbox'        = [outbox EXCEPT ![i] = {}]
+    /\ UNCHANGED <<memoryVars, state, commitIndex, votesGranted, matchIndex,
+                   historyVars>>
+
+\* Server i crashes and restarts: in-memory state is reloaded from disk,
+\* volatile state is reset (role follower, commitIndex from the durable
+\* hint, no votes, no progress) and unsent messages are lost.
+Restart(i) ==
+    /\ currentTerm'  = [currentTerm  EXCEPT ![i] = durableTerm[i]]
+    /\ votedFor'     = [votedFor     EXCEPT ![i] = durableVote[i]]
+    /\ log'          = [log          EXCEPT ![i] = durableLog[i]]
+    /\ state'        = [state        EXCEPT ![i] = Follower]
+    /\ commitIndex'  = [commitIndex  EXCEPT ![i] = durableCommit[i]]
+    /\ votesGranted' = [votesGranted EXCEPT ![i] = {}]
+    /\ matchIndex'   = [matchIndex   EXCEPT ![i] = ZeroMatch]
+    /\ outbox'       = [outbox       EXCEPT ![i] = {}]
+    /\ UNCHANGED <<durableVars, network, historyVars>>
+
+-----------------------------------------------------------------------------
+(***************************************************************************)
+(* Terms (paper §5.1)                                                      *)
+(***************************************************************************)
+
+\* Any message m to i with a higher term: adopt the term, clear the vote,
+\* become follower (paper §5.1).  The message is then handled by its
+\* handler in a later step (it stays in the network).
+UpdateTerm(i, m) ==
+    /\ m \in network
+    /\ m.dst = i
+    /\ m.term > currentTerm[i]
+    /\ currentTerm'  = [currentTerm  EXCEPT ![i] = m.term]
+    /\ votedFor'     = [votedFor     EXCEPT ![i] = Nil]
+    /\ state'        = [state        EXCEPT ![i] = Follower]
+    /\ votesGranted' = [votesGranted EXCEPT ![i] = {}]
+    /\ matchIndex'   = [matchIndex   EXCEPT ![i] = ZeroMatch]
+    /\ UNCHANGED <<log, durableVars, commitIndex, outbox, network,
+                   historyVars>>
+
+-----------------------------------------------------------------------------
+(***************************************************************************)
+(* Leader election (paper §5.2, §5.4.1)                                    *)
+(***************************************************************************)
+
+\* The election timer of a follower or candidate fires: start an election
+\* in the next term and vote for oneself (paper §5.2).
+Timeout(i) ==
+    /\ state[i] \in {Follower, Candidate}
+    /\ state'        = [state        EXCEPT ![i] = Candidate]
+    /\ currentTerm'  = [currentTerm  EXCEPT ![i] = @ + 1]
+    /\ votedFor'     = [votedFor     EXCEPT ![i] = i]
+    /\ votesGranted' = [votesGranted EXCEPT ![i] = {i}]
+    /\ UNCHANGED <<log, durableVars, commitIndex, matchIndex, outbox,
+                   network, historyVars>>
+
+\* Candidate i asks j for its vote.  RequestVote is a message-after-persist:
+\* it is sent only once the new term, the self-vote and the log it
+\* advertises are durable (a candidate that could forget its own vote could
+\* vote twice in a term).  Re-sending is allowed (retries).
+RequestVote(i, j) ==
+    /\ state[i] = Candidate
+    /\ j # i
+    /\ IsDurable(i)
+    /\ Send(Message(RequestVoteMsg, i, j, currentTerm[i], Len(log[i]),
+                    LastTerm(log[i]), 0, <<>>, 0, FALSE))
+    /\ UNCHANGED <<memoryVars, durableVars, volatileVars, historyVars>>
+
+\* The candidate's log is at least as up-to-date as i's (paper §5.4.1).
+CandidateUpToDate(i, m) ==
+    \/ m.logTerm > LastTerm(log[i])
+    \/ /\ m.logTerm = LastTerm(log[i])
+       /\ m.index >= Len(log[i])
+
+\* Server i handles a RequestVote whose term is not higher than its own
+\* (UpdateTerm runs first otherwise).  Grant iff same term, no vote for
+\* another candidate in this term (one vote per term, paper §5.2) and the
+\* candidate is up to date (§5.4.1).  A stale request (lower term) is
+\* rejected with our term.  The reply waits for Persist, so a grant is sent
+\* only once the vote is durable.
+HandleRequestVote(i, m) ==
+    /\ m \in network
+    /\ m.type = RequestVoteMsg
+    /\ m.dst = i
+    /\ m.term <= currentTerm[i]
+    /\ LET grant == /\ m.term = currentTerm[i]
+                    /\ votedFor[i] \in {Nil, m.src}
+                    /\ CandidateUpToDate(i, m)
+       IN  /\ votedFor' = IF grant THEN [votedFor EXCEPT ![i] = m.src]
+                                   ELSE votedFor
+           /\ SendAfterPersist(i, Message(RequestVoteRespMsg, i, m.src,
+                                  currentTerm[i], 0, 0, 0, <<>>, 0, ~grant))
+    /\ UNCHANGED <<currentTerm, log, durableVars, state, commitIndex,
+                   votesGranted, matchIndex, network, historyVars>>
+
+\* Candidate i counts a vote granted in its current term.  Rejections and
+\* stale responses change nothing (they are simply never acted upon).
+HandleRequestVoteResponse(i, m) ==
+    /\ m \in network
+    /\ m.type = RequestVoteRespMsg
+    /\ m.dst = i
+    /\ m.term = currentTerm[i]
+    /\ state[i] = Candidate
+    /\ ~m.reject
+    /\ m.src \notin votesGranted[i]
+    /\ votesGranted' = [votesGranted EXCEPT ![i] = @ \cup {m.src}]
+    /\ UNCHANGED <<memoryVars, durableVars, state, commitIndex, matchIndex,
+                   outbox, network, historyVars>>
+
+\* A candidate with votes from a majority (counting itself) becomes leader
+\* (paper §5.2) and appends a no-op entry of its term (diss. §6.4, paper
+\* §8), which lets it commit entries of earlier terms indirectly.
+BecomeLeader(i) ==
+    /\ state[i] = Candidate
+    /\ IsQuorum(votesGranted[i])
+    /\ state'      = [state      EXCEPT ![i] = Leader]
+    /\ matchIndex' = [matchIndex EXCEPT ![i] = ZeroMatch]
+    /\ log'        = [log        EXCEPT ![i] =
+                         Append(@, [term |-> currentTerm[i], value |-> Noop])]
+    /\ elections'  = elections \cup {<<currentTerm[i], i>>}
+    /\ UNCHANGED <<currentTerm, votedFor, durableVars, commitIndex,
+                   votesGranted, outbox, network, committed>>
+
+-----------------------------------------------------------------------------
+(***************************************************************************)
+(* Log replication (paper §5.3)                                            *)
+(***************************************************************************)
+
+\* A client proposes v to leader i, which appends it to its log (§5.3).
+ClientRequest(i, v) ==
+    /\ state[i] = Leader
+    /\ log' = [log EXCEPT ![i] = Append(@, [term |-> currentTerm[i], value |-> v])]
+    /\ UNCHANGED <<currentTerm, votedFor, durableVars, volatileVars, network,
+                   historyVars>>
+
+\* Leader i sends j an AppendEntries with prevLogIndex = prev and the k
+\* entries that follow it, leaderCommit = commitIndex[i].  Any prev <= last
+\* index and any k >= 0: heartbeats (k = 0), probes, retries and batches.
+\* Sent at once, not after persist (diss. §10.2.1).
+AppendEntries(i, j, prev, k) ==
+    /\ state[i] = Leader
+    /\ j # i
+    /\ prev \in 0..Len(log[i])
+    /\ k \in 0..(Len(log[i]) - prev)
+    /\ Send(Message(AppendEntriesMsg, i, j, currentTerm[i], prev,
+                    TermAt(log[i], prev), 0, SubSeq(log[i], prev + 1, prev + k),
+                    commitIndex[i], FALSE))
+    /\ UNCHANGED <<memoryVars, durableVars, volatileVars, historyVars>>
+
+\* The follower's log holds an entry at prevLogIndex with prevLogTerm.
+LogOk(lg, m) ==
+    IF m.index = 0 THEN TRUE
+    ELSE m.index <= Len(lg) /\ lg[m.index].term = m.logTerm
+
+\* The reject hint of docs/protocol.md (etcd's findConflictByTerm):
+\* start at min(prevLogIndex, lastIndex) and walk down while the term there
+\* is greater than prevLogTerm; i.e. the largest such index whose term is
+\* <= prevLogTerm (index 0, term 0, always qualifies).
+HintIndex(lg, m) ==
+    SetMax({n \in 0..Min(m.index, Len(lg)) : TermAt(lg, n) <= m.logTerm})
+
+\* lg after accepting the entries of m (LogOk holds): find the first entry
+\* that is missing or has a different term; delete the conflicting suffix
+\* from there and append the rest (paper §5.3, Figure 2 steps 3-4).  Entries
+\* already present are left alone, so re-delivery is idempotent.
+AcceptEntries(lg, m) ==
+    LET last == m.index + Len(m.entries)
+        diff == {n \in (m.index + 1)..last :
+                    n > Len(lg) \/ lg[n].term # m.entries[n - m.index].term}
+    IN  IF diff = {} THEN lg
+        ELSE LET c == SetMin(diff)
+             IN  SubSeq(lg, 1, c - 1) \o SubSeq(m.entries, c - m.index, Len(m.entries))
+
+\* Server i handles an AppendEntries whose term is not higher than its own.
+\*  - stale (lower term): reject carrying our term, so the sender steps down;
+\*  - same term: a candidate becomes follower (§5.2); then the consistency
+\*    check (§5.3): reject with the hint, or accept the entries and advance
+\*    commitIndex to min(leaderCommit, index of last new entry).
+\* Every reply waits for Persist ("after those entries are durable").
+HandleAppendEntries(i, m) ==
+    /\ m \in network
+    /\ m.type = AppendEntriesMsg
+    /\ m.dst = i
+    /\ m.term <= currentTerm[i]
+    /\ \/ /\ m.term < currentTerm[i]
+          /\ SendAfterPersist(i, Message(AppendEntriesRespMsg, i, m.src,
+                                 currentTerm[i], m.index, 0, 0, <<>>, 0, TRUE))
+          /\ UNCHANGED <<log, state, commitIndex, votesGranted, committed>>
+       \/ /\ m.term = currentTerm[i]
+          /\ state[i] # Leader     \* at most one leader per term (§5.2)
+          /\ state'        = [state        EXCEPT ![i] = Follower]
+          /\ votesGranted' = [votesGranted EXCEPT ![i] = {}]
+          /\ \/ /\ ~LogOk(log[i], m)
+                /\ LET h == HintIndex(log[i], m)
+                   IN  SendAfterPersist(i, Message(AppendEntriesRespMsg, i,
+                           m.src, currentTerm[i], m.index, TermAt(log[i], h),
+                           h, <<>>, 0, TRUE))
+                /\ UNCHANGED <<log, commitIndex, committed>>
+             \/ /\ LogOk(log[i], m)
+                /\ LET newLog    == AcceptEntries(log[i], m)
+                       last      == m.index + Len(m.entries)
+                       newCommit == Max(commitIndex[i], Min(m.commit, last))
+                   IN  /\ log'         = [log EXCEPT ![i] = newLog]
+                       /\ commitIndex' = [commitIndex EXCEPT ![i] = newCommit]
+                       /\ RecordCommit(i, newLog, newCommit)
+                       /\ SendAfterPersist(i, Message(AppendEntriesRespMsg, i,
+                              m.src, currentTerm[i], last, 0, 0, <<>>, 0, FALSE))
+    /\ UNCHANGED <<currentTerm, votedFor, durableVars, matchIndex, network,
+                   elections>>
+
+\* Leader i learns that j durably stores its log up to m.index.  Rejections
+\* carry a hint for nextIndex; the spec has no nextIndex (the leader may
+\* send any prevLogIndex), so they change nothing here.  Stale responses are
+\* dropped (never acted upon).
+HandleAppendEntriesResponse(i, m) ==
+    /\ m \in network
+    /\ m.type = AppendEntriesRespMsg
+    /\ m.dst = i
+    /\ m.term = currentTerm[i]
+    /\ state[i] = Leader
+    /\ ~m.reject
+    /\ m.index > matchIndex[i][m.src]
+    /\ matchIndex' = [matchIndex EXCEPT ![i][m.src] = Max(@, m.index)]
+    /\ UNCHANGED <<memoryVars, durableVars, state, commitIndex, votesGranted,
+                   outbox, network, historyVars>>
+
+\* The servers known to store i's log up to index n: i itself if its own
+\* log is durable up to n, and the followers whose matchIndex is >= n.
+Agree(i, n) ==
+    (IF StableIndex(i) >= n THEN {i} ELSE {})
+        \cup {j \in Server \ {i} : matchIndex[i][j] >= n}
+
+\* The commit rule (paper §5.3, §5.4.2): the largest N stored by a majority
+\* with term(N) = currentTerm.  Entries of earlier terms are committed only
+\* indirectly, through an entry of the current term (Figure 8).  With
+\* CommitAnyTerm the term condition is dropped: the Figure 8 bug.
+CommitCandidates(i) ==
+    {n \in (commitIndex[i] + 1)..Len(log[i]) :
+        /\ IsQuorum(Agree(i, n))
+        /\ CommitAnyTerm \/ log[i][n].term = currentTerm[i]}
+
+AdvanceCommitIndex(i) ==
+    /\ state[i] = Leader
+    /\ CommitCandidates(i) # {}
+    /\ LET newCommit == SetMax(CommitCandidates(i))
+       IN  /\ commitIndex' = [commitIndex EXCEPT ![i] = newCommit]
+           /\ RecordCommit(i, log[i], newCommit)
+    /\ UNCHANGED <<memoryVars, durableVars, state, votesGranted, matchIndex,
+                   outbox, network, elections>>
+
+-----------------------------------------------------------------------------
+(***************************************************************************)
+(* The network                                                             *)
+(***************************************************************************)
+
+\* A message is lost.  (Duplication needs no action: receiving a message
+\* leaves it in the network, so it can be delivered again at any time.)
+DropMessage(m) ==
+    /\ m \in network
+    /\ network' = network \ {m}
+    /\ UNCHANGED <<memoryVars, durableVars, volatileVars, historyVars>>
+
+-----------------------------------------------------------------------------
+(***************************************************************************)
+(* The specification                                                       *)
+(***************************************************************************)
+
+Next ==
+    \/ \E i \in Server : Timeout(i)
+    \/ \E i, j \in Server : RequestVote(i, j)
+    \/ \E i \in Server : BecomeLeader(i)
+    \/ \E i \in Server, v \in Value : ClientRequest(i, v)
+    \/ \E i, j \in Server : \E prev \in 0..Len(log[i]) :
+           \E k \in 0..(Len(log[i]) - prev) : AppendEntries(i, j, prev, k)
+    \/ \E i \in Server : AdvanceCommitIndex(i)
+    \/ \E i \in Server : Persist(i)
+    \/ \E i \in Server : Restart(i)
+    \/ \E m \in network :
+           \/ UpdateTerm(m.dst, m)
+           \/ HandleRequestVote(m.dst, m)
+           \/ HandleRequestVoteResponse(m.dst, m)
+           \/ HandleAppendEntries(m.dst, m)
+           \/ HandleAppendEntriesResponse(m.dst, m)
+           \/ DropMessage(m)
+
+Spec == Init /\ [][Next]_vars
+
+-----------------------------------------------------------------------------
+(***************************************************************************)
+(* Properties                                                              *)
+(***************************************************************************)
+
+Entries == [term : Nat, value : Value \cup {Noop}]
+Messages == [type : {RequestVoteMsg, RequestVoteRespMsg, AppendEntriesMsg,
+                     AppendEntriesRespMsg},
+             src : Server, dst : Server, term : Nat, index : Nat,
+             logTerm : Nat, hint : Nat, entries : Seq(Entries),
+             commit : Nat, reject : BOOLEAN]
+
+TypeOK ==
+    /\ currentTerm   \in [Server -> Nat]
+    /\ votedFor      \in [Server -> Server \cup {Nil}]
+    /\ log           \in [Server -> Seq(Entries)]
+    /\ durableTerm   \in [Server -> Nat]
+    /\ durableVote   \in [Server -> Server \cup {Nil}]
+    /\ durableLog    \in [Server -> Seq(Entries)]
+    /\ durableCommit \in [Server -> Nat]
+    /\ state         \in [Server -> {Follower, Candidate, Leader}]
+    /\ commitIndex   \in [Server -> Nat]
+    /\ votesGranted  \in [Server -> SUBSET Server]
+    /\ matchIndex    \in [Server -> [Server -> Nat]]
+    /\ \A i \in Server : outbox[i] \subseteq Messages
+    /\ network \subseteq Messages
+
+\* Election Safety (paper §5.2, Figure 3): at most one leader can be
+\* elected in a given term -- over the whole history, not just at once.
+ElectionSafety ==
+    \A e1, e2 \in elections : e1[1] = e2[1] => e1[2] = e2[2]
+
+\* Leader Append-Only (paper §5.3, Figure 3): a leader never overwrites or
+\* deletes entries in its log; it only appends.  An action property.
+LeaderAppendOnly ==
+    [][\A i \in Server :
+          (state[i] = Leader /\ state'[i] = Leader
+             /\ currentTerm'[i] = currentTerm[i])
+          => IsPrefix(log[i], log'[i])]_vars
+
+\* Log Matching (paper §5.3, Figure 3): if two logs contain an entry with
+\* the same index and term, the logs are identical up to that index.
+\* Checked over every in-memory and every durable log.
+AllLogs == {log[i] : i \in Server} \cup {durableLog[i] : i \in Server}
+LogMatching ==
+    \A l1, l2 \in AllLogs :
+        \A n \in 1..Min(Len(l1), Len(l2)) :
+            l1[n].term = l2[n].term => SubSeq(l1, 1, n) = SubSeq(l2, 1, n)
+
+\* Leader Completeness (paper §5.4, §5.4.3, Figure 3): an entry committed
+\* in term T is present in the log of every leader of a term > T.
+LeaderCompleteness ==
+    \A c \in committed : \A i \in Server :
+        (state[i] = Leader /\ currentTerm[i] > c.term)
+            => c.index <= Len(log[i]) /\ log[i][c.index] = c.entry
+
+\* State Machine Safety (paper §5.4.3, Figure 3): no two servers ever
+\* commit (hence apply) different entries at the same index.
+StateMachineSafety ==
+    \A c1, c2 \in committed : c1.index = c2.index => c1.entry = c2.entry
+
+\* The prefix of every log up to its commitIndex is committed history: a
+\* server never truncates (docs/protocol.md: "never at or below
+\* commitIndex") or loses a committed entry, and commitIndex never points
+\* past its log, also after a restart from the durable commit hint.
+CommittedPrefixStable ==
+    \A i \in Server :
+        /\ commitIndex[i] <= Len(log[i])
+        /\ \A n \in 1..commitIndex[i] :
+              \E c \in committed : c.index = n /\ c.entry = log[i][n]
+
+\* Committed entries are durable on a majority (paper §5.3 with Figure 2's
+\* "updated on stable storage before responding"; diss. §3.8, §10.2.1):
+\* a committed entry survives the crash of any minority.
+CommittedEntriesDurable ==
+    \A c \in committed :
+        IsQuorum({s \in Server : /\ c.index <= Len(durableLog[s])
+                                 /\ durableLog[s][c.index] = c.entry})
+
+=============================================================================
