@@ -76,6 +76,7 @@ cdef class Progress:
     cdef readonly int state          # PROGRESS_PROBE or PROGRESS_REPLICATE
     cdef bint probe_sent             # PROBE: one AppendEntries per heartbeat interval
     cdef bint progressed             # match advanced since the last heartbeat tick
+    cdef uint64_t sent_commit        # highest commit index the follower can learn from what we sent
     # REPLICATE: ring buffer of the last index of each in-flight AppendEntries.
     cdef uint64_t* _inflight
     cdef int _inflight_cap
@@ -86,6 +87,7 @@ cdef class Progress:
     cdef void become_replicate(self)
     cdef void free_le(self, uint64_t index)
     cdef inline void add_inflight(self, uint64_t last)
+    cdef inline void note_commit_sent(self, uint64_t commit)
     cdef bint is_paused(self)
 
 
@@ -126,7 +128,8 @@ cdef class RawNode:
     cdef list _msgs
     cdef list _msgs_after_persist
     cdef HardState _prev_hard_state
-    cdef bint _broadcast_pending
+    cdef bint _broadcast_pending     # leader: entries or commit news to send at ready()
+    cdef bint _commit_pending        # leader: commit index advanced since last broadcast
     cdef bint _ready_outstanding
 
     cdef uint64_t _rand(self)
@@ -141,6 +144,7 @@ cdef class RawNode:
     cdef int _send_append(self, uint64_t peer, Progress pr, bint heartbeat) except -1
     cdef int _broadcast_append(self) except -1
     cdef int _broadcast_heartbeat(self) except -1
+    cdef int _maybe_send_commit(self, uint64_t peer, Progress pr) except -1
     cdef bint _maybe_commit(self) except -1
     cdef int _handle_append(self, Message m) except -1
     cdef int _handle_append_resp(self, Message m) except -1

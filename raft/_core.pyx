@@ -391,6 +391,10 @@ cdef class Progress:
             self._inflight_start = (self._inflight_start + 1) % self._inflight_cap
             self.inflight -= 1
 
+    cdef inline void note_commit_sent(self, uint64_t commit):
+        if commit > self.sent_commit:
+            self.sent_commit = commit
+
     cdef inline void add_inflight(self, uint64_t last):
         self._inflight[(self._inflight_start + self.inflight) % self._inflight_cap] = last
         self.inflight += 1
@@ -526,6 +530,7 @@ cdef class RawNode:
         self.votes = {}
         self.progress = {}
         self._broadcast_pending = False
+        self._commit_pending = False
         return 0
 
     cdef int _become_follower(self, uint64_t term, uint64_t leader) except -1:
@@ -600,6 +605,7 @@ cdef class RawNode:
             m.log_term = self.log.term_at(pr.match)
             m.commit = self.log.committed
             self._msgs.append(m)
+            pr.note_commit_sent(min(m.commit, m.index))
             return 0
         if heartbeat:
             pr.probe_sent = False
@@ -615,6 +621,7 @@ cdef class RawNode:
         m.entries = ents
         m.commit = self.log.committed
         self._msgs.append(m)
+        pr.note_commit_sent(min(m.commit, prev + <uint64_t>PyList_GET_SIZE(ents)))
         if pr.state == _REPLICATE:
             pr.next = prev + <uint64_t>PyList_GET_SIZE(ents) + 1
             pr.add_inflight(pr.next - 1)
@@ -623,9 +630,12 @@ cdef class RawNode:
         return 0
 
     cdef int _broadcast_append(self) except -1:
+        """Send new entries to every follower; tell the rest a new commit index."""
         cdef uint64_t peer
         cdef Progress pr
+        cdef bint commit_news = self._commit_pending
         self._broadcast_pending = False
+        self._commit_pending = False
         for peer in self.peers:
             pr = <Progress>self.progress[peer]
             # Pipelining: keep sending while the in-flight window has room.
@@ -633,6 +643,16 @@ cdef class RawNode:
                 self._send_append(peer, pr, False)
                 if pr.state == _PROBE:
                     break
+            if commit_news:
+                self._maybe_send_commit(peer, pr)
+        return 0
+
+    cdef int _maybe_send_commit(self, uint64_t peer, Progress pr) except -1:
+        """If the follower holds committed entries it has not been told are
+        committed, send an empty AppendEntries at matchIndex carrying the commit
+        index, so it applies without waiting for a heartbeat."""
+        if pr.state == _REPLICATE and pr.sent_commit < min(self.log.committed, pr.match):
+            self._send_append(peer, pr, True)
         return 0
 
     cdef int _broadcast_heartbeat(self) except -1:
@@ -726,6 +746,7 @@ cdef class RawNode:
             pr.progressed = True
             if self._maybe_commit():
                 self._broadcast_pending = True   # tell followers the new commit index
+                self._commit_pending = True
         if pr.state == _PROBE:
             if m.index + 1 >= pr.next:
                 pr.become_replicate()            # the probe found the match point
@@ -738,6 +759,7 @@ cdef class RawNode:
             self._send_append(m.src, pr, False)
             if pr.state == _PROBE:
                 break
+        self._maybe_send_commit(m.src, pr)
         return 0
 
     cdef int _handle_vote(self, Message m) except -1:
@@ -936,6 +958,7 @@ cdef class RawNode:
         log.applied = rd._applied_to
         if self.role == _LEADER and self._maybe_commit():
             self._broadcast_pending = True
+            self._commit_pending = True
 
     # -- introspection --
 

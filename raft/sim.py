@@ -67,6 +67,8 @@ class FaultProfile:
     asymmetric: float = 0.0        # probability a partition is one-way
     crash_rate: float = 0.0        # per tick, probability some node crashes
     skew: float = 0.0              # node tick periods in TICK * [1 - skew, 1 + skew]
+    target_leader: float = 0.0     # probability a partition/crash hits the current leader
+    max_outage: int = 40           # partitions heal / crashed nodes restart within this many ticks
     max_disk_delay: int = 0        # persist latency uniform in [0, max_disk_delay] units
     # Not faults but batching/flow-control shapes, also drawn from the seed:
     max_msg_bytes: int = 1 << 20   # 1 = one entry per AppendEntries
@@ -86,6 +88,8 @@ class FaultProfile:
             crash_rate=rng.uniform(0.002, 0.015) if on(0.75) else 0.0,
             skew=rng.uniform(0.05, 0.4) if on(0.7) else 0.0,
             max_disk_delay=rng.randint(1, 2 * TICK) if on(0.7) else 0,
+            target_leader=rng.choice((0.0, 0.5, 0.9)),
+            max_outage=rng.choice((5, 15, 40)),
             max_msg_bytes=rng.choice((1, 64, 512, 1 << 20)),
             max_inflight=rng.choice((1, 4, 64)),
         )
@@ -435,6 +439,13 @@ class Simulation:
         ids = list(self.ids)
         self.rng.shuffle(ids)
         cut = self.rng.randint(1, len(ids) - 1)
+        leader = self._current_leader()
+        if leader and self.rng.random() < f.target_leader:
+            # Jepsen-style nemesis: cut the leader off, so it leaves entries on a
+            # minority (the raw material of Figure 8).
+            ids.remove(leader)
+            ids.insert(0, leader)
+            cut = 1
         a, b = ids[:cut], ids[cut:]
         one_way = self.rng.random() < f.asymmetric
         for x in a:
@@ -446,19 +457,31 @@ class Simulation:
         self.result.faults[kind] += 1
         self.partitioned = True
         self.log(f"{kind} {sorted(a)} | {sorted(b)}")
-        self._push(self.now + self.rng.randint(2, 40) * TICK, _HEAL, None)
+        self._push(self.now + self.rng.randint(2, max(2, f.max_outage)) * TICK, _HEAL, None)
 
     def _maybe_crash(self) -> None:
         f = self.faults
         if not f.crash_rate or self.rng.random() >= f.crash_rate * len(self.ids):
             return
-        n = self.nodes[self.rng.choice(self.ids)]
+        leader = self._current_leader()
+        if leader and self.rng.random() < f.target_leader:
+            n = self.nodes[leader]
+        else:
+            n = self.nodes[self.rng.choice(self.ids)]
         if not n.up:
             return
         n.crash()
         self.result.faults["crash"] += 1
         self.log(f"crash n{n.id}")
-        self._push(self.now + self.rng.randint(1, 30) * TICK, _RESTART, n.id)
+        self._push(self.now + self.rng.randint(1, f.max_outage) * TICK, _RESTART, n.id)
+
+    def _current_leader(self) -> int:
+        """The live leader of the highest term, or 0."""
+        best, best_term = 0, -1
+        for n in self.nodes.values():
+            if n.up and n.core.role == LEADER and n.core.term > best_term:
+                best, best_term = n.id, n.core.term
+        return best
 
     def _restart(self, n: SimNode) -> None:
         if n.up:

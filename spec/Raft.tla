@@ -469,7 +469,8 @@ DropMessage(m) ==
 (* The specification                                                       *)
 (***************************************************************************)
 
-Next ==
+\* Every step except crashes (MCRaft bounds the number of restarts).
+NextExceptRestart ==
     \/ \E i \in Server : Timeout(i)
     \/ \E i, j \in Server : RequestVote(i, j)
     \/ \E i \in Server : BecomeLeader(i)
@@ -478,7 +479,6 @@ Next ==
            \E k \in 0..(Len(log[i]) - prev) : AppendEntries(i, j, prev, k)
     \/ \E i \in Server : AdvanceCommitIndex(i)
     \/ \E i \in Server : Persist(i)
-    \/ \E i \in Server : Restart(i)
     \/ \E m \in network :
            \/ UpdateTerm(m.dst, m)
            \/ HandleRequestVote(m.dst, m)
@@ -486,6 +486,8 @@ Next ==
            \/ HandleAppendEntries(m.dst, m)
            \/ HandleAppendEntriesResponse(m.dst, m)
            \/ DropMessage(m)
+
+Next == NextExceptRestart \/ \E i \in Server : Restart(i)
 
 Spec == Init /\ [][Next]_vars
 

@@ -1,0 +1,190 @@
+"""Snapshot files: the state machine's image at a log index, written atomically.
+
+File ``<index>-<term>.snap`` (16 hex digits each, so names sort by index) holds,
+all integers little-endian:
+
+    header (48 bytes) = magic b"RAFTSNP\\0" | version u16 | checksum u8 | reserved u8 |
+        n_voters u32 | index u64 | term u64 | data_len u64 | body_crc u32 | header_crc u32
+    body = n_voters x u64 voter ids, then data_len bytes of state machine data
+
+``body_crc`` is CRC-32C of the body; ``header_crc`` covers the header bytes before
+it (both seeded like the WAL's, see raft/storage/segment.py). Writing goes
+temp file -> fsync -> rename -> directory fsync, so a crash leaves either the old
+set of snapshots or the new one, never a half-written ``.snap`` (a leftover
+``.snap.tmp`` is ignored and removed by the next write).
+
+The snapshot lives in the same directory as the WAL segments: ``DiskStorage``
+reads the newest one's header at open (and in ``compact``) to know where the
+log starts.
+"""
+from __future__ import annotations
+
+import os
+import re
+import struct
+from dataclasses import dataclass
+from typing import Iterable
+
+from raft.storage.base import StorageError
+from raft.storage.segment import CHECKSUM_CRC32C, CRC_RESIDUE, checksum
+
+SNAP_MAGIC = b"RAFTSNP\0"
+SNAP_VERSION = 1
+_HEAD = struct.Struct("<8sHBBIQQQI")  # magic, version, checksum, 0, n_voters, index, term, data_len, body_crc
+_CRC = struct.Struct("<I")
+SNAP_HEADER_SIZE = _HEAD.size + _CRC.size
+_NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.snap$")
+
+
+@dataclass(frozen=True)
+class SnapshotMeta:
+    """A snapshot's header: enough to know where the log starts, without reading the data."""
+
+    index: int
+    term: int
+    voters: tuple[int, ...]
+    data_len: int
+    path: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    index: int
+    term: int
+    voters: tuple[int, ...]
+    data: bytes
+    path: str
+
+
+def snapshot_name(index: int, term: int) -> str:
+    return f"{index:016x}-{term:016x}.snap"
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def list_snapshots(directory: str | os.PathLike) -> list[str]:
+    """Paths of the snapshot files in ``directory``, oldest (lowest index) first."""
+    directory = os.fspath(directory)
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return [os.path.join(directory, n) for n in sorted(n for n in names if _NAME.match(n))]
+
+
+def write_snapshot(directory: str | os.PathLike, index: int, term: int, voters: Iterable[int],
+                   data: bytes, *, durability: str = "fsync", keep: int = 2) -> str:
+    """Write a snapshot atomically and return its path.
+
+    Keeps the ``keep`` newest snapshots (the new one included) and deletes older
+    ones: one spare is handy for forensics, but recovery never falls back to it
+    (the log may already be compacted past it).
+    """
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    voters = tuple(int(v) for v in voters)
+    body = struct.pack(f"<{len(voters)}Q", *voters) + bytes(data)
+    head = _HEAD.pack(SNAP_MAGIC, SNAP_VERSION, CHECKSUM_CRC32C, 0, len(voters),
+                      index, term, len(data), checksum(body))
+    head += _CRC.pack(checksum(head))
+    final = os.path.join(directory, snapshot_name(index, term))
+    tmp = final + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(head + body)
+        while view:
+            view = view[os.write(fd, view):]
+        if durability == "fsync":
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+    if durability == "fsync":
+        _fsync_dir(directory)
+    _prune(directory, keep, durability)
+    return final
+
+
+def _prune(directory: str, keep: int, durability: str) -> None:
+    for path in list_snapshots(directory)[:-keep] if keep > 0 else []:
+        os.unlink(path)
+    for name in os.listdir(directory):
+        if name.endswith(".snap.tmp"):  # debris of a write that crashed
+            os.unlink(os.path.join(directory, name))
+    if durability == "fsync":
+        _fsync_dir(directory)
+
+
+def _read_header(path: str, head: bytes) -> tuple[SnapshotMeta, int]:
+    def bad(why: str) -> StorageError:
+        return StorageError(f"snapshot {path}: {why}")
+
+    if len(head) < SNAP_HEADER_SIZE:
+        raise bad(f"header truncated ({len(head)} of {SNAP_HEADER_SIZE} bytes)")
+    magic, version, algo, _, n_voters, index, term, data_len, body_crc = _HEAD.unpack_from(head, 0)
+    if magic != SNAP_MAGIC:
+        raise bad(f"not a snapshot file (magic {magic!r})")
+    if checksum(head[:SNAP_HEADER_SIZE]) != CRC_RESIDUE:
+        raise bad("header checksum mismatch at byte offset 0")
+    if version != SNAP_VERSION or algo != CHECKSUM_CRC32C:
+        raise bad(f"unsupported version {version} / checksum algorithm {algo}")
+    m = _NAME.match(os.path.basename(path))
+    if m and (int(m.group(1), 16), int(m.group(2), 16)) != (index, term):
+        raise bad(f"file name says index/term {m.group(1)}/{m.group(2)}, header says {index}/{term}")
+    voters = struct.unpack_from(f"<{n_voters}Q", head, SNAP_HEADER_SIZE) \
+        if len(head) >= SNAP_HEADER_SIZE + 8 * n_voters else None
+    if voters is None:
+        raise bad("voter list truncated")
+    return SnapshotMeta(index, term, tuple(voters), data_len, path), body_crc
+
+
+def read_snapshot_meta(path: str) -> SnapshotMeta:
+    """The header of one snapshot file (checked), without reading its data."""
+    with open(path, "rb") as f:
+        head = f.read(SNAP_HEADER_SIZE)
+        (n_voters,) = struct.unpack_from("<I", head, 12) if len(head) >= 16 else (0,)
+        head += f.read(8 * n_voters)
+    return _read_header(path, head)[0]
+
+
+def read_snapshot(path: str) -> Snapshot:
+    """One snapshot file, with its checksums verified; StorageError if damaged."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    meta, body_crc = _read_header(path, raw[:SNAP_HEADER_SIZE + 8 * _n_voters(raw)])
+    body = memoryview(raw)[SNAP_HEADER_SIZE:]
+    if len(body) != 8 * len(meta.voters) + meta.data_len:
+        raise StorageError(f"snapshot {path}: body is {len(body)} bytes, header says "
+                           f"{8 * len(meta.voters) + meta.data_len}")
+    if checksum(body) != body_crc:
+        raise StorageError(f"snapshot {path}: data checksum mismatch (body at byte offset "
+                           f"{SNAP_HEADER_SIZE})")
+    data = bytes(body[8 * len(meta.voters):])
+    return Snapshot(meta.index, meta.term, meta.voters, data, path)
+
+
+def _n_voters(raw: bytes) -> int:
+    return struct.unpack_from("<I", raw, 12)[0] if len(raw) >= 16 else 0
+
+
+def read_latest_snapshot(directory: str | os.PathLike) -> Snapshot | None:
+    """The newest snapshot in ``directory`` (None if there is none).
+
+    A damaged newest snapshot raises StorageError rather than falling back to an
+    older one: the log may have been compacted past the older one's index, and
+    silently restarting from it would lose committed entries.
+    """
+    paths = list_snapshots(directory)
+    return read_snapshot(paths[-1]) if paths else None
+
+
+def latest_snapshot_meta(directory: str | os.PathLike) -> SnapshotMeta | None:
+    """Header of the newest snapshot in ``directory`` (None if there is none)."""
+    paths = list_snapshots(directory)
+    return read_snapshot_meta(paths[-1]) if paths else None

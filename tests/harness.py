@@ -1,0 +1,85 @@
+"""A tiny in-process cluster for scripted scenario tests: instant persistence,
+and a network the test controls message by message."""
+from __future__ import annotations
+
+from raft import Entry, HardState, RawNode
+from raft.storage.memory import MemoryStorage
+
+
+def entries_with_terms(terms: list[int], start: int = 1) -> list[Entry]:
+    """Entries start, start+1, ... with the given terms (data names index and term)."""
+    return [Entry(start + i, t, 0, b"i%d-t%d" % (start + i, t)) for i, t in enumerate(terms)]
+
+
+class Cluster:
+    def __init__(self, logs: dict[int, list[int]], terms: dict[int, int] | None = None, **node_kw):
+        self.ids = sorted(logs)
+        self.disks: dict[int, MemoryStorage] = {}
+        self.nodes: dict[int, RawNode] = {}
+        self.queue: list = []          # messages in flight, in send order
+        self.dropped: set[tuple[int, int]] = set()
+        self.applied: dict[int, list[Entry]] = {i: [] for i in self.ids}
+        for i in self.ids:
+            disk = MemoryStorage()
+            hs = HardState((terms or {}).get(i, max(logs[i], default=0)), 0, 0)
+            disk.save(hs, entries_with_terms(logs[i]))
+            self.disks[i] = disk
+            self.nodes[i] = self._start(i, **node_kw)
+        self.node_kw = node_kw
+
+    def _start(self, i: int, **kw) -> RawNode:
+        st = self.disks[i].load()
+        return RawNode(i, self.ids, seed=i, hard_state=st.hard_state, entries=st.entries, **kw)
+
+    def restart(self, i: int) -> None:
+        self.queue = [m for m in self.queue if m.dst != i and m.src != i]
+        self.nodes[i] = self._start(i, **self.node_kw)
+        self.applied[i] = []
+
+    def process(self, i: int) -> None:
+        """Drain node i's Readys: persist instantly, queue messages, apply."""
+        n = self.nodes[i]
+        while n.has_ready():
+            rd = n.ready()
+            self.queue.extend(rd.messages)
+            self.disks[i].save(rd.hard_state, rd.entries)
+            self.queue.extend(rd.messages_after_persist)
+            self.applied[i].extend(rd.committed_entries)
+            n.advance(rd)
+
+    def process_all(self) -> None:
+        for i in self.ids:
+            self.process(i)
+
+    def deliver(self, pred=lambda m: True, limit: int = 100_000) -> int:
+        """Deliver queued messages matching pred (others stay queued) until none match."""
+        delivered = 0
+        while delivered < limit:
+            self.process_all()
+            idx = next((k for k, m in enumerate(self.queue) if pred(m)), None)
+            if idx is None:
+                return delivered
+            m = self.queue.pop(idx)
+            delivered += 1
+            if (m.src, m.dst) in self.dropped:
+                continue
+            self.nodes[m.dst].step(m)
+        raise AssertionError("network did not quiesce")
+
+    def isolate(self, i: int) -> None:
+        for j in self.ids:
+            if j != i:
+                self.dropped.add((i, j))
+                self.dropped.add((j, i))
+
+    def heal(self) -> None:
+        self.dropped.clear()
+
+    def elect(self, i: int) -> None:
+        self.nodes[i].campaign()
+        self.deliver()
+        assert self.nodes[i].role_name == "leader", self.nodes[i].status()
+
+    def log_terms(self, i: int) -> list[int]:
+        log = self.nodes[i].log
+        return [log.term(k) for k in range(log.first_index, log.last_index + 1)]
