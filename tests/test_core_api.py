@@ -1,0 +1,161 @@
+"""The core's API contract: errors for misuse and for malformed messages,
+the Ready/advance rules, and restart from persisted state."""
+import pytest
+
+from harness import Cluster, entries_with_terms
+from raft import (
+    MSG_APP, MSG_VOTE, Entry, HardState, LocalProtocolError, Message, NotLeader,
+    RawNode, RemoteProtocolError,
+)
+
+
+def test_propose_on_follower_raises_not_leader_with_hint():
+    c = Cluster({1: [], 2: [], 3: []})
+    c.elect(2)
+    with pytest.raises(NotLeader) as err:
+        c.nodes[1].propose(b"x")
+    assert err.value.leader == 2
+    with pytest.raises(NotLeader) as err:
+        RawNode(1, [1, 2]).propose(b"x")
+    assert err.value.leader == 0
+    assert isinstance(err.value, LocalProtocolError)
+
+
+def test_ready_twice_without_advance_is_misuse():
+    n = RawNode(1, [1])
+    n.campaign()
+    n.ready()
+    assert not n.has_ready()
+    with pytest.raises(LocalProtocolError):
+        n.ready()
+
+
+def test_advance_without_ready_is_misuse():
+    with pytest.raises(LocalProtocolError):
+        RawNode(1, [1]).advance(RawNode(2, [2]).ready())
+
+
+@pytest.mark.parametrize("bad,why", [
+    (dict(dst=9), "delivered to node"),
+    (dict(src=7), "unknown node"),
+    (dict(type=99), "unknown message type"),
+    (dict(entries=[Entry(5, 1)]), "not contiguous"),
+    (dict(entries=[Entry(2, 9)]), "exceed the message term"),
+    (dict(log_term=3), "prevLogTerm exceeds"),
+])
+def test_malformed_message_raises_remote_error_without_state_change(bad, why):
+    n = RawNode(1, [1, 2], hard_state=HardState(1, 0, 0), entries=entries_with_terms([1]))
+    before = n.status()
+    fields = dict(type=MSG_APP, src=2, dst=1, term=2, index=1, log_term=1, entries=[])
+    fields.update(bad)
+    with pytest.raises(RemoteProtocolError, match=why):
+        n.step(Message(**fields))
+    assert n.status() == before and not n.has_ready()
+
+
+def test_vote_request_with_entries_rejected():
+    n = RawNode(1, [1, 2])
+    with pytest.raises(RemoteProtocolError):
+        n.step(Message(MSG_VOTE, src=2, dst=1, term=1, entries=[Entry(1, 1)]))
+
+
+def test_bad_construction_arguments():
+    with pytest.raises(LocalProtocolError, match="not among the voters"):
+        RawNode(4, [1, 2, 3])
+    with pytest.raises(LocalProtocolError, match="reserved"):
+        RawNode(0, [0, 1])
+    with pytest.raises(LocalProtocolError, match="election_tick"):
+        RawNode(1, [1], election_tick=1, heartbeat_tick=1)
+    with pytest.raises(LocalProtocolError, match="beyond the persisted log"):
+        RawNode(1, [1], hard_state=HardState(1, 0, 5), entries=entries_with_terms([1]))
+    with pytest.raises(LocalProtocolError, match="contiguous"):
+        RawNode(1, [1], entries=[Entry(1, 1), Entry(3, 1)])
+
+
+def test_leader_sends_appends_before_its_own_persist():
+    # diss. §10.2.1: a leader's AppendEntries may go out while its own write runs.
+    c = Cluster({1: [], 2: [], 3: []})
+    c.elect(1)
+    c.deliver()
+    c.nodes[1].propose(b"x")
+    rd = c.nodes[1].ready()
+    assert [e.data for e in rd.entries] == [b"x"]
+    assert {m.dst for m in rd.messages if m.type == MSG_APP} == {2, 3}
+
+
+def test_follower_ack_waits_for_persist_and_leader_counts_itself_only_after():
+    c = Cluster({1: [], 2: [], 3: []})
+    c.elect(1)
+    c.deliver()
+    leader = c.nodes[1]
+    idx = leader.propose(b"x")
+    rd = leader.ready()                           # not advanced: not durable locally
+    for m in rd.messages:
+        c.nodes[m.dst].step(m)
+    frd = c.nodes[2].ready()
+    (ack,) = frd.messages_after_persist
+    assert ack.index == idx and not frd.messages
+    leader.step(ack)                              # follower 2 + leader's unsynced copy
+    assert leader.commit < idx                    # the leader's own copy does not count yet
+    leader.advance(rd)
+    assert leader.commit == idx
+
+
+def test_restart_from_persisted_state_keeps_term_vote_log():
+    c = Cluster({1: [], 2: [], 3: []})
+    c.elect(1)
+    c.deliver()
+    for i in range(5):
+        c.nodes[1].propose(b"%d" % i)
+    c.deliver()
+    before = {i: (c.nodes[i].term, c.nodes[i].vote, c.log_terms(i)) for i in c.ids}
+    for i in c.ids:
+        c.restart(i)
+        assert (c.nodes[i].term, c.nodes[i].vote, c.log_terms(i)) == before[i]
+        assert c.nodes[i].role_name == "follower"
+    # Committed entries are re-applied from the persisted commit hint.
+    c.process_all()
+    assert [e.data for e in c.applied[2]][-5:] == [b"0", b"1", b"2", b"3", b"4"]
+
+
+def test_propose_batch_and_commit_in_order():
+    c = Cluster({1: [], 2: [], 3: []})
+    c.elect(1)
+    first = c.nodes[1].propose_batch([b"a", b"b", b"c"])
+    c.deliver()
+    for i in c.ids:
+        got = [e for e in c.applied[i] if e.index >= first]
+        assert [e.data for e in got] == [b"a", b"b", b"c"]
+    with pytest.raises(TypeError):
+        c.nodes[1].propose_batch(["not bytes"])
+
+
+def test_pipelining_respects_inflight_window():
+    c = Cluster({1: [], 2: [], 3: []}, max_msg_bytes=1, max_inflight=4)
+    c.elect(1)
+    c.deliver()
+    c.nodes[1].propose_batch([b"x"] * 20)
+    rd = c.nodes[1].ready()
+    per_peer = {2: 0, 3: 0}
+    for m in rd.messages:
+        per_peer[m.dst] += 1
+        assert len(m.entries) == 1              # max_msg_bytes=1: one entry each
+    assert per_peer == {2: 4, 3: 4}             # window of 4 in flight per follower
+    c.nodes[1].advance(rd)
+    c.queue.extend(rd.messages)
+    c.deliver()
+    assert all(c.nodes[i].commit == c.nodes[1].last_index for i in c.ids)
+
+
+def test_lost_append_is_retransmitted_after_a_heartbeat_interval():
+    c = Cluster({1: [], 2: [], 3: []}, heartbeat_tick=1)
+    c.elect(1)
+    c.deliver()
+    c.nodes[1].propose(b"x")
+    c.process_all()
+    c.queue.clear()                              # every AppendEntries is lost
+    for _ in range(3):
+        c.nodes[1].tick()
+        c.deliver()
+    assert all(c.log_terms(i) == c.log_terms(1) for i in c.ids)
+    assert c.nodes[2].commit == c.nodes[1].last_index
