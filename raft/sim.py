@@ -53,7 +53,7 @@ TICK = 10
 _DELIVER, _TICK, _PERSISTED, _CRASH, _RESTART, _PARTITION, _HEAL, _PROPOSE = range(8)
 
 FAULT_KINDS = ("drop", "duplicate", "reorder", "partition", "asymmetric_partition",
-               "crash", "restart", "clock_skew", "slow_disk")
+               "link_flap", "crash", "restart", "clock_skew", "slow_disk")
 
 
 @dataclass
@@ -67,6 +67,7 @@ class FaultProfile:
     asymmetric: float = 0.0        # probability a partition is one-way
     crash_rate: float = 0.0        # per tick, probability some node crashes
     skew: float = 0.0              # node tick periods in TICK * [1 - skew, 1 + skew]
+    link_flap: float = 0.0         # per tick, probability each directed link goes down / comes back
     target_leader: float = 0.0     # probability a partition/crash hits the current leader
     max_outage: int = 40           # partitions heal / crashed nodes restart within this many ticks
     max_disk_delay: int = 0        # persist latency uniform in [0, max_disk_delay] units
@@ -83,11 +84,13 @@ class FaultProfile:
             drop=rng.uniform(0.0, 0.15) if on(0.8) else 0.0,
             duplicate=rng.uniform(0.0, 0.1) if on(0.7) else 0.0,
             max_delay=rng.randint(2, 3 * TICK) if on(0.8) else 1,
-            partition_rate=rng.uniform(0.002, 0.02) if on(0.75) else 0.0,
+            # A quarter of the runs are 'storms': the network splits every few ticks.
+            partition_rate=(rng.uniform(0.03, 0.1) if on(0.25) else rng.uniform(0.002, 0.02)) if on(0.75) else 0.0,
             asymmetric=rng.uniform(0.2, 0.6),
-            crash_rate=rng.uniform(0.002, 0.015) if on(0.75) else 0.0,
+            crash_rate=(rng.uniform(0.02, 0.05) if on(0.25) else rng.uniform(0.002, 0.015)) if on(0.75) else 0.0,
             skew=rng.uniform(0.05, 0.4) if on(0.7) else 0.0,
             max_disk_delay=rng.randint(1, 2 * TICK) if on(0.7) else 0,
+            link_flap=rng.uniform(0.02, 0.2) if on(0.3) else 0.0,
             target_leader=rng.choice((0.0, 0.5, 0.9)),
             max_outage=rng.choice((5, 15, 40)),
             max_msg_bytes=rng.choice((1, 64, 512, 1 << 20)),
@@ -204,6 +207,7 @@ class Simulation:
         self.result = SimResult(cfg.seed, cfg.nodes, cfg.steps,
                                 faults={k: 0 for k in FAULT_KINDS})
         self.blocked: set[tuple[int, int]] = set()   # directed links src->dst that drop everything
+        self.flapped: set[tuple[int, int]] = set()   # links down by link_flap (part of blocked)
         self.partitioned = False
         self.faulty = True
         # Global records for the invariants.
@@ -459,6 +463,23 @@ class Simulation:
         self.log(f"{kind} {sorted(a)} | {sorted(b)}")
         self._push(self.now + self.rng.randint(2, max(2, f.max_outage)) * TICK, _HEAL, None)
 
+    def _maybe_flap_links(self) -> None:
+        """Flaky network: each directed link independently fails and recovers."""
+        p = self.faults.link_flap
+        if not p:
+            return
+        for a in self.ids:
+            for b in self.ids:
+                if a != b and self.rng.random() < p:
+                    link = (a, b)
+                    if link in self.flapped:
+                        self.flapped.discard(link)
+                        self.blocked.discard(link)
+                    elif link not in self.blocked:
+                        self.flapped.add(link)
+                        self.blocked.add(link)
+                        self.result.faults["link_flap"] += 1
+
     def _maybe_crash(self) -> None:
         f = self.faults
         if not f.crash_rate or self.rng.random() >= f.crash_rate * len(self.ids):
@@ -492,8 +513,13 @@ class Simulation:
         self._push(self.now + self.rng.randint(1, n.period), _TICK, (n.id, n.incarnation))
 
     def heal(self) -> None:
-        self.blocked.clear()
+        """End the partition (links down by link_flap stay down until they flap back)."""
+        self.blocked = set(self.flapped)
         self.partitioned = False
+
+    def heal_all(self) -> None:
+        self.flapped.clear()
+        self.heal()
 
     # -- main loop --
 
@@ -529,6 +555,7 @@ class Simulation:
             # The "world" clock: client and fault decisions once per tick.
             if self.faulty:
                 self._maybe_partition()
+                self._maybe_flap_links()
                 self._maybe_crash()
             self._client_tick()
             self._push(self.now + TICK, _PARTITION, None)
@@ -574,7 +601,7 @@ class Simulation:
             self.check_logs_match()
             # Liveness: heal everything, restart everyone, keep only delays.
             self.faulty = False
-            self.heal()
+            self.heal_all()
             self.log("liveness phase")
             for n in self.nodes.values():
                 self._restart(n)
