@@ -222,6 +222,9 @@ class Damage:
     offset: int        # byte offset of the first bad byte we can name (record or batch header)
     batch_offset: int  # start of the batch containing it: the log is cut here
     reason: str
+    # "short" (the file ends inside it), "checksum", "header" (batch header), "malformed",
+    # "segment" (segment header)
+    kind: str = "checksum"
     torn: bool = False  # set by classify_damage: a torn final write, not corruption
 
     def describe(self) -> str:
@@ -237,26 +240,27 @@ class MalformedRecord(Exception):
         self.reason = reason
 
 
-def batch_at(buf: bytes, mv: memoryview, off: int, n: int) -> tuple[int, int, str | None]:
+def batch_at(buf: bytes, mv: memoryview, off: int, n: int) -> tuple[int, int, str | None, str]:
     """Validate the batch starting at ``off`` of ``buf[:n]``.
 
-    Returns (end offset, n_records, None) for a batch whose header and body
-    checksums are right, else (bad offset, 0, reason).
+    Returns (end offset, n_records, None, "") for a batch whose header and body
+    checksums are right, else (bad offset, 0, reason, damage kind).
     """
     if n - off < BATCH_HEADER_SIZE:
-        return off, 0, f"batch header truncated ({n - off} of {BATCH_HEADER_SIZE} bytes)"
+        return off, 0, f"batch header truncated ({n - off} of {BATCH_HEADER_SIZE} bytes)", "short"
     magic, body_len, n_records = BATCH_HEADER.unpack_from(buf, off)
     if magic != BATCH_MAGIC:
-        return off, 0, f"bad batch magic {bytes(magic)!r}"
+        return off, 0, f"bad batch magic {bytes(magic)!r}", "header"
     if checksum(mv[off:off + BATCH_HEADER_SIZE]) != CRC_RESIDUE:
-        return off, 0, "batch header checksum mismatch"
+        return off, 0, "batch header checksum mismatch", "header"
     body = off + BATCH_HEADER_SIZE
     end = body + body_len
     if end > n:
-        return off, 0, f"batch of {body_len} bytes runs past the end of the file ({n - body} present)"
+        return (off, 0, f"batch of {body_len} bytes runs past the end of the file "
+                        f"({n - body} present)", "short")
     if checksum(mv[body:end]) != CRC_RESIDUE:
-        return first_bad_record(buf, mv, body, end), 0, "record checksum mismatch"
-    return end, n_records, None
+        return first_bad_record(buf, mv, body, end), 0, "record checksum mismatch", "checksum"
+    return end, n_records, None, ""
 
 
 def first_bad_record(buf: bytes, mv: memoryview, p: int, end: int) -> int:
@@ -293,8 +297,7 @@ def find_valid_batch(buf: bytes, mv: memoryview, start: int, n: int) -> int | No
     searching for the batch magic (resynchronising after damage); None if none."""
     pos = buf.find(BATCH_MAGIC, start + 1, n)
     while pos != -1:
-        end, _, reason = batch_at(buf, mv, pos, n)
-        if reason is None:
+        if batch_at(buf, mv, pos, n)[2] is None:
             return pos
         pos = buf.find(BATCH_MAGIC, pos + 1, n)
     return None
@@ -309,12 +312,11 @@ def classify_damage(buf: bytes, mv: memoryview, damage: Damage, n: int, last_seg
     crash tears only the final write); and it looks like an interrupted write:
     the file ends inside the batch, or the batch holds a zero-filled sector.
     """
-    if not last_segment:
-        return damage
+    if not last_segment or damage.kind == "malformed":
+        return damage  # malformed = checksums right, content impossible: never a torn write
     if find_valid_batch(buf, mv, damage.batch_offset, n) is not None:
         return damage
-    short = "truncated" in damage.reason or "past the end" in damage.reason
-    damage.torn = short or has_zero_sector(buf, damage.batch_offset, n)
+    damage.torn = damage.kind == "short" or has_zero_sector(buf, damage.batch_offset, n)
     return damage
 
 
