@@ -100,6 +100,7 @@ cdef class Ready:
     cdef uint64_t _last_index
     cdef uint64_t _last_term
     cdef uint64_t _applied_to
+    cdef uint64_t _seq
 
 
 cdef class RawNode:
@@ -131,6 +132,8 @@ cdef class RawNode:
     cdef bint _broadcast_pending     # leader: entries or commit news to send at ready()
     cdef bint _commit_pending        # leader: commit index advanced since last broadcast
     cdef bint _ready_outstanding
+    cdef uint64_t _ready_seq
+    cdef list _trace                 # None: tracing off
 
     cdef uint64_t _rand(self)
     cdef void _reset_randomized_timeout(self)
@@ -151,4 +154,9 @@ cdef class RawNode:
     cdef int _handle_vote(self, Message m) except -1
     cdef int _handle_vote_resp(self, Message m) except -1
     cdef int _validate(self, Message m) except -1
+    cdef int _step(self, Message m) except -1
+    cdef int _tick(self) except -1
+    cdef inline void _send(self, Message m)
+    cdef inline void _send_after_persist(self, Message m)
+    cdef void _trace_state(self)
     cdef inline uint64_t _apply_limit(self)

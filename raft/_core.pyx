@@ -102,6 +102,7 @@ class RemoteProtocolError(RaftError):
 # --- value types -------------------------------------------------------------
 
 @cython.freelist(1024)
+@cython.no_gc          # holds only ints and bytes: can never be part of a cycle
 cdef class Entry:
     def __cinit__(self, uint64_t index, uint64_t term, int type=_ENTRY_NORMAL, bytes data not None=b""):
         self.index = index
@@ -443,7 +444,7 @@ cdef class RawNode:
                  int max_inflight=256, HardState hard_state=None, list entries=None,
                  uint64_t snapshot_index=0, uint64_t snapshot_term=0,
                  uint64_t applied=0, uint64_t msg_id_start=0,
-                 bint unsafe_commit_any_term=False):
+                 bint unsafe_commit_any_term=False, list trace=None):
         """Start (or restart, from what storage holds) server ``id`` of ``voters``.
 
         hard_state, entries, snapshot_*: the durable state to restart from.
@@ -451,6 +452,9 @@ cdef class RawNode:
         seed: drives the randomized election timeouts; give each node its own.
         unsafe_commit_any_term: TEST ONLY -- commits earlier-term entries by
         counting replicas, the bug of Figure 8. Never set it in production.
+        trace: a list to append trace events to (tuples; see raft/trace.py and
+        spec/README.md), or None for no tracing (the default; costs one pointer
+        test per event site).
         """
         voters = tuple(sorted(set(int(v) for v in voters)))
         if id == 0 or 0 in voters:
@@ -491,7 +495,13 @@ cdef class RawNode:
         self.progress = {}
         self._broadcast_pending = False
         self._ready_outstanding = False
+        self._ready_seq = 0
+        self._trace = trace
         self._become_follower(self.term, 0)
+        if trace is not None:
+            last = self.log.last()
+            trace.append(("restart", self.id, self.term, self.vote, self.log.committed,
+                          self.log.offset, last, self.log.term_at(last)))
 
     # -- randomness and message construction --
 
@@ -512,6 +522,22 @@ cdef class RawNode:
         self.next_msg_id += 1
         m.msg_id = self.next_msg_id
         return m
+
+    cdef inline void _send(self, Message m):
+        self._msgs.append(m)
+        if self._trace is not None:
+            self._trace.append(("send", self.id, m, False))
+
+    cdef inline void _send_after_persist(self, Message m):
+        self._msgs_after_persist.append(m)
+        if self._trace is not None:
+            self._trace.append(("send", self.id, m, True))
+
+    cdef void _trace_state(self):
+        """End of an API call: the node's state, for the trace checker to compare."""
+        cdef uint64_t last = self.log.last()
+        self._trace.append(("state", self.id, self.term, self.vote, self.role,
+                            self.log.committed, last, self.log.term_at(last)))
 
     # -- role changes --
 
@@ -559,6 +585,8 @@ cdef class RawNode:
         self.leader = self.id
         for peer in self.peers:
             self.progress[peer] = Progress(self.log.last() + 1, self.max_inflight)
+        if self._trace is not None:
+            self._trace.append(("leader", self.id, self.term))
         # diss. §6.4: a no-op entry of the new term lets earlier-term entries commit
         # (indirectly, §5.4.2) and tells the leader what is committed.
         self._append_local([b""], _ENTRY_NOOP)
@@ -568,6 +596,8 @@ cdef class RawNode:
         cdef uint64_t peer
         cdef Message m
         self._become_candidate()
+        if self._trace is not None:
+            self._trace.append(("timeout", self.id, self.term))
         if len(self.voters) == 1:
             self._become_leader()
             return 0
@@ -576,18 +606,21 @@ cdef class RawNode:
             m.index = self.log.last()
             m.log_term = self.log.term_at(m.index)
             # The self-vote must be durable before anyone may count on it.
-            self._msgs_after_persist.append(m)
+            self._send_after_persist(m)
         return 0
 
     # -- leader: log and replication --
 
     cdef int _append_local(self, list datas, int type) except -1:
-        cdef uint64_t index = self.log.last()
+        cdef uint64_t first = self.log.last() + 1
+        cdef uint64_t index = first - 1
         cdef object data
         for data in datas:
             index += 1
             self.log.append_entry(Entry(index, self.term, type, data))
         self._broadcast_pending = True
+        if self._trace is not None and type != _ENTRY_NOOP:
+            self._trace.append(("propose", self.id, self.log.entries(first, index + 1)))
         return 0
 
     cdef int _send_append(self, uint64_t peer, Progress pr, bint heartbeat) except -1:
@@ -604,7 +637,7 @@ cdef class RawNode:
             m.index = pr.match
             m.log_term = self.log.term_at(pr.match)
             m.commit = self.log.committed
-            self._msgs.append(m)
+            self._send(m)
             pr.note_commit_sent(min(m.commit, m.index))
             return 0
         if heartbeat:
@@ -620,7 +653,7 @@ cdef class RawNode:
         m.log_term = self.log.term_at(prev)
         m.entries = ents
         m.commit = self.log.committed
-        self._msgs.append(m)
+        self._send(m)
         pr.note_commit_sent(min(m.commit, prev + <uint64_t>PyList_GET_SIZE(ents)))
         if pr.state == _REPLICATE:
             pr.next = prev + <uint64_t>PyList_GET_SIZE(ents) + 1
@@ -683,6 +716,8 @@ cdef class RawNode:
         if self.log.term_at(n) != self.term and not self.unsafe_commit_any_term:
             return False
         self.log.committed = n
+        if self._trace is not None:
+            self._trace.append(("commit", self.id, n))
         return True
 
     # -- message handlers --
@@ -702,7 +737,7 @@ cdef class RawNode:
             hint = log.find_conflict_by_term(m.index, m.log_term)
             r.reject_hint = hint
             r.log_term = log.term_at(hint)
-            self._msgs_after_persist.append(r)
+            self._send_after_persist(r)
             return 0
         last_new = m.index + <uint64_t>n
         for i in range(n):
@@ -718,7 +753,7 @@ cdef class RawNode:
         if m.commit > log.committed and last_new > log.committed:
             log.committed = min(m.commit, last_new)
         r.index = last_new
-        self._msgs_after_persist.append(r)
+        self._send_after_persist(r)
         return 0
 
     cdef int _handle_append_resp(self, Message m) except -1:
@@ -775,11 +810,11 @@ cdef class RawNode:
             r.reject = False
         else:
             r.reject = True
-        self._msgs_after_persist.append(r)
+        self._send_after_persist(r)
         return 0
 
     cdef int _handle_vote_resp(self, Message m) except -1:
-        cdef Py_ssize_t granted = 0, rejected = 0
+        cdef Py_ssize_t granted = 0
         cdef object v
         if self.role != _CANDIDATE:
             return 0
@@ -787,12 +822,10 @@ cdef class RawNode:
         for v in self.votes.values():
             if v:
                 granted += 1
-            else:
-                rejected += 1
+        # A candidate that cannot win stays candidate until its timer fires again
+        # (Figure 2 has no other way out of candidacy).
         if granted > len(self.voters) // 2:
             self._become_leader()
-        elif rejected > len(self.voters) // 2:
-            self._become_follower(self.term, 0)
         return 0
 
     cdef int _validate(self, Message m) except -1:
@@ -827,6 +860,12 @@ cdef class RawNode:
 
     def tick(self):
         """Advance logical time by one tick."""
+        cdef Py_ssize_t mark = len(self._trace) if self._trace is not None else 0
+        self._tick()
+        if self._trace is not None and len(self._trace) > mark:
+            self._trace_state()
+
+    cdef int _tick(self) except -1:
         if self.role == _LEADER:
             self.heartbeat_elapsed += 1
             if self.heartbeat_elapsed >= self.heartbeat_tick:
@@ -837,16 +876,27 @@ cdef class RawNode:
             if self.election_elapsed >= self.randomized_election_tick:
                 self.election_elapsed = 0
                 self._campaign()
+        return 0
 
     def campaign(self):
         """Start an election now (as if the election timer fired)."""
         if self.role != _LEADER:
             self._campaign()
+            if self._trace is not None:
+                self._trace_state()
 
     def step(self, Message m):
         """Handle one message from a peer. Raises RemoteProtocolError, without
         changing state, if the message is malformed."""
         self._validate(m)
+        if self._trace is not None:
+            self._trace.append(("recv", self.id, m))
+        self._step(m)
+        if self._trace is not None:
+            self._trace_state()
+
+    cdef int _step(self, Message m) except -1:
+        cdef Message r
         if m.term > self.term:
             # §5.1: any message with a higher term makes us a follower of that term.
             self._become_follower(m.term, m.src if m.type == _MSG_APP else 0)
@@ -856,12 +906,12 @@ cdef class RawNode:
                 r = self._new_msg(_MSG_APP_RESP, m.src)
                 r.reject = True
                 r.index = m.index
-                self._msgs_after_persist.append(r)
+                self._send_after_persist(r)
             elif m.type == _MSG_VOTE:
                 r = self._new_msg(_MSG_VOTE_RESP, m.src)
                 r.reject = True
-                self._msgs_after_persist.append(r)
-            return
+                self._send_after_persist(r)
+            return 0
         if m.type == _MSG_APP:
             if self.role == _CANDIDATE:
                 self._become_follower(self.term, m.src)   # §5.2: a leader exists in our term
@@ -874,12 +924,15 @@ cdef class RawNode:
             self._handle_vote(m)
         elif m.type == _MSG_VOTE_RESP:
             self._handle_vote_resp(m)
+        return 0
 
     def propose(self, bytes data):
         """Append ``data`` as a new entry; returns its index. Raises NotLeader."""
         if self.role != _LEADER:
             raise NotLeader(self.leader)
         self._append_local([data], _ENTRY_NORMAL)
+        if self._trace is not None:
+            self._trace_state()
         return self.log.last()
 
     def propose_batch(self, list datas):
@@ -890,7 +943,10 @@ cdef class RawNode:
             if not isinstance(d, bytes):
                 raise TypeError("proposals must be bytes")
         first = self.log.last() + 1
-        self._append_local(datas, _ENTRY_NORMAL)
+        if datas:
+            self._append_local(datas, _ENTRY_NORMAL)
+            if self._trace is not None:
+                self._trace_state()
         return first
 
     cdef inline uint64_t _apply_limit(self):
@@ -940,13 +996,20 @@ cdef class RawNode:
             rd.committed_entries = []
             rd._applied_to = log.applied
         self._ready_outstanding = True
+        self._ready_seq += 1
+        rd._seq = self._ready_seq
+        if self._trace is not None:
+            self._trace.append(("ready", self.id, rd._seq))
+            self._trace_state()
         return rd
 
     def advance(self, Ready rd):
         """The runtime has persisted, sent and applied everything in ``rd``."""
-        if not self._ready_outstanding:
+        if not self._ready_outstanding or rd._seq != self._ready_seq:
             raise LocalProtocolError("advance() without an outstanding ready()")
         self._ready_outstanding = False
+        if self._trace is not None:
+            self._trace.append(("advance", self.id, rd._seq))
         cdef RaftLog log = self.log
         if rd._last_index:
             # Durable only if the entry written is still ours (no truncation since).
@@ -959,6 +1022,8 @@ cdef class RawNode:
         if self.role == _LEADER and self._maybe_commit():
             self._broadcast_pending = True
             self._commit_pending = True
+        if self._trace is not None:
+            self._trace_state()
 
     # -- introspection --
 

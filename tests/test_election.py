@@ -99,13 +99,18 @@ def test_candidate_steps_down_on_same_term_append():
     assert n.role_name == "follower" and n.leader == 3 and n.term == 2
 
 
-def test_majority_of_rejections_ends_candidacy():
-    n = node(voters=(1, 2, 3))
+def test_lost_election_stays_candidate_until_next_timeout():
+    # Figure 2: a candidate leaves candidacy by winning, by hearing from a leader,
+    # or by a new election on timeout -- rejections alone change nothing.
+    n = node(voters=(1, 2, 3), seed=5)
     n.campaign()
     n.advance(n.ready())
     n.step(Message(MSG_VOTE_RESP, src=2, dst=1, term=2, reject=True))
     n.step(Message(MSG_VOTE_RESP, src=3, dst=1, term=2, reject=True))
-    assert n.role_name == "follower"
+    assert n.role_name == "candidate" and n.term == 2
+    for _ in range(20):
+        n.tick()
+    assert n.role_name == "candidate" and n.term == 3
 
 
 def ticks_until_campaign(n, limit=1000):
