@@ -116,6 +116,7 @@ class SimConfig:
     unsafe_commit_any_term: bool = False   # test-only Figure 8 bug switch
     faults: FaultProfile | None = None     # None: drawn from the seed
     history: int = 40               # events shown around a violation
+    check_trace: bool = True        # validate the run's trace against spec/Raft.tla
 
 
 @dataclass
@@ -133,6 +134,7 @@ class SimResult:
     liveness: str = "not run"
     liveness_ticks: int = 0
     fingerprint: str = ""
+    trace_events: int = 0           # events validated against the spec (0: not checked)
     history: list = field(default_factory=list)
 
     @property
@@ -178,7 +180,8 @@ class SimNode:
             hard_state=st.hard_state, entries=st.entries,
             snapshot_index=st.snapshot_index, snapshot_term=st.snapshot_term,
             msg_id_start=self.incarnation << 40,
-            unsafe_commit_any_term=cfg.unsafe_commit_any_term)
+            unsafe_commit_any_term=cfg.unsafe_commit_any_term,
+            trace=self.sim.trace)
         self.pending = None
         self.applied = []
         self.commit_seen = 0
@@ -223,6 +226,8 @@ class Simulation:
         self.retry_after = 20 * cfg.election_tick * TICK
         self.leader_hint = 0
         self.history: deque[str] = deque(maxlen=cfg.history)
+        # One ordered trace of every node's core events, checked against the spec.
+        self.trace: list | None = [] if cfg.check_trace else None
         self._hash = hashlib.blake2b(digest_size=16)
         skew = self.faults.skew
         periods = [max(1, round(TICK * (1 + self.rng.uniform(-skew, skew)))) for _ in self.ids]
@@ -623,10 +628,24 @@ class Simulation:
             # An assertion inside the core is a safety check failing (e.g. truncating a
             # committed entry): report it as a violation, not a crash of the tool.
             res.violations.append(f"CoreAssertion: {e}")
+        if self.trace is not None:
+            self._check_trace()
         res.fingerprint = self.fingerprint
         if res.violations:
             res.history = list(self.history)
         return res
+
+
+    def _check_trace(self) -> None:
+        from spec.checker import Checker, TraceViolation
+
+        checker = Checker(self.ids)
+        try:
+            self.result.trace_events = checker.check(self.trace)
+        except TraceViolation as v:
+            self.result.violations.append(f"TraceCheck: {v.action}: {v.problem}")
+            self.result.trace_events = checker.events
+            self.trace_violation = v
 
 
 def run(seed: int, nodes: int = 3, steps: int = 600, **kw) -> SimResult:

@@ -1,0 +1,606 @@
+"""Trace checker: replays a trace of the core against spec/Raft.tla.
+
+The checker holds the spec's abstract state (per server: currentTerm, votedFor,
+log, commitIndex, role, votesGranted, matchIndex, the outbox of
+messages-after-persist, and the durable copies; plus the network and the
+history variables `elections` and `committed`). Each trace event is mapped to
+one or more spec actions; the checker verifies each action is enabled in the
+current state, applies it, and compares the state the node reports with the
+spec's. Every invariant of the spec is checked after every step, incrementally.
+
+Event -> spec action (spec/README.md has the full schema):
+
+  restart n ...           Restart(n)            (first appearance: Init)
+  timeout n term          Timeout(n)
+  leader n term           BecomeLeader(n)       (appends the no-op)
+  propose n entries       ClientRequest(n, v) per entry
+  recv n m                [UpdateTerm(n, m)] then HandleRequestVote /
+                          HandleRequestVoteResponse / HandleAppendEntries /
+                          HandleAppendEntriesResponse (or a stuttering step
+                          for messages the spec ignores: rejections to a
+                          leader, stale responses)
+  send n m after=False    AppendEntries(n, m.dst, m.index, len(m.entries))
+  send n m after=True     the reply the handler (or Timeout) put in the outbox:
+                          must equal the spec's, in order
+  commit n c              AdvanceCommitIndex(n) to c
+  ready n seq             Persist(n) -- if the trace later has `advance n seq`
+                          before n restarts; otherwise the Ready was lost in a
+                          crash and there is no step (see below)
+  advance n seq           (no step)
+  state n ...             no step: the node's reported state must equal the spec's
+
+Why Persist maps to `ready`: the core snapshots everything unpersisted into the
+Ready at ready() time; the runtime writes exactly that snapshot and only then
+sends its messages_after_persist. Steps taken between ready() and the write
+change only memory, which the next Ready persists. So a run in which the write
+completes is the spec run with Persist at the ready() point (the messages reach
+the network later: a delay). A run that crashes before the write completes is
+the spec run without that Persist.
+"""
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass, field
+
+FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
+ROLE = ("Follower", "Candidate", "Leader")
+MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP = 1, 2, 3, 4
+MSG_NAME = {1: "AppendEntries", 2: "AppendEntriesResp", 3: "RequestVote", 4: "RequestVoteResp"}
+NOOP = (1, b"")          # (type, data) of the no-op entry a new leader appends
+
+
+class TraceViolation(Exception):
+    """The trace is not a behaviour of the spec, or breaks an invariant."""
+
+    def __init__(self, index: int, action: str, problem: str, expected=None, actual=None,
+                 history: list | None = None):
+        self.index = index
+        self.action = action
+        self.problem = problem
+        self.expected = expected
+        self.actual = actual
+        self.history = history or []
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        lines = [f"event {self.index}: {self.action}: {self.problem}"]
+        if self.expected is not None or self.actual is not None:
+            lines.append(f"  expected: {self.expected}")
+            lines.append(f"  actual:   {self.actual}")
+        if self.history:
+            lines.append("  events leading there:")
+            lines.extend(f"    {h}" for h in self.history)
+        return "\n".join(lines)
+
+
+@dataclass
+class Server:
+    """The spec's per-server variables."""
+
+    term: int = 0
+    vote: int = 0
+    log: list = field(default_factory=list)       # [(term, value)]; index i at log[i-1]
+    commit: int = 0
+    role: int = FOLLOWER
+    votes: set = field(default_factory=set)
+    match: dict = field(default_factory=dict)
+    outbox: list = field(default_factory=list)    # messages after persist, not yet released
+    dterm: int = 0
+    dvote: int = 0
+    dlog: list = field(default_factory=list)
+    dcommit: int = 0
+    # Not spec variables, kept to make the checks O(change):
+    stable: int = 0                               # StableIndex: common prefix of log and dlog
+    expect: deque = field(default_factory=deque)  # replies the action being replayed must send
+
+
+def _msg_fields(m) -> tuple:
+    return (m.type, m.src, m.dst, m.term, m.index, m.log_term, m.reject_hint,
+            tuple((e.index, e.term, e.type, e.data) for e in m.entries), m.commit, bool(m.reject))
+
+
+class Checker:
+    """Feed events with `step(event)` (or `check(events)`); raises TraceViolation."""
+
+    def __init__(self, servers: list[int], *, history: int = 8):
+        self.ids = sorted(servers)
+        self.servers: dict[int, Server] = {}
+        self.quorum = len(self.ids) // 2 + 1
+        self.network: dict[tuple[int, int], tuple] = {}    # (src, msg_id) -> fields
+        self.elections: dict[int, int] = {}                # term -> leader
+        self.committed: dict[int, tuple] = {}              # index -> ((term, value), commit term)
+        self.registry: dict[tuple[int, int], tuple] = {}   # LogMatching: (index, term) -> (value, prev term)
+        self.persisted: set[int] = set()                   # positions of ready events whose write completed
+        self.events = 0
+        self.recent: deque = deque(maxlen=history)
+        self.n = 0                                          # index of the event being checked
+        self.event = None
+
+    # -- reporting --
+
+    def fail(self, action: str, problem: str, expected=None, actual=None):
+        raise TraceViolation(self.n, action, problem, expected, actual, list(self.recent))
+
+    # -- helpers over spec state --
+
+    @staticmethod
+    def term_at(log: list, n: int) -> int:
+        return log[n - 1][0] if n > 0 else 0
+
+    def server(self, n: int) -> Server:
+        s = self.servers.get(n)
+        if s is None:
+            self.fail("Init", f"event for server {n} before its restart/init event")
+        return s
+
+    # -- invariants --
+
+    def _register(self, s_id: int, log: list, lo: int) -> None:
+        """LogMatching (paper §5.3), incrementally: (index, term) names one entry and prefix."""
+        reg = self.registry
+        for i in range(lo, len(log) + 1):
+            t, v = log[i - 1]
+            key = (i, t)
+            val = (v, self.term_at(log, i - 1))
+            old = reg.get(key)
+            if old is None:
+                reg[key] = val
+            elif old != val:
+                self.fail("LogMatching", f"server {s_id} has entry {key} = {val}, elsewhere {old}")
+
+    def _record_commit(self, s_id: int, s: Server, new_commit: int) -> None:
+        """The spec's RecordCommit + StateMachineSafety + CommittedEntriesDurable + LeaderCompleteness."""
+        for idx in range(s.commit + 1, new_commit + 1):
+            entry = s.log[idx - 1]
+            old = self.committed.get(idx)
+            if old is not None:
+                if old[0] != entry:
+                    self.fail("StateMachineSafety",
+                              f"server {s_id} commits {entry} at {idx}; {old[0]} was committed there")
+                continue
+            self.committed[idx] = (entry, s.term)
+            holders = sum(1 for o in self.servers.values()
+                          if len(o.dlog) >= idx and o.dlog[idx - 1] == entry)
+            if holders < self.quorum:
+                self.fail("CommittedEntriesDurable",
+                          f"entry {idx} {entry} committed by server {s_id} but durable on {holders} servers")
+            for o_id, o in self.servers.items():
+                if o.role == LEADER and o.term > s.term:
+                    if len(o.log) < idx or o.log[idx - 1] != entry:
+                        self.fail("LeaderCompleteness",
+                                  f"leader {o_id} of term {o.term} lacks entry {idx} committed in term {s.term}")
+        s.commit = new_commit
+
+    # -- actions --
+
+    def restart(self, n: int, term: int, vote: int, commit: int, first: int, last: int, last_term: int):
+        s = self.servers.get(n)
+        if s is None:
+            # Init: every server starts empty (spec Init).
+            if (term, vote, commit, last) != (0, 0, 0, 0):
+                self.fail("Init", f"server {n} does not start from the initial state",
+                          (0, 0, 0, 0), (term, vote, commit, last))
+            self.servers[n] = Server()
+            return
+        # Restart(n): memory from disk, volatile state reset, outbox lost.
+        s.term, s.vote, s.log = s.dterm, s.dvote, list(s.dlog)
+        s.role, s.votes, s.match, s.outbox = FOLLOWER, set(), {}, []
+        s.commit = s.dcommit
+        s.stable = len(s.log)
+        s.expect.clear()
+        want = (s.term, s.vote, s.commit, len(s.log), self.term_at(s.log, len(s.log)))
+        got = (term, vote, commit, last, last_term)
+        if want != got:
+            self.fail("Restart", f"server {n} restarted from state the spec did not persist "
+                      "(term, vote, commit, lastIndex, lastTerm)", want, got)
+        # CommittedPrefixStable after restart.
+        for idx in range(1, s.commit + 1):
+            c = self.committed.get(idx)
+            if c is None or s.log[idx - 1] != c[0]:
+                self.fail("CommittedPrefixStable", f"server {n} restarts with commit {s.commit} "
+                          f"but entry {idx} is not the committed one")
+
+    def timeout(self, n: int, term: int):
+        s = self.server(n)
+        if s.role == LEADER:
+            self.fail("Timeout", f"server {n} is leader")
+        s.role, s.term, s.vote, s.votes = CANDIDATE, s.term + 1, n, {n}
+        if term != s.term:
+            self.fail("Timeout", f"server {n} term", s.term, term)
+        # Timeout puts a RequestVote for every other server in the outbox.
+        last = len(s.log)
+        for j in self.ids:
+            if j != n:
+                s.expect.append((MSG_VOTE, n, j, s.term, last, self.term_at(s.log, last), 0, (), 0, False))
+
+    def become_leader(self, n: int, term: int):
+        s = self.server(n)
+        if s.role != CANDIDATE or len(s.votes) < self.quorum or term != s.term:
+            self.fail("BecomeLeader", f"not enabled on server {n}",
+                      f"candidate with a quorum of votes in term {term}",
+                      f"{ROLE[s.role]} term {s.term} votes {sorted(s.votes)}")
+        prev = self.elections.setdefault(term, n)
+        if prev != n:
+            self.fail("ElectionSafety", f"term {term} has two leaders: {prev} and {n}")
+        s.role, s.match = LEADER, {j: 0 for j in self.ids if j != n}
+        # LeaderCompleteness: every committed entry is in the new leader's log.
+        for idx, (entry, _cterm) in self.committed.items():
+            if len(s.log) < idx or s.log[idx - 1] != entry:
+                self.fail("LeaderCompleteness",
+                          f"new leader {n} of term {term} lacks committed entry {idx} {entry}")
+        s.log.append((s.term, NOOP))
+        self._register(n, s.log, len(s.log))
+
+    def client_request(self, n: int, entries):
+        s = self.server(n)
+        if s.role != LEADER:
+            self.fail("ClientRequest", f"server {n} is not leader")
+        for e in entries:
+            if e.index != len(s.log) + 1 or e.term != s.term:
+                self.fail("ClientRequest", f"server {n} appends at the wrong place",
+                          (len(s.log) + 1, s.term), (e.index, e.term))
+            s.log.append((e.term, (e.type, e.data)))
+        self._register(n, s.log, len(s.log) - len(entries) + 1)
+
+    def append_entries_sent(self, n: int, m):
+        """AppendEntries(n, m.dst, prev, k): any prev and k, from the leader's log."""
+        s = self.server(n)
+        prev, k = m.index, len(m.entries)
+        if s.role != LEADER or m.term != s.term:
+            self.fail("AppendEntries", f"server {n} sends AppendEntries but is {ROLE[s.role]} "
+                      f"in term {s.term}", s.term, m.term)
+        if prev > len(s.log) or m.log_term != self.term_at(s.log, prev):
+            self.fail("AppendEntries", "prevLogIndex/prevLogTerm not from the leader's log",
+                      (prev, self.term_at(s.log, prev) if prev <= len(s.log) else None), (prev, m.log_term))
+        if prev + k > len(s.log):
+            self.fail("AppendEntries", "entries beyond the leader's log", len(s.log), prev + k)
+        for off, e in enumerate(m.entries):
+            if e.index != prev + off + 1 or (e.term, (e.type, e.data)) != s.log[prev + off]:
+                self.fail("AppendEntries", f"entry {prev + off + 1} differs from the leader's log",
+                          s.log[prev + off], (e.term, (e.type, e.data)))
+        if m.commit != s.commit:
+            self.fail("AppendEntries", "leaderCommit is not the leader's commitIndex", s.commit, m.commit)
+
+    def receive(self, n: int, m):
+        s = self.server(n)
+        key = (m.src, m.msg_id)
+        sent = self.network.get(key)
+        if sent is None:
+            self.fail("Receive", f"server {n} receives {MSG_NAME.get(m.type)} {key} that was never sent")
+        if sent != _msg_fields(m):
+            self.fail("Receive", "message changed in flight", sent, _msg_fields(m))
+        if m.dst != n:
+            self.fail("Receive", f"message for {m.dst} received by {n}")
+        if m.term > s.term:
+            # UpdateTerm (paper §5.1).
+            s.term, s.vote, s.role, s.votes, s.match = m.term, 0, FOLLOWER, set(), {}
+        t = m.type
+        if t == MSG_VOTE:
+            self._handle_request_vote(n, s, m)
+        elif t == MSG_VOTE_RESP:
+            if m.term == s.term and s.role == CANDIDATE and not m.reject:
+                s.votes.add(m.src)
+        elif t == MSG_APP:
+            self._handle_append_entries(n, s, m)
+        elif t == MSG_APP_RESP:
+            if (m.term == s.term and s.role == LEADER and not m.reject
+                    and m.index > s.match.get(m.src, 0)):
+                s.match[m.src] = m.index
+
+    def _handle_request_vote(self, n: int, s: Server, m):
+        last = len(s.log)
+        up_to_date = m.log_term > self.term_at(s.log, last) or (
+            m.log_term == self.term_at(s.log, last) and m.index >= last)
+        grant = m.term == s.term and s.vote in (0, m.src) and up_to_date
+        if grant:
+            s.vote = m.src
+        s.expect.append((MSG_VOTE_RESP, n, m.src, s.term, 0, 0, 0, (), 0, not grant))
+
+    def _handle_append_entries(self, n: int, s: Server, m):
+        if m.term < s.term:
+            s.expect.append((MSG_APP_RESP, n, m.src, s.term, m.index, 0, 0, (), 0, True))
+            return
+        if s.role == LEADER:
+            self.fail("HandleAppendEntries", f"leader {n} receives AppendEntries of its own term {s.term}")
+        s.role, s.votes = FOLLOWER, set()
+        log = s.log
+        prev = m.index
+        if not (prev == 0 or (prev <= len(log) and log[prev - 1][0] == m.log_term)):
+            h = min(prev, len(log))
+            while h > 0 and log[h - 1][0] > m.log_term:
+                h -= 1
+            s.expect.append((MSG_APP_RESP, n, m.src, s.term, prev, self.term_at(log, h), h, (), 0, True))
+            return
+        # AcceptEntries: first index that is missing or has another term.
+        first_new = None
+        for off, e in enumerate(m.entries):
+            idx = prev + off + 1
+            if idx > len(log) or log[idx - 1][0] != e.term:
+                first_new = off
+                break
+        if first_new is not None:
+            cut = prev + first_new          # keep 1..cut
+            if cut < s.commit:
+                self.fail("CommittedPrefixStable",
+                          f"server {n} would truncate committed entry {cut + 1} (commit {s.commit})")
+            del log[cut:]
+            s.stable = min(s.stable, cut)
+            log.extend((e.term, (e.type, e.data)) for e in m.entries[first_new:])
+            self._register(n, log, cut + 1)
+        last = prev + len(m.entries)
+        new_commit = max(s.commit, min(m.commit, last))
+        if new_commit > s.commit:
+            self._record_commit(n, s, new_commit)
+        s.expect.append((MSG_APP_RESP, n, m.src, s.term, last, 0, 0, (), 0, False))
+
+    def sent(self, n: int, m, after_persist: bool):
+        s = self.server(n)
+        fields = _msg_fields(m)
+        key = (m.src, m.msg_id)
+        if m.src != n:
+            self.fail("Send", f"server {n} sends a message with src {m.src}")
+        if key in self.network or any(k == key for k, _ in s.outbox):
+            self.fail("Send", f"message id {key} reused")
+        if not after_persist:
+            if m.type != MSG_APP:
+                self.fail("Send", f"{MSG_NAME.get(m.type)} sent before persisting (must wait for Persist)")
+            self.append_entries_sent(n, m)
+            self.network[key] = fields
+            return
+        if not s.expect:
+            self.fail("Send", f"server {n} queues {MSG_NAME.get(m.type)} that no spec action produces",
+                      None, fields)
+        want = s.expect.popleft()
+        if want != fields:
+            self.fail("Send", f"server {n} reply differs from the spec's", want, fields)
+        s.outbox.append((key, fields))
+
+    def advance_commit(self, n: int, c: int):
+        s = self.server(n)
+        if s.role != LEADER or c <= s.commit or c > len(s.log):
+            self.fail("AdvanceCommitIndex", f"not enabled on server {n} ({ROLE[s.role]}, commit "
+                      f"{s.commit}, last {len(s.log)})", None, c)
+        agree = (1 if s.stable >= c else 0) + sum(1 for v in s.match.values() if v >= c)
+        if agree < self.quorum:
+            self.fail("AdvanceCommitIndex", f"index {c} is not stored by a majority", self.quorum, agree)
+        if s.log[c - 1][0] != s.term:
+            # Figure 8 (paper §5.4.2): only current-term entries commit by counting.
+            self.fail("AdvanceCommitIndex", f"index {c} is from term {s.log[c - 1][0]}, not the "
+                      f"current term {s.term} (Figure 8)")
+        self._record_commit(n, s, c)
+
+    def persist(self, n: int):
+        """Persist(n): memory to disk, release the outbox."""
+        s = self.server(n)
+        old_len = len(s.dlog)
+        changed_from = s.stable + 1               # first index whose durable copy changes
+        s.dterm, s.dvote, s.dcommit = s.term, s.vote, s.commit
+        if changed_from <= old_len or len(s.log) > old_len:
+            del s.dlog[changed_from - 1:]
+            s.dlog.extend(s.log[changed_from - 1:])
+            # CommittedEntriesDurable must survive the rewrite of a durable log.
+            for idx in range(changed_from, old_len + 1):
+                c = self.committed.get(idx)
+                if c is None:
+                    continue
+                holders = sum(1 for o in self.servers.values()
+                              if len(o.dlog) >= idx and o.dlog[idx - 1] == c[0])
+                if holders < self.quorum:
+                    self.fail("CommittedEntriesDurable",
+                              f"server {n} overwrote committed entry {idx} on disk")
+        s.stable = len(s.log)
+        for key, fields in s.outbox:
+            self.network[key] = fields
+        s.outbox = []
+
+    def check_state(self, n: int, term, vote, role, commit, last, last_term):
+        s = self.server(n)
+        if s.expect:
+            self.fail("Send", f"server {n} did not send the replies the spec requires",
+                      list(s.expect), None)
+        want = (s.term, s.vote, ROLE[s.role], s.commit, len(s.log), self.term_at(s.log, len(s.log)))
+        got = (term, vote, ROLE[role], commit, last, last_term)
+        if want != got:
+            self.fail("State", f"server {n}'s state differs from the spec's "
+                      "(term, vote, role, commit, lastIndex, lastTerm)", want, got)
+
+    # -- driver --
+
+    def prepare(self, events: list, start: int = 0) -> None:
+        """Find which Readys were written: those whose `advance` follows before
+        the node restarts (ready sequence numbers start again after a restart)."""
+        pending: dict[int, int] = {}                     # node -> position of its open ready
+        for pos, ev in enumerate(events, start + 1):
+            kind = ev[0]
+            if kind == "ready":
+                pending[ev[1]] = pos
+            elif kind == "advance":
+                if ev[1] in pending:
+                    self.persisted.add(pending.pop(ev[1]))
+            elif kind == "restart":
+                pending.pop(ev[1], None)
+
+    def step(self, ev) -> None:
+        self.n += 1
+        self.recent.append(describe(ev))
+        kind = ev[0]
+        if kind == "recv":
+            self.receive(ev[1], ev[2])
+        elif kind == "send":
+            self.sent(ev[1], ev[2], ev[3])
+        elif kind == "state":
+            self.check_state(*ev[1:])
+        elif kind == "ready":
+            if self.n in self.persisted:
+                self.persist(ev[1])
+        elif kind == "advance":
+            pass
+        elif kind == "commit":
+            self.advance_commit(ev[1], ev[2])
+        elif kind == "propose":
+            self.client_request(ev[1], ev[2])
+        elif kind == "timeout":
+            self.timeout(ev[1], ev[2])
+        elif kind == "leader":
+            self.become_leader(ev[1], ev[2])
+        elif kind == "restart":
+            self.restart(*ev[1:])
+        else:
+            self.fail("Trace", f"unknown event kind {kind!r}")
+        self.events += 1
+
+    def check(self, events: list) -> int:
+        """Check a whole trace; returns the number of events checked."""
+        self.prepare(events)
+        for ev in events:
+            self.step(ev)
+        return self.events
+
+
+def describe(ev) -> str:
+    kind = ev[0]
+    if kind in ("recv", "send"):
+        m = ev[2]
+        extra = " (after persist)" if kind == "send" and ev[3] else ""
+        return f"{kind} n{ev[1]} {m!r}{extra}"
+    return f"{kind} " + " ".join(str(x) for x in ev[1:])
+
+
+def check_events(events: list, servers: list[int]) -> int:
+    return Checker(servers).check(events)
+
+
+# -- NDJSON --------------------------------------------------------------------
+
+def _msg_to_json(m) -> dict:
+    d = {"type": m.type, "src": m.src, "dst": m.dst, "term": m.term, "id": m.msg_id}
+    if m.index:
+        d["index"] = m.index
+    if m.log_term:
+        d["log_term"] = m.log_term
+    if m.commit:
+        d["commit"] = m.commit
+    if m.reject:
+        d["reject"] = True
+    if m.reject_hint:
+        d["hint"] = m.reject_hint
+    if m.entries:
+        d["entries"] = [[e.index, e.term, e.type, e.data.hex()] for e in m.entries]
+    return d
+
+
+def event_to_json(ev) -> dict:
+    kind, n = ev[0], ev[1]
+    if kind in ("recv", "send"):
+        d = {"e": kind, "n": n, "m": _msg_to_json(ev[2])}
+        if kind == "send":
+            d["after_persist"] = bool(ev[3])
+        return d
+    if kind == "propose":
+        return {"e": kind, "n": n, "entries": [[e.index, e.term, e.type, e.data.hex()] for e in ev[2]]}
+    if kind == "state":
+        return {"e": kind, "n": n, "term": ev[2], "vote": ev[3], "role": ev[4], "commit": ev[5],
+                "last": ev[6], "last_term": ev[7]}
+    if kind == "restart":
+        return {"e": kind, "n": n, "term": ev[2], "vote": ev[3], "commit": ev[4], "first": ev[5],
+                "last": ev[6], "last_term": ev[7]}
+    if kind in ("timeout", "leader"):
+        return {"e": kind, "n": n, "term": ev[2]}
+    if kind == "commit":
+        return {"e": kind, "n": n, "commit": ev[2]}
+    if kind in ("ready", "advance"):
+        return {"e": kind, "n": n, "seq": ev[2]}
+    raise ValueError(f"unknown event {kind!r}")
+
+
+def write_ndjson(events: list, fp) -> None:
+    for ev in events:
+        fp.write(json.dumps(event_to_json(ev), separators=(",", ":")))
+        fp.write("\n")
+
+
+def _entries_from_json(rows):
+    from raft._core import Entry
+
+    return [Entry(i, t, ty, bytes.fromhex(h)) for i, t, ty, h in rows]
+
+
+def _msg_from_json(d):
+    from raft._core import Message
+
+    return Message(d["type"], src=d["src"], dst=d["dst"], term=d["term"],
+                   log_term=d.get("log_term", 0), index=d.get("index", 0),
+                   commit=d.get("commit", 0), entries=_entries_from_json(d.get("entries", [])),
+                   reject=d.get("reject", False), reject_hint=d.get("hint", 0), msg_id=d["id"])
+
+
+def event_from_json(d: dict):
+    kind, n = d["e"], d["n"]
+    if kind == "recv":
+        return (kind, n, _msg_from_json(d["m"]))
+    if kind == "send":
+        return (kind, n, _msg_from_json(d["m"]), d.get("after_persist", False))
+    if kind == "propose":
+        return (kind, n, _entries_from_json(d["entries"]))
+    if kind == "state":
+        return (kind, n, d["term"], d["vote"], d["role"], d["commit"], d["last"], d["last_term"])
+    if kind == "restart":
+        return (kind, n, d["term"], d["vote"], d["commit"], d["first"], d["last"], d["last_term"])
+    if kind in ("timeout", "leader"):
+        return (kind, n, d["term"])
+    if kind == "commit":
+        return (kind, n, d["commit"])
+    if kind in ("ready", "advance"):
+        return (kind, n, d["seq"])
+    raise ValueError(f"unknown event kind {kind!r}")
+
+
+def read_ndjson(fp) -> list:
+    events = []
+    for lineno, line in enumerate(fp, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            events.append(event_from_json(json.loads(line)))
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"line {lineno}: malformed trace event: {e}") from None
+    return events
+
+
+def merge_by_causality(streams: list[list]) -> list:
+    """Merge per-node traces (each in its node's order) into one order in which
+    every receive comes after its send. A node's events stay in order; among
+    ready nodes the one whose next event is earliest in a round-robin is taken."""
+    pos = [0] * len(streams)
+    sent: set = set()                 # messages on the network
+    held: dict = {}                   # node -> messages waiting for that node's next Persist
+    out = []
+    total = sum(len(s) for s in streams)
+    while len(out) < total:
+        progressed = False
+        for k, s in enumerate(streams):
+            while pos[k] < len(s):
+                ev = s[pos[k]]
+                if ev[0] == "recv" and (ev[2].src, ev[2].msg_id) not in sent:
+                    break                       # wait for the sender's stream
+                if ev[0] == "send":
+                    key = (ev[2].src, ev[2].msg_id)
+                    if ev[3]:
+                        held.setdefault(ev[1], []).append(key)
+                    else:
+                        sent.add(key)
+                elif ev[0] == "ready":
+                    sent.update(held.pop(ev[1], ()))
+                elif ev[0] == "restart":
+                    held.pop(ev[1], None)
+                out.append(ev)
+                pos[k] += 1
+                progressed = True
+        if not progressed:
+            k = next(k for k, s in enumerate(streams) if pos[k] < len(s))
+            ev = streams[k][pos[k]]
+            raise ValueError(f"cannot order the traces: node {ev[1]} receives message "
+                             f"{(ev[2].src, ev[2].msg_id)} that no trace sends")
+    return out
