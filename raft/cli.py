@@ -2,6 +2,9 @@
 
     raft sim --seed S --nodes N --steps K      one simulation, one JSON line
     raft sim --seeds A-B [--jobs J]            a range of seeds, one line each + a total
+    raft sim --seed S --trace-out FILE          also write the run's trace (NDJSON)
+    raft check TRACE [TRACE ...]                validate trace(s) against spec/Raft.tla
+    raft storage check|repair DIR               inspect / repair a node's data directory
 """
 from __future__ import annotations
 
@@ -27,18 +30,32 @@ def _parse_seeds(text: str) -> range:
 
 
 def _sim_one(job: tuple) -> tuple:
-    from raft.sim import run
+    from raft.sim import SimConfig, Simulation
 
     seed, kw = job
-    res = run(seed, **kw)
-    return res.seed, res.ok, res.summary(), res.history, dict(res.faults)
+    trace_out = kw.pop("trace_out", None)
+    sim = Simulation(SimConfig(seed=seed, **kw))
+    res = sim.run()
+    history = list(res.history)
+    violation = getattr(sim, "trace_violation", None)
+    if violation is not None:
+        history += ["--- trace checker:"] + violation.render().splitlines()
+    if trace_out and sim.trace is not None:
+        from spec.checker import write_ndjson
+
+        with open(trace_out, "w") as fp:
+            write_ndjson(sim.trace, fp, voters=sim.ids)
+    return res.seed, res.ok, res.summary(), history, dict(res.faults)
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
     seeds = args.seeds if args.seeds is not None else range(args.seed, args.seed + 1)
-    kw = dict(nodes=args.nodes, steps=args.steps,
+    kw = dict(nodes=args.nodes, steps=args.steps, check_trace=not args.no_check,
               unsafe_commit_any_term=args.unsafe_commit_any_term)
-    jobs = [(s, kw) for s in seeds]
+    if args.trace_out and len(seeds) > 1:
+        print("raft sim: --trace-out takes a single --seed", file=sys.stderr)
+        return 2
+    jobs = [(s, dict(kw, trace_out=args.trace_out)) for s in seeds]
     failed: list[int] = []
     totals: dict[str, int] = {}
     runs_with: dict[str, int] = {}
@@ -75,6 +92,51 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    import time
+
+    from spec.checker import Checker, TraceViolation, merge_by_causality, read_ndjson_file
+
+    streams, voters = [], set()
+    for path in args.traces:
+        try:
+            events, file_voters = read_ndjson_file(path)
+        except (OSError, ValueError) as e:
+            print(f"raft check: {path}: {e}", file=sys.stderr)
+            return 2
+        streams.append(events)
+        voters.update(file_voters)
+    if args.voters:
+        voters = set(args.voters)
+    if not voters:
+        print("raft check: the traces name no voters; pass --voters 1 2 3", file=sys.stderr)
+        return 2
+    try:
+        events = streams[0] if len(streams) == 1 else merge_by_causality(streams)
+    except ValueError as e:
+        print(f"raft check: {e}", file=sys.stderr)
+        return 1
+    checker = Checker(sorted(voters))
+    t0 = time.perf_counter()
+    try:
+        n = checker.check(events)
+    except TraceViolation as v:
+        print(f"VIOLATION after {checker.events} valid events", file=sys.stderr)
+        print(v.render(), file=sys.stderr)
+        return 1
+    dt = time.perf_counter() - t0
+    print(json.dumps({"verdict": "ok", "events": n, "seconds": round(dt, 3),
+                      "events_per_second": int(n / dt) if dt > 0 else None,
+                      "servers": sorted(voters)}))
+    return 0
+
+
+def _cmd_storage(args: argparse.Namespace) -> int:
+    from raft.storage.check import storage_main
+
+    return storage_main([args.action, args.dir] + (["--dry-run"] if args.dry_run else []))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raft", description="A fast, spec-checked Raft for Python.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -91,7 +153,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="print only failures and the total")
     s.add_argument("--unsafe-commit-any-term", action="store_true",
                    help="TEST ONLY: plant the Figure 8 bug (commit earlier-term entries by counting)")
+    s.add_argument("--trace-out", metavar="FILE", help="write the run's trace as NDJSON")
+    s.add_argument("--no-check", action="store_true",
+                   help="skip validating the trace against the spec (faster)")
     s.set_defaults(func=_cmd_sim)
+
+    c = sub.add_parser("check", help="validate traces (NDJSON) against spec/Raft.tla")
+    c.add_argument("traces", nargs="+", metavar="TRACE",
+                   help="one trace, or one per node (merged in causal order)")
+    c.add_argument("--voters", type=int, nargs="+", help="server ids (default: from the traces)")
+    c.set_defaults(func=_cmd_check)
+
+    st = sub.add_parser("storage", help="inspect or repair a node's data directory")
+    st.add_argument("action", choices=("check", "repair"))
+    st.add_argument("dir")
+    st.add_argument("--dry-run", action="store_true", help="repair: say what would be done")
+    st.set_defaults(func=_cmd_storage)
     return p
 
 

@@ -514,7 +514,10 @@ def event_to_json(ev) -> dict:
     raise ValueError(f"unknown event {kind!r}")
 
 
-def write_ndjson(events: list, fp) -> None:
+def write_ndjson(events: list, fp, voters: list[int] | None = None) -> None:
+    """One JSON object per line; a first `meta` line names the voters."""
+    if voters is not None:
+        fp.write(json.dumps({"e": "meta", "voters": list(voters)}) + "\n")
     for ev in events:
         fp.write(json.dumps(event_to_json(ev), separators=(",", ":")))
         fp.write("\n")
@@ -556,17 +559,27 @@ def event_from_json(d: dict):
     raise ValueError(f"unknown event kind {kind!r}")
 
 
-def read_ndjson(fp) -> list:
-    events = []
+def read_ndjson(fp) -> tuple[list, list[int]]:
+    """Events and voters (from the `meta` line, if any) of an NDJSON trace."""
+    events, voters = [], []
     for lineno, line in enumerate(fp, 1):
         line = line.strip()
         if not line:
             continue
         try:
-            events.append(event_from_json(json.loads(line)))
-        except (ValueError, KeyError, TypeError) as e:
+            d = json.loads(line)
+            if d.get("e") == "meta":
+                voters = [int(v) for v in d["voters"]]
+                continue
+            events.append(event_from_json(d))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"line {lineno}: malformed trace event: {e}") from None
-    return events
+    return events, voters
+
+
+def read_ndjson_file(path: str) -> tuple[list, list[int]]:
+    with open(path, encoding="utf-8") as fp:
+        return read_ndjson(fp)
 
 
 def merge_by_causality(streams: list[list]) -> list:
