@@ -24,8 +24,14 @@ TIME_LIMIT = 20.0
 
 
 def run(test_coro, loop_factory=new_event_loop, limit: float = TIME_LIMIT):
+    """Run a test coroutine in a fresh loop, under a time limit, and fail on any
+    error the loop reports on the side (exceptions in callbacks, lost tasks)."""
+    side_errors = []
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(asyncio.wait_for(test_coro, limit))
+        runner.get_loop().set_exception_handler(lambda loop, ctx: side_errors.append(ctx))
+        result = runner.run(asyncio.wait_for(test_coro, limit))
+    assert not side_errors, side_errors
+    return result
 
 
 def free_ports(n: int) -> list[int]:
@@ -39,7 +45,7 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-async def wait_until(pred, timeout: float = 5.0, what: str = "condition") -> None:
+async def wait_until(pred, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not pred():
             await asyncio.sleep(0.01)
@@ -315,12 +321,13 @@ def test_peer_that_never_reads_keeps_memory_bounded():
     async def main():
         ports = dict(zip((1, 2), free_ports(2)))
         stuck = []
+        release = asyncio.Event()
 
         async def never_reads(reader, writer):
             await auth.server_handshake(reader, writer, secret=SECRET, node_id=2,
                                         allowed_peers={1})
             stuck.append(writer)
-            await asyncio.sleep(3600)
+            await release.wait()
 
         lsock = socket.socket()
         # A tiny receive window so the kernel cannot soak up the test's traffic.
@@ -345,6 +352,7 @@ def test_peer_that_never_reads_keeps_memory_bounded():
             assert s["messages_sent"] + s["messages_dropped"] + s["peers"][2]["queued_messages"] == 4000
         finally:
             await a.t.close()
+            release.set()
             for w in stuck:
                 w.transport.abort()
             server.close()

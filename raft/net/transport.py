@@ -409,6 +409,12 @@ class PeerTransport:
         except _CONNECTION_ERRORS as exc:
             log.info("node %d: inbound connection from node %s lost: %r",
                      self.node_id, peer_id if peer_id is not None else where, exc)
+        except asyncio.CancelledError:
+            # Only close() cancels us. End normally: the stream server (3.11) calls
+            # task.exception() on this task, which raises for a cancelled task and
+            # would be reported as an unhandled error in a callback.
+            if not self._closed:
+                raise
         finally:
             if peer_id is not None and self._inbound.get(peer_id) is writer:
                 del self._inbound[peer_id]
