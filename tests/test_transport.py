@@ -395,6 +395,9 @@ def test_reconnect_after_remote_restart():
 
 # --- mutual TLS ----------------------------------------------------------------------------
 
+EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")
+
+
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory):
     if shutil.which("openssl") is None:
@@ -403,14 +406,18 @@ def tls_files(tmp_path_factory):
 
     def sh(*args):
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
-    sh("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=raft-test-ca",
+    sh("req", "-x509", *EC_KEY, "-nodes", "-days", "2", "-subj", "/CN=raft-test-ca",
        "-keyout", "ca.key", "-out", "ca.pem")
     (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
-    sh("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=raft-node",
+    sh("req", *EC_KEY, "-nodes", "-subj", "/CN=raft-node",
        "-keyout", "node.key", "-out", "node.csr")
     sh("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
        "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "node.pem")
-    return {k: str(d / f) for k, f in (("cert", "node.pem"), ("key", "node.key"), ("ca", "ca.pem"))}
+    # A certificate the cluster CA never signed.
+    sh("req", "-x509", *EC_KEY, "-nodes", "-days", "2", "-subj", "/CN=rogue",
+       "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", "rogue.key", "-out", "rogue.pem")
+    return {k: str(d / f) for k, f in (("cert", "node.pem"), ("key", "node.key"), ("ca", "ca.pem"),
+                                       ("rogue_cert", "rogue.pem"), ("rogue_key", "rogue.key"))}
 
 
 def test_mutual_tls(tls_files):
@@ -419,11 +426,13 @@ def test_mutual_tls(tls_files):
     client_ctx = auth.client_ssl_context(f["cert"], f["key"], f["ca"], check_hostname=True)
 
     async def main():
-        ports = dict(zip((1, 2, 3), free_ports(3)))
+        ports = dict(zip((1, 2, 3, 4), free_ports(4)))
         a = Node(1, ports, ssl_server=server_ctx, ssl_client=client_ctx)
         b = Node(2, ports, ssl_server=server_ctx, ssl_client=client_ctx)
         plain = Node(3, ports)                        # right secret, but no TLS
-        for n in (a, b, plain):
+        rogue_ctx = auth.client_ssl_context(f["rogue_cert"], f["rogue_key"], f["ca"])
+        rogue = Node(4, ports, ssl_client=rogue_ctx)  # right secret, unsigned cert
+        for n in (a, b, plain, rogue):
             await n.t.start()
         try:
             a.t.send([hb(1, 2, 1)])
@@ -432,11 +441,14 @@ def test_mutual_tls(tls_files):
             assert a.t.stats()["peers"][2]["connected"]
             for i in range(10):
                 plain.t.send([hb(3, 1, i)])
+                rogue.t.send([hb(4, 1, i)])
                 await asyncio.sleep(0.02)
-            await wait_until(lambda: plain.t.stats()["connect_failures"] >= 2)
-            assert all(m.src != 3 for m in a.received)
+            await wait_until(lambda: plain.t.stats()["auth_failures"] >= 2
+                             and rogue.t.stats()["auth_failures"] >= 2)
+            assert [m.src for m in a.received] == [2]
+            assert a.t.stats()["inbound_accepted"] == 1
         finally:
-            for n in (a, b, plain):
+            for n in (a, b, plain, rogue):
                 await n.t.close()
     run(main())
 

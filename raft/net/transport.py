@@ -306,6 +306,12 @@ class PeerTransport:
                 self._counters["connect_failures"] += 1
                 log.warning("node %d: authentication with node %d at %s:%d failed: %s",
                             self.node_id, peer.id, *peer.addr, exc)
+            except ssl.SSLError as exc:
+                # Certificate or TLS-level refusal: an authentication failure too.
+                self._counters["auth_failures"] += 1
+                self._counters["connect_failures"] += 1
+                log.warning("node %d: TLS with node %d at %s:%d failed: %r",
+                            self.node_id, peer.id, *peer.addr, exc)
             except (*_CONNECTION_ERRORS, TimeoutError) as exc:
                 self._counters["connect_failures"] += 1
                 # First failure of a streak is worth a line; the retries are not.
