@@ -142,9 +142,14 @@ cdef inline Entry _new_entry(uint64_t index, uint64_t term, int etype,
 
 
 cdef bint _fast_entry_ok():
-    # `data` must be the last field (nothing after it left uninitialised) and a
-    # bare-built entry must equal a constructed one.
+    # The exposed fields must be exactly the four we set, `data` must be the last
+    # field (nothing after it left uninitialised), and a bare-built entry must
+    # equal a constructed one.
     cdef Entry probe = Entry(1, 2, 3, b"p")
+    fields = {name for name, v in vars(Entry).items()
+              if type(v).__name__ == "getset_descriptor" and not name.startswith("__")}
+    if fields != {"index", "term", "type", "data"}:
+        return False
     if RN_ENTRY_DATA_END(probe) != (<object>Entry).__basicsize__:
         return False
     global _fast_entry
