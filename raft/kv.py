@@ -1,0 +1,1312 @@
+"""The replicated key-value + stream state machine and its Raft log command encoding.
+
+Everything here is deterministic: given the same sequence of ``apply(index, data)`` calls,
+every replica ends in the same state and returns the same replies. Two things make that
+true and are worth knowing before changing anything:
+
+* Time comes from the log. The leader stamps each command with its wall clock when it
+  proposes it (``time_ms``); the state machine's clock is the maximum stamp applied so far
+  (so it never runs backwards across leaders with skewed clocks). Expiry (SET EX/PX,
+  EXPIRE) and XADD ``*`` ids use that clock, never the applying node's.
+* Exactly-once writes use client sessions (Raft dissertation section 6.3). ``RAFT.SESSION``
+  registers a session whose id is the log index of the registration; each write under a
+  session carries a sequence number, and the state machine keeps the replies of the latest
+  ``session_window`` sequence numbers, so a retried write returns the saved reply instead of
+  being applied twice. Sessions are evicted least-recently-used beyond ``max_sessions``,
+  in log order, so every replica evicts the same ones.
+
+Reads (``read(argv, now_ms)``) never mutate state; the server runs them after a
+linearizable read barrier (or, opted in, stale on any node). Replies are plain Python
+values the RESP layer encodes: ``bytes`` (bulk), ``int``, ``None`` (nil bulk), ``list``,
+:class:`Status` (simple string), :class:`ErrorReply` and :data:`NULL_ARRAY`.
+
+The encodings (log commands and snapshots) are length-prefixed binary, never pickle: a
+log entry or snapshot from an untrusted peer can at worst be rejected with a clear error.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import logging
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, Union
+
+__all__ = [
+    "Command",
+    "CommandDecodeError",
+    "ErrorReply",
+    "KVStateMachine",
+    "NULL_ARRAY",
+    "OK",
+    "Reply",
+    "SnapshotError",
+    "Status",
+    "XReadArgs",
+    "arity_error",
+    "check_command",
+    "decode_command",
+    "encode_command",
+    "is_write",
+    "parse_xread",
+    "unknown_command_error",
+]
+
+log = logging.getLogger(__name__)
+
+INT64_MAX = (1 << 63) - 1
+INT64_MIN = -(1 << 63)
+UINT64_MAX = (1 << 64) - 1
+
+
+# --------------------------------------------------------------------------- replies
+
+
+class Status(str):
+    """A RESP simple string (``+OK``). Bulk strings are ``bytes``."""
+
+    __slots__ = ()
+
+
+class ErrorReply(str):
+    """A RESP error; the text includes the code, e.g. ``"ERR syntax error"``.
+
+    Errors are replies, not exceptions: a failed command is still a deterministic
+    outcome that sessions save and replay.
+    """
+
+    __slots__ = ()
+
+
+class _NullArray:
+    """RESP2's null array (``*-1``), which XREAD and XRANGE COUNT 0 return."""
+
+    _instance: "_NullArray | None" = None
+
+    def __new__(cls) -> "_NullArray":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NULL_ARRAY"
+
+
+NULL_ARRAY = _NullArray()
+OK = Status("OK")
+
+Reply = Union[bytes, int, None, list, Status, ErrorReply, _NullArray]
+
+# Redis's exact error texts: clients (and people) match on them.
+E_SYNTAX = ErrorReply("ERR syntax error")
+E_NOT_INT = ErrorReply("ERR value is not an integer or out of range")
+E_OVERFLOW = ErrorReply("ERR increment or decrement would overflow")
+E_WRONGTYPE = ErrorReply("WRONGTYPE Operation against a key holding the wrong kind of value")
+E_BAD_ID = ErrorReply("ERR Invalid stream ID specified as stream command argument")
+E_XADD_SMALL = ErrorReply(
+    "ERR The ID specified in XADD is equal or smaller than the target stream top item"
+)
+E_XADD_ZERO = ErrorReply("ERR The ID specified in XADD must be greater than 0-0")
+E_XADD_EXHAUSTED = ErrorReply(
+    "ERR The stream has exhausted the last possible ID, unable to add more items"
+)
+
+
+def arity_error(name: str) -> ErrorReply:
+    """Redis's wrong-arity error; ``name`` is the lowercase command (``client|setname``)."""
+    return ErrorReply(f"ERR wrong number of arguments for '{name}' command")
+
+
+def _sanitize(text: str) -> str:
+    # Errors are one RESP line: Redis replaces CR/LF the same way.
+    return text.replace("\r", " ").replace("\n", " ")
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", "replace")
+
+
+def unknown_command_error(argv: list[bytes]) -> ErrorReply:
+    """Redis 7's text, including the (truncated) argument list."""
+    args = ""
+    for a in argv[1:]:
+        if len(args) >= 128:
+            break
+        args += "'%s' " % _text(a)[: 128 - len(args)]
+    name = _text(argv[0])[:128]
+    return ErrorReply(
+        _sanitize(f"ERR unknown command '{name}', with args beginning with: {args}")
+    )
+
+
+# --------------------------------------------------------------------------- varints
+
+
+def _put_uvarint(out: bytearray, n: int) -> None:
+    if 0 <= n < 0x80:  # the common case (lengths, small ids): one byte
+        out.append(n)
+        return
+    if n < 0:
+        raise ValueError(f"uvarint must be >= 0, got {n}")
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _put_bytes(out: bytearray, b: bytes) -> None:
+    _put_uvarint(out, len(b))
+    out += b
+
+
+class _Cursor:
+    """Reads what ``_put_*`` wrote; every read is bounds-checked so malformed input
+    raises ``error`` (a ValueError subclass) rather than IndexError or a huge allocation."""
+
+    __slots__ = ("buf", "pos", "error")
+
+    def __init__(self, buf: bytes, error: type[ValueError]) -> None:
+        self.buf = memoryview(buf)
+        self.pos = 0
+        self.error = error
+
+    def uvarint(self) -> int:
+        buf, pos, shift, n = self.buf, self.pos, 0, 0
+        if pos < len(buf) and buf[pos] < 0x80:  # the common case: one byte
+            self.pos = pos + 1
+            return buf[pos]
+        while True:
+            if pos >= len(buf):
+                raise self.error(f"truncated varint at byte {self.pos}")
+            b = buf[pos]
+            pos += 1
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                break
+            shift += 7
+            if shift > 63 + 7:  # more than 10 bytes: not something we wrote
+                raise self.error(f"varint too long at byte {self.pos}")
+        self.pos = pos
+        return n
+
+    def bytes_(self) -> bytes:
+        n = self.uvarint()
+        end = self.pos + n
+        if end > len(self.buf):
+            raise self.error(
+                f"length {n} at byte {self.pos} runs past the end ({len(self.buf)} bytes)"
+            )
+        b = bytes(self.buf[self.pos : end])
+        self.pos = end
+        return b
+
+    def count(self, min_item_size: int = 1) -> int:
+        """A collection length, refused if the remaining bytes cannot possibly hold it."""
+        n = self.uvarint()
+        if n * min_item_size > len(self.buf) - self.pos:
+            raise self.error(f"count {n} at byte {self.pos} exceeds the remaining input")
+        return n
+
+    def byte(self) -> int:
+        if self.pos >= len(self.buf):
+            raise self.error(f"truncated input at byte {self.pos}")
+        b = self.buf[self.pos]
+        self.pos += 1
+        return b
+
+    def done(self) -> None:
+        if self.pos != len(self.buf):
+            raise self.error(f"{len(self.buf) - self.pos} trailing bytes at byte {self.pos}")
+
+
+# --------------------------------------------------------------------------- log commands
+
+_CMD_VERSION = 1
+
+
+class CommandDecodeError(ValueError):
+    """A log entry that is not an encoded command."""
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One state machine command as stored in the Raft log.
+
+    ``client_id`` 0 means no session (at-least-once if the client retries); otherwise it
+    names a session opened with ``RAFT.SESSION`` and ``seq`` (>= 1) orders its writes.
+    ``time_ms`` is the proposing leader's wall clock (Unix ms).
+    """
+
+    client_id: int
+    seq: int
+    time_ms: int
+    argv: tuple[bytes, ...]
+
+
+def encode_command(client_id: int, seq: int, argv: list[bytes], *, time_ms: int) -> bytes:
+    """``version, client_id, seq, time_ms, argc, (len, bytes) * argc`` as unsigned varints.
+
+    Deterministic: equal inputs give equal bytes, on every platform.
+    """
+    out = bytearray((_CMD_VERSION,))
+    _put_uvarint(out, client_id)
+    _put_uvarint(out, seq)
+    _put_uvarint(out, time_ms)
+    _put_uvarint(out, len(argv))
+    for arg in argv:
+        _put_bytes(out, arg)
+    return bytes(out)
+
+
+def decode_command(data: bytes) -> Command:
+    """Inverse of :func:`encode_command`; raises :class:`CommandDecodeError` on anything else."""
+    cur = _Cursor(data, CommandDecodeError)
+    version = cur.byte()
+    if version != _CMD_VERSION:
+        raise CommandDecodeError(f"unknown command encoding version {version}")
+    client_id, seq, time_ms = cur.uvarint(), cur.uvarint(), cur.uvarint()
+    argc = cur.count()
+    argv = tuple(cur.bytes_() for _ in range(argc))
+    cur.done()
+    if not argv:
+        raise CommandDecodeError("empty argv")
+    return Command(client_id, seq, time_ms, argv)
+
+
+# --------------------------------------------------------------------------- parsing helpers
+
+_LL_RE = re.compile(rb"0|-?[1-9][0-9]{0,18}")
+_ULL_FALLBACK_RE = re.compile(rb"[ \t\n\v\f\r]*([+-]?)([0-9]+)")
+
+
+def parse_int(b: bytes) -> int | None:
+    """Redis's string2ll: canonical signed 64-bit decimal only (no '+', spaces, '01', '-0')."""
+    if not _LL_RE.fullmatch(b):
+        return None
+    n = int(b)
+    return n if INT64_MIN <= n <= INT64_MAX else None
+
+
+def _parse_u64(b: bytes) -> int | None:
+    """Redis's string2ull (stream ids): string2ll, else what C strtoull accepts."""
+    n = parse_int(b)
+    if n is not None:
+        return n if n >= 0 else None
+    m = _ULL_FALLBACK_RE.fullmatch(b)
+    if m is None:
+        return None
+    n = int(m[2])
+    if n > UINT64_MAX:
+        return None
+    return (-n) % (1 << 64) if m[1] == b"-" else n
+
+
+StreamID = tuple[int, int]
+_MAX_ID: StreamID = (UINT64_MAX, UINT64_MAX)
+
+
+def _parse_stream_id(
+    b: bytes, missing_seq: int, *, strict: bool, allow_seq_star: bool = False
+) -> tuple[StreamID, bool] | None:
+    """Redis's streamGenericParseIDOrReply. Returns (id, seq_given) or None if invalid.
+
+    ``seq_given`` is False only for ``<ms>-*`` (XADD's "auto sequence" form).
+    """
+    if len(b) > 127:
+        return None
+    if b in (b"-", b"+"):
+        if strict:
+            return None
+        return ((0, 0) if b == b"-" else _MAX_ID), True
+    ms_part, dash, seq_part = b.partition(b"-")
+    ms = _parse_u64(ms_part)
+    if ms is None:
+        return None
+    if not dash:
+        return (ms, missing_seq), True
+    if allow_seq_star and seq_part == b"*":
+        return (ms, 0), False
+    seq = _parse_u64(seq_part)
+    if seq is None:
+        return None
+    return (ms, seq), True
+
+
+def _incr_id(i: StreamID) -> StreamID | None:
+    ms, seq = i
+    if seq < UINT64_MAX:
+        return ms, seq + 1
+    return (ms + 1, 0) if ms < UINT64_MAX else None
+
+
+def _decr_id(i: StreamID) -> StreamID | None:
+    ms, seq = i
+    if seq > 0:
+        return ms, seq - 1
+    return (ms - 1, UINT64_MAX) if ms > 0 else None
+
+
+def _fmt_id(i: StreamID) -> bytes:
+    return b"%d-%d" % i
+
+
+# --------------------------------------------------------------------------- data types
+
+
+class Stream:
+    """An append-only log of (id, field/value list) entries, ids strictly increasing.
+
+    ``last_id`` survives trimming, as in Redis, so a trimmed-empty stream still refuses
+    ids at or below what it has handed out.
+    """
+
+    __slots__ = ("ids", "fields", "last_id")
+
+    def __init__(self) -> None:
+        self.ids: list[StreamID] = []
+        self.fields: list[tuple[bytes, ...]] = []
+        self.last_id: StreamID = (0, 0)
+
+    def append(self, entry_id: StreamID, fields: tuple[bytes, ...]) -> None:
+        self.ids.append(entry_id)
+        self.fields.append(fields)
+        self.last_id = entry_id
+
+    def trim_maxlen(self, maxlen: int) -> None:
+        excess = len(self.ids) - maxlen
+        if excess > 0:
+            del self.ids[:excess], self.fields[:excess]
+
+    def trim_minid(self, minid: StreamID) -> None:
+        cut = bisect.bisect_left(self.ids, minid)
+        if cut:
+            del self.ids[:cut], self.fields[:cut]
+
+    def range(self, start: StreamID, end: StreamID, count: int, rev: bool) -> list:
+        """Entries with start <= id <= end, at most ``count`` (0 = all), as RESP replies."""
+        lo = bisect.bisect_left(self.ids, start)
+        hi = bisect.bisect_right(self.ids, end)
+        if lo >= hi:
+            return []
+        idx = range(hi - 1, lo - 1, -1) if rev else range(lo, hi)
+        if count:
+            idx = idx[:count]
+        return [[_fmt_id(self.ids[i]), list(self.fields[i])] for i in idx]
+
+
+Value = Union[bytes, Stream]
+
+
+class Session:
+    """One client's exactly-once state: replies of its latest sequence numbers.
+
+    ``floor``: every seq <= floor has been forgotten; a retry of one cannot be answered
+    (the client broke the window rule, or its session is older than its retry).
+    """
+
+    __slots__ = ("replies", "floor")
+
+    def __init__(self, floor: int = 0) -> None:
+        self.replies: dict[int, Reply] = {}
+        self.floor = floor
+
+    def record(self, seq: int, reply: Reply, window: int) -> None:
+        self.replies[seq] = reply
+        self.floor = max(self.floor, seq - window)
+        # Replies are inserted in (nearly always) ascending seq order, so the oldest are
+        # at the front: drop those below the floor, and beyond the window size.
+        while self.replies:
+            oldest = next(iter(self.replies))
+            if oldest > self.floor and len(self.replies) <= window:
+                break
+            del self.replies[oldest]
+            self.floor = max(self.floor, oldest)
+
+
+# --------------------------------------------------------------------------- command table
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    name: str  # lowercase, as Redis prints it in errors
+    arity: int  # Redis convention: N exact, -N at least N (argv[0] included)
+    write: bool
+    handler: Callable[..., Reply]
+
+
+def _arity_ok(arity: int, argc: int) -> bool:
+    return argc == arity if arity >= 0 else argc >= -arity
+
+
+_COMMANDS: dict[bytes, CommandSpec] = {}
+
+
+def _command(name: str, arity: int, *, write: bool) -> Callable:
+    def register(fn: Callable[..., Reply]) -> Callable[..., Reply]:
+        _COMMANDS[name.encode()] = CommandSpec(name, arity, write, fn)
+        return fn
+
+    return register
+
+
+def _spec(argv: list[bytes] | tuple[bytes, ...]) -> CommandSpec | None:
+    return _COMMANDS.get(argv[0].lower()) if argv else None
+
+
+def check_command(argv: list[bytes]) -> ErrorReply | None:
+    """The unknown-command and arity errors, checked before anything enters the log."""
+    if not argv:
+        return ErrorReply("ERR empty command")
+    spec = _spec(argv)
+    if spec is None:
+        return unknown_command_error(argv)
+    if not _arity_ok(spec.arity, len(argv)):
+        return arity_error(spec.name)
+    return None
+
+
+def is_write(argv: list[bytes]) -> bool:
+    """True if the command changes state (goes through the log); False for reads.
+
+    ``RAFT.SEQ <client> <seq> cmd ...`` is classified by the wrapped command.
+    Unknown commands are not writes (they are rejected before reaching the log).
+    """
+    if len(argv) >= 4 and argv[0].lower() == b"raft.seq":
+        argv = argv[3:]
+    spec = _spec(argv)
+    return spec is not None and spec.write
+
+
+def command_names() -> list[str]:
+    """Lowercase names of the state machine commands (for COMMAND)."""
+    return sorted(s.name for s in _COMMANDS.values())
+
+
+def command_spec(name: bytes) -> CommandSpec | None:
+    return _COMMANDS.get(name.lower())
+
+
+# --------------------------------------------------------------------------- XREAD
+
+
+@dataclass(slots=True)
+class XReadArgs:
+    """Parsed XREAD. ``ids`` entries are StreamIDs or ``None`` for ``$`` (unresolved)."""
+
+    count: int  # 0 = no limit
+    block_ms: int | None  # None = do not block; 0 = forever
+    keys: list[bytes]
+    ids: list[StreamID | None]
+
+
+def parse_xread(argv: list[bytes]) -> XReadArgs | ErrorReply:
+    """Parse XREAD's options (not the ids' key types: that needs the data, see ``xread``)."""
+    count, block, streams_at = 0, None, 0
+    i = 1
+    while i < len(argv):
+        opt, more = argv[i].lower(), len(argv) - i - 1
+        if opt == b"block" and more:
+            block = parse_int(argv[i + 1])
+            if block is None:
+                return ErrorReply("ERR timeout is not an integer or out of range")
+            if block < 0:
+                return ErrorReply("ERR timeout is negative")
+            i += 2
+        elif opt == b"count" and more:
+            n = parse_int(argv[i + 1])
+            if n is None:
+                return E_NOT_INT
+            count = max(n, 0)
+            i += 2
+        elif opt == b"streams" and more:
+            streams_at = i + 1
+            break
+        elif opt == b"group" and more >= 2:
+            return ErrorReply(
+                "ERR The GROUP option is only supported by XREADGROUP. You called XREAD instead."
+            )
+        else:
+            return E_SYNTAX
+    if not streams_at:
+        return E_SYNTAX
+    rest = argv[streams_at:]
+    if len(rest) % 2:
+        return ErrorReply(
+            "ERR Unbalanced XREAD list of streams: for each stream key an ID or '$' "
+            "must be specified."
+        )
+    half = len(rest) // 2
+    return XReadArgs(count, block, list(rest[:half]), [None] * half)  # ids parsed later
+
+
+# --------------------------------------------------------------------------- state machine
+
+
+class SnapshotError(ValueError):
+    """A snapshot that this state machine did not produce (or that was damaged)."""
+
+
+_SNAP_MAGIC = b"RAFTKV\x00\x01"
+
+
+class KVStateMachine:
+    """Deterministic Redis-like key-value + stream store, applied from the Raft log.
+
+    Not thread-safe: the node runtime applies and the server reads on one event loop.
+    """
+
+    def __init__(self, *, max_sessions: int = 10_000, session_window: int = 128) -> None:
+        if max_sessions < 1 or session_window < 1:
+            raise ValueError("max_sessions and session_window must be >= 1")
+        # Part of the replicated configuration: every replica must use the same values
+        # (they travel in snapshots, so a restored replica adopts them).
+        self.max_sessions = max_sessions
+        self.session_window = session_window
+        self._reset()
+
+    def _reset(self) -> None:
+        self.last_applied = 0
+        self.clock_ms = 0  # max time_ms applied: the deterministic "now"
+        self._data: dict[bytes, Value] = {}
+        self._expires: dict[bytes, int] = {}  # key -> absolute Unix ms
+        self._expiry_heap: list[tuple[int, bytes]] = []  # may hold stale entries
+        self._sessions: OrderedDict[int, Session] = OrderedDict()  # LRU order, oldest first
+        self._now = 0
+        self._index = 0
+
+    # ----------------------------------------------------------------- public API
+
+    def apply(self, index: int, data: bytes) -> Reply:
+        """Apply the committed log entry at ``index``; return the client's reply.
+
+        Never raises for bad commands (errors are replies, the same on every replica);
+        raises ValueError only if entries are applied out of order (a runtime bug).
+        """
+        if index <= self.last_applied:
+            raise ValueError(f"apply index {index} <= last applied {self.last_applied}")
+        self.last_applied = index
+        try:
+            cmd = decode_command(data)
+        except CommandDecodeError as e:
+            return ErrorReply(_sanitize(f"ERR malformed log entry at index {index}: {e}"))
+        self.clock_ms = max(self.clock_ms, cmd.time_ms)
+        self._now, self._index = self.clock_ms, index
+        self._purge_expired()
+        if cmd.client_id == 0:
+            return self._execute(list(cmd.argv), write=True)
+        return self._apply_in_session(cmd)
+
+    def read(self, argv: list[bytes], now_ms: int | None = None) -> Reply:
+        """Run a read-only command against the current state, without changing it.
+
+        ``now_ms`` (the serving node's clock) hides keys that expired since the last
+        applied command; it never makes a key live that the log already expired.
+        """
+        if is_write(argv):
+            return ErrorReply(f"ERR {_text(argv[0]).lower()} is a write; propose it instead")
+        self._now = max(self.clock_ms, now_ms or 0)
+        return self._execute(argv, write=False)
+
+    def xread(self, args: XReadArgs, id_args: list[bytes] | None, now_ms: int | None = None
+              ) -> Reply:
+        """XREAD for the server's BLOCK loop: resolves ids (``id_args`` from argv, or the
+        already-resolved ``args.ids`` when None) and returns the entries or NULL_ARRAY."""
+        self._now = max(self.clock_ms, now_ms or 0)
+        if id_args is not None:
+            err = self._resolve_xread_ids(args, id_args)
+            if err is not None:
+                return err
+        return self._xread_collect(args)
+
+    def snapshot(self) -> bytes:
+        """The whole state (data, expiries, clock, sessions, config) as canonical bytes:
+        two replicas in the same state produce identical snapshots."""
+        out = bytearray(_SNAP_MAGIC)
+        for n in (self.last_applied, self.clock_ms, self.max_sessions, self.session_window):
+            _put_uvarint(out, n)
+        _put_uvarint(out, len(self._data))
+        for key in sorted(self._data):
+            self._snapshot_key(out, key)
+        _put_uvarint(out, len(self._sessions))
+        for cid, sess in self._sessions.items():  # LRU order matters: it decides eviction
+            _put_uvarint(out, cid)
+            _put_uvarint(out, sess.floor)
+            _put_uvarint(out, len(sess.replies))
+            for seq, reply in sess.replies.items():
+                _put_uvarint(out, seq)
+                _put_value(out, reply)
+        return bytes(out)
+
+    def restore(self, data: bytes) -> None:
+        """Replace the whole state with a snapshot; on a bad snapshot raise SnapshotError
+        and leave the current state untouched."""
+        fresh = KVStateMachine()
+        fresh._load(data)
+        self.__dict__.update(fresh.__dict__)
+
+    def dbsize(self) -> int:
+        return len(self._data)
+
+    def expires_count(self) -> int:
+        return len(self._expires)
+
+    def session_count(self) -> int:
+        return len(self._sessions)
+
+    # ----------------------------------------------------------------- sessions
+
+    def _apply_in_session(self, cmd: Command) -> Reply:
+        sess = self._sessions.get(cmd.client_id)
+        if sess is None:
+            return ErrorReply(
+                f"SESSIONEXPIRED unknown or expired session {cmd.client_id}; "
+                "open a new one with RAFT.SESSION"
+            )
+        self._sessions.move_to_end(cmd.client_id)
+        if cmd.seq in sess.replies:
+            return sess.replies[cmd.seq]  # a retry: the saved reply, not a second apply
+        if cmd.seq <= sess.floor:
+            return ErrorReply(
+                f"SESSIONEXPIRED the reply to seq {cmd.seq} of session {cmd.client_id} "
+                f"was discarded (more than {self.session_window} writes in flight?)"
+            )
+        reply = self._execute(list(cmd.argv), write=True)
+        sess.record(cmd.seq, reply, self.session_window)
+        return reply
+
+    def _open_session(self) -> int:
+        sid = self._index  # log indexes are unique and the same on every replica
+        self._sessions[sid] = Session()
+        while len(self._sessions) > self.max_sessions:
+            self._sessions.popitem(last=False)
+        return sid
+
+    # ----------------------------------------------------------------- dispatch
+
+    def _execute(self, argv: list[bytes], *, write: bool) -> Reply:
+        err = check_command(argv)
+        if err is not None:
+            return err
+        spec = _spec(argv)
+        assert spec is not None
+        if spec.write and not write:
+            return ErrorReply(f"ERR {spec.name} is a write; propose it instead")
+        try:
+            return spec.handler(self, argv)
+        except Exception:  # a bug: the same on every replica, so still deterministic
+            log.exception("command %r failed", spec.name)
+            return ErrorReply(f"ERR internal error in '{spec.name}'")
+
+    # ----------------------------------------------------------------- keyspace
+
+    def _alive(self, key: bytes) -> Value | None:
+        """The value, or None if missing or expired at ``self._now``."""
+        value = self._data.get(key)
+        if value is None:
+            return None
+        when = self._expires.get(key)
+        if when is not None and self._now > when:  # Redis: expired once now > when
+            return None
+        return value
+
+    def _string(self, key: bytes) -> bytes | None | ErrorReply:
+        value = self._alive(key)
+        if isinstance(value, Stream):
+            return E_WRONGTYPE
+        return value
+
+    def _stream(self, key: bytes) -> Stream | None | ErrorReply:
+        value = self._alive(key)
+        if value is not None and not isinstance(value, Stream):
+            return E_WRONGTYPE
+        return value
+
+    def _delete(self, key: bytes) -> bool:
+        self._expires.pop(key, None)
+        return self._data.pop(key, None) is not None
+
+    def _set_expire(self, key: bytes, when: int) -> None:
+        self._expires[key] = when
+        heapq.heappush(self._expiry_heap, (when, key))
+
+    def _purge_expired(self) -> None:
+        """Delete keys expired at the (log) clock, so writes never see them and DBSIZE
+        shrinks. Heap entries whose key's expiry has since changed are skipped."""
+        heap, now = self._expiry_heap, self._now
+        while heap and heap[0][0] < now:
+            when, key = heapq.heappop(heap)
+            if self._expires.get(key) == when:
+                self._delete(key)
+        if len(heap) > 64 and len(heap) > 2 * len(self._expires):
+            self._rebuild_expiry_heap()  # too many stale entries: bound the memory
+
+    def _rebuild_expiry_heap(self) -> None:
+        self._expiry_heap = [(w, k) for k, w in self._expires.items()]
+        heapq.heapify(self._expiry_heap)
+
+    # ----------------------------------------------------------------- snapshot encoding
+
+    def _snapshot_key(self, out: bytearray, key: bytes) -> None:
+        value = self._data[key]
+        _put_bytes(out, key)
+        when = self._expires.get(key)
+        _put_uvarint(out, 0 if when is None else when + 1)
+        if isinstance(value, bytes):
+            out.append(0)
+            _put_bytes(out, value)
+            return
+        out.append(1)
+        _put_uvarint(out, value.last_id[0])
+        _put_uvarint(out, value.last_id[1])
+        _put_uvarint(out, len(value.ids))
+        for (ms, seq), fields in zip(value.ids, value.fields):
+            _put_uvarint(out, ms)
+            _put_uvarint(out, seq)
+            _put_uvarint(out, len(fields))
+            for f in fields:
+                _put_bytes(out, f)
+
+    def _load(self, data: bytes) -> None:
+        if not data.startswith(_SNAP_MAGIC):
+            raise SnapshotError("not a KV snapshot (bad magic)")
+        cur = _Cursor(data[len(_SNAP_MAGIC) :], SnapshotError)
+        self.last_applied, self.clock_ms = cur.uvarint(), cur.uvarint()
+        self.max_sessions, self.session_window = cur.uvarint(), cur.uvarint()
+        if self.max_sessions < 1 or self.session_window < 1:
+            raise SnapshotError("bad session limits")
+        for _ in range(cur.count(3)):
+            self._load_key(cur)
+        for _ in range(cur.count(3)):
+            cid = cur.uvarint()
+            sess = Session(cur.uvarint())
+            for _ in range(cur.count(2)):
+                seq = cur.uvarint()
+                sess.replies[seq] = _get_value(cur)
+            self._sessions[cid] = sess
+        cur.done()
+        self._rebuild_expiry_heap()
+
+    def _load_key(self, cur: _Cursor) -> None:
+        key = cur.bytes_()
+        when = cur.uvarint()
+        kind = cur.byte()
+        if kind == 0:
+            self._data[key] = cur.bytes_()
+        elif kind == 1:
+            s = Stream()
+            last_id = (cur.uvarint(), cur.uvarint())
+            for _ in range(cur.count(3)):
+                entry_id = (cur.uvarint(), cur.uvarint())
+                s.append(entry_id, tuple(cur.bytes_() for _ in range(cur.count())))
+            s.last_id = last_id
+            self._data[key] = s
+        else:
+            raise SnapshotError(f"unknown value kind {kind}")
+        if when:
+            self._expires[key] = when - 1
+
+    # ================================================================= commands
+    # Each handler gets (self, argv) with arity already checked; self._now is the time.
+
+    @_command("raft.session", 1, write=True)
+    def _raft_session(self, argv: list[bytes]) -> Reply:
+        return self._open_session()
+
+    @_command("get", 2, write=False)
+    def _get(self, argv: list[bytes]) -> Reply:
+        return self._string(argv[1])
+
+    @_command("mget", -2, write=False)
+    def _mget(self, argv: list[bytes]) -> Reply:
+        out: list = []
+        for key in argv[1:]:
+            value = self._alive(key)
+            out.append(value if isinstance(value, bytes) else None)  # streams read as nil
+        return out
+
+    @_command("exists", -2, write=False)
+    def _exists(self, argv: list[bytes]) -> Reply:
+        return sum(1 for key in argv[1:] if self._alive(key) is not None)
+
+    @_command("dbsize", 1, write=False)
+    def _dbsize(self, argv: list[bytes]) -> Reply:
+        # Like Redis, counts keys not yet reclaimed (expired ones go at the next apply).
+        return len(self._data)
+
+    @_command("type", 2, write=False)
+    def _type(self, argv: list[bytes]) -> Reply:
+        value = self._alive(argv[1])
+        if value is None:
+            return Status("none")
+        return Status("stream" if isinstance(value, Stream) else "string")
+
+    @_command("ttl", 2, write=False)
+    def _ttl(self, argv: list[bytes]) -> Reply:
+        ms = self._pttl_ms(argv[1])
+        return ms if ms < 0 else (ms + 500) // 1000
+
+    @_command("pttl", 2, write=False)
+    def _pttl(self, argv: list[bytes]) -> Reply:
+        return self._pttl_ms(argv[1])
+
+    def _pttl_ms(self, key: bytes) -> int:
+        if self._alive(key) is None:
+            return -2
+        when = self._expires.get(key)
+        return -1 if when is None else max(when - self._now, 0)
+
+    @_command("set", -3, write=True)
+    def _set(self, argv: list[bytes]) -> Reply:
+        opts = _parse_set_options(argv, self._now)
+        if isinstance(opts, ErrorReply):
+            return opts
+        nx, xx, get, keepttl, when = opts
+        key = argv[1]
+        old = self._string(key) if get else self._alive(key)
+        if isinstance(old, ErrorReply):
+            return old
+        if (nx and old is not None) or (xx and old is None):
+            return old if get else None
+        self._data[key] = argv[2]
+        if when is not None:
+            if when < self._now:  # EXAT/PXAT in the past: set and gone
+                self._delete(key)
+            else:
+                self._set_expire(key, when)
+        elif not keepttl:
+            self._expires.pop(key, None)
+        return old if get else OK
+
+    @_command("mset", -3, write=True)
+    def _mset(self, argv: list[bytes]) -> Reply:
+        if len(argv) % 2 == 0:
+            return arity_error("mset")
+        for i in range(1, len(argv), 2):
+            self._data[argv[i]] = argv[i + 1]
+            self._expires.pop(argv[i], None)
+        return OK
+
+    @_command("del", -2, write=True)
+    def _del(self, argv: list[bytes]) -> Reply:
+        return sum(1 for key in argv[1:] if self._delete(key))
+
+    @_command("unlink", -2, write=True)
+    def _unlink(self, argv: list[bytes]) -> Reply:
+        return self._del(argv)
+
+    @_command("incr", 2, write=True)
+    def _incr(self, argv: list[bytes]) -> Reply:
+        return self._incr_by(argv[1], 1)
+
+    @_command("decr", 2, write=True)
+    def _decr(self, argv: list[bytes]) -> Reply:
+        return self._incr_by(argv[1], -1)
+
+    @_command("incrby", 3, write=True)
+    def _incrby(self, argv: list[bytes]) -> Reply:
+        by = parse_int(argv[2])
+        return E_NOT_INT if by is None else self._incr_by(argv[1], by)
+
+    @_command("decrby", 3, write=True)
+    def _decrby(self, argv: list[bytes]) -> Reply:
+        by = parse_int(argv[2])
+        if by is None:
+            return E_NOT_INT
+        if by == INT64_MIN:  # -by does not fit in 64 bits
+            return ErrorReply("ERR decrement would overflow")
+        return self._incr_by(argv[1], -by)
+
+    def _incr_by(self, key: bytes, by: int) -> Reply:
+        old = self._string(key)
+        if isinstance(old, ErrorReply):
+            return old
+        current = 0 if old is None else parse_int(old)
+        if current is None:
+            return E_NOT_INT
+        new = current + by
+        if not INT64_MIN <= new <= INT64_MAX:
+            return E_OVERFLOW
+        self._data[key] = b"%d" % new  # keeps the TTL, like Redis
+        return new
+
+    @_command("expire", -3, write=True)
+    def _expire(self, argv: list[bytes]) -> Reply:
+        return self._expire_generic(argv, 1000, "expire")
+
+    @_command("pexpire", -3, write=True)
+    def _pexpire(self, argv: list[bytes]) -> Reply:
+        return self._expire_generic(argv, 1, "pexpire")
+
+    def _expire_generic(self, argv: list[bytes], unit_ms: int, name: str) -> Reply:
+        flags = _parse_expire_flags(argv[3:])
+        if isinstance(flags, ErrorReply):
+            return flags
+        n = parse_int(argv[2])
+        if n is None:
+            return E_NOT_INT
+        when = n * unit_ms + self._now
+        if not INT64_MIN <= n * unit_ms <= INT64_MAX or when > INT64_MAX:
+            return ErrorReply(f"ERR invalid expire time in '{name}' command")
+        key = argv[1]
+        if self._alive(key) is None:
+            return 0
+        current = self._expires.get(key)  # None = never expires (an infinite TTL)
+        if ("nx" in flags and current is not None) or ("xx" in flags and current is None):
+            return 0
+        if "gt" in flags and (current is None or when <= current):
+            return 0
+        if "lt" in flags and current is not None and when >= current:
+            return 0
+        if when <= self._now:  # already in the past: the key goes now
+            self._delete(key)
+        else:
+            self._set_expire(key, when)
+        return 1
+
+    @_command("persist", 2, write=True)
+    def _persist(self, argv: list[bytes]) -> Reply:
+        if self._alive(argv[1]) is None:
+            return 0
+        return 0 if self._expires.pop(argv[1], None) is None else 1
+
+    @_command("flushdb", -1, write=True)
+    def _flushdb(self, argv: list[bytes]) -> Reply:
+        if len(argv) > 2 or (len(argv) == 2 and argv[1].lower() not in (b"async", b"sync")):
+            return E_SYNTAX
+        self._data.clear()
+        self._expires.clear()
+        self._expiry_heap.clear()
+        return OK  # sessions survive: they are about clients, not data
+
+    @_command("flushall", -1, write=True)
+    def _flushall(self, argv: list[bytes]) -> Reply:
+        return self._flushdb(argv)
+
+    # ----------------------------------------------------------------- streams
+
+    @_command("xadd", -5, write=True)
+    def _xadd(self, argv: list[bytes]) -> Reply:
+        parsed = _parse_xadd(argv)
+        if isinstance(parsed, ErrorReply):
+            return parsed
+        id_arg, seq_given, nomkstream, trim, field_at = parsed
+        key = argv[1]
+        stream = self._stream(key)
+        if isinstance(stream, ErrorReply):
+            return stream
+        if stream is None and nomkstream:
+            return None
+        last = stream.last_id if stream is not None else (0, 0)
+        if last == _MAX_ID:
+            return E_XADD_EXHAUSTED
+        new_id = _next_stream_id(last, id_arg, seq_given, self._now)
+        if isinstance(new_id, ErrorReply):
+            return new_id
+        if stream is None:  # created only once the add is known to succeed
+            stream = self._data[key] = Stream()
+        stream.append(new_id, tuple(argv[field_at:]))
+        if trim is not None:
+            if trim[0] == "maxlen":
+                stream.trim_maxlen(trim[1])
+            else:
+                stream.trim_minid(trim[1])
+        return _fmt_id(new_id)
+
+    @_command("xlen", 2, write=False)
+    def _xlen(self, argv: list[bytes]) -> Reply:
+        stream = self._stream(argv[1])
+        if isinstance(stream, ErrorReply):
+            return stream
+        return 0 if stream is None else len(stream.ids)
+
+    @_command("xrange", -4, write=False)
+    def _xrange(self, argv: list[bytes]) -> Reply:
+        return self._xrange_generic(argv, rev=False)
+
+    @_command("xrevrange", -4, write=False)
+    def _xrevrange(self, argv: list[bytes]) -> Reply:
+        return self._xrange_generic(argv, rev=True)
+
+    def _xrange_generic(self, argv: list[bytes], *, rev: bool) -> Reply:
+        start_arg, end_arg = (argv[3], argv[2]) if rev else (argv[2], argv[3])
+        start = _parse_interval_id(start_arg, 0, exclusive_step=_incr_id, which="start")
+        if isinstance(start, ErrorReply):
+            return start
+        end = _parse_interval_id(end_arg, UINT64_MAX, exclusive_step=_decr_id, which="end")
+        if isinstance(end, ErrorReply):
+            return end
+        count = -1
+        i = 4
+        while i < len(argv):
+            if argv[i].lower() == b"count" and i + 1 < len(argv):
+                n = parse_int(argv[i + 1])
+                if n is None:
+                    return E_NOT_INT
+                count = max(n, 0)
+                i += 2
+            else:
+                return E_SYNTAX
+        stream = self._stream(argv[1])
+        if isinstance(stream, ErrorReply):
+            return stream
+        if stream is None:
+            return []
+        if count == 0:
+            return NULL_ARRAY  # Redis answers COUNT 0 with a null array
+        return stream.range(start, end, max(count, 0), rev)
+
+    @_command("xread", -4, write=False)
+    def _xread(self, argv: list[bytes]) -> Reply:
+        args = parse_xread(argv)
+        if isinstance(args, ErrorReply):
+            return args
+        err = self._resolve_xread_ids(args, argv[len(argv) - len(args.ids) :])
+        return err if err is not None else self._xread_collect(args)
+
+    def _resolve_xread_ids(self, args: XReadArgs, id_args: list[bytes]) -> ErrorReply | None:
+        """Parse the ids, ``$`` becoming the stream's current last id (Redis order:
+        per stream, the key's type is checked before its id is parsed)."""
+        for i, (key, raw) in enumerate(zip(args.keys, id_args)):
+            stream = self._stream(key)
+            if isinstance(stream, ErrorReply):
+                return stream
+            if raw == b"$":
+                args.ids[i] = stream.last_id if stream is not None else (0, 0)
+                continue
+            parsed = _parse_stream_id(raw, 0, strict=True)
+            if parsed is None:
+                return E_BAD_ID
+            args.ids[i] = parsed[0]
+        return None
+
+    def _xread_collect(self, args: XReadArgs) -> Reply:
+        out = []
+        for key, after in zip(args.keys, args.ids):
+            stream = self._stream(key)
+            if not isinstance(stream, Stream) or after is None:
+                continue  # gone, or replaced by another type while a BLOCK waited
+            start = _incr_id(after)
+            if start is None or stream.last_id <= after:
+                continue
+            entries = stream.range(start, _MAX_ID, args.count, False)
+            if entries:
+                out.append([key, entries])
+        return out if out else NULL_ARRAY
+
+
+# --------------------------------------------------------------------------- option parsers
+
+
+def _parse_set_options(
+    argv: list[bytes], now: int
+) -> tuple[bool, bool, bool, bool, int | None] | ErrorReply:
+    """SET's options, as Redis 7's parseExtendedStringArgumentsOrReply.
+
+    Returns (nx, xx, get, keepttl, absolute expiry ms or None)."""
+    nx = xx = get = keepttl = False
+    unit: bytes | None = None
+    expire_arg = b""
+    i = 3
+    while i < len(argv):
+        opt = argv[i].lower()
+        has_next = i + 1 < len(argv)
+        if opt == b"nx" and not xx:
+            nx = True
+        elif opt == b"xx" and not nx:
+            xx = True
+        elif opt == b"get":
+            get = True
+        elif opt == b"keepttl" and unit is None:
+            keepttl = True
+        elif opt in (b"ex", b"px", b"exat", b"pxat") and has_next and unit is None and not keepttl:
+            unit, expire_arg = opt, argv[i + 1]
+            i += 1
+        else:
+            return E_SYNTAX
+        i += 1
+    if unit is None:
+        return nx, xx, get, keepttl, None
+    n = parse_int(expire_arg)
+    if n is None:
+        return E_NOT_INT
+    invalid = ErrorReply("ERR invalid expire time in 'set' command")
+    seconds = unit in (b"ex", b"exat")
+    if n <= 0 or (seconds and n > INT64_MAX // 1000):
+        return invalid
+    ms = n * 1000 if seconds else n
+    if unit in (b"ex", b"px"):
+        ms += now
+    if ms > INT64_MAX:  # overflowed C's long long in Redis
+        return invalid
+    return nx, xx, get, keepttl, ms
+
+
+def _parse_expire_flags(args: list[bytes]) -> set[str] | ErrorReply:
+    flags: set[str] = set()
+    for a in args:
+        f = a.lower().decode("latin-1")
+        if f not in ("nx", "xx", "gt", "lt"):
+            return ErrorReply(_sanitize(f"ERR Unsupported option {_text(a)}"))
+        flags.add(f)
+    if "nx" in flags and len(flags) > 1:
+        return ErrorReply("ERR NX and XX, GT or LT options at the same time are not compatible")
+    if "gt" in flags and "lt" in flags:
+        return ErrorReply("ERR GT and LT options at the same time are not compatible")
+    return flags
+
+
+def _parse_interval_id(
+    b: bytes, missing_seq: int, *, exclusive_step: Callable, which: str
+) -> StreamID | ErrorReply:
+    """XRANGE's start/end: ``-``, ``+``, ``<ms>[-<seq>]``, or exclusive ``(<id>``."""
+    if len(b) > 1 and b[:1] == b"(":
+        parsed = _parse_stream_id(b[1:], missing_seq, strict=True)
+        if parsed is None:
+            return E_BAD_ID
+        stepped = exclusive_step(parsed[0])
+        if stepped is None:
+            return ErrorReply(f"ERR invalid {which} ID for the interval")
+        return stepped
+    parsed = _parse_stream_id(b, missing_seq, strict=False)
+    return E_BAD_ID if parsed is None else parsed[0]
+
+
+_Trim = tuple[str, object]
+
+
+def _parse_xadd(
+    argv: list[bytes],
+) -> tuple[StreamID | None, bool, bool, _Trim | None, int] | ErrorReply:
+    """XADD key [NOMKSTREAM] [MAXLEN|MINID [=|~] threshold [LIMIT n]] *|id field value ...
+
+    Returns (id or None for ``*``, seq_given, nomkstream, trim, index of first field).
+    ``~`` is accepted and trims exactly (Redis may keep a few more entries)."""
+    nomkstream, trim, approx, limit = False, None, False, None
+    entry_id: StreamID | None = None
+    seq_given = True
+    i = 2
+    while i < len(argv):
+        opt, more = argv[i].lower(), len(argv) - i - 1
+        if opt == b"*":
+            break
+        if opt == b"nomkstream":
+            nomkstream = True
+        elif opt in (b"maxlen", b"minid") and more >= 1:
+            if trim is not None:
+                return ErrorReply(
+                    "ERR syntax error, MAXLEN and MINID options at the same time are not "
+                    "compatible"
+                )
+            if argv[i + 1] in (b"~", b"=") and more >= 2:
+                approx = argv[i + 1] == b"~"
+                i += 1
+            threshold = _parse_trim_threshold(opt, argv[i + 1])
+            if isinstance(threshold, ErrorReply):
+                return threshold
+            trim = (opt.decode(), threshold)
+            i += 1
+        elif opt == b"limit" and more >= 1:
+            limit = parse_int(argv[i + 1])
+            if limit is None:
+                return E_NOT_INT
+            if limit < 0:
+                return ErrorReply("ERR The LIMIT argument must be >= 0.")
+            i += 1
+        else:
+            parsed = _parse_stream_id(argv[i], 0, strict=True, allow_seq_star=True)
+            if parsed is None:
+                return E_BAD_ID
+            entry_id, seq_given = parsed
+            break
+        i += 1
+    if limit is not None and not approx:
+        return ErrorReply("ERR syntax error, LIMIT cannot be used without the special ~ option")
+    field_at = i + 1
+    nfields = len(argv) - field_at
+    if nfields < 2 or nfields % 2:
+        return arity_error("xadd")
+    if entry_id == (0, 0) and seq_given:
+        return E_XADD_ZERO
+    return entry_id, seq_given, nomkstream, trim, field_at
+
+
+def _parse_trim_threshold(kind: bytes, arg: bytes) -> int | StreamID | ErrorReply:
+    if kind == b"maxlen":
+        n = parse_int(arg)
+        if n is None:
+            return E_NOT_INT
+        return ErrorReply("ERR The MAXLEN argument must be >= 0.") if n < 0 else n
+    parsed = _parse_stream_id(arg, 0, strict=True)
+    return E_BAD_ID if parsed is None else parsed[0]
+
+
+def _next_stream_id(
+    last: StreamID, given: StreamID | None, seq_given: bool, now: int
+) -> StreamID | ErrorReply:
+    """The id XADD assigns: ``*`` from the log clock, ``<ms>-*``, or an explicit id that
+    must exceed the stream's last id."""
+    if given is None:  # "*": time-based, monotonic even if the clock is behind last
+        if now > last[0]:
+            return now, 0
+        nxt = _incr_id(last)
+        return E_XADD_EXHAUSTED if nxt is None else nxt
+    ms, seq = given
+    if not seq_given:  # "<ms>-*"
+        if ms == last[0]:
+            if last[1] == UINT64_MAX:
+                return E_XADD_SMALL
+            return ms, last[1] + 1
+        return (ms, 0) if ms > last[0] else E_XADD_SMALL
+    return given if given > last else E_XADD_SMALL
+
+
+# --------------------------------------------------------------------------- reply encoding
+# Session replies live in snapshots, so replies need a binary form too.
+
+
+def _put_value(out: bytearray, v: Reply) -> None:
+    if isinstance(v, ErrorReply):
+        out += b"e"
+        _put_bytes(out, v.encode())
+    elif isinstance(v, Status):
+        out += b"s"
+        _put_bytes(out, v.encode())
+    elif isinstance(v, bytes):
+        out += b"b"
+        _put_bytes(out, v)
+    elif v is None:
+        out += b"n"
+    elif v is NULL_ARRAY:
+        out += b"N"
+    elif isinstance(v, bool) or not isinstance(v, (int, list)):
+        raise TypeError(f"cannot encode reply {v!r}")
+    elif isinstance(v, int):
+        out += b"i"
+        _put_uvarint(out, v * 2 if v >= 0 else -v * 2 - 1)  # zigzag: small negatives stay short
+    else:
+        out += b"l"
+        _put_uvarint(out, len(v))
+        for item in v:
+            _put_value(out, item)
+
+
+def _get_value(cur: _Cursor) -> Reply:
+    tag = cur.byte()
+    if tag == ord("b"):
+        return cur.bytes_()
+    if tag == ord("i"):
+        z = cur.uvarint()
+        return z // 2 if z % 2 == 0 else -(z + 1) // 2
+    if tag == ord("n"):
+        return None
+    if tag == ord("N"):
+        return NULL_ARRAY
+    if tag == ord("s"):
+        return Status(cur.bytes_().decode())
+    if tag == ord("e"):
+        return ErrorReply(cur.bytes_().decode())
+    if tag == ord("l"):
+        return [_get_value(cur) for _ in range(cur.count())]
+    raise cur.error(f"unknown reply tag {tag}")
