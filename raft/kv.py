@@ -47,9 +47,12 @@ __all__ = [
     "XReadArgs",
     "arity_error",
     "check_command",
+    "decode_argv",
     "decode_command",
+    "encode_argv",
     "encode_command",
     "is_write",
+    "lookup_command",
     "parse_xread",
     "unknown_command_error",
 ]
@@ -275,6 +278,24 @@ def decode_command(data: bytes) -> Command:
     return Command(client_id, seq, time_ms, argv)
 
 
+def encode_argv(argv: list[bytes]) -> bytes:
+    """One command's argv alone (for the commands of a transaction, see RAFT.EXEC)."""
+    out = bytearray()
+    _put_uvarint(out, len(argv))
+    for arg in argv:
+        _put_bytes(out, arg)
+    return bytes(out)
+
+
+def decode_argv(data: bytes) -> list[bytes]:
+    cur = _Cursor(data, CommandDecodeError)
+    argv = [cur.bytes_() for _ in range(cur.count())]
+    cur.done()
+    if not argv:
+        raise CommandDecodeError("empty argv")
+    return argv
+
+
 # --------------------------------------------------------------------------- parsing helpers
 
 _LL_RE = re.compile(rb"0|-?[1-9][0-9]{0,18}")
@@ -455,8 +476,8 @@ def _spec(argv: list[bytes] | tuple[bytes, ...]) -> CommandSpec | None:
     return _COMMANDS.get(argv[0].lower()) if argv else None
 
 
-def check_command(argv: list[bytes]) -> ErrorReply | None:
-    """The unknown-command and arity errors, checked before anything enters the log."""
+def lookup_command(argv: list[bytes]) -> CommandSpec | ErrorReply:
+    """The command's spec, or Redis's unknown-command / wrong-arity error."""
     if not argv:
         return ErrorReply("ERR empty command")
     spec = _spec(argv)
@@ -464,7 +485,13 @@ def check_command(argv: list[bytes]) -> ErrorReply | None:
         return unknown_command_error(argv)
     if not _arity_ok(spec.arity, len(argv)):
         return arity_error(spec.name)
-    return None
+    return spec
+
+
+def check_command(argv: list[bytes]) -> ErrorReply | None:
+    """The unknown-command and arity errors, checked before anything enters the log."""
+    spec = lookup_command(argv)
+    return spec if isinstance(spec, ErrorReply) else None
 
 
 def is_write(argv: list[bytes]) -> bool:
@@ -604,8 +631,6 @@ class KVStateMachine:
         ``now_ms`` (the serving node's clock) hides keys that expired since the last
         applied command; it never makes a key live that the log already expired.
         """
-        if is_write(argv):
-            return ErrorReply(f"ERR {_text(argv[0]).lower()} is a write; propose it instead")
         self._now = max(self.clock_ms, now_ms or 0)
         return self._execute(argv, write=False)
 
@@ -686,11 +711,9 @@ class KVStateMachine:
     # ----------------------------------------------------------------- dispatch
 
     def _execute(self, argv: list[bytes], *, write: bool) -> Reply:
-        err = check_command(argv)
-        if err is not None:
-            return err
-        spec = _spec(argv)
-        assert spec is not None
+        spec = lookup_command(argv)
+        if isinstance(spec, ErrorReply):
+            return spec
         if spec.write and not write:
             return ErrorReply(f"ERR {spec.name} is a write; propose it instead")
         try:
@@ -813,6 +836,22 @@ class KVStateMachine:
     @_command("raft.session", 1, write=True)
     def _raft_session(self, argv: list[bytes]) -> Reply:
         return self._open_session()
+
+    @_command("raft.exec", -1, write=True)
+    def _raft_exec(self, argv: list[bytes]) -> Reply:
+        """MULTI/EXEC: the queued commands (each encode_argv'd) applied as one entry, so
+        no other command runs between them; the reply is the list of their replies."""
+        try:
+            commands = [decode_argv(packed) for packed in argv[1:]]
+        except CommandDecodeError as e:  # nothing applied: all or nothing
+            return ErrorReply(_sanitize(f"ERR malformed RAFT.EXEC: {e}"))
+        replies: list = []
+        for sub in commands:
+            if sub[0].lower() in (b"raft.exec", b"raft.session"):
+                replies.append(ErrorReply("ERR Command not allowed inside a transaction"))
+            else:
+                replies.append(self._execute(sub, write=True))
+        return replies
 
     @_command("get", 2, write=False)
     def _get(self, argv: list[bytes]) -> Reply:

@@ -164,9 +164,9 @@ class ProtocolError(Exception):
 class RequestParser:
     """Turns a client's byte stream into commands (lists of bytes).
 
-    ``feed(data)`` returns the commands completed by ``data``; a framing error raises
-    ProtocolError after the commands that preceded it were returned by earlier calls, so
-    the caller answers those first (``pending()`` holds any completed in this call).
+    ``feed(data)`` returns the commands completed by ``data``. On a framing error it
+    raises ProtocolError; the commands completed by the same call before the error are
+    then in ``pending``, for the caller to answer before the error.
     """
 
     def __init__(self, config: ServerConfig) -> None:
@@ -175,6 +175,7 @@ class RequestParser:
         self._pos = 0  # scan position in _buf
         self._cmd_start = 0  # start of the command being scanned
         self._args_left = -1  # -1: at a command boundary
+        self._line_end = 0  # set by _line: where the line after the header starts
         self._reader = hiredis.Reader()
         self.pending: list[list[bytes]] = []
 
@@ -385,6 +386,8 @@ class RespConnection(asyncio.Protocol):
         self.authenticated = server.config.password is None
         self.readonly = False  # READONLY: serve reads locally without the barrier
         self.proto = 2  # RESP version, 3 after HELLO 3
+        self.multi: list[list[bytes]] | None = None  # commands queued since MULTI
+        self.multi_failed = False
         self.addr = ""
         self.last_command = b""
         self._parser = RequestParser(server.config)
@@ -570,28 +573,45 @@ class RespConnection(asyncio.Protocol):
         # Redis's order: unknown command, then arity, then authentication.
         name = argv[0].lower()
         local = _LOCAL_COMMANDS.get(name)
-        if local is not None:
-            err = None if _arity_ok(local[0], len(argv)) else kv.arity_error(
-                name.decode("latin-1"))
-        else:
-            err = kv.check_command(argv)
-        if err is None and not self.authenticated and name not in _NOAUTH_ALLOWED:
-            err = NOAUTH
-        if err is not None:
-            self.reply(err)
-        elif local is not None:
-            await local[1](self, argv)
-        else:
+        if self.multi is not None and name not in _NOT_QUEUED and self.authenticated:
+            self._queue_in_multi(argv, local is not None)
+        elif local is None:
+            if not self.authenticated:
+                spec = kv.lookup_command(argv)
+                self.reply(spec if isinstance(spec, ErrorReply) else NOAUTH)
+                return
             await self._state_machine_command(argv, 0, 0)
+        elif not _arity_ok(local[0], len(argv)):
+            self.reply(kv.arity_error(name.decode("latin-1")))
+        elif not self.authenticated and name not in _NOAUTH_ALLOWED:
+            self.reply(NOAUTH)
+        else:
+            await local[1](self, argv)
+
+    def _queue_in_multi(self, argv: list[bytes], local: bool) -> None:
+        """Between MULTI and EXEC: check and queue data commands; anything else fails
+        the transaction (EXEC then answers EXECABORT, as in Redis)."""
+        assert self.multi is not None
+        if local:
+            self.multi_failed = True
+            self.reply(ErrorReply("ERR Command not allowed inside a transaction"))
+            return
+        spec = kv.lookup_command(argv)
+        if isinstance(spec, ErrorReply):
+            self.multi_failed = True
+            self.reply(spec)
+        else:
+            self.multi.append(argv)
+            self.reply(_QUEUED)
 
     async def _state_machine_command(self, argv: list[bytes], client_id: int, seq: int
                                      ) -> None:
-        err = kv.check_command(argv)
-        if err is not None:
-            self.reply(err)
-        elif kv.is_write(argv):
+        spec = kv.lookup_command(argv)
+        if isinstance(spec, ErrorReply):
+            self.reply(spec)
+        elif spec.write:
             self._propose(argv, client_id, seq)
-        elif argv[0].lower() == b"xread":
+        elif spec.name == "xread":
             await self._xread(argv)
         else:
             await self._read(argv)
@@ -709,6 +729,56 @@ async def _echo(c: RespConnection, argv: list[bytes]) -> None:
 async def _quit(c: RespConnection, argv: list[bytes]) -> None:
     c.reply(OK)
     c._finish("")
+
+
+_QUEUED = Status("QUEUED")
+# Commands that act immediately even between MULTI and EXEC.
+_NOT_QUEUED = frozenset((b"multi", b"exec", b"discard", b"quit", b"watch", b"unwatch"))
+
+
+@_local("multi", 1)
+async def _multi(c: RespConnection, argv: list[bytes]) -> None:
+    if c.multi is not None:
+        c.reply(ErrorReply("ERR MULTI calls can not be nested"))
+    else:
+        c.multi, c.multi_failed = [], False
+        c.reply(OK)
+
+
+@_local("exec", 1)
+async def _exec(c: RespConnection, argv: list[bytes]) -> None:
+    """The queued commands go into the log as one RAFT.EXEC entry: atomic, and applied
+    (reads included) in order with nothing in between."""
+    queued, failed = c.multi, c.multi_failed
+    c.multi, c.multi_failed = None, False
+    if queued is None:
+        c.reply(ErrorReply("ERR EXEC without MULTI"))
+    elif failed:
+        c.reply(ErrorReply("EXECABORT Transaction discarded because of previous errors."))
+    elif not queued:
+        c.reply([])
+    else:
+        c._propose([b"RAFT.EXEC", *(kv.encode_argv(q) for q in queued)], 0, 0)
+
+
+@_local("discard", 1)
+async def _discard(c: RespConnection, argv: list[bytes]) -> None:
+    if c.multi is None:
+        c.reply(ErrorReply("ERR DISCARD without MULTI"))
+    else:
+        c.multi, c.multi_failed = None, False
+        c.reply(OK)
+
+
+@_local("watch", -2)
+async def _watch(c: RespConnection, argv: list[bytes]) -> None:
+    # Optimistic locking would need the version of each key at EXEC time in the log.
+    c.reply(ErrorReply("ERR WATCH is not supported; MULTI/EXEC alone is atomic"))
+
+
+@_local("unwatch", 1)
+async def _unwatch(c: RespConnection, argv: list[bytes]) -> None:
+    c.reply(OK)
 
 
 @_local("select", 2)

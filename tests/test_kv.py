@@ -476,6 +476,23 @@ def test_xread_resolves_dollar_for_blocking(db):
     assert db.sm.xread(args, None) == [[b"nokey", [[b"3-0", [b"f", b"v"]]]]]
 
 
+def test_raft_exec_transaction(db):
+    from raft.kv import encode_argv
+
+    def exec_(*cmds: list[str]):
+        return db("RAFT.EXEC", *[encode_argv([a.encode() for a in c]) for c in cmds])
+
+    assert exec_(["SET", "a", "1"], ["INCR", "a"], ["GET", "a"], ["INCR", "nokey", "x"],
+                 ["XADD", "a", "*", "f", "v"]) == [
+        OK, 2, b"2", "ERR wrong number of arguments for 'incr' command", E_WRONGTYPE]
+    assert exec_(["RAFT.SESSION"], ["RAFT.EXEC"]) == [
+        "ERR Command not allowed inside a transaction"] * 2
+    assert db("RAFT.EXEC", encode_argv([b"SET", b"b", b"1"]), b"\xff").startswith(
+        "ERR malformed RAFT.EXEC")
+    assert db.read("EXISTS", "b") == 0  # all or nothing
+    assert db("RAFT.EXEC") == []
+
+
 # --------------------------------------------------------------------------- sessions
 
 

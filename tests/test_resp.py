@@ -466,6 +466,27 @@ def test_raft_client_follows_redirects_and_retries_exactly_once():
             assert c.execute("XADD", "s", "*", "f", "v").count(b"-") == 1
 
 
+def test_raft_client_session_expiry():
+    from raft.client import NoLeaderError, SessionExpiredError
+
+    node = FakeNode()
+    node.state_machine = KVStateMachine(max_sessions=1)
+    with ServerThread(node) as srv, RaftClient([srv.addr], backoff=0.01) as c:
+        assert c.execute("INCR", "n") == 1
+        srv.redis().execute_command("RAFT.SESSION")  # evicts the client's session
+        assert c.execute("INCR", "n") == 2  # refused on its first try: redone in a new one
+        srv.redis().execute_command("RAFT.SESSION")
+        node.lose_replies = 1  # the first try's answer is lost, the retry finds it expired
+        with pytest.raises(SessionExpiredError):
+            c.execute("INCR", "n")
+        assert srv.redis().get("n") == b"2"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{probe.getsockname()[1]}"  # nothing listens there
+    with RaftClient([dead], attempts=3, backoff=0.01) as c, pytest.raises(NoLeaderError):
+        c.execute("GET", "k")
+
+
 def test_raft_seq_through_the_server(srv):
     r = srv.redis()
     sid = r.execute_command("RAFT.SESSION")
@@ -479,6 +500,29 @@ def test_raft_seq_through_the_server(srv):
         r.execute_command("RAFT.SEQ", "x", 1, "INCR", "n")
     with pytest.raises(redis.ResponseError, match="cannot wrap 'PING'"):
         r.execute_command("RAFT.SEQ", sid, 4, "PING")
+
+
+# --------------------------------------------------------------------------- transactions
+
+
+def test_multi_exec_is_one_atomic_entry(slow_srv):
+    r = slow_srv.redis()
+    p = r.pipeline()  # redis-py's default pipeline is a MULTI/EXEC transaction
+    p.set("a", "1").incr("a").get("a").xadd("s", {"f": "v"}, id="5-1").xlen("s")
+    assert p.execute() == [True, 2, b"2", b"5-1", 1]
+    applied = slow_srv.node.index
+    p = r.pipeline()
+    for _ in range(50):
+        p.incr("n")
+    assert p.execute() == list(range(1, 51))
+    assert slow_srv.node.index == applied + 1  # fifty commands, one log entry
+    with slow_srv.sock() as s:
+        s.sendall(pack("MULTI") + pack("PING") + pack("SET", "x", "1") + pack("EXEC") +
+                  pack("WATCH", "x") + pack("EXISTS", "x"))
+        expected = (b"+OK\r\n-ERR Command not allowed inside a transaction\r\n+QUEUED\r\n"
+                    b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+                    b"-ERR WATCH is not supported; MULTI/EXEC alone is atomic\r\n:0\r\n")
+        assert recv_until(s, lambda b: len(b) >= len(expected)) == expected
 
 
 # --------------------------------------------------------------------------- other commands
@@ -659,6 +703,24 @@ auth x
 auth a b c
 hello 4
 hello x
+multi
+multi
+set a 1
+foo
+exec
+exec
+discard
+multi
+set a 1
+incr a
+get a
+xrange s - + count 1
+exec
+multi
+get
+exec
+multi
+discard
 """
 
 
