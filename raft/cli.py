@@ -81,8 +81,10 @@ def _cmd_sim(args: argparse.Namespace) -> int:
             print("--- last events before the violation:", file=sys.stderr)
             for line in history:
                 print("    " + line, file=sys.stderr)
+            if args.fail_fast:
+                break
     if n_jobs > 1:
-        pool.close()
+        pool.terminate() if failed and args.fail_fast else pool.close()
         pool.join()
     if len(jobs) > 1:
         print(json.dumps({"seeds": f"{seeds[0]}-{seeds[-1]}", "runs": len(jobs),
@@ -151,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ticks of the safety phase (default 600)")
     s.add_argument("--jobs", type=int, default=0, help="parallel processes (default: all cores)")
     s.add_argument("--quiet", action="store_true", help="print only failures and the total")
+    s.add_argument("--fail-fast", action="store_true", help="stop at the first failing seed")
     s.add_argument("--unsafe-commit-any-term", action="store_true",
                    help="TEST ONLY: plant the Figure 8 bug (commit earlier-term entries by counting)")
     s.add_argument("--trace-out", metavar="FILE", help="write the run's trace as NDJSON")

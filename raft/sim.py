@@ -280,7 +280,14 @@ class Simulation:
     def drain(self, n: SimNode) -> None:
         """Run the node's Ready loop until it has nothing more to do right now."""
         core = n.core
+        rounds = 0
         while core is not None and n.pending is None and core.has_ready():
+            rounds += 1
+            if rounds > 1000:
+                # With nothing new coming in, a node must run out of work: a core
+                # that keeps producing Readys is spinning (a livelock).
+                raise Violation("Quiescence", f"node {n.id} produced 1000 Readys in a row: "
+                                f"last {core.ready()!r}")
             rd = core.ready()
             self._check_new_entries(n, rd)
             for m in rd.messages:       # leader's appends: may precede its own fsync

@@ -1,0 +1,41 @@
+"""Planted bugs: classic Raft mistakes, each a one-place change to raft/_core.pyx.
+
+Each entry is (name, what it breaks, old text, new text). `make_patches.py`
+turns them into the unified diffs beside this file (NAME.patch), which
+tests/test_mutants.py applies to a copy of the source, builds, and runs the
+simulator with trace checking on: every mutant must be caught.
+"""
+
+MUTANTS = [
+    ("commit_earlier_term",
+     "Figure 8 (§5.4.2): commit an earlier term's entry by counting replicas",
+     "        if self.log.term_at(n) != self.term and not self.unsafe_commit_any_term:\n",
+     "        if False:\n"),
+    ("vote_without_up_to_date_check",
+     "§5.4.1: grant votes to candidates whose log is behind ours",
+     "        if can_vote and up_to_date:\n",
+     "        if can_vote:\n"),
+    ("keep_conflicting_entries",
+     "§5.3: do not truncate a conflicting suffix (treat any entry present as matching)",
+     "                if log._terms[e.index - log.offset] == e.term:\n",
+     "                if True:\n"),
+    ("accept_stale_term_append",
+     "§5.1: handle AppendEntries from a leader of an older term",
+     "        elif m.term < self.term:\n",
+     "        elif m.term < self.term and m.type != _MSG_APP:\n"),
+    ("forget_to_persist_vote",
+     "Figure 2: votedFor not written to stable storage",
+     "            rd.hard_state = HardState(self.term, self.vote, log.committed)\n"
+     "            self._prev_hard_state = rd.hard_state\n",
+     "            rd.hard_state = HardState(self.term, 0, log.committed)\n"
+     "            self._prev_hard_state = HardState(self.term, self.vote, log.committed)\n"),
+    ("follower_commit_beyond_last_new",
+     "Figure 2: follower sets commitIndex = min(leaderCommit, its last index), "
+     "not the last NEW entry",
+     "            log.committed = min(m.commit, last_new)\n",
+     "            log.committed = min(m.commit, log.last())\n"),
+    ("ack_before_persist",
+     "Figure 2: acknowledge AppendEntries before the entries are durable",
+     "        r.index = last_new\n        self._send_after_persist(r)\n",
+     "        r.index = last_new\n        self._send(r)\n"),
+]
