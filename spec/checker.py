@@ -120,7 +120,10 @@ class Checker:
     # -- reporting --
 
     def fail(self, action: str, problem: str, expected=None, actual=None):
-        raise TraceViolation(self.n, action, problem, expected, actual, list(self.recent))
+        # Events are formatted only here, on failure: formatting every event
+        # would cost more than checking it.
+        history = [f"{self.n - len(self.recent) + 1 + k}: {describe(ev)}" for k, ev in enumerate(self.recent)]
+        raise TraceViolation(self.n, action, problem, expected, actual, history)
 
     # -- helpers over spec state --
 
@@ -423,7 +426,7 @@ class Checker:
 
     def step(self, ev) -> None:
         self.n += 1
-        self.recent.append(describe(ev))
+        self.recent.append(ev)
         kind = ev[0]
         if kind == "recv":
             self.receive(ev[1], ev[2])
