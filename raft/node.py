@@ -1,0 +1,795 @@
+"""The node runtime: drives the sans-IO core (``raft._core.RawNode``) on an asyncio loop.
+
+One ``RaftNode`` is one Raft server: the core, its write-ahead log
+(``DiskStorage``), the peer transport (``PeerTransport``), the replicated KV state
+machine (``KVStateMachine``) and the Redis-protocol front end (``RespServer``),
+all on one event loop (uvloop when installed). It implements the ``NodeAPI`` that
+``raft.resp`` serves clients through.
+
+The Ready loop (raft/_core.pyx module docstring; docs/protocol.md "Persistence
+contract") is the heart of it::
+
+    rd = core.ready()
+    transport.send(rd.messages)            # leader appends: before our own fsync (diss. §10.2.1)
+    storage.save(rd.hard_state, rd.entries)   # ONE write + ONE fdatasync, in a worker thread
+    transport.send(rd.messages_after_persist) # votes and acks promise durability: after it
+    apply(rd.committed_entries)            # on the loop thread; resolves waiting proposals
+    core.advance(rd)
+
+While the fsync runs in the worker thread, the loop keeps ticking and stepping
+messages and clients keep proposing; the core allows one outstanding Ready, so all
+of that waits in the core and goes out in the *next* Ready, in one write and one
+fsync: group commit comes for free, and an idle node adds no latency because a
+proposal kicks the Ready loop at once.
+
+What this runtime does not do yet (each needs core support first): snapshots and
+InstallSnapshot (the log grows forever, and a restart re-applies it from index 1),
+ReadIndex reads (reads go through the log instead, see ``read_barrier``), PreVote
+and CheckQuorum (a partitioned node rejoining with a higher term disrupts the
+leader, §9.6 of the dissertation), and membership changes.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import secrets
+import time
+from typing import Any, Callable
+
+from raft._core import (
+    ENTRY_NORMAL,
+    LEADER,
+    ROLE_NAMES,
+    Entry,
+    Message,
+    NotLeader,
+    RawNode,
+    Ready,
+    RemoteProtocolError,
+)
+from raft.config import NodeConfig, format_host_port
+from raft.kv import KVStateMachine
+from raft.net.transport import PeerTransport
+from raft.resp import NotLeaderError, RespServer, ServerConfig
+from raft.storage.wal import DiskStorage
+
+__all__ = ["RaftNode", "NodeStopped"]
+
+log = logging.getLogger("raft.node")
+
+#: Housekeeping periods, in seconds (run from the tick loop).
+SWEEP_PERIOD = 0.1        # expire proposals that waited longer than propose_timeout
+METRICS_PERIOD = 0.5      # refresh the snapshot the metrics endpoint reads
+TRACE_FLUSH_PERIOD = 0.2  # append buffered trace events to the NDJSON file
+
+
+class NodeStopped(Exception):
+    """The node stopped (or failed) while a request was waiting."""
+
+
+class _Pending:
+    """A proposal (or read barrier) waiting for its log entry to be applied.
+
+    Keyed by log index in ``RaftNode._pending``; ``term`` tells whether the entry
+    applied at that index is ours (Log Matching, §5.3: (index, term) names one entry).
+    """
+
+    __slots__ = ("term", "future", "deadline")
+
+    def __init__(self, term: int, future: asyncio.Future[Any], deadline: float) -> None:
+        self.term = term
+        self.future = future
+        self.deadline = deadline
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a shared future's exception as retrieved (its waiters may all be gone)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+class RaftNode:
+    """One Raft server on the running event loop. Implements ``raft.resp.NodeAPI``.
+
+    ``await start()`` opens the data directory, restarts the core from it, and
+    starts the transport, timers and client server; ``await stop()`` undoes it.
+    All methods must be called on the loop's thread.
+    """
+
+    def __init__(self, config: NodeConfig, *, state_machine: KVStateMachine | None = None,
+                 seed: int | None = None) -> None:
+        self.config = config
+        self.id = config.node_id
+        #: The replicated state machine; only touched on the loop thread.
+        self.state_machine = state_machine if state_machine is not None else KVStateMachine()
+        self._seed = seed if seed is not None else secrets.randbits(64)
+        self._core: RawNode | None = None
+        self._storage: DiskStorage | None = None
+        self._transport: PeerTransport | None = None
+        self._resp: RespServer | None = None
+        self._disk: concurrent.futures.ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._kick = asyncio.Event()
+        self._applied_event = asyncio.Event()
+        self._stopped_event = asyncio.Event()
+        self._running = False
+        self._stopping = False
+        self.fatal_error: str | None = None
+        # Waiting proposals and barriers, by log index (insertion order ~ deadline order).
+        self._pending: dict[int, _Pending] = {}
+        self._max_pending = 0
+        # A barrier entry not yet handed to a Ready: reads may share it (see read_barrier).
+        self._unsent_barrier: tuple[int, asyncio.Future[None]] | None = None
+        self.applied_index = 0
+        self._last_role = -1
+        self._last_term = -1
+        self._last_leader = -1
+        # Counters (exported as metrics; plain ints: the hot path must stay cheap).
+        self.counters: dict[str, int] = dict.fromkeys((
+            "proposals", "proposals_failed", "proposals_timed_out", "read_barriers",
+            "entries_applied", "commands_applied", "readies", "saves", "entries_saved",
+            "messages_sent", "messages_received", "bad_messages", "elections",
+            "leader_changes", "became_leader"), 0)
+        self._fsync_observers: list[Callable[[float, int], None]] = []
+        self._metrics: Any = None
+        self._trace: list | None = None
+        self._trace_fp: Any = None
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Restart from the data directory and start serving peers and clients."""
+        if self._running or self._stopping:
+            raise RuntimeError("RaftNode.start() called twice")
+        cfg = self.config
+        self._loop = asyncio.get_running_loop()
+        self._open_storage_and_core()
+        self._disk = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"raft-wal-{self.id}")
+        self._transport = self._make_transport()
+        try:
+            await self._transport.start()
+            self._running = True
+            self._tasks = [
+                asyncio.create_task(self._ready_loop(), name=f"raft-ready-{self.id}"),
+                asyncio.create_task(self._tick_loop(), name=f"raft-tick-{self.id}"),
+            ]
+            self._resp = RespServer(self, ServerConfig(password=cfg.client_password))
+            await self._resp.start(*cfg.me.client)
+            if cfg.metrics_port is not None:
+                self._start_metrics()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("node %d: serving clients on %s, peers on %s (durability=%s, tick=%gms, "
+                 "election=%d ticks, heartbeat=%d ticks)", self.id,
+                 format_host_port(cfg.me.client), format_host_port(cfg.me.raft),
+                 cfg.durability, cfg.tick_ms, cfg.election_ticks, cfg.heartbeat_ticks)
+
+    def _open_storage_and_core(self) -> None:
+        """Load the durable state and restart the core from it (Figure 2: currentTerm,
+        votedFor and the log survive crashes; everything else is rebuilt)."""
+        cfg = self.config
+        self._storage = DiskStorage(cfg.data_dir, durability=cfg.durability)
+        st = self._storage.load()
+        if st.snapshot_index:
+            # The core restarts after a snapshot, but nothing here restores the state
+            # machine from one yet (InstallSnapshot is not in the core either).
+            raise RuntimeError(f"{cfg.data_dir} holds a snapshot at index {st.snapshot_index}; "
+                               f"this runtime cannot restore snapshots yet")
+        if cfg.trace_file is not None:
+            self._open_trace(cfg.trace_file)
+        # applied=0: the first Ready hands us every committed entry in the log again
+        # and we re-apply them to rebuild the state machine (no snapshots yet).
+        # msg_id_start: message ids must be unique per sender across restarts for
+        # the trace checker to pair sends with receives; nanoseconds since the epoch
+        # exceed every id the previous incarnation used unless it sent more than one
+        # message per nanosecond.
+        self._core = RawNode(
+            self.id, cfg.voters, seed=self._seed,
+            election_tick=cfg.election_ticks, heartbeat_tick=cfg.heartbeat_ticks,
+            max_msg_bytes=cfg.max_msg_bytes, max_inflight=cfg.max_inflight,
+            hard_state=st.hard_state, entries=st.entries,
+            msg_id_start=time.time_ns(), trace=self._trace)
+        hs = st.hard_state
+        log.info("node %d: restarted from %s: term %d, vote %d, commit %d, log %d..%d",
+                 self.id, cfg.data_dir, hs.term, hs.vote, hs.commit,
+                 st.entries[0].index if st.entries else 0,
+                 st.entries[-1].index if st.entries else 0)
+
+    def _make_transport(self) -> PeerTransport:
+        cfg = self.config
+        ssl_server = ssl_client = None
+        if cfg.tls is not None:
+            from raft.net.auth import client_ssl_context, server_ssl_context
+
+            ssl_server = server_ssl_context(cfg.tls.cert, cfg.tls.key, cfg.tls.ca)
+            ssl_client = client_ssl_context(cfg.tls.cert, cfg.tls.key, cfg.tls.ca)
+        # max_frame must hold the largest AppendEntries the core builds (max_msg_bytes
+        # of entries plus headers), with room to spare.
+        max_frame = max(64 << 20, 4 * cfg.max_msg_bytes)
+        return PeerTransport(self.id, cfg.me.raft, cfg.other_peers, cfg.secret,
+                             self._on_messages, ssl_server=ssl_server, ssl_client=ssl_client,
+                             max_frame=max_frame)
+
+    async def stop(self) -> None:
+        """Stop serving: clients first, then the Ready loop (after it finishes the Ready
+        in hand, so nothing acknowledged is half-done), then peers and the disk."""
+        if self._stopping:
+            await self._stopped_event.wait()
+            return
+        self._stopping = True
+        self._running = False
+        if self._resp is not None:
+            await self._resp.close()
+        self._kick.set()
+        for task in self._tasks:
+            if task.get_name().startswith("raft-tick"):
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._transport is not None:
+            await self._transport.close()
+        self._fail_all_pending(NotLeaderError(None))
+        self._stop_metrics()
+        self._close_trace()
+        if self._disk is not None:
+            self._disk.shutdown(wait=True)
+        if self._storage is not None:
+            self._storage.close()
+        self._stopped_event.set()
+        log.info("node %d: stopped", self.id)
+
+    async def wait_stopped(self) -> None:
+        await self._stopped_event.wait()
+
+    def _fatal(self, reason: str) -> None:
+        """Fail-stop: an internal error (a core assertion, a failed disk write) leaves
+        state we cannot trust, and a stopped node is safe where a confused one is not."""
+        if self.fatal_error is None:
+            self.fatal_error = reason
+            log.critical("node %d: stopping after a fatal error: %s", self.id, reason)
+        if not self._stopping:
+            asyncio.get_running_loop().create_task(self.stop())
+
+    # --- inputs: ticks, messages, proposals -------------------------------------------
+
+    async def _tick_loop(self) -> None:
+        """Logical time for the core. One tick per wakeup: a loop that stalled (GC, a
+        slow callback) skips the ticks it missed instead of firing a burst, which
+        could time out an election before the heartbeats waiting in the socket are
+        read (Go's time.Ticker, which etcd uses, drops ticks the same way)."""
+        loop = asyncio.get_running_loop()
+        interval = self.config.tick_ms / 1000.0
+        core = self._core
+        assert core is not None
+        next_at = loop.time() + interval
+        sweep_at = metrics_at = trace_at = loop.time()
+        while True:
+            delay = next_at - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            now = loop.time()
+            next_at += interval
+            if next_at < now:
+                next_at = now + interval
+            core.tick()
+            self._kick.set()
+            if now >= sweep_at:
+                sweep_at = now + SWEEP_PERIOD
+                self._expire_pending(now)
+            if self._metrics is not None and now >= metrics_at:
+                metrics_at = now + METRICS_PERIOD
+                self._metrics.refresh()
+            if self._trace_fp is not None and now >= trace_at:
+                trace_at = now + TRACE_FLUSH_PERIOD
+                self._flush_trace()
+
+    def _on_messages(self, msgs: list[Message]) -> None:
+        """PeerTransport delivery: step each message into the core. A malformed message
+        (RemoteProtocolError) is logged and dropped without touching state; anything
+        else the core raises is a bug on our side and stops the node."""
+        if not self._running:
+            return
+        core = self._core
+        assert core is not None
+        self.counters["messages_received"] += len(msgs)
+        for m in msgs:
+            try:
+                core.step(m)
+            except RemoteProtocolError as e:
+                self.counters["bad_messages"] += 1
+                log.warning("node %d: dropped a malformed message from node %d: %s",
+                            self.id, m.src, e)
+            except Exception as e:
+                self._fatal(f"the core raised {type(e).__name__} stepping {m!r}: {e}")
+                return
+        self._kick.set()
+
+    def _leader_client_addr(self, leader: int | None = None) -> str | None:
+        core = self._core
+        lid = leader if leader is not None else (core.leader if core is not None else 0)
+        return self.config.client_addr_of(lid) if lid else None
+
+    def _append(self, data: bytes) -> asyncio.Future[Any]:
+        """Append ``data`` to the leader's log *now* (no await: this fixes the entry's
+        place in the log, which the RESP server's pipelining relies on) and return the
+        future its application resolves."""
+        core = self._core
+        if not self._running or core is None:
+            raise NotLeaderError(None)
+        try:
+            index = core.propose(data)
+        except NotLeader as e:
+            raise NotLeaderError(self._leader_client_addr(e.leader)) from None
+        loop = self._loop
+        assert loop is not None
+        fut = loop.create_future()
+        self._pending[index] = _Pending(core.term, fut, loop.time() + self.config.propose_timeout)
+        if index > self._max_pending:
+            self._max_pending = index
+        self._kick.set()   # no added latency when idle: the Ready loop runs next
+        return fut
+
+    # --- NodeAPI --------------------------------------------------------------------
+
+    async def propose(self, data: bytes) -> object:
+        """Replicate ``data`` (an encoded KV command) and return the state machine's
+        reply once it is committed and applied here. Raises NotLeaderError (with the
+        leader's client address) or asyncio.TimeoutError (outcome unknown)."""
+        if not isinstance(data, bytes) or not data:
+            # Empty entries are read barriers (below); commands are never empty.
+            raise ValueError("a proposal must be non-empty bytes")
+        fut = self._append(data)
+        self.counters["proposals"] += 1
+        return await fut
+
+    async def read_barrier(self) -> None:
+        """Return once every write committed before this call is applied locally
+        (linearizable reads, §8 of the paper).
+
+        How: append an empty entry and wait for it to be applied. Committing an entry
+        of the leader's current term proves it was still leader after the call began,
+        and every write acknowledged before the call has a lower index (it was
+        committed, so it is in this leader's log: Leader Completeness, §5.4).
+
+        Reads arriving before the barrier entry has been handed to a Ready (so
+        before it can have left this node) share it: the same argument holds for
+        them, since the entry can only be replicated, and so committed, after they
+        arrived. A busy node thus puts one barrier per Ready in the log, not one
+        per read.
+
+        TODO(ReadIndex, diss. §6.4): confirm leadership with one heartbeat round and
+        wait for the commit index instead of writing to the log; that needs core
+        support (MSG_READ_INDEX is reserved for it).
+        """
+        core = self._core
+        shared = self._unsent_barrier
+        if shared is not None and core is not None and core.role == LEADER \
+                and shared[0] == core.term and self._running:
+            fut = shared[1]
+        else:
+            fut = self._append(b"")
+            fut.add_done_callback(_retrieve)
+            assert core is not None
+            self._unsent_barrier = (core.term, fut)
+        self.counters["read_barriers"] += 1
+        # shield: a reader that gives up (client gone) must not cancel the others' barrier.
+        await asyncio.shield(fut)
+
+    async def wait_applied(self, after_index: int, timeout: float) -> None:
+        """Return when ``state_machine.last_applied > after_index`` or after ``timeout``
+        seconds (no exception on timeout). Wakes XREAD BLOCK readers."""
+        sm = self.state_machine
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while sm.last_applied <= after_index and self._running:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._applied_event.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def status(self) -> dict[str, Any]:
+        """A flat dict for INFO's raft section (and tools): role, term, leader, commit,
+        applied and last index, and on a leader every peer's match index and lag."""
+        core = self._core
+        if core is None:
+            return {"id": self.id, "role": "stopped"}
+        st = core.status()
+        out: dict[str, Any] = {
+            "id": self.id,
+            "role": st["role"],
+            "term": st["term"],
+            "vote": st["vote"],
+            "leader": st["leader"],
+            "leader_client_addr": self._leader_client_addr() or "",
+            "commit_index": st["commit"],
+            "applied_index": self.applied_index,
+            "last_index": st["last_index"],
+            "stable_index": st["stable"],
+            "first_index": st["first_index"],
+            "pending_requests": len(self._pending),
+            "durability": self.config.durability,
+            "voters": ",".join(map(str, self.config.voters)),
+        }
+        connected = {}
+        if self._transport is not None:
+            connected = {p: s["connected"] for p, s in self._transport.stats()["peers"].items()}
+        for peer in sorted(p for p in self.config.peers if p != self.id):
+            out[f"peer_{peer}_connected"] = int(bool(connected.get(peer)))
+            pr = st["progress"].get(peer)
+            if pr is not None:
+                out[f"peer_{peer}_match"] = pr["match"]
+                out[f"peer_{peer}_next"] = pr["next"]
+                out[f"peer_{peer}_state"] = pr["state"]
+                out[f"peer_{peer}_lag"] = st["last_index"] - pr["match"]
+        return out
+
+    # --- introspection for tests and tools ---------------------------------------------
+
+    @property
+    def core(self) -> RawNode:
+        assert self._core is not None
+        return self._core
+
+    @property
+    def is_leader(self) -> bool:
+        return self._core is not None and self._core.role == LEADER
+
+    @property
+    def transport(self) -> PeerTransport | None:
+        return self._transport
+
+    @property
+    def storage(self) -> DiskStorage | None:
+        return self._storage
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        return self._metrics.address if self._metrics is not None else None
+
+    # --- the Ready loop ----------------------------------------------------------------
+
+    async def _ready_loop(self) -> None:
+        core = self._core
+        assert core is not None
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            while core.has_ready():
+                if self._stopping or self.fatal_error is not None:
+                    return
+                rd = core.ready()
+                try:
+                    await self._handle_ready(rd)
+                except Exception as e:  # a disk failure or a bug: see _fatal
+                    log.exception("node %d: the Ready loop failed", self.id)
+                    self._fatal(f"{type(e).__name__}: {e}")
+                    return
+            if self._stopping or self.fatal_error is not None:
+                return
+
+    async def _handle_ready(self, rd: Ready) -> None:
+        """One Ready, in the order the persistence contract requires."""
+        self.counters["readies"] += 1
+        self._note_ready(rd)
+        transport = self._transport
+        assert transport is not None
+        if rd.messages:
+            # AppendEntries from a leader may go before its own write (diss. §10.2.1):
+            # the leader counts itself for commitment only after advance().
+            transport.send(rd.messages)
+            self.counters["messages_sent"] += len(rd.messages)
+        if rd.must_sync:
+            await self._persist(rd)
+        if rd.messages_after_persist:
+            # Vote grants, AppendEntries acks and our own RequestVotes promise durable
+            # state (Figure 2: "respond after updating stable storage").
+            transport.send(rd.messages_after_persist)
+            self.counters["messages_sent"] += len(rd.messages_after_persist)
+        if rd.committed_entries:
+            self._apply(rd.committed_entries)
+        self.core.advance(rd)
+
+    async def _persist(self, rd: Ready) -> None:
+        """hard_state + entries with ONE save() = one write + one fdatasync. With
+        fsync it runs on the single disk thread so the loop keeps stepping messages,
+        ticking and taking proposals (which become the next Ready: group commit). With
+        durability "none" it is a page-cache write and runs inline."""
+        storage = self._storage
+        assert storage is not None
+        t0 = time.perf_counter()
+        if self.config.durability == "fsync":
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._disk, storage.save, rd.hard_state, rd.entries)
+        else:
+            storage.save(rd.hard_state, rd.entries)
+        elapsed = time.perf_counter() - t0
+        self.counters["saves"] += 1
+        self.counters["entries_saved"] += len(rd.entries)
+        for observe in self._fsync_observers:
+            observe(elapsed, len(rd.entries))
+
+    def _note_ready(self, rd: Ready) -> None:
+        """Bookkeeping at ready() time: role changes, shared barriers, overwritten entries."""
+        # The barrier entry (if any) is in this Ready's entries/messages now: later
+        # reads must not share it (see read_barrier).
+        self._unsent_barrier = None
+        core = self.core
+        if core.role != self._last_role or core.term != self._last_term \
+                or core.leader != self._last_leader:
+            self._note_role_change(core)
+        if rd.entries and self._pending and rd.entries[0].index <= self._max_pending:
+            # The log was rewritten from rd.entries[0].index on (§5.3: a conflicting
+            # suffix is replaced by the leader's entries).
+            self._fail_overwritten(rd.entries[0].index)
+
+    def _note_role_change(self, core: RawNode) -> None:
+        role, term, leader = core.role, core.term, core.leader
+        if role == 1 and (self._last_role != 1 or term != self._last_term):
+            self.counters["elections"] += 1
+        if role == LEADER and self._last_role != LEADER:
+            self.counters["became_leader"] += 1
+        if leader != self._last_leader and leader:
+            self.counters["leader_changes"] += 1
+        level = logging.INFO if role != self._last_role or leader != self._last_leader \
+            else logging.DEBUG
+        log.log(level, "node %d: %s in term %d (leader %s)", self.id, ROLE_NAMES[role], term,
+                leader or "unknown")
+        self._last_role, self._last_term, self._last_leader = role, term, leader
+
+    def _fail_overwritten(self, from_index: int) -> None:
+        """Fail the waiters whose entry at or after ``from_index`` is no longer ours:
+        it can never be applied (an (index, term) pair names one entry forever), so
+        the client may safely retry on the current leader."""
+        core = self.core
+        last = core.last_index
+        lost = [i for i, p in self._pending.items()
+                if i >= from_index and (i > last or core.log.term(i) != p.term)]
+        for i in lost:
+            p = self._pending.pop(i)
+            self._resolve_lost(p)
+
+    def _resolve_lost(self, p: _Pending) -> None:
+        if not p.future.done():
+            self.counters["proposals_failed"] += 1
+            p.future.set_exception(NotLeaderError(self._leader_client_addr()))
+
+    def _apply(self, entries: list[Entry]) -> None:
+        """Apply committed entries in log order (§5.3: State Machine Safety makes every
+        node apply the same command at each index) and answer their proposers."""
+        sm = self.state_machine
+        pending = self._pending
+        applied_commands = 0
+        for e in entries:
+            index = e.index
+            reply: Any = None
+            # No-ops (a new leader's first entry, diss. §6.4) and empty read barriers
+            # carry no command: they move the node's applied index, not the machine's.
+            if e.type == ENTRY_NORMAL and e.data:
+                reply = sm.apply(index, e.data)
+                applied_commands += 1
+            if pending:
+                p = pending.pop(index, None)
+                if p is not None and not p.future.done():
+                    if p.term == e.term:
+                        p.future.set_result(reply)
+                    else:
+                        self.counters["proposals_failed"] += 1
+                        p.future.set_exception(NotLeaderError(self._leader_client_addr()))
+        self.applied_index = entries[-1].index
+        self.counters["entries_applied"] += len(entries)
+        self.counters["commands_applied"] += applied_commands
+        if applied_commands:
+            # Wake every waiter (XREAD BLOCK) once per batch, then start a new event.
+            self._applied_event.set()
+            self._applied_event = asyncio.Event()
+
+    def _expire_pending(self, now: float) -> None:
+        """Time out waiters past propose_timeout: their outcome is unknown (the entry
+        may still commit later), which RESP reports as -TRYAGAIN."""
+        pending = self._pending
+        if not pending:
+            return
+        expired = []
+        for index, p in pending.items():
+            if p.deadline > now:
+                break
+            expired.append(index)
+        for index in expired:
+            p = pending.pop(index)
+            if not p.future.done():
+                self.counters["proposals_timed_out"] += 1
+                p.future.set_exception(asyncio.TimeoutError())
+
+    def _fail_all_pending(self, exc: Exception) -> None:
+        pending, self._pending = self._pending, {}
+        for p in pending.values():
+            if not p.future.done():
+                p.future.set_exception(exc)
+                p.future.exception()  # nobody may be left to look at it
+        self._applied_event.set()
+
+    # --- tracing ---------------------------------------------------------------------
+
+    def _open_trace(self, path: str) -> None:
+        """Trace the core's events (RawNode(trace=...)) to ``path`` as NDJSON, the format
+        of ``raft check`` (spec/checker.py), appending across restarts."""
+        from spec.checker import write_ndjson
+
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._trace = []
+        self._trace_fp = open(path, "a", encoding="utf-8")
+        if self._trace_fp.tell() == 0:
+            write_ndjson([], self._trace_fp, voters=self.config.voters)
+            self._trace_fp.flush()
+
+    def _flush_trace(self) -> None:
+        from spec.checker import write_ndjson
+
+        if self._trace:
+            events = self._trace[:]
+            del self._trace[:]   # the core keeps appending to this same list
+            write_ndjson(events, self._trace_fp)
+            self._trace_fp.flush()
+
+    def _close_trace(self) -> None:
+        if self._trace_fp is not None:
+            self._flush_trace()
+            self._trace_fp.close()
+            self._trace_fp = None
+
+    # --- metrics ---------------------------------------------------------------------
+
+    def _start_metrics(self) -> None:
+        cfg = self.config
+        assert cfg.metrics_port is not None
+        self._metrics = NodeMetrics(self)
+        self._metrics.refresh()
+        self._metrics.serve(cfg.metrics_host, cfg.metrics_port)
+        self._fsync_observers.append(self._metrics.observe_save)
+        log.info("node %d: metrics on http://%s/metrics", self.id,
+                 format_host_port(self._metrics.address))
+
+    def _stop_metrics(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+
+
+_TRANSPORT_GAUGES = frozenset(("buffered_bytes", "max_buffered_bytes_per_peer",
+                               "inbound_connections"))
+
+
+class NodeMetrics:
+    """Prometheus metrics of one node, on their own registry (several nodes may share
+    a process in tests) and HTTP endpoint (prometheus-client's server thread).
+
+    Counters and gauges are read at scrape time from a snapshot that the loop thread
+    refreshes every METRICS_PERIOD: the scrape runs on the HTTP thread, which must not
+    call into the core (not thread-safe). The save (fsync) latency is a histogram
+    observed on the loop thread.
+    """
+
+    def __init__(self, node: RaftNode) -> None:
+        try:
+            import prometheus_client as prom
+            from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+        except ImportError:
+            raise RuntimeError("metrics_port is set but prometheus-client is not installed "
+                               "(pip install prometheus-client)") from None
+        self._node = node
+        self._snapshot: dict[str, Any] = {}
+        self._httpd: Any = None
+        self.address: tuple[str, int] = ("", 0)
+        self.registry = prom.CollectorRegistry()
+        self._counter_family = CounterMetricFamily
+        self._gauge_family = GaugeMetricFamily
+        self.fsync_seconds = prom.Histogram(
+            "raft_fsync_seconds", "Time to make one Ready durable (one write + one fdatasync)",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                     0.25, 0.5, 1.0), registry=self.registry)
+        self.batch_entries = prom.Histogram(
+            "raft_save_batch_entries", "Entries made durable per save (group commit size)",
+            buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
+            registry=self.registry)
+        self.registry.register(self)
+
+    def observe_save(self, seconds: float, entries: int) -> None:
+        self.fsync_seconds.observe(seconds)
+        self.batch_entries.observe(entries)
+
+    def refresh(self) -> None:
+        """On the loop thread: copy what the scrape will report."""
+        node = self._node
+        snap: dict[str, Any] = {"counters": dict(node.counters), "status": node.status()}
+        if node.transport is not None:
+            stats = node.transport.stats()
+            snap["transport"] = {k: v for k, v in stats.items() if isinstance(v, int)}
+        self._snapshot = snap
+
+    # prometheus_client collector protocol (called on the HTTP thread).
+    def collect(self) -> Any:
+        snap = self._snapshot
+        if not snap:
+            return
+        c, st = snap["counters"], snap["status"]
+        help_ = {
+            "proposals": "Client writes proposed on this node while leader",
+            "proposals_failed": "Proposals whose entry was overwritten (not applied)",
+            "proposals_timed_out": "Proposals that outlived propose_timeout (outcome unknown)",
+            "read_barriers": "Linearizable reads served through a log barrier",
+            "entries_applied": "Committed log entries applied (commits seen by this node)",
+            "commands_applied": "Client commands applied to the state machine",
+            "saves": "Durable writes (Ready batches persisted)",
+            "entries_saved": "Log entries written to the WAL",
+            "messages_sent": "Raft messages handed to the transport",
+            "messages_received": "Raft messages received from peers",
+            "bad_messages": "Malformed messages dropped (RemoteProtocolError)",
+            "elections": "Elections this node started (became candidate)",
+            "leader_changes": "Times this node learned of a new leader",
+            "became_leader": "Times this node became leader",
+        }
+        for name, text in help_.items():
+            fam = self._counter_family(f"raft_{name}", text)
+            fam.add_metric([], c.get(name, 0))
+            yield fam
+        gauges = {
+            "term": ("Current term", st.get("term", 0)),
+            "commit_index": ("Highest log index known committed", st.get("commit_index", 0)),
+            "applied_index": ("Highest log index applied", st.get("applied_index", 0)),
+            "last_index": ("Last index in the log", st.get("last_index", 0)),
+            "stable_index": ("Last index known durable", st.get("stable_index", 0)),
+            "is_leader": ("1 if this node is the leader", int(st.get("role") == "leader")),
+            "leader_id": ("The leader this node knows of (0: none)", st.get("leader", 0)),
+            "pending_requests": ("Proposals and barriers waiting to be applied",
+                                 st.get("pending_requests", 0)),
+        }
+        for name, (text, value) in gauges.items():
+            fam = self._gauge_family(f"raft_{name}", text)
+            fam.add_metric([], value)
+            yield fam
+        lag = self._gauge_family("raft_replication_lag_entries",
+                                 "Leader only: entries a peer is behind the leader's log",
+                                 labels=["peer"])
+        match = self._gauge_family("raft_peer_match_index",
+                                   "Leader only: highest index known replicated on a peer",
+                                   labels=["peer"])
+        connected = self._gauge_family("raft_peer_connected",
+                                       "1 if the outbound connection to a peer is up",
+                                       labels=["peer"])
+        for key, value in st.items():
+            if key.startswith("peer_"):
+                _, peer, what = key.split("_", 2)
+                if what == "lag":
+                    lag.add_metric([peer], value)
+                elif what == "match":
+                    match.add_metric([peer], value)
+                elif what == "connected":
+                    connected.add_metric([peer], value)
+        yield lag
+        yield match
+        yield connected
+        for name, value in snap.get("transport", {}).items():
+            family = self._gauge_family if name in _TRANSPORT_GAUGES else self._counter_family
+            fam = family(f"raft_transport_{name}", f"PeerTransport stats(): {name}")
+            fam.add_metric([], value)
+            yield fam
+
+    def serve(self, host: str, port: int) -> None:
+        import prometheus_client as prom
+
+        started = prom.start_http_server(port, addr=host, registry=self.registry)
+        self._httpd = started[0] if isinstance(started, tuple) else None
+        bound = self._httpd.server_address[:2] if self._httpd is not None else (host, port)
+        self.address = (host, int(bound[1]))
+
+    def close(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
