@@ -47,16 +47,19 @@ def test_many_seeds(nodes):
         _check(run(seed, nodes=nodes))
 
 
-def test_cli_summary_and_exit_status():
+# The CLI runs from a temporary directory so that the installed package (with its
+# compiled core) is imported, not the source tree.
+
+def test_cli_summary_and_exit_status(tmp_path):
     out = subprocess.run([sys.executable, "-m", "raft.cli", "sim", "--seed", "3", "--nodes", "3",
-                          "--steps", "200"], capture_output=True, text=True, timeout=120)
+                          "--steps", "200"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.splitlines()[0])
     assert summary["seed"] == 3 and summary["violations"] == [] and summary["liveness"] == "ok"
     assert summary["commits"] > 0 and summary["leader_terms"] > 0
 
 
-def test_cli_rejects_bad_arguments():
+def test_cli_rejects_bad_arguments(tmp_path):
     out = subprocess.run([sys.executable, "-m", "raft.cli", "sim", "--seeds", "9-2"],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 2 and "bad seed range" in out.stderr
