@@ -172,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("dir")
     st.add_argument("--dry-run", action="store_true", help="repair: say what would be done")
     st.set_defaults(func=_cmd_storage)
+    from raft.server_cli import add_subcommands  # serve, cluster, status
+    add_subcommands(sub)
     return p
 
 

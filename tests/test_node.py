@@ -1,0 +1,469 @@
+"""The node runtime in one process: three RaftNodes on one event loop, real TCP on
+127.0.0.1, real DiskStorage in tmp dirs, redis-py (asyncio) as the client.
+
+Also the TOML config loader and its error messages.
+
+Every test runs under a hard time limit and stops every node it started (the
+fixtures' finally blocks), so a hang fails the test instead of the run.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import textwrap
+import urllib.request
+
+import pytest
+
+from raft import Message, MSG_VOTE, Entry
+from raft.config import ConfigError, NodeConfig, PeerAddress, load_config, render_config
+from raft.kv import encode_command
+from raft.net.transport import new_event_loop
+from raft.node import RaftNode
+from raft.resp import NotLeaderError
+
+redis = pytest.importorskip("redis")
+import redis.asyncio as aioredis  # noqa: E402
+from redis.asyncio.retry import Retry  # noqa: E402
+from redis.backoff import NoBackoff  # noqa: E402
+
+HOST = "127.0.0.1"
+SECRET = b"node-test-secret-0123456789abcdef"
+TIME_LIMIT = 60.0
+
+
+def run(coro, limit: float = TIME_LIMIT):
+    """Run a test coroutine on a fresh (uvloop) loop under a time limit."""
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(asyncio.wait_for(coro, limit))
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind((HOST, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+async def wait_until(pred, timeout: float = 10.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not pred():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def cmd(*argv: str | bytes) -> bytes:
+    return encode_command(0, 0, [a if isinstance(a, bytes) else a.encode() for a in argv],
+                          time_ms=1)
+
+
+class Cluster:
+    """n RaftNodes sharing this loop; nodes can be stopped and restarted from disk."""
+
+    def __init__(self, tmp_path, n: int = 3, durability: str = "none", **cfg) -> None:
+        ports = free_ports(2 * n)
+        self.peers = {i: PeerAddress((HOST, ports[i - 1]), (HOST, ports[n + i - 1]))
+                      for i in range(1, n + 1)}
+        cfg.setdefault("election_ticks", 20)
+        cfg.setdefault("heartbeat_ticks", 2)
+        self.configs = {i: NodeConfig(node_id=i, peers=self.peers,
+                                      data_dir=str(tmp_path / f"node{i}"), secret=SECRET,
+                                      durability=durability, **cfg)
+                        for i in self.peers}
+        self.nodes: dict[int, RaftNode] = {}
+        self.clients: list = []
+
+    async def start(self, *ids: int) -> None:
+        for i in ids or tuple(self.configs):
+            node = RaftNode(self.configs[i])
+            await node.start()
+            self.nodes[i] = node
+
+    async def stop(self, i: int) -> None:
+        node = self.nodes.pop(i)
+        await node.stop()
+
+    async def close(self) -> None:
+        for c in self.clients:
+            await c.aclose()
+        for i in list(self.nodes):
+            await self.stop(i)
+
+    async def leader(self, timeout: float = 15.0) -> RaftNode:
+        """A leader that serves a read barrier (so it leads a working majority)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            for node in list(self.nodes.values()):
+                if node.is_leader:
+                    try:
+                        await asyncio.wait_for(node.read_barrier(), 2.0)
+                        return node
+                    except (NotLeaderError, asyncio.TimeoutError):
+                        pass
+            await asyncio.sleep(0.02)
+        raise AssertionError("no leader elected")
+
+    def redis(self, i: int, **kw):
+        host, port = self.peers[i].client
+        r = aioredis.Redis(host=host, port=port, protocol=2, socket_timeout=10,
+                           retry=Retry(NoBackoff(), 0), **kw)
+        self.clients.append(r)
+        return r
+
+
+def with_cluster(tmp_path, body, n: int = 3, **kw):
+    async def main():
+        c = Cluster(tmp_path, n, **kw)
+        try:
+            await c.start()
+            return await body(c)
+        finally:
+            await c.close()
+    return run(main())
+
+
+# --- the cluster ------------------------------------------------------------------------
+
+
+def test_elect_replicate_and_serve_redis(tmp_path):
+    async def body(c: Cluster):
+        leader = await c.leader()
+        r = c.redis(leader.id)
+        assert await r.set("k", "v") is True
+        assert await r.get("k") == b"v"
+        assert await r.incr("n") == 1
+        assert await r.incr("n") == 2
+        sid = await r.xadd("s", {"f": "1"})
+        assert await r.xrange("s") == [(sid, {b"f": b"1"})]
+        # Pipelined writes: answered in order, after commit and apply.
+        async with r.pipeline(transaction=False) as p:
+            for i in range(50):
+                p.incr("p")
+            assert await p.execute() == list(range(1, 51))
+        # Every node applies the same entries: compare the state machines' snapshots.
+        commit = leader.core.commit
+        await wait_until(lambda: all(n.applied_index >= commit for n in c.nodes.values()),
+                         what="followers to apply")
+        snaps = {n.state_machine.snapshot() for n in c.nodes.values()}
+        assert len(snaps) == 1
+        st = leader.status()
+        assert st["role"] == "leader" and st["commit_index"] >= commit
+        for peer in c.nodes:
+            if peer != leader.id:
+                assert st[f"peer_{peer}_match"] + st[f"peer_{peer}_lag"] == st["last_index"]
+                assert st[f"peer_{peer}_connected"] == 1
+        info = await r.info("raft")
+        assert info["raft_role"] == "leader" and info["raft_leader"] == leader.id
+    with_cluster(tmp_path, body)
+
+
+def test_follower_redirects_to_the_leader(tmp_path):
+    async def body(c: Cluster):
+        leader = await c.leader()
+        follower = next(i for i in c.nodes if i != leader.id)
+        # A follower learns the leader from its AppendEntries (§5.2).
+        await wait_until(lambda: c.nodes[follower].core.leader == leader.id, what="leader hint")
+        r = c.redis(follower)
+        with pytest.raises(redis.exceptions.MovedError) as e:
+            await r.set("k", "v")
+        assert (e.value.host, e.value.port) == c.peers[leader.id].client
+        with pytest.raises(redis.exceptions.MovedError):
+            await r.get("k")   # linearizable reads go to the leader too
+        with pytest.raises(NotLeaderError) as e2:
+            await c.nodes[follower].propose(cmd("SET", "x", "1"))
+        assert e2.value.leader_addr == "%s:%d" % c.peers[leader.id].client
+        # READONLY: stale reads from the follower's own state machine.
+        await c.redis(leader.id).set("k", "v")
+        await wait_until(lambda: c.nodes[follower].state_machine.read([b"GET", b"k"]) == b"v",
+                         what="follower to apply")
+        ro = c.redis(follower, single_connection_client=True)
+        await ro.execute_command("READONLY")
+        assert await ro.get("k") == b"v"
+    with_cluster(tmp_path, body)
+
+
+def test_restarted_node_catches_up_from_disk(tmp_path):
+    async def body(c: Cluster):
+        leader = await c.leader()
+        r = c.redis(leader.id)
+        for i in range(20):
+            await r.set(f"a{i}", i)
+        follower = next(i for i in c.nodes if i != leader.id)
+        await wait_until(lambda: c.nodes[follower].applied_index >= leader.core.commit)
+        await c.stop(follower)
+        # The majority goes on without it.
+        for i in range(30):
+            await r.incr("counter")
+        await c.start(follower)
+        node = c.nodes[follower]
+        # Restart rebuilt the state machine by re-applying its log, then caught up.
+        await wait_until(lambda: node.applied_index >= leader.core.commit, what="catch-up")
+        assert node.state_machine.read([b"GET", b"counter"]) == b"30"
+        assert node.state_machine.read([b"GET", b"a19"]) == b"19"
+        assert node.state_machine.snapshot() == leader.state_machine.snapshot()
+    with_cluster(tmp_path, body)
+
+
+def test_whole_cluster_restart_keeps_every_write(tmp_path):
+    async def body(c: Cluster):
+        leader = await c.leader()
+        r = c.redis(leader.id)
+        for i in range(25):
+            await r.incr("n")
+        for i in list(c.nodes):
+            await c.stop(i)
+        await c.start()
+        leader = await c.leader()
+        assert await c.redis(leader.id).get("n") == b"25"
+    with_cluster(tmp_path, body)
+
+
+def test_leader_stop_elects_a_new_leader(tmp_path):
+    async def body(c: Cluster):
+        old = await c.leader()
+        await c.redis(old.id).set("before", "1")
+        await c.stop(old.id)
+        new = await c.leader()
+        assert new.id != old.id
+        r = c.redis(new.id)
+        assert await r.get("before") == b"1"
+        assert await r.set("after", "2") is True
+    with_cluster(tmp_path, body)
+
+
+def test_fsync_durability_and_group_commit(tmp_path):
+    async def body(c: Cluster):
+        leader = await c.leader()
+        storage = leader.storage
+        syncs0, saves0 = storage.syncs, leader.counters["saves"]
+        n = 300
+        # Many proposals at once: while one fsync runs, the next ones gather in the
+        # core and are written by the next Ready (group commit).
+        replies = await asyncio.gather(*(leader.propose(cmd("INCR", "g")) for _ in range(n)))
+        assert sorted(replies) == list(range(1, n + 1))
+        saves = leader.counters["saves"] - saves0
+        assert storage.syncs > syncs0
+        assert saves < n / 2, f"{saves} saves for {n} proposals: no group commit"
+        assert leader.status()["durability"] == "fsync"
+    with_cluster(tmp_path, body, durability="fsync")
+
+
+def test_read_barriers_are_shared_within_a_ready(tmp_path):
+    async def body(c: Cluster):
+        leader = await c.leader()
+        await leader.propose(cmd("SET", "k", "v"))
+        last = leader.core.last_index
+        await asyncio.gather(*(leader.read_barrier() for _ in range(100)))
+        # 100 reads arriving together need one barrier entry, not 100.
+        assert leader.core.last_index - last <= 2
+    with_cluster(tmp_path, body)
+
+
+def test_overwritten_proposal_fails_with_not_leader(tmp_path):
+    """A leader cut off from the others accepts a write that can never commit; once
+    the partition heals the new leader's log replaces it (§5.3) and the waiting
+    client gets a redirect, not a hang or a wrong answer."""
+    async def body(c: Cluster):
+        old = await c.leader()
+        # Isolate the leader: drop everything it sends and receives.
+        old.transport.send = lambda msgs: None
+        real_deliver = old.transport._on_messages
+        old.transport._on_messages = lambda msgs: None
+        doomed = asyncio.ensure_future(old.propose(cmd("SET", "lost", "1")))
+        await asyncio.sleep(0.05)
+        assert not doomed.done()
+        others = [n for i, n in c.nodes.items() if i != old.id]
+        await wait_until(lambda: any(n.is_leader for n in others), timeout=15,
+                         what="a new leader")
+        new = next(n for n in others if n.is_leader)
+        for i in range(3):
+            await new.propose(cmd("SET", "kept", str(i)))
+        # Heal.
+        del old.transport.send
+        old.transport._on_messages = real_deliver
+        with pytest.raises(NotLeaderError) as e:
+            await asyncio.wait_for(doomed, 15)
+        assert e.value.leader_addr in (None, "%s:%d" % c.peers[new.id].client)
+        await wait_until(lambda: old.applied_index >= new.core.commit, what="old leader catch-up")
+        assert old.state_machine.read([b"GET", b"lost"]) is None
+        assert old.state_machine.read([b"GET", b"kept"]) == b"2"
+    with_cluster(tmp_path, body)
+
+
+def test_malformed_peer_message_is_dropped_not_fatal(tmp_path):
+    async def body(c: Cluster):
+        leader = await c.leader()
+        follower = next(n for i, n in c.nodes.items() if i != leader.id)
+        # A RequestVote carrying entries is malformed: RemoteProtocolError in the core.
+        bad = Message(MSG_VOTE, src=leader.id, dst=follower.id, term=follower.core.term,
+                      entries=[Entry(1, 1, 0, b"x")])
+        follower._on_messages([bad])
+        assert follower.counters["bad_messages"] == 1
+        assert follower.fatal_error is None
+        assert await leader.propose(cmd("SET", "still", "ok")) == "OK"
+    with_cluster(tmp_path, body)
+
+
+def test_xread_block_wakes_on_apply(tmp_path):
+    async def body(c: Cluster):
+        leader = await c.leader()
+        r1, r2 = c.redis(leader.id), c.redis(leader.id)
+        await r1.xadd("s", {"a": "1"}, id="1-1")
+        reader = asyncio.ensure_future(r1.xread({"s": "$"}, block=5000))
+        await asyncio.sleep(0.1)
+        await r2.xadd("s", {"b": "2"}, id="2-1")
+        got = await asyncio.wait_for(reader, 10)
+        assert got == [[b"s", [(b"2-1", {b"b": b"2"})]]]
+        # wait_applied returns on timeout without raising.
+        applied = leader.state_machine.last_applied
+        await leader.wait_applied(applied, 0.05)
+    with_cluster(tmp_path, body)
+
+
+def test_metrics_endpoint(tmp_path):
+    async def body(c: Cluster):
+        leader = await c.leader()
+        await leader.propose(cmd("SET", "m", "1"))
+        leader._metrics.refresh()
+        host, port = leader.metrics_address
+        loop = asyncio.get_running_loop()
+        text = await loop.run_in_executor(
+            None, lambda: urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5)
+            .read().decode())
+        for name in ("raft_proposals_total", "raft_term", "raft_commit_index",
+                     "raft_applied_index", "raft_fsync_seconds_bucket", "raft_is_leader 1.0",
+                     "raft_replication_lag_entries{peer=", "raft_elections_total"):
+            assert name in text, name
+    with_cluster(tmp_path, body, metrics_port=0)
+
+
+def test_traces_of_a_real_run_pass_the_checker(tmp_path):
+    from spec.checker import Checker, merge_by_causality, read_ndjson_file
+
+    async def body(c: Cluster):
+        leader = await c.leader()
+        for i in range(20):
+            await leader.propose(cmd("INCR", "t"))
+        follower = next(i for i in c.nodes if i != leader.id)
+        await c.stop(follower)          # a restart appears in the trace as `restart`
+        await leader.propose(cmd("INCR", "t"))
+        await c.start(follower)
+        await wait_until(lambda: c.nodes[follower].applied_index >= leader.core.commit)
+    trace_files = {}
+    async def main():
+        c = Cluster(tmp_path, 3)
+        for i, cfg in c.configs.items():
+            cfg.trace_file = trace_files[i] = str(tmp_path / f"node{i}.ndjson")
+        try:
+            await c.start()
+            await body(c)
+        finally:
+            await c.close()
+    run(main())
+    streams, voters = [], set()
+    for path in trace_files.values():
+        events, v = read_ndjson_file(path)
+        streams.append(events)
+        voters.update(v)
+    events = merge_by_causality(streams)
+    assert Checker(sorted(voters)).check(events) == len(events) > 100
+
+
+# --- config -----------------------------------------------------------------------------
+
+
+def write(tmp_path, text: str, name: str = "node.toml") -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+GOOD = """\
+    id = 2
+    data_dir = "data/n2"
+    secret_file = "secret"
+    durability = "none"
+    client_password = "pw"
+    metrics_port = 9102
+
+    [timing]
+    tick_ms = 5
+    election_ticks = 15
+    heartbeat_ticks = 1
+
+    [peers.1]
+    raft = "127.0.0.1:7101"
+    client = "127.0.0.1:7001"
+    [peers.2]
+    raft = "127.0.0.1:7102"
+    client = "127.0.0.1:7002"
+    [peers.3]
+    raft = "[::1]:7103"
+    client = "127.0.0.1:7003"
+"""
+
+
+def test_load_config(tmp_path):
+    (tmp_path / "secret").write_bytes(b"0123456789abcdef0123\n")
+    os.chmod(tmp_path / "secret", 0o600)
+    c = load_config(write(tmp_path, GOOD))
+    assert c.node_id == 2 and c.voters == [1, 2, 3]
+    assert c.data_dir == str(tmp_path / "data" / "n2")      # relative to the file
+    assert c.secret == b"0123456789abcdef0123"                # final newline dropped
+    assert c.durability == "none" and c.client_password == "pw" and c.metrics_port == 9102
+    assert (c.tick_ms, c.election_ticks, c.heartbeat_ticks) == (5.0, 15, 1)
+    assert c.me.client == ("127.0.0.1", 7002)
+    assert c.peers[3].raft == ("::1", 7103)
+    assert c.other_peers == {1: ("127.0.0.1", 7101), 3: ("::1", 7103)}
+    assert c.client_addr_of(1) == "127.0.0.1:7001" and c.client_addr_of(9) is None
+    # render_config round-trips.
+    again = load_config(write(tmp_path, render_config(c, secret_file=str(tmp_path / "secret")),
+                              "again.toml"))
+    assert again == c
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda t: t.replace("id = 2", "id = 4"), "key 'id': node 4 is not in [peers]"),
+    (lambda t: t.replace("id = 2\n", ""), "key 'id' is required but missing"),
+    (lambda t: t.replace("id = 2", 'id = "two"'), "key 'id': expected an integer"),
+    (lambda t: t.replace('durability = "none"', 'durability = "sometimes"'),
+     "key 'durability': must be one of"),
+    (lambda t: t.replace('"127.0.0.1:7102"', '"127.0.0.1"'),
+     "key 'peers.2.raft': expected \"host:port\""),
+    (lambda t: t.replace('"127.0.0.1:7102"', '"127.0.0.1:99999"'),
+     "key 'peers.2.raft': port 99999"),
+    (lambda t: t.replace('"127.0.0.1:7102"', '"127.0.0.1:7101"'),
+     "key 'peers.2.raft': 127.0.0.1:7101 is also used by peers.1.raft"),
+    (lambda t: t.replace("election_ticks = 15", "election_ticks = 1"),
+     "key 'timing.election_ticks': must be greater than heartbeat_ticks"),
+    (lambda t: t.replace("tick_ms = 5", "tick_ms = true"), "key 'timing.tick_ms': expected"),
+    (lambda t: t.replace("metrics_port", "metrics_prot"), "key 'metrics_prot': unknown key"),
+    (lambda t: t.replace("[peers.3]", "[peers.x]"), "key 'peers.x': peer ids must be"),
+    (lambda t: t.replace('secret_file = "secret"', ""), "set exactly one of 'secret'"),
+    (lambda t: t.replace('secret_file = "secret"', 'secret = "short"'),
+     "key 'secret': the cluster secret must be at least 16 bytes"),
+    (lambda t: t.replace('secret_file = "secret"', 'secret_file = "nope"'),
+     "key 'secret_file': cannot read"),
+    (lambda t: t + "\n[tls]\ncert = \"c.pem\"\n", "key 'tls.cert': no such file"),
+    (lambda t: t.replace("[timing]", "[timing"), "not valid TOML"),
+])
+def test_config_errors_name_the_key(tmp_path, change, message):
+    (tmp_path / "secret").write_bytes(b"0123456789abcdef0123")
+    path = write(tmp_path, change(textwrap.dedent(GOOD)))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert message in str(e.value)
+    assert str(path) in str(e.value)
+
+
+def test_config_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read the config file"):
+        load_config(tmp_path / "missing.toml")
