@@ -275,17 +275,22 @@ class RaftNode:
             next_at += interval
             if next_at < now:
                 next_at = now + interval
-            core.tick()
-            self._kick.set()
-            if now >= sweep_at:
-                sweep_at = now + SWEEP_PERIOD
-                self._expire_pending(now)
-            if self._metrics is not None and now >= metrics_at:
-                metrics_at = now + METRICS_PERIOD
-                self._metrics.refresh()
-            if self._trace_fp is not None and now >= trace_at:
-                trace_at = now + TRACE_FLUSH_PERIOD
-                self._flush_trace()
+            try:
+                core.tick()
+                self._kick.set()
+                if now >= sweep_at:
+                    sweep_at = now + SWEEP_PERIOD
+                    self._expire_pending(now)
+                if self._metrics is not None and now >= metrics_at:
+                    metrics_at = now + METRICS_PERIOD
+                    self._metrics.refresh()
+                if self._trace_fp is not None and now >= trace_at:
+                    trace_at = now + TRACE_FLUSH_PERIOD
+                    self._flush_trace()
+            except Exception as e:  # a core assertion, or a full disk for the trace
+                log.exception("node %d: the tick loop failed", self.id)
+                self._fatal(f"{type(e).__name__}: {e}")
+                return
 
     def _on_messages(self, msgs: list[Message]) -> None:
         """PeerTransport delivery: step each message into the core. A malformed message
@@ -524,9 +529,13 @@ class RaftNode:
         if core.role != self._last_role or core.term != self._last_term \
                 or core.leader != self._last_leader:
             self._note_role_change(core)
-        if rd.entries and self._pending and rd.entries[0].index <= self._max_pending:
-            # The log was rewritten from rd.entries[0].index on (§5.3: a conflicting
-            # suffix is replaced by the leader's entries).
+        if rd.entries and self._pending and core.role != LEADER \
+                and rd.entries[0].index <= self._max_pending:
+            # A follower may have rewritten its log from rd.entries[0].index on (§5.3:
+            # a conflicting suffix is replaced by the leader's entries). A leader never
+            # rewrites its own log (Leader Append-Only), so its hot path skips the scan.
+            # This only answers sooner: an overwritten entry is also caught when another
+            # term's entry is applied at its index (_apply).
             self._fail_overwritten(rd.entries[0].index)
 
     def _note_role_change(self, core: RawNode) -> None:

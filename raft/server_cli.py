@@ -260,6 +260,17 @@ class LocalCluster:
             raise ValueError("a local cluster has 1 to 99 nodes")
         self.owns_dir = directory is None
         self.dir = os.path.abspath(directory or tempfile.mkdtemp(prefix="raft-cluster-"))
+        try:
+            self._setup(nodes, base_port, durability, trace_dir, log_level, tick_ms,
+                        election_ticks, heartbeat_ticks, password, metrics, propose_timeout)
+        except BaseException:
+            if self.owns_dir:
+                shutil.rmtree(self.dir, ignore_errors=True)
+            raise
+
+    def _setup(self, nodes: int, base_port: int | None, durability: str, trace_dir: str | None,
+               log_level: str, tick_ms: float, election_ticks: int, heartbeat_ticks: int,
+               password: str | None, metrics: bool, propose_timeout: float) -> None:
         os.makedirs(self.dir, exist_ok=True)
         self.password = password
         self.secret_path = os.path.join(self.dir, "cluster.secret")
@@ -446,9 +457,12 @@ def cluster_main(args: argparse.Namespace) -> int:
         cluster = LocalCluster(
             args.nodes, directory=args.dir, base_port=args.base_port,
             durability=args.durability, trace_dir=args.trace, log_level=args.log_level,
-            password=args.password, metrics=args.metrics)
-    except (ValueError, OSError) as e:
+            password=args.password, metrics=args.metrics, tick_ms=args.tick_ms,
+            election_ticks=args.election_ticks, heartbeat_ticks=args.heartbeat_ticks)
+    except (ValueError, OSError) as e:   # ConfigError is a ValueError
         print(f"raft cluster: {e}", file=sys.stderr)
+        for s, h in old.items():
+            signal.signal(s, h)
         return 2
     try:
         cluster.start()
@@ -530,6 +544,13 @@ def add_subcommands(subparsers: Any) -> None:
                    help="write each node's trace to DIR/nodeI.ndjson (check with `raft check`)")
     c.add_argument("--metrics", action="store_true", help="serve Prometheus metrics on P+200+i")
     c.add_argument("--password", default=None, help="require AUTH with this client password")
+    c.add_argument("--tick-ms", type=float, default=DEFAULT_TICK_MS,
+                   help=f"tick interval (default {DEFAULT_TICK_MS:g})")
+    c.add_argument("--election-ticks", type=int, default=DEFAULT_ELECTION_TICKS,
+                   help=f"election timeout in ticks, randomized up to 2x "
+                        f"(default {DEFAULT_ELECTION_TICKS})")
+    c.add_argument("--heartbeat-ticks", type=int, default=DEFAULT_HEARTBEAT_TICKS,
+                   help=f"heartbeat interval in ticks (default {DEFAULT_HEARTBEAT_TICKS})")
     c.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     c.add_argument("--timeout", type=float, default=60.0,
                    help="seconds to wait for a leader (default 60)")
