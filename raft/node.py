@@ -39,6 +39,7 @@ import time
 from typing import Any, Callable
 
 from raft._core import (
+    CANDIDATE,
     ENTRY_NORMAL,
     LEADER,
     ROLE_NAMES,
@@ -540,7 +541,7 @@ class RaftNode:
 
     def _note_role_change(self, core: RawNode) -> None:
         role, term, leader = core.role, core.term, core.leader
-        if role == 1 and (self._last_role != 1 or term != self._last_term):
+        if role == CANDIDATE and (self._last_role != CANDIDATE or term != self._last_term):
             self.counters["elections"] += 1
         if role == LEADER and self._last_role != LEADER:
             self.counters["became_leader"] += 1
