@@ -34,6 +34,9 @@ cdef class Message:
     cdef public uint64_t commit
     cdef public uint64_t reject_hint
     cdef public uint64_t msg_id
+    # ReadIndex round (diss. §6.4): a leader's AppendEntries carry its latest read
+    # round; the reply echoes it. Not part of the Raft state (the spec ignores it).
+    cdef public uint64_t context
     cdef public bint reject
     cdef public list entries        # list[Entry], contiguous from index + 1
 
@@ -77,6 +80,7 @@ cdef class Progress:
     cdef bint probe_sent             # PROBE: one AppendEntries per heartbeat interval
     cdef bint progressed             # match advanced since the last heartbeat tick
     cdef uint64_t sent_commit        # highest commit index the follower can learn from what we sent
+    cdef uint64_t read_acked         # highest ReadIndex round this follower has answered in our term
     # REPLICATE: ring buffer of the last index of each in-flight AppendEntries.
     cdef uint64_t* _inflight
     cdef int _inflight_cap
@@ -97,6 +101,7 @@ cdef class Ready:
     cdef readonly list messages
     cdef readonly list messages_after_persist
     cdef readonly list committed_entries
+    cdef readonly list read_states   # [(ctx, read_index)]: confirmed linearizable reads
     cdef uint64_t _last_index
     cdef uint64_t _last_term
     cdef uint64_t _applied_to
@@ -134,6 +139,10 @@ cdef class RawNode:
     cdef bint _ready_outstanding
     cdef uint64_t _ready_seq
     cdef list _trace                 # None: tracing off
+    # ReadIndex (diss. §6.4). Invariant: rounds in _pending_reads never decrease.
+    cdef uint64_t _read_seq          # latest read round started
+    cdef list _pending_reads         # [[ctx, read_index, round]]; round 0 = not started yet
+    cdef list _read_states           # confirmed, to hand out in the next Ready
 
     cdef uint64_t _rand(self)
     cdef void _reset_randomized_timeout(self)
@@ -160,3 +169,6 @@ cdef class RawNode:
     cdef inline void _send_after_persist(self, Message m)
     cdef void _trace_state(self)
     cdef inline uint64_t _apply_limit(self)
+    cdef int _start_read_round(self) except -1
+    cdef int _confirm_reads(self) except -1
+    cdef bint _reads_can_start(self)

@@ -151,7 +151,7 @@ cdef class Message:
     def __init__(self, int type, uint64_t src=0, uint64_t dst=0, uint64_t term=0,
                  uint64_t log_term=0, uint64_t index=0, uint64_t commit=0,
                  list entries=None, bint reject=False, uint64_t reject_hint=0,
-                 uint64_t msg_id=0):
+                 uint64_t msg_id=0, uint64_t context=0):
         self.type = type
         self.src = src
         self.dst = dst
@@ -163,12 +163,13 @@ cdef class Message:
         self.reject = reject
         self.reject_hint = reject_hint
         self.msg_id = msg_id
+        self.context = context
 
     def copy(self):
         """A shallow copy (entries are immutable and shared)."""
         return Message(self.type, self.src, self.dst, self.term, self.log_term,
                        self.index, self.commit, list(self.entries), self.reject,
-                       self.reject_hint, self.msg_id)
+                       self.reject_hint, self.msg_id, self.context)
 
     def __repr__(self):
         name = MSG_NAMES.get(self.type, str(self.type))
@@ -182,7 +183,8 @@ cdef class Message:
             extra = f" last=({self.index},{self.log_term})"
         elif self.type == _MSG_VOTE_RESP:
             extra = f" granted={not self.reject}"
-        return f"<{name} {self.src}->{self.dst} t={self.term}{extra} id={self.msg_id}>"
+        ctx = f" ctx={self.context}" if self.context else ""
+        return f"<{name} {self.src}->{self.dst} t={self.term}{extra}{ctx} id={self.msg_id}>"
 
 
 # --- the log -----------------------------------------------------------------
@@ -418,7 +420,7 @@ cdef class Ready:
     def __repr__(self):
         return (f"Ready(hard_state={self.hard_state}, entries={len(self.entries)}, "
                 f"messages={len(self.messages)}, after_persist={len(self.messages_after_persist)}, "
-                f"committed={len(self.committed_entries)})")
+                f"committed={len(self.committed_entries)}, reads={len(self.read_states)})")
 
     @property
     def must_sync(self):
@@ -496,6 +498,9 @@ cdef class RawNode:
         self._broadcast_pending = False
         self._ready_outstanding = False
         self._ready_seq = 0
+        self._read_seq = 0
+        self._pending_reads = []
+        self._read_states = []
         self._trace = trace
         self._become_follower(self.term, 0)
         if trace is not None:
@@ -521,6 +526,8 @@ cdef class RawNode:
         m.entries = []
         self.next_msg_id += 1
         m.msg_id = self.next_msg_id
+        if type == _MSG_APP:
+            m.context = self._read_seq
         return m
 
     cdef inline void _send(self, Message m):
@@ -557,6 +564,9 @@ cdef class RawNode:
         self.progress = {}
         self._broadcast_pending = False
         self._commit_pending = False
+        # Reads not yet confirmed die with the leadership; the runtime fails them
+        # when it sees the role change. Confirmed ones (read_states) stay valid.
+        self._pending_reads = []
         return 0
 
     cdef int _become_follower(self, uint64_t term, uint64_t leader) except -1:
@@ -731,6 +741,7 @@ cdef class RawNode:
         cdef uint64_t last_new, hint
         self.election_elapsed = 0
         self.leader = m.src
+        r.context = m.context             # confirms the leader's read round (diss. §6.4)
         if not log.match_term(m.index, m.log_term):
             r.reject = True
             r.index = m.index
@@ -762,6 +773,11 @@ cdef class RawNode:
         cdef uint64_t j
         if pr is None:
             return 0
+        # Any reply in our term confirms we were still leader when it was sent.
+        if m.context > pr.read_acked:
+            pr.read_acked = m.context
+            if self._pending_reads:
+                self._confirm_reads()
         if m.reject:
             # A rejection is stale unless it refuses what we are asking now:
             # in PROBE the one probe at next - 1; in REPLICATE anything above match.
@@ -926,6 +942,63 @@ cdef class RawNode:
             self._handle_vote_resp(m)
         return 0
 
+    def read_index(self, ctx):
+        """Ask for a linearizable read (ReadIndex, diss. §6.4).
+
+        ``ctx`` (a positive int) identifies the request. Once leadership is
+        confirmed by a majority, a later Ready lists ``(ctx, read_index)`` in
+        ``read_states``: serve the read once ``read_index`` has been applied.
+        Reads arriving together share one heartbeat round. Raises NotLeader on
+        a follower. If the node stops being leader first, the read is dropped:
+        the runtime must fail it when it sees the role change.
+        """
+        if self.role != _LEADER:
+            raise NotLeader(self.leader)
+        self._pending_reads.append([ctx, 0, 0])
+        if len(self.voters) == 1 and self._reads_can_start():
+            self._start_read_round()
+
+    cdef bint _reads_can_start(self):
+        # diss. §6.4 step 1: the leader's commit index is current only once an
+        # entry of its own term (the no-op) is committed.
+        return self.log.term_at(self.log.committed) == self.term
+
+    cdef int _start_read_round(self) except -1:
+        """Give every read not yet in a round the current commit index and a
+        new round, and send that round to every follower."""
+        cdef list read
+        cdef uint64_t peer
+        self._read_seq += 1
+        for read in self._pending_reads:
+            if read[2] == 0:
+                read[1] = self.log.committed
+                read[2] = self._read_seq
+        for peer in self.peers:
+            self._send_append(peer, <Progress>self.progress[peer], True)
+        self._confirm_reads()
+        return 0
+
+    cdef int _confirm_reads(self) except -1:
+        cdef list read
+        cdef Py_ssize_t k = 0, acks
+        cdef uint64_t peer, rnd
+        while k < len(self._pending_reads):
+            read = self._pending_reads[k]
+            rnd = read[2]
+            if rnd == 0:
+                break
+            acks = 1
+            for peer in self.peers:
+                if (<Progress>self.progress[peer]).read_acked >= rnd:
+                    acks += 1
+            if acks <= len(self.voters) // 2:
+                break
+            self._read_states.append((read[0], read[1]))
+            k += 1
+        if k:
+            del self._pending_reads[:k]
+        return 0
+
     def propose(self, bytes data):
         """Append ``data`` as a new entry; returns its index. Raises NotLeader."""
         if self.role != _LEADER:
@@ -958,6 +1031,9 @@ cdef class RawNode:
             return False
         if self._broadcast_pending and self.role == _LEADER:
             return True
+        if self._read_states or (self._pending_reads and self.role == _LEADER
+                                 and self._pending_reads[len(self._pending_reads) - 1][2] == 0 and self._reads_can_start()):
+            return True
         return (bool(self._msgs) or bool(self._msgs_after_persist)
                 or self.log.unstable_from <= self.log.last()
                 or self._apply_limit() > self.log.applied
@@ -971,6 +1047,9 @@ cdef class RawNode:
             raise LocalProtocolError("ready() called again before advance()")
         if self._broadcast_pending and self.role == _LEADER:
             self._broadcast_append()
+        if (self._pending_reads and self.role == _LEADER and self._pending_reads[len(self._pending_reads) - 1][2] == 0
+                and self._reads_can_start()):
+            self._start_read_round()
         cdef Ready rd = Ready.__new__(Ready)
         cdef RaftLog log = self.log
         cdef HardState prev = self._prev_hard_state
@@ -986,6 +1065,8 @@ cdef class RawNode:
             rd.entries = []
         rd.messages = self._msgs
         rd.messages_after_persist = self._msgs_after_persist
+        rd.read_states = self._read_states
+        self._read_states = []
         self._msgs = []
         self._msgs_after_persist = []
         cdef uint64_t limit = self._apply_limit()

@@ -24,6 +24,8 @@ Invariants checked after every event (see ``tests/invariants/`` for one test eac
   in order (checked against a global record of what was applied).
 - CommittedDurable: an entry the leader counts as committed is on the durable
   storage of a majority.
+- ReadLinearizability: a ReadIndex read (diss. §6.4) confirmed at index i began
+  after at most i entries were committed anywhere (no stale reads).
 """
 from __future__ import annotations
 
@@ -129,6 +131,7 @@ class SimResult:
     leader_terms: int = 0
     commits: int = 0
     proposals: int = 0
+    reads: int = 0                  # ReadIndex reads confirmed (and checked linearizable)
     faults: dict = field(default_factory=dict)
     violations: list = field(default_factory=list)
     liveness: str = "not run"
@@ -222,6 +225,8 @@ class Simulation:
         self.next_payload = 0
         self.outstanding: dict[bytes, int] = {}
         self.done: set[bytes] = set()
+        self.next_read = 0
+        self.reads: dict[int, int] = {}               # read ctx -> committed entries when it began
         # A client gives a proposal this long to be applied before proposing it again.
         self.retry_after = 20 * cfg.election_tick * TICK
         self.leader_hint = 0
@@ -314,6 +319,8 @@ class Simulation:
             self.send(m)
         for e in rd.committed_entries:
             self._apply(n, e)
+        for ctx, index in rd.read_states:
+            self._check_read(n, ctx, index)
         n.core.advance(rd)
         self._check_leader_commit(n)
 
@@ -434,7 +441,40 @@ class Simulation:
         self.log(f"propose {payload!r} at n{n.id} index {idx}")
         self.result.proposals += 1
 
+    def _read(self) -> None:
+        """A linearizable read (ReadIndex) at the node the client thinks leads."""
+        # Half the reads go to a random node that believes it leads -- possibly a
+        # deposed leader cut off from the rest, as a client with stale routing
+        # would reach: exactly the case ReadIndex must get right.
+        leaders = [m for m in self.nodes.values() if m.up and m.core.role == LEADER]
+        if leaders and self.rng.random() < 0.5:
+            n = self.rng.choice(leaders)
+        else:
+            n = self.nodes.get(self.leader_hint)
+        if n is None or not n.up:
+            return
+        self.next_read += 1
+        try:
+            n.core.read_index(self.next_read)
+        except NotLeader:
+            return
+        # Linearizability: the read must reflect every write committed before it began.
+        self.reads[self.next_read] = len(self.commit_terms)
+        self.log(f"read {self.next_read} at n{n.id} (committed so far {len(self.commit_terms)})")
+
+    def _check_read(self, n: SimNode, ctx: int, index: int) -> None:
+        floor = self.reads.pop(ctx, None)
+        if floor is None:
+            raise Violation("ReadLinearizability", f"node {n.id} confirmed unknown read {ctx}")
+        if index < floor:
+            raise Violation("ReadLinearizability",
+                            f"read {ctx} at node {n.id} has read index {index}, but {floor} "
+                            "entries were committed before the read began (stale read)")
+        self.result.reads += 1
+
     def _client_tick(self) -> None:
+        if self.faulty and self.rng.random() < self.cfg.propose_rate:
+            self._read()
         if self.faulty and self.rng.random() < self.cfg.propose_rate:
             self.next_payload += 1
             payload = b"v%d" % self.next_payload

@@ -19,6 +19,7 @@ class Cluster:
         self.queue: list = []          # messages in flight, in send order
         self.dropped: set[tuple[int, int]] = set()
         self.applied: dict[int, list[Entry]] = {i: [] for i in self.ids}
+        self.read_states: dict[int, list] = {i: [] for i in self.ids}
         for i in self.ids:
             disk = MemoryStorage()
             hs = HardState((terms or {}).get(i, max(logs[i], default=0)), 0, 0)
@@ -45,6 +46,7 @@ class Cluster:
             self.disks[i].save(rd.hard_state, rd.entries)
             self.queue.extend(rd.messages_after_persist)
             self.applied[i].extend(rd.committed_entries)
+            self.read_states[i].extend(rd.read_states)
             n.advance(rd)
 
     def process_all(self) -> None:

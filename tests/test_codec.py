@@ -15,7 +15,7 @@ ALL_TYPES = (MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP)
 
 def fields(m: Message) -> tuple:
     return (m.type, m.src, m.dst, m.term, m.log_term, m.index, m.commit, m.reject_hint,
-            m.msg_id, m.reject, [(e.index, e.term, e.type, e.data) for e in m.entries])
+            m.msg_id, m.context, m.reject, [(e.index, e.term, e.type, e.data) for e in m.entries])
 
 
 def assert_same(got: list[Message], want: list[Message]) -> None:
@@ -29,7 +29,8 @@ def sample_batch() -> list[Message]:
     ents = [Entry(11, 3, ENTRY_NORMAL, b"a" * 100), Entry(12, 3, ENTRY_NOOP, b""),
             Entry(13, 4, ENTRY_NORMAL, bytes(range(256)))]
     return [
-        Message(MSG_APP, 1, 2, term=4, log_term=3, index=10, commit=9, entries=ents, msg_id=7),
+        Message(MSG_APP, 1, 2, term=4, log_term=3, index=10, commit=9, entries=ents, msg_id=7,
+                context=3),
         Message(MSG_APP, 1, 3, term=4, log_term=3, index=10, commit=9),            # heartbeat
         Message(MSG_APP_RESP, 2, 1, term=4, index=13, msg_id=8),
         Message(MSG_APP_RESP, 2, 1, term=4, index=10, log_term=2, reject=True, reject_hint=5),
@@ -61,13 +62,13 @@ def test_empty_batch_round_trips():
 
 
 def test_frame_layout_is_as_documented():
-    m = Message(MSG_VOTE, 1, 2, term=3, index=4, log_term=5, msg_id=6)
+    m = Message(MSG_VOTE, 1, 2, term=3, index=4, log_term=5, msg_id=6, context=7)
     f = encode([m])
     length, version, ftype, count = struct.unpack_from("<IBBI", f)
-    assert (length, version, ftype, count) == (len(f) - 4, 1, codec.FRAME_MESSAGES, 1)
+    assert (length, version, ftype, count) == (len(f) - 4, codec.VERSION, codec.FRAME_MESSAGES, 1)
     body = f[10:]
     assert len(body) == codec.MESSAGE_HEADER_SIZE
-    assert struct.unpack("<BB8QI", body) == (MSG_VOTE, 0, 1, 2, 3, 5, 4, 0, 0, 6, 0)
+    assert struct.unpack("<BB9QI", body) == (MSG_VOTE, 0, 1, 2, 3, 5, 4, 0, 0, 6, 7, 0)
 
 
 def test_encoded_size_matches_encode():
@@ -114,13 +115,13 @@ def test_encode_refuses_oversized_frame():
 
 # --- strict decode ----------------------------------------------------------------
 
-def frame(body: bytes, version: int = 1, ftype: int = 1) -> bytes:
+def frame(body: bytes, version: int = codec.VERSION, ftype: int = 1) -> bytes:
     return struct.pack("<IBB", len(body) + 2, version, ftype) + body
 
 
 @pytest.mark.parametrize("data, reason", [
     (b"", "empty"),
-    (frame(b"", version=2), "unknown wire version"),
+    (frame(b"", version=codec.VERSION + 1), "unknown wire version"),
     (frame(b"", ftype=0), "unknown frame type"),
     (frame(b"", ftype=99), "unknown frame type"),
     (frame(b"", ftype=codec.FRAME_HELLO), "expected MESSAGES"),
@@ -128,8 +129,8 @@ def frame(body: bytes, version: int = 1, ftype: int = 1) -> bytes:
     (frame(struct.pack("<I", 1)), "exceeds the frame"),
     (frame(struct.pack("<I", 0xFFFFFFFF)), "exceeds the frame"),
     (frame(struct.pack("<I", 0) + b"x"), "trailing"),
-    (struct.pack("<IBB", 1, 1, 1), "shorter than"),
-    (struct.pack("<IBB", 0xFFFFFFFF, 1, 1), "exceeds max_frame"),
+    (struct.pack("<IBB", 1, codec.VERSION, 1), "shorter than"),
+    (struct.pack("<IBB", 0xFFFFFFFF, codec.VERSION, 1), "exceeds max_frame"),
 ])
 def test_decode_rejects(data, reason):
     with pytest.raises(FrameError, match=reason):
@@ -150,12 +151,12 @@ def test_decode_rejects_unknown_message_type_and_flags():
 
 def test_decode_rejects_lying_entry_count_and_data_length():
     good = encode([Message(MSG_APP, 1, 2, entries=[Entry(1, 1, 0, b"abc")])])
-    n_entries_at = 10 + 66
+    n_entries_at = 10 + 74
     lying = bytearray(good)
     struct.pack_into("<I", lying, n_entries_at, 1_000_000)
     with pytest.raises(FrameError, match="entry count"):
         decode(bytes(lying))
-    data_len_at = 10 + 70 + 17
+    data_len_at = 10 + 78 + 17
     lying = bytearray(good)
     struct.pack_into("<I", lying, data_len_at, 0xFFFFFFFF)
     with pytest.raises(FrameError, match="data length"):

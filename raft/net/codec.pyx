@@ -82,7 +82,7 @@ cdef extern from *:
 
 # --- format constants (docs/wire.md; values are part of the wire format) -------
 
-VERSION = 1
+VERSION = 2
 
 FRAME_MESSAGES = 1
 FRAME_HELLO = 2
@@ -95,18 +95,18 @@ HEADER_SIZE = 6
 # A MESSAGES body starts with a u32 message count.
 MESSAGES_OVERHEAD = HEADER_SIZE + 4
 # Fixed part of one encoded message / entry (the entry's data follows its header).
-MESSAGE_HEADER_SIZE = 70
+MESSAGE_HEADER_SIZE = 78
 ENTRY_HEADER_SIZE = 21
 
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 
 cdef enum:
-    _VERSION = 1
+    _VERSION = 2
     _FRAME_MESSAGES = 1
     _FRAME_ACCEPT = 5            # highest frame type this version knows
     _HEADER = 6
     _LEN_FIELD = 4               # the length prefix itself
-    _MSG_HDR = 70                # type u8, flags u8, 8 x u64, n_entries u32
+    _MSG_HDR = 78                # type u8, flags u8, 9 x u64, n_entries u32
     _ENT_HDR = 21                # index u64, term u64, type u8, data_len u32
     _FLAG_REJECT = 1
     _KNOWN_FLAGS = 1
@@ -242,7 +242,8 @@ cdef Py_ssize_t _write_message(unsigned char* p, Message m) except -1:
     rn_st64(p + 42, m.commit)
     rn_st64(p + 50, m.reject_hint)
     rn_st64(p + 58, m.msg_id)
-    rn_st32(p + 66, <uint32_t>n)
+    rn_st64(p + 66, m.context)
+    rn_st32(p + 74, <uint32_t>n)
     off = _MSG_HDR
     for i in range(n):
         e = <Entry>PyList_GET_ITEM(entries, i)
@@ -362,7 +363,7 @@ cdef list _decode_messages(const unsigned char* p, Py_ssize_t n):
             raise FrameError(f"unknown message type {mtype} in message {i}")
         if flags & ~_KNOWN_FLAGS:
             raise FrameError(f"unknown flag bits 0x{flags:02x} in message {i}")
-        n_ent = rn_ld32(p + off + 66)
+        n_ent = rn_ld32(p + off + 74)
         if <uint64_t>n_ent * _ENT_HDR > <uint64_t>(n - off - _MSG_HDR):
             raise FrameError(f"entry count {n_ent} of message {i} exceeds the frame")
         # tp_new only: Message.__init__ would re-parse arguments we set directly.
@@ -377,6 +378,7 @@ cdef list _decode_messages(const unsigned char* p, Py_ssize_t n):
         m.commit = rn_ld64(p + off + 42)
         m.reject_hint = rn_ld64(p + off + 50)
         m.msg_id = rn_ld64(p + off + 58)
+        m.context = rn_ld64(p + off + 66)
         off += _MSG_HDR
         ents = PyList_New(n_ent)
         m.entries = ents

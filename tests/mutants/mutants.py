@@ -38,4 +38,8 @@ MUTANTS = [
      "Figure 2: acknowledge AppendEntries before the entries are durable",
      "        r.index = last_new\n        self._send_after_persist(r)\n",
      "        r.index = last_new\n        self._send(r)\n"),
+    ("read_without_quorum",
+     "diss. §6.4: answer a ReadIndex read without confirming leadership with a majority",
+     "            if acks <= len(self.voters) // 2:\n",
+     "            if False:\n"),
 ]
