@@ -24,8 +24,7 @@ proposal kicks the Ready loop at once.
 
 What this runtime does not do yet (each needs core support first): snapshots and
 InstallSnapshot (the log grows forever, and a restart re-applies it from index 1),
-ReadIndex reads (reads go through the log instead, see ``read_barrier``), PreVote
-and CheckQuorum (a partitioned node rejoining with a higher term disrupts the
+PreVote and CheckQuorum (a partitioned node rejoining with a higher term disrupts the
 leader, §9.6 of the dissertation), and membership changes.
 """
 from __future__ import annotations
@@ -122,8 +121,9 @@ class RaftNode:
         # Waiting proposals and barriers, by log index (insertion order ~ deadline order).
         self._pending: dict[int, _Pending] = {}
         self._max_pending = 0
-        # A barrier entry not yet handed to a Ready: reads may share it (see read_barrier).
-        self._unsent_barrier: tuple[int, asyncio.Future[None]] | None = None
+        # ReadIndex reads waiting for confirmation: ctx -> future of the read index.
+        self._reads: dict[int, asyncio.Future[int]] = {}
+        self._read_ctx = 0
         self.applied_index = 0
         self._last_role = -1
         self._last_term = -1
@@ -346,44 +346,71 @@ class RaftNode:
         reply once it is committed and applied here. Raises NotLeaderError (with the
         leader's client address) or asyncio.TimeoutError (outcome unknown)."""
         if not isinstance(data, bytes) or not data:
-            # Empty entries are read barriers (below); commands are never empty.
+            # Commands are never empty (an empty entry is the leader's no-op).
             raise ValueError("a proposal must be non-empty bytes")
         fut = self._append(data)
         self.counters["proposals"] += 1
         return await fut
 
     async def read_barrier(self) -> None:
-        """Return once every write committed before this call is applied locally
-        (linearizable reads, §8 of the paper).
+        """Return once every write committed before this call is applied locally:
+        reads after it are linearizable (ReadIndex, diss. §6.4).
 
-        How: append an empty entry and wait for it to be applied. Committing an entry
-        of the leader's current term proves it was still leader after the call began,
-        and every write acknowledged before the call has a lower index (it was
-        committed, so it is in this leader's log: Leader Completeness, §5.4).
-
-        Reads arriving before the barrier entry has been handed to a Ready (so
-        before it can have left this node) share it: the same argument holds for
-        them, since the entry can only be replicated, and so committed, after they
-        arrived. A busy node thus puts one barrier per Ready in the log, not one
-        per read.
-
-        TODO(ReadIndex, diss. §6.4): confirm leadership with one heartbeat round and
-        wait for the commit index instead of writing to the log; that needs core
-        support (MSG_READ_INDEX is reserved for it).
+        The core records its commit index as the read index and confirms, with one
+        heartbeat round answered by a majority after the request, that it is still
+        the leader; reads arriving together share the round, and nothing is written
+        to the log. We then wait until the read index is applied here. A leader that
+        is deposed first drops the read: the client is redirected
+        (``_fail_reads``); one that cannot reach a majority times the read out
+        after ``propose_timeout`` (``-TRYAGAIN``).
         """
         core = self._core
-        shared = self._unsent_barrier
-        if shared is not None and core is not None and core.role == LEADER \
-                and shared[0] == core.term and self._running:
-            fut = shared[1]
-        else:
-            fut = self._append(b"")
-            fut.add_done_callback(_retrieve)
-            assert core is not None
-            self._unsent_barrier = (core.term, fut)
+        loop = self._loop
+        if not self._running or core is None or loop is None:
+            raise NotLeaderError(None)
+        self._read_ctx += 1
+        ctx = self._read_ctx
+        try:
+            core.read_index(ctx)
+        except NotLeader as e:
+            raise NotLeaderError(self._leader_client_addr(e.leader)) from None
+        fut: asyncio.Future[int] = loop.create_future()
+        self._reads[ctx] = fut
+        self._kick.set()
         self.counters["read_barriers"] += 1
-        # shield: a reader that gives up (client gone) must not cancel the others' barrier.
-        await asyncio.shield(fut)
+        try:
+            index = await asyncio.wait_for(asyncio.shield(fut), self.config.propose_timeout)
+        except TimeoutError:
+            self._reads.pop(ctx, None)
+            raise
+        # The node's applied index, not the state machine's: the read index may be
+        # a no-op entry, which moves only the former.
+        loop_deadline = loop.time() + self.config.propose_timeout
+        while self.applied_index < index:
+            if not self._running:
+                raise NotLeaderError(None)
+            remaining = loop_deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError("read index not applied in time")
+            try:
+                await asyncio.wait_for(self._applied_event.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def _deliver_reads(self, read_states: list) -> None:
+        """Confirmed ReadIndex reads: hand each waiter its read index."""
+        for ctx, index in read_states:
+            fut = self._reads.pop(ctx, None)
+            if fut is not None and not fut.done():
+                fut.set_result(index)
+
+    def _fail_reads(self) -> None:
+        """This node stopped leading: its unconfirmed reads were dropped by the core."""
+        reads, self._reads = self._reads, {}
+        err_addr = self._leader_client_addr()
+        for fut in reads.values():
+            if not fut.done():
+                fut.set_exception(NotLeaderError(err_addr))
 
     async def wait_applied(self, after_index: int, timeout: float) -> None:
         """Return when ``state_machine.last_applied > after_index`` or after ``timeout``
@@ -500,6 +527,8 @@ class RaftNode:
             self.counters["messages_sent"] += len(rd.messages_after_persist)
         if rd.committed_entries:
             self._apply(rd.committed_entries)
+        if rd.read_states:
+            self._deliver_reads(rd.read_states)
         self.core.advance(rd)
 
     async def _persist(self, rd: Ready) -> None:
@@ -523,9 +552,6 @@ class RaftNode:
 
     def _note_ready(self, rd: Ready) -> None:
         """Bookkeeping at ready() time: role changes, shared barriers, overwritten entries."""
-        # The barrier entry (if any) is in this Ready's entries/messages now: later
-        # reads must not share it (see read_barrier).
-        self._unsent_barrier = None
         core = self.core
         if core.role != self._last_role or core.term != self._last_term \
                 or core.leader != self._last_leader:
@@ -541,6 +567,8 @@ class RaftNode:
 
     def _note_role_change(self, core: RawNode) -> None:
         role, term, leader = core.role, core.term, core.leader
+        if self._reads and (role != LEADER or term != self._last_term):
+            self._fail_reads()
         if role == CANDIDATE and (self._last_role != CANDIDATE or term != self._last_term):
             self.counters["elections"] += 1
         if role == LEADER and self._last_role != LEADER:
@@ -595,10 +623,10 @@ class RaftNode:
         self.applied_index = entries[-1].index
         self.counters["entries_applied"] += len(entries)
         self.counters["commands_applied"] += applied_commands
-        if applied_commands:
-            # Wake every waiter (XREAD BLOCK) once per batch, then start a new event.
-            self._applied_event.set()
-            self._applied_event = asyncio.Event()
+        # Wake every waiter (XREAD BLOCK, reads waiting for their read index) once
+        # per batch, then start a new event.
+        self._applied_event.set()
+        self._applied_event = asyncio.Event()
 
     def _expire_pending(self, now: float) -> None:
         """Time out waiters past propose_timeout: their outcome is unknown (the entry

@@ -256,14 +256,30 @@ def test_fsync_durability_and_group_commit(tmp_path):
     with_cluster(tmp_path, body, durability="fsync")
 
 
-def test_read_barriers_are_shared_within_a_ready(tmp_path):
+def test_reads_use_read_index_not_the_log(tmp_path):
     async def body(c: Cluster):
         leader = await c.leader()
         await leader.propose(cmd("SET", "k", "v"))
         last = leader.core.last_index
+        sent = leader.counters["messages_sent"]
         await asyncio.gather(*(leader.read_barrier() for _ in range(100)))
-        # 100 reads arriving together need one barrier entry, not 100.
-        assert leader.core.last_index - last <= 2
+        # ReadIndex (diss. §6.4): nothing is written to the log, and 100 reads
+        # arriving together share heartbeat rounds instead of one round each.
+        assert leader.core.last_index == last
+        assert leader.counters["messages_sent"] - sent < 100
+    with_cluster(tmp_path, body)
+
+
+def test_partitioned_leader_cannot_serve_a_read(tmp_path):
+    """A leader cut off from every follower cannot confirm its leadership: a
+    linearizable read times out instead of returning possibly stale data."""
+    async def body(c: Cluster):
+        leader = await c.leader()
+        for i in list(c.nodes):
+            if i != leader.id:
+                await c.stop(i)
+        with pytest.raises((TimeoutError, asyncio.TimeoutError, NotLeaderError)):
+            await asyncio.wait_for(leader.read_barrier(), 3.0)
     with_cluster(tmp_path, body)
 
 
