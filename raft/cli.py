@@ -174,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=_cmd_storage)
     from raft.server_cli import add_subcommands  # serve, cluster, status
     add_subcommands(sub)
+    from raft.bench import add_bench_subcommand  # bench
+    add_bench_subcommand(sub)
     return p
 
 
