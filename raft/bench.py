@@ -512,8 +512,12 @@ def run_bench(cfg: BenchConfig) -> dict[str, Any]:
                 load = run_load_sync(addrs, cfg, on_tick)
         else:
             load = run_load_sync(addrs, cfg)
+        cpu_after = {i: cpu_seconds(n.pid) if n.running else None
+                     for i, n in cluster.nodes.items()}
         time.sleep(METRICS_SETTLE)
         after = node_snapshot(cluster)
+        for i, c in cpu_after.items():
+            after[i]["cpu"] = c
         nodes = node_deltas(before, after, load.seconds, cfg.durability)
         exit_codes = _stop_cluster(cluster)
         report = _report(cfg, load, nodes, exit_codes)
