@@ -358,8 +358,8 @@ def markdown(r: dict[str, Any]) -> str:
     if "throughput" in pso:
         lines.append(f"| PySyncObj 0.3 (in-process client, in-memory journal) | "
                      f"{_f(pso['throughput']['ops_per_s'])} | "
-                     f"{pso['sequential']['latency_us']['p50_us']} us | "
-                     f"{pso['sequential']['latency_us']['p99_us']} us |")
+                     f"{_f(pso['sequential']['latency_us']['p50_us'])} us | "
+                     f"{_f(pso['sequential']['latency_us']['p99_us'])} us |")
     else:
         lines.append(f"| PySyncObj | {pso.get('skipped', 'n/a')} | | |")
     for dur in ("none", "fsync"):
