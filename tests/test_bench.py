@@ -47,3 +47,13 @@ def test_bench_small_run(tmp_path):
     assert set(report["cpu_seconds"]) == {"1", "2", "3"}
     assert report["fsyncs_per_s"] is not None and report["fsyncs_per_s"] > 0
     assert not any(p.name.startswith("raft-") for p in tmp_path.iterdir())
+
+
+def test_trace_check_reports_unclean_stop_as_incomplete(tmp_path):
+    from raft.bench import check_traces
+
+    paths = {i: str(tmp_path / f"node{i}.ndjson") for i in (1, 2, 3)}
+    r = check_traces(paths, {1: 0, 2: -9, 3: 0})
+    assert r["verdict"] == "incomplete" and "node 2 exit -9" in r["detail"]
+    r = check_traces(paths, {1: 0, 2: 0, 3: 0})          # files missing
+    assert r["verdict"] == "incomplete"
