@@ -45,7 +45,7 @@ def _sim_one(job: tuple) -> tuple:
 
         with open(trace_out, "w") as fp:
             write_ndjson(sim.trace, fp, voters=sim.ids)
-    return res.seed, res.ok, res.summary(), history, dict(res.faults)
+    return res.seed, res.ok, res.summary(), history, dict(res.faults), res.trace_events
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
@@ -65,7 +65,9 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     else:
         pool = get_context("fork").Pool(n_jobs)
         results = pool.imap(_sim_one, jobs, chunksize=4)
-    for seed, ok, summary, history, faults in results:
+    trace_events = 0
+    for seed, ok, summary, history, faults, n_events in results:
+        trace_events += n_events
         for k, v in faults.items():
             totals[k] = totals.get(k, 0) + v
             runs_with[k] = runs_with.get(k, 0) + (1 if v else 0)
@@ -89,7 +91,8 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     if len(jobs) > 1:
         print(json.dumps({"seeds": f"{seeds[0]}-{seeds[-1]}", "runs": len(jobs),
                           "failed": len(failed), "failed_seeds": failed[:20],
-                          "fault_totals": totals, "runs_with_fault": runs_with},
+                          "fault_totals": totals, "runs_with_fault": runs_with,
+                          "trace_events_checked": trace_events},
                          sort_keys=True))
     return 1 if failed else 0
 
