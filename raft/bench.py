@@ -676,10 +676,19 @@ def add_bench_subcommand(sub: Any) -> None:
     b.add_argument("--json", metavar="OUT", help="write the full report as JSON")
     b.add_argument("--plot", metavar="OUT.png", help="plot throughput and latency (matplotlib)")
     b.add_argument("--no-trace", action="store_true", help="do not trace nor check traces")
+    b.add_argument("--compare", action="store_true",
+                   help="instead: measure side by side with PySyncObj and Redis and the machine's "
+                        "limits; writes compare.json and compare.md (see docs/benchmarks.md)")
+    b.add_argument("--out-dir", default=".", help="--compare: where to write the results")
+    b.add_argument("--quick", action="store_true", help="--compare: shorter phases")
     b.set_defaults(func=bench_main)
 
 
 def bench_main(args: argparse.Namespace) -> int:
+    if args.compare:
+        from raft.compare import main as compare_main
+
+        return compare_main(["--out-dir", args.out_dir] + (["--quick"] if args.quick else []))
     if not 0.0 <= args.read_ratio <= 1.0:
         print("raft bench: --read-ratio must be between 0 and 1", file=sys.stderr)
         return 2
