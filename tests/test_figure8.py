@@ -54,30 +54,45 @@ def test_unsafe_switch_commits_then_loses_the_entry():
 
 
 # Seeds at which the simulator, with the Figure 8 rule switched off, finds a
-# violation by itself (found by `raft sim --seeds 0-999 --unsafe-commit-any-term`).
-# A change to the core or the simulator changes every run's schedule; if these
-# stop failing, search again and update them -- the slow test below searches.
-FIGURE8_SEEDS = [(3, 157), (5, 656)]
+# violation by itself (found by `raft sim --seeds 0-999 --no-check
+# --unsafe-commit-any-term`). Any change to the core or the simulator changes
+# every run's schedule, so if these stop failing the test searches on (and says
+# which seed to pin instead).
+FIGURE8_SEEDS = [(3, 235), (5, 158)]
+SIM_INVARIANTS = ("LeaderCompleteness", "StateMachineSafety", "CommittedDurable", "CoreAssertion")
 
 
-@pytest.mark.parametrize("nodes,seed", FIGURE8_SEEDS)
-def test_simulator_finds_figure8_bug_by_itself(nodes, seed):
+def test_simulator_finds_figure8_bug_by_itself():
     from raft.sim import run
 
-    bad = run(seed, nodes=nodes, unsafe_commit_any_term=True)
-    assert bad.violations, (f"seed {seed} no longer finds the planted Figure 8 bug; "
-                            "re-search with raft sim --seeds 0-999 --unsafe-commit-any-term")
-    assert any(v.split(":")[0] in ("LeaderCompleteness", "StateMachineSafety", "CoreAssertion")
-               for v in bad.violations), bad.violations
-    assert bad.history                                  # the events that led there
-    # The same seed with the rule in place is safe and live.
-    good = run(seed, nodes=nodes)
-    assert good.ok, good.violations
+    candidates = FIGURE8_SEEDS + [(3, s) for s in range(0, 1500)]
+    for nodes, seed in candidates:
+        # The simulator's own invariants (the spec trace checker would flag the
+        # first unsafe commit at once; here we want the damage itself found).
+        bad = run(seed, nodes=nodes, unsafe_commit_any_term=True, check_trace=False)
+        if not any(v.split(":")[0] in SIM_INVARIANTS for v in bad.violations):
+            continue
+        assert bad.history                              # the events that led there
+        good = run(seed, nodes=nodes)                   # the same seed with the rule is fine
+        assert good.ok, good.violations
+        if (nodes, seed) not in FIGURE8_SEEDS:
+            print(f"\nFigure 8 found at nodes={nodes} seed={seed}: pin it in FIGURE8_SEEDS")
+        return
+    pytest.fail("the simulator did not find the planted Figure 8 bug in 1500 seeds")
+
+
+def test_trace_checker_flags_the_first_unsafe_commit():
+    from raft.sim import run
+
+    nodes, seed = FIGURE8_SEEDS[0]
+    res = run(seed, nodes=nodes, unsafe_commit_any_term=True)
+    assert any(v.startswith("TraceCheck: AdvanceCommitIndex") for v in res.violations), res.violations
 
 
 @pytest.mark.slow
 def test_simulator_search_finds_figure8_bug():
     from raft.sim import run
 
-    found = [s for s in range(1000, 3000) if run(s, nodes=3, unsafe_commit_any_term=True).violations]
+    found = [s for s in range(1000, 3000)
+             if run(s, nodes=3, unsafe_commit_any_term=True, check_trace=False).violations]
     assert found, "no seed in 1000-2999 found the planted Figure 8 bug"
