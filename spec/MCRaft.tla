@@ -1,37 +1,45 @@
 ------------------------------- MODULE MCRaft -------------------------------
 (***************************************************************************)
-(* A small, finite model of Raft.tla for TLC.  The bounds are state        *)
-(* constraints: TLC does not explore past a state that violates them, so   *)
-(* every behaviour within the bounds is checked and none outside is.       *)
-(* Crashes are bounded by a counter, the only variable added here.         *)
+(* A small, finite model of Raft.tla for TLC (spec/README.md).             *)
+(*                                                                         *)
+(* The bounds are a state constraint: TLC does not explore past a state    *)
+(* that violates StateBound, so every behaviour that stays within the      *)
+(* bounds is checked and none outside.                                     *)
 (***************************************************************************)
 EXTENDS Raft, TLC
 
 CONSTANTS
     MaxTerm,        \* no server goes past this term
     MaxLogLen,      \* no log grows past this length
-    MaxMessages,    \* at most this many messages in flight (incl. outboxes)
-    MaxRestarts     \* at most this many crash/restarts in a behaviour
+    MaxMessages,    \* at most this many distinct messages in flight,
+                    \* counting the outboxes (messages waiting for Persist)
+    MaxCopies,      \* at most this many copies of one message in flight
+    Crashes         \* BOOLEAN: whether servers may crash and restart
 
-VARIABLE restarts   \* number of Restart steps taken so far
+ASSUME Crashes \in BOOLEAN
 
-MCInit == Init /\ restarts = 0
+\* Crashes are modelled while server i has a Ready pending (in-memory state
+\* not yet durable, or messages waiting for Persist): that is when a crash
+\* loses something.  A crash of a server whose state is all on disk only
+\* resets its role and volatile state; we leave it out to keep the model
+\* small.  There is no bound on the number of crashes.
+CrashLosesSomething(i) ==
+    ~(IsDurable(i) /\ DurableHint(i) = durableCommit[i] /\ outbox[i] = {})
 
-MCNext ==
-    \/ NextExceptRestart /\ UNCHANGED restarts
-    \/ /\ restarts < MaxRestarts
-       /\ \E i \in Server : Restart(i)
-       /\ restarts' = restarts + 1
+CrashRestart(i) == Crashes /\ CrashLosesSomething(i) /\ Restart(i)
 
-MCSpec == MCInit /\ [][MCNext]_<<vars, restarts>>
+MCNext == NextExceptRestart \/ \E i \in Server : CrashRestart(i)
 
-\* Messages in flight or waiting in an outbox for Persist.
-InFlight == network \cup UNION {outbox[i] : i \in Server}
+MCSpec == Init /\ [][MCNext]_vars
+
+\* Distinct messages in flight or waiting in an outbox for Persist.
+InFlight == DOMAIN network \cup UNION {outbox[i] : i \in Server}
 
 StateBound ==
     /\ \A i \in Server : currentTerm[i] <= MaxTerm
     /\ \A i \in Server : Len(log[i]) <= MaxLogLen
     /\ Cardinality(InFlight) <= MaxMessages
+    /\ \A m \in DOMAIN network : network[m] <= MaxCopies
 
 \* Servers are interchangeable (symmetry reduction).
 Symmetry == Permutations(Server)

@@ -28,8 +28,9 @@
 (*    towards a commit quorum.                                             *)
 (*                                                                         *)
 (*  - A network that loses, duplicates and reorders.  The network is a     *)
-(*    SET of messages: receiving a message does not remove it (so every    *)
-(*    message may be delivered any number of times, in any order), and     *)
+(*    bag (multiset) of messages, a function from message to number of     *)
+(*    copies; any copy may be received next (reordering), a handler        *)
+(*    consumes the copy it receives, DuplicateMessage adds a copy and      *)
 (*    DropMessage removes one (loss).                                      *)
 (*                                                                         *)
 (*  - Batched AppendEntries: a leader may send ANY prevLogIndex it holds   *)
@@ -49,11 +50,15 @@ CONSTANTS
     Value,          \* the values clients may propose
     Nil,            \* "no vote" (votedFor = 0 in the implementation)
     Noop,           \* the value of the no-op entry a new leader appends
+    CommitHint,     \* TRUE: HardState carries the commitIndex hint (as in
+                    \* the implementation).  FALSE: the hint is never
+                    \* written, a restart begins at commitIndex 0 (a
+                    \* smaller state space; safe either way).
     CommitAnyTerm   \* MUST be FALSE.  TRUE plants the Figure 8 bug
                     \* (paper §5.4.2): the leader commits an entry as soon
                     \* as a majority stores it, whatever its term.
 
-ASSUME CommitAnyTerm \in BOOLEAN
+ASSUME CommitHint \in BOOLEAN /\ CommitAnyTerm \in BOOLEAN
 ASSUME Nil \notin Server /\ Noop \notin Value
 
 \* Roles (volatile).
@@ -100,7 +105,8 @@ VARIABLES
                     \* the next Persist(i), lost by Restart(i)
 volatileVars == <<state, commitIndex, votesGranted, matchIndex, outbox>>
 
-\* The network: the set of messages in flight (see header).
+\* The network: the bag of messages in flight, network[m] = number of copies
+\* of m (see header).
 VARIABLE network
 
 \* History variables, never read by the protocol, only by the invariants.
@@ -130,6 +136,15 @@ IsQuorum(S) == 2 * Cardinality(S) > Cardinality(Server)
 TermAt(lg, n) == IF n = 0 THEN 0 ELSE lg[n].term
 LastTerm(lg)  == TermAt(lg, Len(lg))
 
+\* lg holds the committed entry c (a record of the history `committed`).
+HasEntry(lg, c) == c.index <= Len(lg) /\ lg[c.index] = c.entry
+
+\* A candidate presenting log cand would get the vote of a server with log
+\* voter, as far as logs go (paper §5.4.1).
+AtLeastAsUpToDate(cand, voter) ==
+    \/ LastTerm(cand) > LastTerm(voter)
+    \/ LastTerm(cand) = LastTerm(voter) /\ Len(cand) >= Len(voter)
+
 IsPrefix(s, t) == Len(s) <= Len(t) /\ s = SubSeq(t, 1, Len(s))
 
 \* stableIndex: the last index of i's in-memory log known to be durable,
@@ -151,7 +166,23 @@ Message(type, src, dst, term, index, logTerm, hint, entries, commit, reject) ==
      index |-> index, logTerm |-> logTerm, hint |-> hint,
      entries |-> entries, commit |-> commit, reject |-> reject]
 
-Send(m)            == network' = network \cup {m}
+\* Bags of messages, as functions from message to number of copies (> 0).
+EmptyBag == [m \in {} |-> 0]
+BagAdd(b, m) ==
+    [x \in DOMAIN b \cup {m} |-> IF x # m THEN b[x]
+                                 ELSE IF m \in DOMAIN b THEN b[m] + 1 ELSE 1]
+BagRemove(b, m) ==
+    IF b[m] = 1 THEN [x \in DOMAIN b \ {m} |-> b[x]]
+                ELSE [b EXCEPT ![m] = @ - 1]
+BagAddSet(b, S) ==  \* one more copy of each message of the set S
+    [x \in DOMAIN b \cup S |-> (IF x \in DOMAIN b THEN b[x] ELSE 0)
+                              + (IF x \in S THEN 1 ELSE 0)]
+
+\* Put m on the network at once.
+Send(m) == network' = BagAdd(network, m)
+\* A receive step consumes one copy of m.
+Discard(m) == network' = BagRemove(network, m)
+\* Queue m as a message-after-persist of server i (sent by Persist(i)).
 SendAfterPersist(i, m) == outbox' = [outbox EXCEPT ![i] = @ \cup {m}]
 
 \* Record that server i now considers entries 1..newCommit of lg committed
@@ -184,7 +215,7 @@ Init ==
     /\ votesGranted  = [i \in Server |-> {}]
     /\ matchIndex    = [i \in Server |-> ZeroMatch]
     /\ outbox        = [i \in Server |-> {}]
-    /\ network       = {}
+    /\ network       = EmptyBag
     /\ elections     = {}
     /\ committed     = {}
 
@@ -193,17 +224,20 @@ Init ==
 (* Crash, restart and persistence                                          *)
 (***************************************************************************)
 
+\* The commit hint Persist(i) writes into HardState.
+DurableHint(i) == IF CommitHint THEN commitIndex[i] ELSE 0
+
 \* The runtime writes the current Ready: HardState (term, vote, commit hint)
 \* and the log, then sends the messages that had to wait for it
 \* (docs/protocol.md, "Persistence contract"; paper Figure 2: "updated on
 \* stable storage before responding to RPCs").
 Persist(i) ==
-    /\ ~(IsDurable(i) /\ durableCommit[i] = commitIndex[i] /\ outbox[i] = {})
+    /\ ~(IsDurable(i) /\ DurableHint(i) = durableCommit[i] /\ outbox[i] = {})
     /\ durableTerm'   = [durableTerm   EXCEPT ![i] = currentTerm[i]]
     /\ durableVote'   = [durableVote   EXCEPT ![i] = votedFor[i]]
     /\ durableLog'    = [durableLog    EXCEPT ![i] = log[i]]
-    /\ durableCommit' = [durableCommit EXCEPT ![i] = commitIndex[i]]
-    /\ network'       = network \cup outbox[i]
+    /\ durableCommit' = [durableCommit EXCEPT ![i] = DurableHint(i)]
+    /\ network'       = BagAddSet(network, outbox[i])
     /\ outbox'        = [outbox EXCEPT ![i] = {}]
     /\ UNCHANGED <<memoryVars, state, commitIndex, votesGranted, matchIndex,
                    historyVars>>
@@ -231,7 +265,7 @@ Restart(i) ==
 \* become follower (paper §5.1).  The message is then handled by its
 \* handler in a later step (it stays in the network).
 UpdateTerm(i, m) ==
-    /\ m \in network
+    /\ m \in DOMAIN network
     /\ m.dst = i
     /\ m.term > currentTerm[i]
     /\ currentTerm'  = [currentTerm  EXCEPT ![i] = m.term]
@@ -283,7 +317,7 @@ CandidateUpToDate(i, m) ==
 \* rejected with our term.  The reply waits for Persist, so a grant is sent
 \* only once the vote is durable.
 HandleRequestVote(i, m) ==
-    /\ m \in network
+    /\ m \in DOMAIN network
     /\ m.type = RequestVoteMsg
     /\ m.dst = i
     /\ m.term <= currentTerm[i]
@@ -294,22 +328,26 @@ HandleRequestVote(i, m) ==
                                    ELSE votedFor
            /\ SendAfterPersist(i, Message(RequestVoteRespMsg, i, m.src,
                                   currentTerm[i], 0, 0, 0, <<>>, 0, ~grant))
+    /\ Discard(m)
     /\ UNCHANGED <<currentTerm, log, durableVars, state, commitIndex,
-                   votesGranted, matchIndex, network, historyVars>>
+                   votesGranted, matchIndex, historyVars>>
 
-\* Candidate i counts a vote granted in its current term.  Rejections and
-\* stale responses change nothing (they are simply never acted upon).
+\* Server i receives a RequestVoteResp whose term is not higher than its
+\* own.  A candidate counts a vote granted in its current term; a
+\* rejection, a stale response (lower term) or one arriving after the
+\* election is over is dropped.
 HandleRequestVoteResponse(i, m) ==
-    /\ m \in network
+    /\ m \in DOMAIN network
     /\ m.type = RequestVoteRespMsg
     /\ m.dst = i
-    /\ m.term = currentTerm[i]
-    /\ state[i] = Candidate
-    /\ ~m.reject
-    /\ m.src \notin votesGranted[i]
-    /\ votesGranted' = [votesGranted EXCEPT ![i] = @ \cup {m.src}]
+    /\ m.term <= currentTerm[i]
+    /\ votesGranted' =
+           IF m.term = currentTerm[i] /\ state[i] = Candidate /\ ~m.reject
+           THEN [votesGranted EXCEPT ![i] = @ \cup {m.src}]
+           ELSE votesGranted
+    /\ Discard(m)
     /\ UNCHANGED <<memoryVars, durableVars, state, commitIndex, matchIndex,
-                   outbox, network, historyVars>>
+                   outbox, historyVars>>
 
 \* A candidate with votes from a majority (counting itself) becomes leader
 \* (paper §5.2) and appends a no-op entry of its term (diss. §6.4, paper
@@ -317,13 +355,14 @@ HandleRequestVoteResponse(i, m) ==
 BecomeLeader(i) ==
     /\ state[i] = Candidate
     /\ IsQuorum(votesGranted[i])
-    /\ state'      = [state      EXCEPT ![i] = Leader]
-    /\ matchIndex' = [matchIndex EXCEPT ![i] = ZeroMatch]
+    /\ state'        = [state        EXCEPT ![i] = Leader]
+    /\ votesGranted' = [votesGranted EXCEPT ![i] = {}]  \* no longer needed
+    /\ matchIndex'   = [matchIndex   EXCEPT ![i] = ZeroMatch]
     /\ log'        = [log        EXCEPT ![i] =
                          Append(@, [term |-> currentTerm[i], value |-> Noop])]
     /\ elections'  = elections \cup {<<currentTerm[i], i>>}
     /\ UNCHANGED <<currentTerm, votedFor, durableVars, commitIndex,
-                   votesGranted, outbox, network, committed>>
+                   outbox, network, committed>>
 
 -----------------------------------------------------------------------------
 (***************************************************************************)
@@ -382,7 +421,7 @@ AcceptEntries(lg, m) ==
 \*    commitIndex to min(leaderCommit, index of last new entry).
 \* Every reply waits for Persist ("after those entries are durable").
 HandleAppendEntries(i, m) ==
-    /\ m \in network
+    /\ m \in DOMAIN network
     /\ m.type = AppendEntriesMsg
     /\ m.dst = i
     /\ m.term <= currentTerm[i]
@@ -409,24 +448,27 @@ HandleAppendEntries(i, m) ==
                        /\ RecordCommit(i, newLog, newCommit)
                        /\ SendAfterPersist(i, Message(AppendEntriesRespMsg, i,
                               m.src, currentTerm[i], last, 0, 0, <<>>, 0, FALSE))
-    /\ UNCHANGED <<currentTerm, votedFor, durableVars, matchIndex, network,
-                   elections>>
+    /\ Discard(m)
+    /\ UNCHANGED <<currentTerm, votedFor, durableVars, matchIndex, elections>>
 
-\* Leader i learns that j durably stores its log up to m.index.  Rejections
-\* carry a hint for nextIndex; the spec has no nextIndex (the leader may
-\* send any prevLogIndex), so they change nothing here.  Stale responses are
-\* dropped (never acted upon).
+\* Server i receives an AppendEntriesResp whose term is not higher than its
+\* own.  On a success, leader i learns that j durably stores its log up to
+\* m.index: matchIndex = max(matchIndex, m.index).  Rejections carry a hint
+\* for nextIndex; the spec has no nextIndex (the leader may send any
+\* prevLogIndex), so they change nothing here.  Stale responses (lower
+\* term, or no longer leader) are dropped.
 HandleAppendEntriesResponse(i, m) ==
-    /\ m \in network
+    /\ m \in DOMAIN network
     /\ m.type = AppendEntriesRespMsg
     /\ m.dst = i
-    /\ m.term = currentTerm[i]
-    /\ state[i] = Leader
-    /\ ~m.reject
-    /\ m.index > matchIndex[i][m.src]
-    /\ matchIndex' = [matchIndex EXCEPT ![i][m.src] = Max(@, m.index)]
+    /\ m.term <= currentTerm[i]
+    /\ matchIndex' =
+           IF m.term = currentTerm[i] /\ state[i] = Leader /\ ~m.reject
+           THEN [matchIndex EXCEPT ![i][m.src] = Max(@, m.index)]
+           ELSE matchIndex
+    /\ Discard(m)
     /\ UNCHANGED <<memoryVars, durableVars, state, commitIndex, votesGranted,
-                   outbox, network, historyVars>>
+                   outbox, historyVars>>
 
 \* The servers known to store i's log up to index n: i itself if its own
 \* log is durable up to n, and the followers whose matchIndex is >= n.
@@ -457,11 +499,16 @@ AdvanceCommitIndex(i) ==
 (* The network                                                             *)
 (***************************************************************************)
 
-\* A message is lost.  (Duplication needs no action: receiving a message
-\* leaves it in the network, so it can be delivered again at any time.)
+\* A copy of m is lost.
 DropMessage(m) ==
-    /\ m \in network
-    /\ network' = network \ {m}
+    /\ m \in DOMAIN network
+    /\ Discard(m)
+    /\ UNCHANGED <<memoryVars, durableVars, volatileVars, historyVars>>
+
+\* The network delivers m twice: one more copy of m is in flight.
+DuplicateMessage(m) ==
+    /\ m \in DOMAIN network
+    /\ Send(m)
     /\ UNCHANGED <<memoryVars, durableVars, volatileVars, historyVars>>
 
 -----------------------------------------------------------------------------
@@ -479,13 +526,13 @@ NextExceptRestart ==
            \E k \in 0..(Len(log[i]) - prev) : AppendEntries(i, j, prev, k)
     \/ \E i \in Server : AdvanceCommitIndex(i)
     \/ \E i \in Server : Persist(i)
-    \/ \E m \in network :
-           \/ UpdateTerm(m.dst, m)
-           \/ HandleRequestVote(m.dst, m)
-           \/ HandleRequestVoteResponse(m.dst, m)
-           \/ HandleAppendEntries(m.dst, m)
-           \/ HandleAppendEntriesResponse(m.dst, m)
-           \/ DropMessage(m)
+    \/ \E i \in Server, m \in DOMAIN network : UpdateTerm(i, m)
+    \/ \E i \in Server, m \in DOMAIN network : HandleRequestVote(i, m)
+    \/ \E i \in Server, m \in DOMAIN network : HandleRequestVoteResponse(i, m)
+    \/ \E i \in Server, m \in DOMAIN network : HandleAppendEntries(i, m)
+    \/ \E i \in Server, m \in DOMAIN network : HandleAppendEntriesResponse(i, m)
+    \/ \E m \in DOMAIN network : DropMessage(m)
+    \/ \E m \in DOMAIN network : DuplicateMessage(m)
 
 Next == NextExceptRestart \/ \E i \in Server : Restart(i)
 
@@ -516,7 +563,8 @@ TypeOK ==
     /\ votesGranted  \in [Server -> SUBSET Server]
     /\ matchIndex    \in [Server -> [Server -> Nat]]
     /\ \A i \in Server : outbox[i] \subseteq Messages
-    /\ network \subseteq Messages
+    /\ DOMAIN network \subseteq Messages
+    /\ \A m \in DOMAIN network : network[m] \in Nat \ {0}
 
 \* Election Safety (paper §5.2, Figure 3): at most one leader can be
 \* elected in a given term -- over the whole history, not just at once.
@@ -545,7 +593,7 @@ LogMatching ==
 LeaderCompleteness ==
     \A c \in committed : \A i \in Server :
         (state[i] = Leader /\ currentTerm[i] > c.term)
-            => c.index <= Len(log[i]) /\ log[i][c.index] = c.entry
+            => HasEntry(log[i], c)
 
 \* State Machine Safety (paper §5.4.3, Figure 3): no two servers ever
 \* commit (hence apply) different entries at the same index.
@@ -561,6 +609,20 @@ CommittedPrefixStable ==
         /\ commitIndex[i] <= Len(log[i])
         /\ \A n \in 1..commitIndex[i] :
               \E c \in committed : c.index = n /\ c.entry = log[i][n]
+
+\* A log that lacks a committed entry can never win an election: the
+\* servers that would vote for a candidate presenting such a log (their
+\* in-memory or, after a crash, durable log is not more up-to-date,
+\* §5.4.1) are a minority.  This is the heart of the Leader Completeness
+\* proof (paper §5.4.3: "the voter ... contained the committed entry"),
+\* stated as a state invariant, so it catches an unsafe commit (Figure 8,
+\* §5.4.2) when it happens rather than when a later leader overwrites it.
+CommittedBlocksElection ==
+    \A c \in committed : \A s \in Server : \A lg \in {log[s], durableLog[s]} :
+        ~HasEntry(lg, c) =>
+            ~IsQuorum({s} \cup {v \in Server :
+                                   \/ AtLeastAsUpToDate(lg, log[v])
+                                   \/ AtLeastAsUpToDate(lg, durableLog[v])})
 
 \* Committed entries are durable on a majority (paper §5.3 with Figure 2's
 \* "updated on stable storage before responding"; diss. §3.8, §10.2.1):

