@@ -69,7 +69,7 @@ from raft.storage.segment import (
     parse_segment_name,
     segment_name,
 )
-from raft.storage.snapshot import SnapshotMeta, latest_snapshot_meta
+from raft.storage.snapshot import SnapshotMeta, _fsync_dir, latest_snapshot_meta
 
 log = logging.getLogger("raft.storage")
 
@@ -323,14 +323,6 @@ def _live_ranges(rec: Recovery, st: _Replay) -> None:
 
 
 # --- the storage ------------------------------------------------------------------
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def _write_all(fd: int, bufs: list) -> None:
     """One writev for the whole save; loops only if the kernel writes short
