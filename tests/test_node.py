@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import textwrap
 import urllib.request
 
 import pytest
 
+from raft.server_cli import free_ports as _free_ports
 from raft import Message, MSG_VOTE, Entry
 from raft.config import ConfigError, NodeConfig, PeerAddress, load_config, render_config
 from raft.kv import encode_command
@@ -40,14 +40,7 @@ def run(coro, limit: float = TIME_LIMIT):
 
 
 def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    return _free_ports(n, HOST)
 
 
 async def wait_until(pred, timeout: float = 10.0, what: str = "condition") -> None:

@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from raft.server_cli import free_ports as _free_ports
 from raft import MSG_APP, MSG_APP_RESP, MSG_VOTE, Entry, Message
 from raft.net import auth, codec
 from raft.net.transport import PeerTransport, install_event_loop_policy, new_event_loop
@@ -35,14 +36,7 @@ def run(test_coro, loop_factory=new_event_loop, limit: float = TIME_LIMIT):
 
 
 def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind((HOST, 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+    return _free_ports(n, HOST)
 
 
 async def wait_until(pred, timeout: float = 5.0) -> None:
