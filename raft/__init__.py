@@ -12,6 +12,8 @@ from raft._core import (
     LEADER,
     MSG_APP,
     MSG_APP_RESP,
+    MSG_SNAP,
+    MSG_SNAP_RESP,
     MSG_VOTE,
     MSG_VOTE_RESP,
     Entry,
@@ -24,12 +26,13 @@ from raft._core import (
     RawNode,
     Ready,
     RemoteProtocolError,
+    Snapshot,
 )
 
 __all__ = [
     "CANDIDATE", "ENTRY_NOOP", "ENTRY_NORMAL", "FOLLOWER", "LEADER",
-    "MSG_APP", "MSG_APP_RESP", "MSG_VOTE", "MSG_VOTE_RESP",
+    "MSG_APP", "MSG_APP_RESP", "MSG_SNAP", "MSG_SNAP_RESP", "MSG_VOTE", "MSG_VOTE_RESP",
     "Entry", "HardState", "LocalProtocolError", "Message", "NotLeader", "RaftError",
-    "RaftLog", "RawNode", "Ready", "RemoteProtocolError",
+    "RaftLog", "RawNode", "Ready", "RemoteProtocolError", "Snapshot",
 ]
 __version__ = "0.1.0"

@@ -23,6 +23,14 @@ cdef class HardState:
     cdef readonly uint64_t commit
 
 
+cdef class Snapshot:
+    # A snapshot of the state machine: every entry up to (index, term) applied.
+    # `data` is opaque to the core (the application's serialized state).
+    cdef readonly uint64_t index
+    cdef readonly uint64_t term
+    cdef readonly bytes data
+
+
 cdef class Message:
     # One schema for every message kind (see docs/protocol.md for field use).
     cdef public int type
@@ -39,6 +47,8 @@ cdef class Message:
     cdef public uint64_t context
     cdef public bint reject
     cdef public list entries        # list[Entry], contiguous from index + 1
+    # InstallSnapshot chunk (MSG_SNAP only; None otherwise).
+    cdef public bytes data
 
 
 cdef class RaftLog:
@@ -67,6 +77,7 @@ cdef class RaftLog:
     cdef bint match_term(self, uint64_t index, uint64_t term) except -1
     cdef int append_entry(self, Entry e) except -1
     cdef int truncate_from(self, uint64_t index) except -1
+    cdef int restore(self, uint64_t index, uint64_t term) except -1
     cdef uint64_t find_conflict_by_term(self, uint64_t index, uint64_t term) except? 0
     cdef list slice(self, uint64_t lo, uint64_t hi, Py_ssize_t max_bytes)
 
@@ -76,7 +87,7 @@ cdef class Progress:
     # Invariant: match < next.
     cdef readonly uint64_t match
     cdef readonly uint64_t next
-    cdef readonly int state          # PROGRESS_PROBE or PROGRESS_REPLICATE
+    cdef readonly int state          # PROGRESS_PROBE, PROGRESS_REPLICATE or PROGRESS_SNAPSHOT
     cdef bint probe_sent             # PROBE: one AppendEntries per heartbeat interval
     cdef bint progressed             # match advanced since the last heartbeat tick
     cdef uint64_t sent_commit        # highest commit index the follower can learn from what we sent
@@ -86,9 +97,16 @@ cdef class Progress:
     cdef int _inflight_cap
     cdef int _inflight_start
     cdef readonly int inflight
+    # SNAPSHOT: sending snapshot `snap_index` in chunks of max_msg_bytes.
+    # Invariant: snap_acked <= snap_next (chunk numbers; acked = the follower holds
+    # every chunk before it, next = the next chunk to send).
+    cdef readonly uint64_t snap_index
+    cdef Py_ssize_t snap_next
+    cdef Py_ssize_t snap_acked
 
     cdef void become_probe(self)
     cdef void become_replicate(self)
+    cdef void become_snapshot(self, uint64_t index)
     cdef void free_le(self, uint64_t index)
     cdef inline void add_inflight(self, uint64_t last)
     cdef inline void note_commit_sent(self, uint64_t commit)
@@ -102,6 +120,7 @@ cdef class Ready:
     cdef readonly list messages_after_persist
     cdef readonly list committed_entries
     cdef readonly list read_states   # [(ctx, read_index)]: confirmed linearizable reads
+    cdef readonly Snapshot snapshot  # installed from the leader: persist and restore it first
     cdef uint64_t _last_index
     cdef uint64_t _last_term
     cdef uint64_t _applied_to
@@ -143,6 +162,16 @@ cdef class RawNode:
     cdef uint64_t _read_seq          # latest read round started
     cdef list _pending_reads         # [[ctx, read_index, round]]; round 0 = not started yet
     cdef list _read_states           # confirmed, to hand out in the next Ready
+    # Snapshots (§7, diss. §5). Invariant: log.offset > 1 => _snapshot.index == log.offset - 1.
+    cdef Snapshot _snapshot          # our latest snapshot: what we send to lagging followers
+    cdef Snapshot _pending_snapshot  # installed, not yet handed out in a Ready
+    # Follower: the snapshot being received, chunk by chunk (nothing when _rx_buf is None).
+    cdef uint64_t _rx_src
+    cdef uint64_t _rx_term
+    cdef uint64_t _rx_index
+    cdef uint64_t _rx_log_term
+    cdef uint64_t _rx_total
+    cdef bytearray _rx_buf
 
     cdef uint64_t _rand(self)
     cdef void _reset_randomized_timeout(self)
@@ -161,6 +190,10 @@ cdef class RawNode:
     cdef int _handle_append(self, Message m) except -1
     cdef int _handle_append_resp(self, Message m) except -1
     cdef int _handle_vote(self, Message m) except -1
+    cdef int _send_snapshot(self, uint64_t peer, Progress pr, bint retransmit) except -1
+    cdef int _handle_snap(self, Message m) except -1
+    cdef int _install_done(self, Message m, bint install) except -1
+    cdef int _handle_snap_resp(self, Message m) except -1
     cdef int _handle_vote_resp(self, Message m) except -1
     cdef int _validate(self, Message m) except -1
     cdef int _step(self, Message m) except -1

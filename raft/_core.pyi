@@ -5,6 +5,8 @@ MSG_APP: int
 MSG_APP_RESP: int
 MSG_VOTE: int
 MSG_VOTE_RESP: int
+MSG_SNAP: int
+MSG_SNAP_RESP: int
 ENTRY_NORMAL: int
 ENTRY_NOOP: int
 FOLLOWER: int
@@ -12,6 +14,7 @@ CANDIDATE: int
 LEADER: int
 PROGRESS_PROBE: int
 PROGRESS_REPLICATE: int
+PROGRESS_SNAPSHOT: int
 ROLE_NAMES: tuple[str, str, str]
 MSG_NAMES: dict[int, str]
 
@@ -36,6 +39,13 @@ class HardState:
     commit: int
     def __init__(self, term: int = 0, vote: int = 0, commit: int = 0) -> None: ...
 
+class Snapshot:
+    """The application's state with every entry up to (index, term) applied."""
+    index: int
+    term: int
+    data: bytes
+    def __init__(self, index: int, term: int, data: bytes) -> None: ...
+
 class Message:
     type: int
     src: int
@@ -49,10 +59,12 @@ class Message:
     context: int
     reject: bool
     entries: list[Entry]
+    data: bytes | None          # MSG_SNAP: one chunk of the snapshot
     def __init__(self, type: int, src: int = 0, dst: int = 0, term: int = 0,
                  log_term: int = 0, index: int = 0, commit: int = 0,
                  entries: list[Entry] | None = None, reject: bool = False,
-                 reject_hint: int = 0, msg_id: int = 0, context: int = 0) -> None: ...
+                 reject_hint: int = 0, msg_id: int = 0, context: int = 0,
+                 data: bytes | None = None) -> None: ...
     def copy(self) -> Message: ...
 
 class RaftLog:
@@ -83,6 +95,7 @@ class Progress:
     next: int
     state: int
     inflight: int
+    snap_index: int
 
 class Ready:
     hard_state: HardState | None
@@ -91,6 +104,7 @@ class Ready:
     messages_after_persist: list[Message]
     committed_entries: list[Entry]
     read_states: list[tuple[int, int]]
+    snapshot: Snapshot | None
     @property
     def must_sync(self) -> bool: ...
 
@@ -105,14 +119,17 @@ class RawNode:
     def __init__(self, id: int, voters: list[int] | tuple[int, ...], *, seed: int = 0,
                  election_tick: int = 10, heartbeat_tick: int = 1, max_msg_bytes: int = ...,
                  max_inflight: int = 256, hard_state: HardState | None = None,
-                 entries: list[Entry] | None = None, snapshot_index: int = 0,
-                 snapshot_term: int = 0, applied: int = 0, msg_id_start: int = 0,
-                 unsafe_commit_any_term: bool = False) -> None: ...
+                 entries: list[Entry] | None = None, snapshot: Snapshot | None = None,
+                 applied: int = 0, msg_id_start: int = 0,
+                 unsafe_commit_any_term: bool = False, trace: list | None = None) -> None: ...
     def tick(self) -> None: ...
     def campaign(self) -> None: ...
     def step(self, m: Message) -> None: ...
     def read_index(self, ctx: int) -> None: ...
     def propose(self, data: bytes) -> int: ...
+    def compact(self, index: int, data: bytes) -> None: ...
+    @property
+    def snapshot(self) -> Snapshot | None: ...
     def propose_batch(self, datas: list[bytes]) -> int: ...
     def has_ready(self) -> bool: ...
     def ready(self) -> Ready: ...

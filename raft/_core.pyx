@@ -2,7 +2,8 @@
 """The sans-IO Raft core.
 
 Inputs: ``tick()`` (logical time), ``step(message)``, ``propose(data)`` /
-``propose_batch(datas)``, ``campaign()``.
+``propose_batch(datas)``, ``campaign()``, ``read_index(ctx)``, and
+``compact(index, data)`` once the application has saved a snapshot.
 Output: a ``Ready`` batch (hard state and entries to persist, messages to send,
 committed entries to apply), acknowledged with ``advance(ready)``.
 
@@ -22,6 +23,9 @@ The persistence contract (what must be durable before what may be sent):
    durability (vote grants, AppendEntries acks) and RequestVotes (the candidate's
    self-vote must survive a crash, or it could vote twice in its term). Storage
    truncates everything from ``ready.entries[0].index`` on before appending.
+   If ``ready.snapshot`` is not None (installed from the leader, §7), it comes
+   first: make it durable, discard the whole stored log, and restore the state
+   machine from it; ``ready.entries`` then follow it.
 3. ``ready.committed_entries`` are committed and locally durable: apply them in order.
 4. Call ``advance(ready)``. Only one Ready is outstanding at a time.
 """
@@ -40,14 +44,17 @@ MSG_APP = 1
 MSG_APP_RESP = 2
 MSG_VOTE = 3
 MSG_VOTE_RESP = 4
-# Reserved for later issues: 5 MSG_SNAP, 6 MSG_PREVOTE, 7 MSG_PREVOTE_RESP,
-# 8 MSG_TIMEOUT_NOW, 9 MSG_READ_INDEX, 10 MSG_READ_INDEX_RESP.
+MSG_SNAP = 5          # InstallSnapshot chunk (§7)
+MSG_SNAP_RESP = 6     # chunk acknowledgement (the install itself is acked by MSG_APP_RESP)
+# Reserved for later issues: 7 MSG_PREVOTE, 8 MSG_PREVOTE_RESP, 9 MSG_TIMEOUT_NOW.
 
 cdef enum:
     _MSG_APP = 1
     _MSG_APP_RESP = 2
     _MSG_VOTE = 3
     _MSG_VOTE_RESP = 4
+    _MSG_SNAP = 5
+    _MSG_SNAP_RESP = 6
 
 ENTRY_NORMAL = 0
 ENTRY_NOOP = 1
@@ -64,13 +71,18 @@ cdef enum:
     _LEADER = 2
 
 ROLE_NAMES = ("follower", "candidate", "leader")
-MSG_NAMES = {1: "AppendEntries", 2: "AppendEntriesResp", 3: "RequestVote", 4: "RequestVoteResp"}
+MSG_NAMES = {1: "AppendEntries", 2: "AppendEntriesResp", 3: "RequestVote", 4: "RequestVoteResp",
+             5: "InstallSnapshot", 6: "InstallSnapshotResp"}
 
 PROGRESS_PROBE = 0
 PROGRESS_REPLICATE = 1
+PROGRESS_SNAPSHOT = 2
 cdef enum:
     _PROBE = 0
     _REPLICATE = 1
+    _SNAPSHOT = 2
+    # Snapshot chunks a leader keeps in flight to one follower.
+    _SNAP_WINDOW = 4
 
 
 # --- errors (h11 style: our caller's mistake vs. the remote's) ----------------
@@ -146,12 +158,35 @@ cdef class HardState:
         return hash((self.term, self.vote, self.commit))
 
 
+cdef class Snapshot:
+    """The application's state after applying every entry up to (index, term)."""
+
+    def __cinit__(self, uint64_t index, uint64_t term, bytes data not None):
+        if index == 0 or term == 0:
+            raise LocalProtocolError("a snapshot covers at least entry 1 (index and term > 0)")
+        self.index = index
+        self.term = term
+        self.data = data
+
+    def __repr__(self):
+        return f"Snapshot(index={self.index}, term={self.term}, {len(self.data)} bytes)"
+
+    def __eq__(self, other):
+        if not isinstance(other, Snapshot):
+            return NotImplemented
+        cdef Snapshot o = <Snapshot>other
+        return self.index == o.index and self.term == o.term and self.data == o.data
+
+    def __hash__(self):
+        return hash((self.index, self.term, self.data))
+
+
 @cython.freelist(1024)
 cdef class Message:
     def __init__(self, int type, uint64_t src=0, uint64_t dst=0, uint64_t term=0,
                  uint64_t log_term=0, uint64_t index=0, uint64_t commit=0,
                  list entries=None, bint reject=False, uint64_t reject_hint=0,
-                 uint64_t msg_id=0, uint64_t context=0):
+                 uint64_t msg_id=0, uint64_t context=0, bytes data=None):
         self.type = type
         self.src = src
         self.dst = dst
@@ -164,12 +199,13 @@ cdef class Message:
         self.reject_hint = reject_hint
         self.msg_id = msg_id
         self.context = context
+        self.data = data
 
     def copy(self):
         """A shallow copy (entries are immutable and shared)."""
         return Message(self.type, self.src, self.dst, self.term, self.log_term,
                        self.index, self.commit, list(self.entries), self.reject,
-                       self.reject_hint, self.msg_id, self.context)
+                       self.reject_hint, self.msg_id, self.context, self.data)
 
     def __repr__(self):
         name = MSG_NAMES.get(self.type, str(self.type))
@@ -183,6 +219,12 @@ cdef class Message:
             extra = f" last=({self.index},{self.log_term})"
         elif self.type == _MSG_VOTE_RESP:
             extra = f" granted={not self.reject}"
+        elif self.type == _MSG_SNAP:
+            n = len(self.data) if self.data is not None else 0
+            extra = (f" snap=({self.index},{self.log_term}) bytes=[{self.commit},{self.commit + n})"
+                     f" of {self.reject_hint}")
+        elif self.type == _MSG_SNAP_RESP:
+            extra = f" snap={self.index} have={self.reject_hint} reject={self.reject}"
         ctx = f" ctx={self.context}" if self.context else ""
         return f"<{name} {self.src}->{self.dst} t={self.term}{extra}{ctx} id={self.msg_id}>"
 
@@ -305,6 +347,22 @@ cdef class RaftLog:
             self.unstable_from = index
         return 0
 
+    cdef int restore(self, uint64_t index, uint64_t term) except -1:
+        """Replace the whole log by a snapshot ending at (index, term) (§7: the
+        follower's log conflicts with or is shorter than the snapshot). Every index
+        up to ``index`` is then committed, applied (the runtime restores the state
+        machine from the snapshot) and durable once the Ready holding it is written."""
+        assert index > self.committed, "a snapshot install must move the commit index forward"
+        self._len = 0
+        del self._entries[:]
+        self.offset = index + 1
+        self.snapshot_term = term
+        self.committed = index
+        self.applied = index
+        self.stable = index
+        self.unstable_from = index + 1
+        return 0
+
     def compact(self, uint64_t index):
         """Drop entries up to and including ``index`` (covered by a snapshot)."""
         if index < self.offset:
@@ -388,6 +446,15 @@ cdef class Progress:
         self.next = self.match + 1
         self.inflight = 0
 
+    cdef void become_snapshot(self, uint64_t index):
+        # The entries the follower needs are compacted: send snapshot `index` instead.
+        self.state = _SNAPSHOT
+        self.inflight = 0
+        self.probe_sent = False
+        self.snap_index = index
+        self.snap_next = 0
+        self.snap_acked = 0
+
     cdef void free_le(self, uint64_t index):
         """Release in-flight AppendEntries whose last index <= index (acknowledged)."""
         while self.inflight > 0 and self._inflight[self._inflight_start] <= index:
@@ -403,12 +470,15 @@ cdef class Progress:
         self.inflight += 1
 
     cdef bint is_paused(self):
+        """May AppendEntries be sent? (Snapshot chunks have their own window.)"""
         if self.state == _PROBE:
             return self.probe_sent
+        if self.state == _SNAPSHOT:
+            return True
         return self.inflight >= self._inflight_cap
 
     def __repr__(self):
-        state = "replicate" if self.state == _REPLICATE else "probe"
+        state = ("probe", "replicate", "snapshot")[self.state]
         return f"Progress(match={self.match}, next={self.next}, {state}, inflight={self.inflight})"
 
 
@@ -418,14 +488,14 @@ cdef class Ready:
     """One batch of work for the runtime; see the module docstring for the order."""
 
     def __repr__(self):
-        return (f"Ready(hard_state={self.hard_state}, entries={len(self.entries)}, "
+        return (f"Ready(snapshot={self.snapshot}, hard_state={self.hard_state}, entries={len(self.entries)}, "
                 f"messages={len(self.messages)}, after_persist={len(self.messages_after_persist)}, "
                 f"committed={len(self.committed_entries)}, reads={len(self.read_states)})")
 
     @property
     def must_sync(self):
         """True if something must be made durable (fsync) before messages_after_persist."""
-        return self.hard_state is not None or bool(self.entries)
+        return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
 
 
 # --- the node ----------------------------------------------------------------
@@ -444,13 +514,13 @@ cdef class RawNode:
     def __init__(self, uint64_t id, voters, *, uint64_t seed=0, int election_tick=10,
                  int heartbeat_tick=1, Py_ssize_t max_msg_bytes=1 << 20,
                  int max_inflight=256, HardState hard_state=None, list entries=None,
-                 uint64_t snapshot_index=0, uint64_t snapshot_term=0,
-                 uint64_t applied=0, uint64_t msg_id_start=0,
+                 Snapshot snapshot=None, uint64_t applied=0, uint64_t msg_id_start=0,
                  bint unsafe_commit_any_term=False, list trace=None):
         """Start (or restart, from what storage holds) server ``id`` of ``voters``.
 
-        hard_state, entries, snapshot_*: the durable state to restart from.
-        applied: last index already applied to the state machine (>= snapshot_index).
+        hard_state, entries, snapshot: the durable state to restart from (entries
+        follow the snapshot; the runtime restores the state machine from it).
+        applied: last index already applied to the state machine (>= snapshot.index).
         seed: drives the randomized election timeouts; give each node its own.
         unsafe_commit_any_term: TEST ONLY -- commits earlier-term entries by
         counting replicas, the bug of Figure 8. Never set it in production.
@@ -477,7 +547,9 @@ cdef class RawNode:
         self.unsafe_commit_any_term = unsafe_commit_any_term
         self.rng_state = seed ^ (id * 0xD1B54A32D192ED03ULL)
         self.next_msg_id = msg_id_start
-        self.log = RaftLog(entries, snapshot_index, snapshot_term)
+        cdef uint64_t snapshot_index = snapshot.index if snapshot is not None else 0
+        self.log = RaftLog(entries, snapshot_index, snapshot.term if snapshot is not None else 0)
+        self._snapshot = snapshot
         hs = hard_state if hard_state is not None else HardState()
         if hs.commit > self.log.last():
             raise LocalProtocolError(
@@ -501,6 +573,8 @@ cdef class RawNode:
         self._read_seq = 0
         self._pending_reads = []
         self._read_states = []
+        self._pending_snapshot = None
+        self._rx_buf = None
         self._trace = trace
         self._become_follower(self.term, 0)
         if trace is not None:
@@ -564,6 +638,7 @@ cdef class RawNode:
         self.progress = {}
         self._broadcast_pending = False
         self._commit_pending = False
+        self._rx_buf = None              # a partly received snapshot is abandoned
         # Reads not yet confirmed die with the leadership; the runtime fails them
         # when it sees the role change. Confirmed ones (read_states) stay valid.
         self._pending_reads = []
@@ -642,10 +717,14 @@ cdef class RawNode:
         cdef Message m
         cdef list ents
         cdef uint64_t prev
+        if pr.state == _SNAPSHOT:
+            return self._send_snapshot(peer, pr, False)
         if heartbeat and pr.state == _REPLICATE:
             m = self._new_msg(_MSG_APP, peer)
-            m.index = pr.match
-            m.log_term = self.log.term_at(pr.match)
+            # At matchIndex, or at our snapshot if that is compacted: a follower
+            # lacking it rejects, and the rejection leads to InstallSnapshot.
+            m.index = pr.match if pr.match + 1 >= self.log.offset else self.log.offset - 1
+            m.log_term = self.log.term_at(m.index)
             m.commit = self.log.committed
             self._send(m)
             pr.note_commit_sent(min(m.commit, m.index))
@@ -654,6 +733,11 @@ cdef class RawNode:
             pr.probe_sent = False
         if pr.is_paused():
             return 0
+        if pr.next < self.log.offset:
+            # §7: the entries the follower needs were compacted away.
+            assert self._snapshot is not None and self._snapshot.index == self.log.offset - 1
+            pr.become_snapshot(self._snapshot.index)
+            return self._send_snapshot(peer, pr, False)
         prev = pr.next - 1
         ents = self.log.slice(pr.next, self.log.last() + 1, self.max_msg_bytes)
         if not ents and not heartbeat and pr.state == _REPLICATE:
@@ -703,6 +787,12 @@ cdef class RawNode:
         cdef Progress pr
         for peer in self.peers:
             pr = <Progress>self.progress[peer]
+            if pr.state == _SNAPSHOT:
+                # Chunks reset the follower's election timer; with no ack for a
+                # whole interval, assume chunks were lost and resend from the last ack.
+                self._send_snapshot(peer, pr, not pr.progressed)
+                pr.progressed = False
+                continue
             if (pr.state == _REPLICATE and not pr.progressed
                     and pr.match < self.log.last() and pr.inflight > 0):
                 # No ack for a whole heartbeat interval with entries in flight:
@@ -780,7 +870,10 @@ cdef class RawNode:
                 self._confirm_reads()
         if m.reject:
             # A rejection is stale unless it refuses what we are asking now:
-            # in PROBE the one probe at next - 1; in REPLICATE anything above match.
+            # in PROBE the one probe at next - 1; in REPLICATE anything above match;
+            # in SNAPSHOT nothing (we send no AppendEntries).
+            if pr.state == _SNAPSHOT:
+                return 0
             if pr.state == _PROBE and m.index != pr.next - 1:
                 return 0
             if pr.state == _REPLICATE and m.index <= pr.match:
@@ -801,6 +894,9 @@ cdef class RawNode:
         if pr.state == _PROBE:
             if m.index + 1 >= pr.next:
                 pr.become_replicate()            # the probe found the match point
+        elif pr.state == _SNAPSHOT:
+            if pr.match >= pr.snap_index:
+                pr.become_replicate()            # installed: replicate from there
         else:
             if pr.next <= m.index:
                 pr.next = m.index + 1
@@ -811,6 +907,130 @@ cdef class RawNode:
             if pr.state == _PROBE:
                 break
         self._maybe_send_commit(m.src, pr)
+        return 0
+
+    # -- InstallSnapshot (§7) --
+
+    cdef int _send_snapshot(self, uint64_t peer, Progress pr, bint retransmit) except -1:
+        """Send ``peer`` the next chunks of our snapshot, keeping at most
+        _SNAP_WINDOW unacknowledged. retransmit: start again from the last ack.
+
+        A chunk is MSG_SNAP with index/log_term = the snapshot's last entry,
+        commit = the chunk's byte offset, reject_hint = the snapshot's size and
+        data = the bytes (docs/protocol.md). Chunks are at most max_msg_bytes."""
+        cdef Snapshot snap = self._snapshot
+        cdef Py_ssize_t size = self.max_msg_bytes
+        cdef Py_ssize_t total = PyBytes_GET_SIZE(snap.data)
+        cdef Py_ssize_t nchunks = (total + size - 1) // size if total else 1
+        cdef Py_ssize_t lo
+        cdef Message m
+        if pr.snap_index != snap.index:
+            pr.become_snapshot(snap.index)      # we compacted again since: send the newer one
+        if retransmit:
+            pr.snap_next = pr.snap_acked
+        while pr.snap_next < nchunks and pr.snap_next - pr.snap_acked < _SNAP_WINDOW:
+            lo = pr.snap_next * size
+            m = self._new_msg(_MSG_SNAP, peer)
+            m.index = snap.index
+            m.log_term = snap.term
+            m.commit = <uint64_t>lo
+            m.reject_hint = <uint64_t>total
+            m.data = snap.data[lo:lo + size]
+            self._send(m)
+            pr.snap_next += 1
+        return 0
+
+    cdef int _handle_snap_resp(self, Message m) except -1:
+        """Leader: a follower reports how many bytes of our snapshot it holds."""
+        cdef Progress pr = <Progress>self.progress.get(m.src)
+        cdef Py_ssize_t total, k
+        if (pr is None or pr.state != _SNAPSHOT or m.index != pr.snap_index
+                or self._snapshot is None or self._snapshot.index != pr.snap_index):
+            return 0                                # stale
+        total = PyBytes_GET_SIZE(self._snapshot.data)
+        # Chunks it holds in full (a partial chunk counts as missing).
+        k = <Py_ssize_t>(m.reject_hint // <uint64_t>self.max_msg_bytes) if m.reject_hint <= <uint64_t>total else 0
+        if m.reject:
+            # It missed a chunk, or lost what it had (a restart): resume from what it has.
+            pr.snap_acked = k
+            pr.snap_next = k
+        else:
+            if k > pr.snap_acked:
+                pr.snap_acked = k
+                pr.progressed = True
+            if pr.snap_next < pr.snap_acked:
+                pr.snap_next = pr.snap_acked
+        return self._send_snapshot(m.src, pr, False)
+
+    cdef int _handle_snap(self, Message m) except -1:
+        """Follower side of InstallSnapshot (§7), one chunk at a time.
+
+        Chunks are assembled in memory in order; a gap is refused with the byte
+        count we hold so the leader resends from there. The snapshot is installed
+        when its last chunk arrives."""
+        cdef RaftLog log = self.log
+        cdef Message r
+        cdef Py_ssize_t have
+        cdef bint same
+        self.election_elapsed = 0
+        self.leader = m.src
+        if m.index <= log.committed or log.match_term(m.index, m.log_term):
+            # We already hold every entry the snapshot covers (Log Matching):
+            # nothing to install, at most a commit index to learn.
+            return self._install_done(m, False)
+        same = (self._rx_buf is not None and self._rx_src == m.src and self._rx_term == m.term
+                and self._rx_index == m.index and self._rx_log_term == m.log_term
+                and self._rx_total == m.reject_hint)
+        if not same and m.commit == 0:
+            self._rx_src = m.src
+            self._rx_term = m.term
+            self._rx_index = m.index
+            self._rx_log_term = m.log_term
+            self._rx_total = m.reject_hint
+            self._rx_buf = bytearray()
+            same = True
+        have = len(self._rx_buf) if same else 0
+        if not same or m.commit != <uint64_t>have:
+            r = self._new_msg(_MSG_SNAP_RESP, m.src)
+            r.index = m.index
+            r.reject_hint = <uint64_t>have
+            r.reject = not same or m.commit > <uint64_t>have     # a gap; a duplicate is just re-acked
+            self._send(r)
+            return 0
+        self._rx_buf += m.data
+        if <uint64_t>len(self._rx_buf) < self._rx_total:
+            r = self._new_msg(_MSG_SNAP_RESP, m.src)
+            r.index = m.index
+            r.reject_hint = <uint64_t>len(self._rx_buf)
+            self._send(r)                   # acks promise nothing durable: no persist needed
+            return 0
+        return self._install_done(m, True)
+
+    cdef int _install_done(self, Message m, bint install) except -1:
+        """The snapshot of ``m`` is complete (install) or already covered by our log.
+
+        Either way our log now holds the leader's entries up to m.index, so we
+        answer as to an AppendEntries that carried them: MSG_APP_RESP at m.index,
+        after persist (the snapshot must be durable before the leader counts it)."""
+        cdef Snapshot snap
+        cdef Message r
+        if self.role == _CANDIDATE:
+            self._become_follower(self.term, m.src)   # §5.2: a leader exists in our term
+        if install:
+            snap = Snapshot(m.index, m.log_term, bytes(self._rx_buf))
+            # Figure 13 step 7: the log conflicts with or ends before the snapshot:
+            # discard it entirely (a log that holds (index, term) took the other branch).
+            self.log.restore(m.index, m.log_term)
+            self._snapshot = snap
+            self._pending_snapshot = snap
+        elif m.index > self.log.committed:
+            self.log.committed = m.index       # the leader's snapshot is committed
+        self._rx_buf = None
+        if self._trace is not None:
+            self._trace.append(("install", self.id, m, install))
+        r = self._new_msg(_MSG_APP_RESP, m.src)
+        r.index = m.index
+        self._send_after_persist(r)
         return 0
 
     cdef int _handle_vote(self, Message m) except -1:
@@ -852,10 +1072,19 @@ cdef class RawNode:
             raise RemoteProtocolError(f"message for node {m.dst} delivered to node {self.id}")
         if m.src not in self.voters or m.src == self.id:
             raise RemoteProtocolError(f"message from unknown node {m.src}")
-        if m.type < _MSG_APP or m.type > _MSG_VOTE_RESP:
+        if m.type < _MSG_APP or m.type > _MSG_SNAP_RESP:
             raise RemoteProtocolError(f"unknown message type {m.type}")
         if m.entries is None:
             raise RemoteProtocolError("entries must be a list")
+        if m.type == _MSG_SNAP:
+            if m.data is None:
+                raise RemoteProtocolError("InstallSnapshot without data")
+            if m.index == 0 or m.log_term == 0 or m.log_term > m.term:
+                raise RemoteProtocolError("InstallSnapshot needs 0 < lastIncludedTerm <= term and index > 0")
+            if m.commit + <uint64_t>PyBytes_GET_SIZE(m.data) > m.reject_hint:
+                raise RemoteProtocolError("InstallSnapshot chunk extends past the snapshot's size")
+        elif m.data is not None and PyBytes_GET_SIZE(m.data):
+            raise RemoteProtocolError("only InstallSnapshot carries data")
         if m.type == _MSG_APP:
             n = PyList_GET_SIZE(m.entries)
             prev_term = m.log_term
@@ -915,7 +1144,7 @@ cdef class RawNode:
         cdef Message r
         if m.term > self.term:
             # §5.1: any message with a higher term makes us a follower of that term.
-            self._become_follower(m.term, m.src if m.type == _MSG_APP else 0)
+            self._become_follower(m.term, m.src if m.type == _MSG_APP or m.type == _MSG_SNAP else 0)
         elif m.term < self.term:
             # Stale sender: answer requests with our term so it steps down; drop responses.
             if m.type == _MSG_APP:
@@ -927,6 +1156,7 @@ cdef class RawNode:
                 r = self._new_msg(_MSG_VOTE_RESP, m.src)
                 r.reject = True
                 self._send_after_persist(r)
+            # Stale snapshot chunks and responses are dropped.
             return 0
         if m.type == _MSG_APP:
             if self.role == _CANDIDATE:
@@ -940,6 +1170,15 @@ cdef class RawNode:
             self._handle_vote(m)
         elif m.type == _MSG_VOTE_RESP:
             self._handle_vote_resp(m)
+        elif m.type == _MSG_SNAP:
+            # A candidate stays candidate until the snapshot is complete: the
+            # role change is part of the install (what the spec's
+            # HandleAppendEntries does), so a partial transfer changes no spec state.
+            assert self.role != _LEADER, "two leaders in one term"
+            self._handle_snap(m)
+        elif m.type == _MSG_SNAP_RESP:
+            if self.role == _LEADER:
+                self._handle_snap_resp(m)
         return 0
 
     def read_index(self, ctx):
@@ -999,6 +1238,30 @@ cdef class RawNode:
             del self._pending_reads[:k]
         return 0
 
+    def compact(self, uint64_t index, bytes data not None):
+        """The application has durably saved ``data``, a snapshot of its state with
+        every entry up to ``index`` applied (§7). Drop the log up to ``index``;
+        followers that need those entries get ``data`` by InstallSnapshot.
+
+        Requires index <= applied. A no-op if the log is already compacted there.
+        The runtime must make the snapshot durable before it drops the entries
+        from storage."""
+        if index < self.log.offset:
+            return
+        if index > self.log.applied:
+            raise LocalProtocolError(f"cannot compact to {index}: only {self.log.applied} applied")
+        cdef uint64_t term = self.log.term_at(index)
+        self._snapshot = Snapshot(index, term, data)
+        self.log.compact(index)
+        if self._trace is not None:
+            self._trace.append(("compact", self.id, index, term))
+            self._trace_state()
+
+    @property
+    def snapshot(self):
+        """Our latest snapshot (taken by compact() or installed from a leader), or None."""
+        return self._snapshot
+
     def propose(self, bytes data):
         """Append ``data`` as a new entry; returns its index. Raises NotLeader."""
         if self.role != _LEADER:
@@ -1035,6 +1298,7 @@ cdef class RawNode:
                                  and self._pending_reads[len(self._pending_reads) - 1][2] == 0 and self._reads_can_start()):
             return True
         return (bool(self._msgs) or bool(self._msgs_after_persist)
+                or self._pending_snapshot is not None
                 or self.log.unstable_from <= self.log.last()
                 or self._apply_limit() > self.log.applied
                 or self.term != self._prev_hard_state.term
@@ -1053,6 +1317,8 @@ cdef class RawNode:
         cdef Ready rd = Ready.__new__(Ready)
         cdef RaftLog log = self.log
         cdef HardState prev = self._prev_hard_state
+        rd.snapshot = self._pending_snapshot
+        self._pending_snapshot = None
         if self.term != prev.term or self.vote != prev.vote or log.committed != prev.commit:
             rd.hard_state = HardState(self.term, self.vote, log.committed)
             self._prev_hard_state = rd.hard_state
@@ -1098,8 +1364,9 @@ cdef class RawNode:
                     and log.term_at(rd._last_index) == rd._last_term:
                 if rd._last_index > log.stable:
                     log.stable = rd._last_index
-        assert rd._applied_to >= log.applied
-        log.applied = rd._applied_to
+        # A snapshot installed since ready() may have moved applied further.
+        if rd._applied_to > log.applied:
+            log.applied = rd._applied_to
         if self.role == _LEADER and self._maybe_commit():
             self._broadcast_pending = True
             self._commit_pending = True
@@ -1145,7 +1412,8 @@ cdef class RawNode:
             "stable": self.log.stable,
             "first_index": self.log.offset,
             "last_index": self.log.last(),
+            "snapshot_index": self.log.offset - 1,
             "progress": {p: {"match": pr.match, "next": pr.next,
-                             "state": "replicate" if pr.state == _REPLICATE else "probe"}
+                             "state": ("probe", "replicate", "snapshot")[pr.state]}
                          for p, pr in self.progress.items()},
         }

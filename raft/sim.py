@@ -181,7 +181,7 @@ class SimNode:
             election_tick=cfg.election_tick, heartbeat_tick=cfg.heartbeat_tick,
             max_msg_bytes=self.sim.faults.max_msg_bytes, max_inflight=self.sim.faults.max_inflight,
             hard_state=st.hard_state, entries=st.entries,
-            snapshot_index=st.snapshot_index, snapshot_term=st.snapshot_term,
+            snapshot=st.snapshot,
             msg_id_start=self.incarnation << 40,
             unsafe_commit_any_term=cfg.unsafe_commit_any_term,
             trace=self.sim.trace)

@@ -20,6 +20,7 @@ class Cluster:
         self.dropped: set[tuple[int, int]] = set()
         self.applied: dict[int, list[Entry]] = {i: [] for i in self.ids}
         self.read_states: dict[int, list] = {i: [] for i in self.ids}
+        self.installed: dict[int, list] = {i: [] for i in self.ids}   # snapshots from leaders
         for i in self.ids:
             disk = MemoryStorage()
             hs = HardState((terms or {}).get(i, max(logs[i], default=0)), 0, 0)
@@ -30,7 +31,8 @@ class Cluster:
 
     def _start(self, i: int, **kw) -> RawNode:
         st = self.disks[i].load()
-        return RawNode(i, self.ids, seed=i, hard_state=st.hard_state, entries=st.entries, **kw)
+        return RawNode(i, self.ids, seed=i, hard_state=st.hard_state, entries=st.entries,
+                       snapshot=st.snapshot, **kw)
 
     def restart(self, i: int) -> None:
         self.queue = [m for m in self.queue if m.dst != i and m.src != i]
@@ -43,6 +45,9 @@ class Cluster:
         while n.has_ready():
             rd = n.ready()
             self.queue.extend(rd.messages)
+            if rd.snapshot is not None:
+                self.disks[i].install_snapshot(rd.snapshot)
+                self.installed[i].append(rd.snapshot)
             self.disks[i].save(rd.hard_state, rd.entries)
             self.queue.extend(rd.messages_after_persist)
             self.applied[i].extend(rd.committed_entries)
@@ -67,6 +72,16 @@ class Cluster:
                 continue
             self.nodes[m.dst].step(m)
         raise AssertionError("network did not quiesce")
+
+    def compact(self, i: int, index: int) -> None:
+        """Node i snapshots at ``index`` (data names the index) and compacts."""
+        from raft import Snapshot
+
+        data = b"state@%d" % index
+        snap = Snapshot(index, self.nodes[i].log.term(index), data)
+        self.disks[i].save_snapshot(snap)
+        self.nodes[i].compact(index, data)
+        self.disks[i].compact(index)
 
     def isolate(self, i: int) -> None:
         for j in self.ids:

@@ -6,13 +6,18 @@ Contract (see raft._core for the Ready/advance protocol):
   below ``last_index``, everything from that index on is first discarded (the
   core asks for this when a follower's log had a conflicting suffix, §5.3).
 - ``load()`` returns exactly what was made durable by completed ``save`` calls.
+- Snapshots (§7): ``save_snapshot(snap)`` makes a snapshot the application took
+  durable without touching the log; ``compact(index)`` then drops the entries it
+  covers. ``install_snapshot(snap)`` (a Ready's ``snapshot``, sent by the leader)
+  makes it durable and discards the whole log: the log continues at
+  ``snap.index + 1``. ``load()`` returns the newest snapshot with the log after it.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from raft._core import Entry, HardState
+from raft._core import Entry, HardState, Snapshot
 
 
 @dataclass
@@ -23,6 +28,7 @@ class PersistedState:
     entries: list[Entry] = field(default_factory=list)
     snapshot_index: int = 0
     snapshot_term: int = 0
+    snapshot: Snapshot | None = None    # with its data, when the storage keeps it
 
 
 class Storage(Protocol):
@@ -33,6 +39,12 @@ class Storage(Protocol):
     def entries(self, lo: int, hi: int) -> list[Entry]: ...
 
     def term(self, index: int) -> int: ...
+
+    def save_snapshot(self, snapshot: Snapshot) -> None: ...
+
+    def compact(self, index: int) -> None: ...
+
+    def install_snapshot(self, snapshot: Snapshot) -> None: ...
 
     @property
     def first_index(self) -> int: ...

@@ -2,7 +2,7 @@
 simulated crash of the node's RawNode", i.e. held by this object."""
 from __future__ import annotations
 
-from raft._core import Entry, HardState
+from raft._core import Entry, HardState, Snapshot
 from raft.storage.base import PersistedState, StorageError
 
 
@@ -12,11 +12,37 @@ class MemoryStorage:
         self._entries: list[Entry] = []
         self._snapshot_index = 0
         self._snapshot_term = 0
+        self._snapshot: Snapshot | None = None
         self.saves = 0
 
     def load(self) -> PersistedState:
         return PersistedState(self._hard_state, list(self._entries),
-                              self._snapshot_index, self._snapshot_term)
+                              self._snapshot_index, self._snapshot_term, self._snapshot)
+
+    # -- snapshots (see raft.storage.base for the contract) --
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep a snapshot taken locally; the log is untouched until compact()."""
+        if self._snapshot is None or snapshot.index > self._snapshot.index:
+            self._snapshot = snapshot
+
+    def compact(self, index: int) -> None:
+        """Drop entries <= index; a saved snapshot must cover them."""
+        if index <= self._snapshot_index:
+            return
+        if self._snapshot is None or self._snapshot.index < index:
+            raise StorageError(f"compact({index}): no saved snapshot covers it")
+        if index > self.last_index:
+            raise StorageError(f"compact({index}): beyond the last index {self.last_index}")
+        term = self.term(index)
+        del self._entries[:index - self._snapshot_index]
+        self._snapshot_index, self._snapshot_term = index, term
+
+    def install_snapshot(self, snapshot: Snapshot) -> None:
+        """A snapshot from the leader replaces the whole log (§7)."""
+        self._snapshot = snapshot
+        self._entries = []
+        self._snapshot_index, self._snapshot_term = snapshot.index, snapshot.term
 
     def save(self, hard_state: HardState | None, entries: list[Entry]) -> None:
         self.saves += 1
