@@ -32,8 +32,13 @@ MCNext == NextExceptRestart \/ \E i \in Server : CrashRestart(i)
 
 MCSpec == Init /\ [][MCNext]_vars
 
-\* Distinct messages in flight or waiting in an outbox for Persist.
-InFlight == DOMAIN network \cup UNION {outbox[i] : i \in Server}
+\* Distinct messages in flight or waiting in an outbox for Persist.  The
+\* RequestVotes of one election (Timeout queues one per other server) count
+\* as one message, the broadcast: each is mapped to a representative with
+\* dst = src.  Otherwise MaxMessages = 1 would allow no election at all,
+\* and MaxMessages = 2 is far too large a state space (README.md).
+Broadcast(m) == IF m.type = RequestVoteMsg THEN [m EXCEPT !.dst = m.src] ELSE m
+InFlight == {Broadcast(m) : m \in DOMAIN network \cup UNION {outbox[i] : i \in Server}}
 
 StateBound ==
     /\ \A i \in Server : currentTerm[i] <= MaxTerm

@@ -22,7 +22,8 @@
 (*    persist") -- are not put on the network by the handler but into the  *)
 (*    server's outbox; Persist(i) writes the state and only then releases  *)
 (*    the outbox to the network.  A crash loses the outbox.  RequestVote   *)
-(*    is sent only while the candidate's term, self-vote and log are       *)
+(*    is one too: Timeout queues one for every other server, and Persist   *)
+(*    releases them once the new term, the self-vote and the log are       *)
 (*    durable.  AppendEntries from a leader goes out at once (diss.        *)
 (*    §10.2.1): the leader counts only its own durable log (StableIndex)   *)
 (*    towards a commit quorum.                                             *)
@@ -281,28 +282,28 @@ UpdateTerm(i, m) ==
 (* Leader election (paper §5.2, §5.4.1)                                    *)
 (***************************************************************************)
 
+\* The RequestVotes a server starting an election in term currentTerm[i] + 1
+\* sends: one to every other server, advertising its last log index and term.
+RequestVotes(i) ==
+    {Message(RequestVoteMsg, i, j, currentTerm[i] + 1, Len(log[i]),
+             LastTerm(log[i]), 0, <<>>, 0, FALSE) : j \in Server \ {i}}
+
 \* The election timer of a follower or candidate fires: start an election
-\* in the next term and vote for oneself (paper §5.2).
+\* in the next term and vote for oneself (paper §5.2).  The RequestVotes go
+\* into the outbox: they are messages-after-persist, released by Persist(i)
+\* only once the new term, the self-vote and the log they advertise are
+\* durable (a candidate that could forget its own vote could vote twice in
+\* a term).  This is what the core does: it queues them in the Ready's
+\* messages_after_persist when the timer fires.
 Timeout(i) ==
     /\ state[i] \in {Follower, Candidate}
     /\ state'        = [state        EXCEPT ![i] = Candidate]
     /\ currentTerm'  = [currentTerm  EXCEPT ![i] = @ + 1]
     /\ votedFor'     = [votedFor     EXCEPT ![i] = i]
     /\ votesGranted' = [votesGranted EXCEPT ![i] = {i}]
-    /\ UNCHANGED <<log, durableVars, commitIndex, matchIndex, outbox,
-                   network, historyVars>>
-
-\* Candidate i asks j for its vote.  RequestVote is a message-after-persist:
-\* it is sent only once the new term, the self-vote and the log it
-\* advertises are durable (a candidate that could forget its own vote could
-\* vote twice in a term).  Re-sending is allowed (retries).
-RequestVote(i, j) ==
-    /\ state[i] = Candidate
-    /\ j # i
-    /\ IsDurable(i)
-    /\ Send(Message(RequestVoteMsg, i, j, currentTerm[i], Len(log[i]),
-                    LastTerm(log[i]), 0, <<>>, 0, FALSE))
-    /\ UNCHANGED <<memoryVars, durableVars, volatileVars, historyVars>>
+    /\ outbox'       = [outbox       EXCEPT ![i] = @ \cup RequestVotes(i)]
+    /\ UNCHANGED <<log, durableVars, commitIndex, matchIndex, network,
+                   historyVars>>
 
 \* The candidate's log is at least as up-to-date as i's (paper §5.4.1).
 CandidateUpToDate(i, m) ==
@@ -310,24 +311,31 @@ CandidateUpToDate(i, m) ==
     \/ /\ m.logTerm = LastTerm(log[i])
        /\ m.index >= Len(log[i])
 
-\* Server i handles a RequestVote whose term is not higher than its own
-\* (UpdateTerm runs first otherwise).  Grant iff same term, no vote for
+\* Server i grants m (a RequestVote) its vote: same term, no vote for
 \* another candidate in this term (one vote per term, paper §5.2) and the
-\* candidate is up to date (§5.4.1).  A stale request (lower term) is
-\* rejected with our term.  The reply waits for Persist, so a grant is sent
-\* only once the vote is durable.
+\* candidate is up to date (§5.4.1).
+GrantVote(i, m) ==
+    /\ m.term = currentTerm[i]
+    /\ votedFor[i] \in {Nil, m.src}
+    /\ CandidateUpToDate(i, m)
+
+\* i's reply to the RequestVote m (in the state before i handles it).
+RequestVoteReply(i, m) ==
+    Message(RequestVoteRespMsg, i, m.src, currentTerm[i], 0, 0, 0, <<>>, 0,
+            ~GrantVote(i, m))
+
+\* Server i handles a RequestVote whose term is not higher than its own
+\* (UpdateTerm runs first otherwise).  Grant iff GrantVote; a stale request
+\* (lower term) is rejected with our term.  The reply waits for Persist, so
+\* a grant is sent only once the vote is durable.
 HandleRequestVote(i, m) ==
     /\ m \in DOMAIN network
     /\ m.type = RequestVoteMsg
     /\ m.dst = i
     /\ m.term <= currentTerm[i]
-    /\ LET grant == /\ m.term = currentTerm[i]
-                    /\ votedFor[i] \in {Nil, m.src}
-                    /\ CandidateUpToDate(i, m)
-       IN  /\ votedFor' = IF grant THEN [votedFor EXCEPT ![i] = m.src]
-                                   ELSE votedFor
-           /\ SendAfterPersist(i, Message(RequestVoteRespMsg, i, m.src,
-                                  currentTerm[i], 0, 0, 0, <<>>, 0, ~grant))
+    /\ votedFor' = IF GrantVote(i, m) THEN [votedFor EXCEPT ![i] = m.src]
+                                      ELSE votedFor
+    /\ SendAfterPersist(i, RequestVoteReply(i, m))
     /\ Discard(m)
     /\ UNCHANGED <<currentTerm, log, durableVars, state, commitIndex,
                    votesGranted, matchIndex, historyVars>>
@@ -414,8 +422,23 @@ AcceptEntries(lg, m) ==
         ELSE LET c == SetMin(diff)
              IN  SubSeq(lg, 1, c - 1) \o SubSeq(m.entries, c - m.index, Len(m.entries))
 
+\* i's reply to the AppendEntries m (in the state before i handles it):
+\* stale (lower term): reject carrying our term, so the sender steps down;
+\* log inconsistent at prevLogIndex: reject with the hint; else success,
+\* index = the index of the last entry of m.
+AppendEntriesReply(i, m) ==
+    IF m.term < currentTerm[i]
+    THEN Message(AppendEntriesRespMsg, i, m.src, currentTerm[i], m.index, 0,
+                 0, <<>>, 0, TRUE)
+    ELSE IF ~LogOk(log[i], m)
+    THEN LET h == HintIndex(log[i], m)
+         IN  Message(AppendEntriesRespMsg, i, m.src, currentTerm[i], m.index,
+                     TermAt(log[i], h), h, <<>>, 0, TRUE)
+    ELSE Message(AppendEntriesRespMsg, i, m.src, currentTerm[i],
+                 m.index + Len(m.entries), 0, 0, <<>>, 0, FALSE)
+
 \* Server i handles an AppendEntries whose term is not higher than its own.
-\*  - stale (lower term): reject carrying our term, so the sender steps down;
+\*  - stale (lower term): reject (AppendEntriesReply);
 \*  - same term: a candidate becomes follower (§5.2); then the consistency
 \*    check (§5.3): reject with the hint, or accept the entries and advance
 \*    commitIndex to min(leaderCommit, index of last new entry).
@@ -425,19 +448,14 @@ HandleAppendEntries(i, m) ==
     /\ m.type = AppendEntriesMsg
     /\ m.dst = i
     /\ m.term <= currentTerm[i]
+    /\ SendAfterPersist(i, AppendEntriesReply(i, m))
     /\ \/ /\ m.term < currentTerm[i]
-          /\ SendAfterPersist(i, Message(AppendEntriesRespMsg, i, m.src,
-                                 currentTerm[i], m.index, 0, 0, <<>>, 0, TRUE))
           /\ UNCHANGED <<log, state, commitIndex, votesGranted, committed>>
        \/ /\ m.term = currentTerm[i]
           /\ state[i] # Leader     \* at most one leader per term (§5.2)
           /\ state'        = [state        EXCEPT ![i] = Follower]
           /\ votesGranted' = [votesGranted EXCEPT ![i] = {}]
           /\ \/ /\ ~LogOk(log[i], m)
-                /\ LET h == HintIndex(log[i], m)
-                   IN  SendAfterPersist(i, Message(AppendEntriesRespMsg, i,
-                           m.src, currentTerm[i], m.index, TermAt(log[i], h),
-                           h, <<>>, 0, TRUE))
                 /\ UNCHANGED <<log, commitIndex, committed>>
              \/ /\ LogOk(log[i], m)
                 /\ LET newLog    == AcceptEntries(log[i], m)
@@ -446,8 +464,6 @@ HandleAppendEntries(i, m) ==
                    IN  /\ log'         = [log EXCEPT ![i] = newLog]
                        /\ commitIndex' = [commitIndex EXCEPT ![i] = newCommit]
                        /\ RecordCommit(i, newLog, newCommit)
-                       /\ SendAfterPersist(i, Message(AppendEntriesRespMsg, i,
-                              m.src, currentTerm[i], last, 0, 0, <<>>, 0, FALSE))
     /\ Discard(m)
     /\ UNCHANGED <<currentTerm, votedFor, durableVars, matchIndex, elections>>
 
@@ -476,7 +492,7 @@ Agree(i, n) ==
     (IF StableIndex(i) >= n THEN {i} ELSE {})
         \cup {j \in Server \ {i} : matchIndex[i][j] >= n}
 
-\* The commit rule (paper §5.3, §5.4.2): the largest N stored by a majority
+\* The commit rule (paper §5.3, §5.4.2): an index N stored by a majority
 \* with term(N) = currentTerm.  Entries of earlier terms are committed only
 \* indirectly, through an entry of the current term (Figure 8).  With
 \* CommitAnyTerm the term condition is dropped: the Figure 8 bug.
@@ -485,11 +501,14 @@ CommitCandidates(i) ==
         /\ IsQuorum(Agree(i, n))
         /\ CommitAnyTerm \/ log[i][n].term = currentTerm[i]}
 
+\* The leader advances commitIndex to ANY of these indexes, not only the
+\* largest: committing a smaller one is as safe, and the core may see a
+\* smaller quorum than the spec does at that point (it counts its own log
+\* only once the write has completed, the spec from Persist on).
 AdvanceCommitIndex(i) ==
     /\ state[i] = Leader
-    /\ CommitCandidates(i) # {}
-    /\ LET newCommit == SetMax(CommitCandidates(i))
-       IN  /\ commitIndex' = [commitIndex EXCEPT ![i] = newCommit]
+    /\ \E newCommit \in CommitCandidates(i) :
+           /\ commitIndex' = [commitIndex EXCEPT ![i] = newCommit]
            /\ RecordCommit(i, log[i], newCommit)
     /\ UNCHANGED <<memoryVars, durableVars, state, votesGranted, matchIndex,
                    outbox, network, elections>>
@@ -519,7 +538,6 @@ DuplicateMessage(m) ==
 \* Every step except crashes (MCRaft bounds the number of restarts).
 NextExceptRestart ==
     \/ \E i \in Server : Timeout(i)
-    \/ \E i, j \in Server : RequestVote(i, j)
     \/ \E i \in Server : BecomeLeader(i)
     \/ \E i \in Server, v \in Value : ClientRequest(i, v)
     \/ \E i, j \in Server : \E prev \in 0..Len(log[i]) :
@@ -573,11 +591,12 @@ ElectionSafety ==
 
 \* Leader Append-Only (paper §5.3, Figure 3): a leader never overwrites or
 \* deletes entries in its log; it only appends.  An action property.
-LeaderAppendOnly ==
-    [][\A i \in Server :
-          (state[i] = Leader /\ state'[i] = Leader
-             /\ currentTerm'[i] = currentTerm[i])
-          => IsPrefix(log[i], log'[i])]_vars
+LeaderAppendOnlyStep ==
+    \A i \in Server :
+        (state[i] = Leader /\ state'[i] = Leader
+           /\ currentTerm'[i] = currentTerm[i])
+        => IsPrefix(log[i], log'[i])
+LeaderAppendOnly == [][LeaderAppendOnlyStep]_vars
 
 \* Log Matching (paper §5.3, Figure 3): if two logs contain an entry with
 \* the same index and term, the logs are identical up to that index.
