@@ -5,17 +5,30 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from raft import ENTRY_NOOP, ENTRY_NORMAL, MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP, Entry, Message
+from raft import (
+    ENTRY_NOOP,
+    ENTRY_NORMAL,
+    MSG_APP,
+    MSG_APP_RESP,
+    MSG_SNAP,
+    MSG_SNAP_RESP,
+    MSG_VOTE,
+    MSG_VOTE_RESP,
+    Entry,
+    Message,
+)
 from raft.net import codec
 from raft.net.codec import FrameDecoder, FrameError, decode, encode
 
 U64 = 2**64 - 1
-ALL_TYPES = (MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP)
+ALL_TYPES = (MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP, MSG_SNAP, MSG_SNAP_RESP)
+NO_DATA_TYPES = (MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP, MSG_SNAP_RESP)
 
 
 def fields(m: Message) -> tuple:
     return (m.type, m.src, m.dst, m.term, m.log_term, m.index, m.commit, m.reject_hint,
-            m.msg_id, m.context, m.reject, [(e.index, e.term, e.type, e.data) for e in m.entries])
+            m.msg_id, m.context, m.reject, [(e.index, e.term, e.type, e.data) for e in m.entries],
+            m.data)
 
 
 def assert_same(got: list[Message], want: list[Message]) -> None:
@@ -37,6 +50,12 @@ def sample_batch() -> list[Message]:
         Message(MSG_VOTE, 3, 1, term=5, index=13, log_term=4),
         Message(MSG_VOTE_RESP, 1, 3, term=5, reject=True),
         Message(MSG_VOTE_RESP, 2, 3, term=5, reject=False, msg_id=U64),
+        # InstallSnapshot: the chunk [4096, 4096 + 300) of a 5000-byte snapshot at (13, 4)
+        Message(MSG_SNAP, 1, 2, term=5, index=13, log_term=4, commit=4096, reject_hint=5000,
+                data=bytes(range(256)) + b"s" * 44, msg_id=9),
+        Message(MSG_SNAP, 1, 3, term=5, index=13, log_term=4, commit=0, reject_hint=0, data=b""),
+        Message(MSG_SNAP_RESP, 2, 1, term=5, index=13, reject_hint=4396),
+        Message(MSG_SNAP_RESP, 3, 1, term=5, index=13, reject_hint=0, reject=True),
     ]
 
 
@@ -45,9 +64,40 @@ def sample_batch() -> list[Message]:
 @pytest.mark.parametrize("mtype", ALL_TYPES)
 def test_round_trip_each_type_with_entries(mtype):
     ents = [Entry(i, 7, ENTRY_NORMAL, bytes([i]) * i) for i in range(1, 6)]
+    data = b"chunk" if mtype == MSG_SNAP else None
     m = Message(mtype, 1, 2, term=7, log_term=6, index=3, commit=2, entries=ents,
-                reject=True, reject_hint=4, msg_id=99)
+                reject=True, reject_hint=4, msg_id=99, data=data)
     assert_same(decode(encode([m])), [m])
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000, 1 << 20])
+def test_round_trip_snapshot_chunks(size):
+    """MSG_SNAP chunks keep their bytes exactly (up to a default max_msg_bytes chunk);
+    every other type decodes with data None, as the core builds it."""
+    chunk = bytes((i * 7) & 0xFF for i in range(size))
+    m = Message(MSG_SNAP, 1, 2, term=3, index=1000, log_term=2, commit=size * 3,
+                reject_hint=size * 4, data=chunk, msg_id=5)
+    (got,) = decode(encode([m]))
+    assert_same([got], [m])
+    assert type(got.data) is bytes and got.data == chunk
+    assert codec.encoded_size(m) == codec.MESSAGE_HEADER_SIZE + size
+    for t in NO_DATA_TYPES:
+        for data in (None, b""):
+            (got,) = decode(encode([Message(t, 1, 2, term=1, data=data)]))
+            assert got.data is None
+
+
+def test_snapshot_chunks_in_a_stream_with_other_messages():
+    chunks = [Message(MSG_SNAP, 1, 2, term=2, index=50, log_term=2, commit=k * 100,
+                      reject_hint=350, data=bytes([k]) * min(100, 350 - k * 100)) for k in range(4)]
+    batch = [hb for hb in sample_batch()[:2]] + chunks + [Message(MSG_APP, 1, 2, term=2, index=50)]
+    stream = encode(batch[:3]) + encode(batch[3:])
+    dec = FrameDecoder()
+    got = []
+    for i in range(0, len(stream), 5):
+        for frame_msgs in dec.feed(stream[i:i + 5]):
+            got.extend(frame_msgs)
+    assert_same(got, batch)
 
 
 def test_round_trip_batch_and_extremes():
@@ -65,10 +115,17 @@ def test_frame_layout_is_as_documented():
     m = Message(MSG_VOTE, 1, 2, term=3, index=4, log_term=5, msg_id=6, context=7)
     f = encode([m])
     length, version, ftype, count = struct.unpack_from("<IBBI", f)
-    assert (length, version, ftype, count) == (len(f) - 4, codec.VERSION, codec.FRAME_MESSAGES, 1)
+    assert (length, version, ftype, count) == (len(f) - 4, 3, codec.FRAME_MESSAGES, 1)
+    assert codec.VERSION == 3
     body = f[10:]
-    assert len(body) == codec.MESSAGE_HEADER_SIZE
-    assert struct.unpack("<BB9QI", body) == (MSG_VOTE, 0, 1, 2, 3, 5, 4, 0, 0, 6, 7, 0)
+    assert len(body) == codec.MESSAGE_HEADER_SIZE == 82
+    assert struct.unpack("<BB9QII", body) == (MSG_VOTE, 0, 1, 2, 3, 5, 4, 0, 0, 6, 7, 0, 0)
+    # An InstallSnapshot chunk: data_len, then the data right after the fixed header.
+    m = Message(MSG_SNAP, 1, 2, term=3, index=4, log_term=2, commit=8, reject_hint=11,
+                data=b"abc", msg_id=6)
+    body = encode([m])[10:]
+    assert struct.unpack_from("<BB9QII", body) == (MSG_SNAP, 0, 1, 2, 3, 2, 4, 8, 11, 6, 0, 0, 3)
+    assert body[82:] == b"abc"
 
 
 def test_encoded_size_matches_encode():
@@ -104,6 +161,12 @@ def test_encode_rejects_bad_input():
         encode([Message(MSG_APP, 1, 2, entries=[Entry(1, 1, 300, b"")])])
     with pytest.raises(TypeError):
         encode([Message(MSG_APP, 1, 2, entries=["not an entry"])])
+    with pytest.raises(ValueError, match="without data"):
+        encode([Message(MSG_SNAP, 1, 2)])
+    with pytest.raises(ValueError, match="only InstallSnapshot"):
+        encode([Message(MSG_APP, 1, 2, data=b"x")])
+    with pytest.raises(ValueError, match="only InstallSnapshot"):
+        codec.encoded_size(Message(MSG_SNAP_RESP, 1, 2, data=b"x"))
 
 
 def test_encode_refuses_oversized_frame():
@@ -156,11 +219,58 @@ def test_decode_rejects_lying_entry_count_and_data_length():
     struct.pack_into("<I", lying, n_entries_at, 1_000_000)
     with pytest.raises(FrameError, match="entry count"):
         decode(bytes(lying))
-    data_len_at = 10 + 78 + 17
+    data_len_at = 10 + 82 + 17
     lying = bytearray(good)
     struct.pack_into("<I", lying, data_len_at, 0xFFFFFFFF)
     with pytest.raises(FrameError, match="data length"):
         decode(bytes(lying))
+
+
+MSG_DATA_LEN_AT = 10 + 78   # the message's u32 data_len, in a one-message frame
+
+
+@pytest.mark.parametrize("lie", [4, 5, 1000, 0xFFFFFFFF])
+def test_decode_rejects_lying_snapshot_data_length(lie):
+    """A data_len larger than the bytes present is refused before anything is copied."""
+    good = encode([Message(MSG_SNAP, 1, 2, term=1, index=1, log_term=1, reject_hint=3,
+                           data=b"abc")])
+    lying = bytearray(good)
+    struct.pack_into("<I", lying, MSG_DATA_LEN_AT, lie)
+    with pytest.raises(FrameError, match="data length|entry count|trailing"):
+        decode(bytes(lying))
+    # Shorter than the truth: the rest is read as trailing garbage, also refused.
+    short = bytearray(good)
+    struct.pack_into("<I", short, MSG_DATA_LEN_AT, 2)
+    with pytest.raises(FrameError, match="trailing"):
+        decode(bytes(short))
+
+
+def test_decode_rejects_truncated_snapshot_chunk():
+    f = encode([Message(MSG_SNAP, 1, 2, term=1, index=1, log_term=1, reject_hint=10_000,
+                        data=b"d" * 10_000)])
+    body = f[6:]
+    for cut in list(range(0, 100)) + list(range(100, len(body), 997)) + [len(body) - 1]:
+        with pytest.raises(FrameError):
+            decode(frame(body[:cut]))
+        dec = FrameDecoder()
+        assert dec.feed(f[:cut + 6]) == []   # as a stream: still waiting
+    # The data_len says more than the frame's own length allows.
+    lying = bytearray(f)
+    struct.pack_into("<I", lying, MSG_DATA_LEN_AT, 10_001)
+    with pytest.raises(FrameError, match="data length 10001 of message 0 exceeds the frame"):
+        decode(bytes(lying))
+
+
+def test_decode_rejects_data_on_other_types():
+    """Only MSG_SNAP may carry data: a peer sending it on another type is refused
+    (the core would refuse the message anyway)."""
+    hb_ = Message(MSG_APP, 1, 2, term=1)
+    f = bytearray(encode([hb_]))
+    struct.pack_into("<I", f, MSG_DATA_LEN_AT, 2)
+    f += b"xy"
+    struct.pack_into("<I", f, 0, len(f) - 4)
+    with pytest.raises(FrameError, match="carries data"):
+        decode(bytes(f))
 
 
 def test_decode_respects_configured_max_frame():
@@ -197,7 +307,7 @@ def test_body_truncated_with_consistent_length_field():
 # --- the stream decoder --------------------------------------------------------------
 
 def test_stream_decoder_many_frames_in_odd_chunks():
-    frames = [encode(sample_batch()[i:i + 2]) for i in range(0, 7, 2)]
+    frames = [encode(sample_batch()[i:i + 2]) for i in range(0, len(sample_batch()), 2)]
     stream = b"".join(frames)
     for chunk in (1, 3, 7, 64, len(stream)):
         dec = FrameDecoder()
@@ -236,10 +346,15 @@ def test_parse_header_and_encode_frame():
 
 entries_st = st.lists(st.builds(Entry, st.integers(0, U64), st.integers(0, U64),
                                 st.integers(0, 255), st.binary(max_size=40)), max_size=4)
-message_st = st.builds(Message, st.sampled_from(ALL_TYPES), st.integers(0, U64),
+message_st = st.builds(Message, st.sampled_from(NO_DATA_TYPES), st.integers(0, U64),
                        st.integers(0, U64), st.integers(0, U64), st.integers(0, U64),
                        st.integers(0, U64), st.integers(0, U64), entries_st, st.booleans(),
                        st.integers(0, U64), st.integers(0, U64))
+snap_st = st.builds(Message, st.just(MSG_SNAP), st.integers(0, U64), st.integers(0, U64),
+                    st.integers(0, U64), st.integers(0, U64), st.integers(0, U64),
+                    st.integers(0, U64), st.just([]), st.booleans(), st.integers(0, U64),
+                    st.integers(0, U64), st.integers(0, U64), data=st.binary(max_size=80))
+message_st = st.one_of(message_st, snap_st)
 batch_st = st.lists(message_st, max_size=5)
 
 

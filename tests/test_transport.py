@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from raft.server_cli import free_ports as _free_ports
-from raft import MSG_APP, MSG_APP_RESP, MSG_VOTE, Entry, Message
+from raft import MSG_APP, MSG_APP_RESP, MSG_SNAP, MSG_SNAP_RESP, MSG_VOTE, Entry, Message
 from raft.net import auth, codec
 from raft.net.transport import PeerTransport, install_event_loop_policy, new_event_loop
 
@@ -351,6 +351,48 @@ def test_peer_that_never_reads_keeps_memory_bounded():
                 w.transport.abort()
             server.close()
             await server.wait_closed()
+    run(main())
+
+
+def snap_chunk(src, dst, k, size, total):
+    return Message(MSG_SNAP, src, dst, term=2, index=500, log_term=2, commit=k * size,
+                   reject_hint=total, data=bytes([k & 0xFF]) * size, msg_id=k)
+
+
+def test_snapshot_chunks_are_delivered_and_counted_in_the_buffer_bound():
+    """InstallSnapshot chunks travel with their data; the data counts toward the
+    per-peer bound (encoded_size includes it), so a peer that is down cannot make
+    us hold more than max_buffered_bytes of chunks."""
+    size, bound = 64 * 1024, 256 * 1024
+
+    async def main():
+        ports = dict(zip((1, 2), free_ports(2)))
+        a = Node(1, ports, max_buffered_bytes=bound)
+        await a.t.start()               # node 2 is not listening yet: everything queues
+        try:
+            assert codec.encoded_size(snap_chunk(1, 2, 0, size, 10 * size)) == \
+                codec.MESSAGE_HEADER_SIZE + size
+            a.t.send([snap_chunk(1, 2, k, size, 10 * size) for k in range(10)])
+            s = a.t.stats()
+            assert s["buffered_bytes"] <= bound
+            assert s["peers"][2]["queued_messages"] == 3   # 3 x (64 KiB + 82) fit in 256 KiB
+            assert s["messages_dropped"] == 7
+            # Once node 2 is up, the newest chunks (the oldest were dropped) arrive intact.
+            b = Node(2, ports)
+            await b.t.start()
+            try:
+                await wait_until(lambda: len(b.received) == 3)
+                assert [m.msg_id for m in b.received] == [7, 8, 9]
+                for m in b.received:
+                    assert m.type == MSG_SNAP and m.data == bytes([m.msg_id]) * size
+                    assert m.commit == m.msg_id * size and m.reject_hint == 10 * size
+                b.t.send([Message(MSG_SNAP_RESP, 2, 1, term=2, index=500, reject_hint=size)])
+                await wait_until(lambda: len(a.received) == 1)
+                assert a.received[0].data is None and a.received[0].reject_hint == size
+            finally:
+                await b.t.close()
+        finally:
+            await a.t.close()
     run(main())
 
 

@@ -26,7 +26,7 @@ from libc.string cimport memcpy
 
 from raft._core cimport Entry, Message
 
-from raft._core import MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP
+from raft._core import MSG_APP, MSG_APP_RESP, MSG_SNAP, MSG_SNAP_RESP, MSG_VOTE, MSG_VOTE_RESP
 
 
 # Little-endian loads/stores. On little-endian hosts (all we build for in practice)
@@ -82,7 +82,7 @@ cdef extern from *:
 
 # --- format constants (docs/wire.md; values are part of the wire format) -------
 
-VERSION = 2
+VERSION = 3
 
 FRAME_MESSAGES = 1
 FRAME_HELLO = 2
@@ -94,19 +94,21 @@ FRAME_ACCEPT = 5
 HEADER_SIZE = 6
 # A MESSAGES body starts with a u32 message count.
 MESSAGES_OVERHEAD = HEADER_SIZE + 4
-# Fixed part of one encoded message / entry (the entry's data follows its header).
-MESSAGE_HEADER_SIZE = 78
+# Fixed part of one encoded message / entry. A message's data (MSG_SNAP only)
+# follows its header, then its entries; an entry's data follows its header.
+MESSAGE_HEADER_SIZE = 82
 ENTRY_HEADER_SIZE = 21
 
 DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 
 cdef enum:
-    _VERSION = 2
+    _VERSION = 3
     _FRAME_MESSAGES = 1
     _FRAME_ACCEPT = 5            # highest frame type this version knows
     _HEADER = 6
     _LEN_FIELD = 4               # the length prefix itself
-    _MSG_HDR = 78                # type u8, flags u8, 9 x u64, n_entries u32
+    _MSG_HDR = 82                # type u8, flags u8, 9 x u64, n_entries u32, data_len u32
+    _MSG_SNAP = 5                # the only message type that carries data
     _ENT_HDR = 21                # index u64, term u64, type u8, data_len u32
     _FLAG_REJECT = 1
     _KNOWN_FLAGS = 1
@@ -116,7 +118,7 @@ cdef Py_ssize_t _U32_MAX = 0xFFFFFFFF
 
 # Message types this version carries; anything else is refused on both sides so a
 # peer speaking a newer protocol fails loudly instead of being misread.
-cdef set _KNOWN_MSG_TYPES = {MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP}
+cdef set _KNOWN_MSG_TYPES = {MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP, MSG_SNAP, MSG_SNAP_RESP}
 cdef int _MIN_MSG_TYPE = min(_KNOWN_MSG_TYPES)
 cdef int _MAX_MSG_TYPE = max(_KNOWN_MSG_TYPES)
 
@@ -172,13 +174,15 @@ class FrameError(ValueError):
 
 
 cdef inline bint _known_msg_type(int t):
-    # The known types are contiguous (1..4); checked in _check_types_contiguous.
+    # The known types are contiguous (1..6); checked in _check_types_contiguous.
     return _MIN_MSG_TYPE <= t <= _MAX_MSG_TYPE
 
 
 def _check_types_contiguous():
     if len(_KNOWN_MSG_TYPES) != _MAX_MSG_TYPE - _MIN_MSG_TYPE + 1:
         raise ImportError("raft.net.codec assumes contiguous message type values")
+    if MSG_SNAP != _MSG_SNAP:
+        raise ImportError("raft.net.codec: MSG_SNAP changed value in the core")
 
 _check_types_contiguous()
 
@@ -208,11 +212,27 @@ cdef inline Py_ssize_t _entries_size(list entries) except -1:
     return n
 
 
+cdef inline Py_ssize_t _data_size(Message m) except -1:
+    # data: bytes on MSG_SNAP (required, possibly empty), None or empty elsewhere.
+    if m.type == _MSG_SNAP:
+        if m.data is None:
+            raise ValueError("cannot encode an InstallSnapshot chunk without data")
+    elif m.data is None:
+        return 0
+    elif PyBytes_GET_SIZE(m.data):
+        raise ValueError(f"only InstallSnapshot (type {_MSG_SNAP}) carries data, "
+                         f"not message type {m.type}")
+    if PyBytes_GET_SIZE(m.data) > 0xFFFFFFFF:
+        raise ValueError(f"message data of {PyBytes_GET_SIZE(m.data)} bytes does not fit "
+                         f"the u32 data length")
+    return PyBytes_GET_SIZE(m.data)
+
+
 cdef inline Py_ssize_t _message_size(Message m) except -1:
     # Validates as it sizes, so we never send what a peer must refuse.
     if not _known_msg_type(m.type):
         raise ValueError(f"cannot encode unknown message type {m.type}")
-    return _MSG_HDR + _entries_size(m.entries)
+    return _MSG_HDR + _data_size(m) + _entries_size(m.entries)
 
 
 def encoded_size(Message m not None) -> int:
@@ -231,6 +251,8 @@ cdef Py_ssize_t _write_message(unsigned char* p, Message m) except -1:
     cdef list entries = m.entries
     cdef Py_ssize_t n = PyList_GET_SIZE(entries) if entries is not None else 0
     cdef Py_ssize_t i, dlen, off
+    cdef bytes mdata = m.data
+    cdef Py_ssize_t mlen = PyBytes_GET_SIZE(mdata) if mdata is not None else 0
     cdef Entry e
     p[0] = <uint8_t>m.type
     p[1] = _FLAG_REJECT if m.reject else 0
@@ -244,7 +266,11 @@ cdef Py_ssize_t _write_message(unsigned char* p, Message m) except -1:
     rn_st64(p + 58, m.msg_id)
     rn_st64(p + 66, m.context)
     rn_st32(p + 74, <uint32_t>n)
+    rn_st32(p + 78, <uint32_t>mlen)
     off = _MSG_HDR
+    if mlen:
+        memcpy(p + off, PyBytes_AS_STRING(mdata), mlen)
+        off += mlen
     for i in range(n):
         e = <Entry>PyList_GET_ITEM(entries, i)
         dlen = PyBytes_GET_SIZE(e.data)
@@ -339,7 +365,7 @@ def parse_header(header, Py_ssize_t max_frame=DEFAULT_MAX_FRAME) -> tuple:
 
 cdef list _decode_messages(const unsigned char* p, Py_ssize_t n):
     """Decode a MESSAGES body of exactly ``n`` bytes at ``p``."""
-    cdef Py_ssize_t off = 4, i, j, dlen
+    cdef Py_ssize_t off = 4, i, j, dlen, mlen
     cdef uint32_t count, n_ent
     cdef int mtype
     cdef uint8_t flags
@@ -364,7 +390,14 @@ cdef list _decode_messages(const unsigned char* p, Py_ssize_t n):
         if flags & ~_KNOWN_FLAGS:
             raise FrameError(f"unknown flag bits 0x{flags:02x} in message {i}")
         n_ent = rn_ld32(p + off + 74)
-        if <uint64_t>n_ent * _ENT_HDR > <uint64_t>(n - off - _MSG_HDR):
+        mlen = rn_ld32(p + off + 78)
+        # The data, then at least the entries' fixed headers, must fit in what is left.
+        if mlen > n - off - _MSG_HDR:
+            raise FrameError(f"data length {mlen} of message {i} exceeds the frame")
+        if mlen and mtype != _MSG_SNAP:
+            raise FrameError(f"message {i} of type {mtype} carries data (only "
+                             f"InstallSnapshot, type {_MSG_SNAP}, may)")
+        if <uint64_t>n_ent * _ENT_HDR > <uint64_t>(n - off - _MSG_HDR - mlen):
             raise FrameError(f"entry count {n_ent} of message {i} exceeds the frame")
         # tp_new only: Message.__init__ would re-parse arguments we set directly.
         m = Message.__new__(Message)
@@ -380,6 +413,12 @@ cdef list _decode_messages(const unsigned char* p, Py_ssize_t n):
         m.msg_id = rn_ld64(p + off + 58)
         m.context = rn_ld64(p + off + 66)
         off += _MSG_HDR
+        # data is None except on MSG_SNAP (bytes, possibly empty): as the core builds it.
+        if mtype == _MSG_SNAP:
+            m.data = PyBytes_FromStringAndSize(<const char*>(p + off), mlen)
+            off += mlen
+        else:
+            m.data = None
         ents = PyList_New(n_ent)
         m.entries = ents
         # The list is owned by the message before it is filled, so an error below
