@@ -1012,12 +1012,11 @@ cdef class RawNode:
         Either way our log now holds the leader's entries up to m.index, so we
         answer as to an AppendEntries that carried them: MSG_APP_RESP at m.index,
         after persist (the snapshot must be durable before the leader counts it)."""
-        cdef Snapshot snap
+        cdef Snapshot snap = Snapshot(m.index, m.log_term, bytes(self._rx_buf)) if install else None
         cdef Message r
         if self.role == _CANDIDATE:
             self._become_follower(self.term, m.src)   # §5.2: a leader exists in our term
         if install:
-            snap = Snapshot(m.index, m.log_term, bytes(self._rx_buf))
             # Figure 13 step 7: the log conflicts with or ends before the snapshot:
             # discard it entirely (a log that holds (index, term) took the other branch).
             self.log.restore(m.index, m.log_term)

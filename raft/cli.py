@@ -45,7 +45,8 @@ def _sim_one(job: tuple) -> tuple:
 
         with open(trace_out, "w") as fp:
             write_ndjson(sim.trace, fp, voters=sim.ids)
-    return res.seed, res.ok, res.summary(), history, dict(res.faults), res.trace_events
+    snaps = {"taken": res.snapshots_taken, "installed": res.snapshots_installed}
+    return res.seed, res.ok, res.summary(), history, dict(res.faults), snaps, res.trace_events
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
@@ -66,8 +67,12 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         pool = get_context("fork").Pool(n_jobs)
         results = pool.imap(_sim_one, jobs, chunksize=4)
     trace_events = 0
-    for seed, ok, summary, history, faults, n_events in results:
+    snap_totals = {"taken": 0, "installed": 0, "runs_with_install": 0}
+    for seed, ok, summary, history, faults, snaps, n_events in results:
         trace_events += n_events
+        snap_totals["taken"] += snaps["taken"]
+        snap_totals["installed"] += snaps["installed"]
+        snap_totals["runs_with_install"] += 1 if snaps["installed"] else 0
         for k, v in faults.items():
             totals[k] = totals.get(k, 0) + v
             runs_with[k] = runs_with.get(k, 0) + (1 if v else 0)
@@ -92,6 +97,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         print(json.dumps({"seeds": f"{seeds[0]}-{seeds[-1]}", "runs": len(jobs),
                           "failed": len(failed), "failed_seeds": failed[:20],
                           "fault_totals": totals, "runs_with_fault": runs_with,
+                          "snapshots": snap_totals,
                           "trace_events_checked": trace_events},
                          sort_keys=True))
     return 1 if failed else 0

@@ -21,7 +21,10 @@ Invariants checked after every event (see ``tests/invariants/`` for one test eac
   full pairwise comparison at the end of each phase.
 - LeaderCompleteness (§5.4): a new leader's log holds every committed entry.
 - StateMachineSafety (§5.4.3): every node applies the same entry at each index,
-  in order (checked against a global record of what was applied).
+  in order (checked against a global record of what was applied). A node's
+  state machine is a hash chain over what it applied; a snapshot (§7) carries
+  (index, hash), so a snapshot installed from a leader or restored from disk
+  must equal the global record's hash of that prefix.
 - CommittedDurable: an entry the leader counts as committed is on the durable
   storage of a majority.
 - ReadLinearizability: a ReadIndex read (diss. §6.4) confirmed at index i began
@@ -45,6 +48,7 @@ from raft._core import (
     NotLeader,
     RawNode,
     Ready,
+    Snapshot,
 )
 from raft.storage.memory import MemoryStorage
 
@@ -76,6 +80,12 @@ class FaultProfile:
     # Not faults but batching/flow-control shapes, also drawn from the seed:
     max_msg_bytes: int = 1 << 20   # 1 = one entry per AppendEntries
     max_inflight: int = 64
+    # Log compaction (§7): a node snapshots once this many applied entries follow
+    # its last snapshot (0 = never), keeping the last `snapshot_keep` entries in its
+    # log. Drawn from a second PRNG derived from the seed (see Simulation), so
+    # adding it did not change the runs of older seeds' other choices.
+    snapshot_every: int = 0
+    snapshot_keep: int = 0
 
     @classmethod
     def draw(cls, rng: random.Random) -> "FaultProfile":
@@ -132,6 +142,8 @@ class SimResult:
     commits: int = 0
     proposals: int = 0
     reads: int = 0                  # ReadIndex reads confirmed (and checked linearizable)
+    snapshots_taken: int = 0        # compactions (§7)
+    snapshots_installed: int = 0    # InstallSnapshot completed on a follower
     faults: dict = field(default_factory=dict)
     violations: list = field(default_factory=list)
     liveness: str = "not run"
@@ -169,7 +181,6 @@ class SimNode:
         self.pending: Ready | None = None   # a Ready whose persist is in flight
         self.incarnation = 0
         self.period = period
-        self.applied: list[tuple[int, int, bytes]] = []  # this incarnation's (index, term, data)
         self.start()
 
     def start(self) -> None:
@@ -186,7 +197,13 @@ class SimNode:
             unsafe_commit_any_term=cfg.unsafe_commit_any_term,
             trace=self.sim.trace)
         self.pending = None
-        self.applied = []
+        # The state machine: a hash chain over the applied entries, restored from
+        # the snapshot on disk. `chain` holds (index, hash) since the snapshot, so
+        # a snapshot can be cut at any applied index.
+        snap = st.snapshot
+        self.sm_index = snap.index if snap else 0
+        self.sm_hash = self.sim.check_snapshot(self, snap) if snap else b""
+        self.chain: deque = deque()
         self.commit_seen = 0
         self.last_role = self.core.role
         self.last_term = self.core.term
@@ -212,6 +229,12 @@ class Simulation:
         self.queue: list = []
         self.result = SimResult(cfg.seed, cfg.nodes, cfg.steps,
                                 faults={k: 0 for k in FAULT_KINDS})
+        if cfg.faults is None:
+            # A second stream for choices added later, so older seeds keep drawing
+            # everything else exactly as before.
+            extra = random.Random(f"snapshot/{cfg.seed}")
+            self.faults.snapshot_every = extra.choice((0, 6, 20, 60))
+            self.faults.snapshot_keep = extra.choice((0, 0, 3, 10))
         self.blocked: set[tuple[int, int]] = set()   # directed links src->dst that drop everything
         self.flapped: set[tuple[int, int]] = set()   # links down by link_flap (part of blocked)
         self.partitioned = False
@@ -220,6 +243,7 @@ class Simulation:
         self.leaders: dict[int, int] = {}             # term -> leader id (ElectionSafety)
         self.registry: dict[tuple[int, int], tuple] = {}  # (index, term) -> (type, data, prev_term)
         self.committed: list[tuple[int, bytes]] = []  # index-1 -> (term, data) as applied
+        self.prefix_hash: list[bytes] = []            # index-1 -> state machine hash after it
         self.commit_terms: list[int] = []             # index-1 -> term, as leaders committed
         # Client: payloads proposed and not yet seen applied, with when to retry.
         self.next_payload = 0
@@ -311,18 +335,60 @@ class Simulation:
     def _complete_persist(self, n: SimNode) -> None:
         rd = n.pending
         n.pending = None
+        if rd.snapshot is not None:
+            n.disk.install_snapshot(rd.snapshot)     # replaces the whole log (§7)
         n.disk.save(rd.hard_state, rd.entries)
         self._finish_ready(n, rd)
 
     def _finish_ready(self, n: SimNode, rd: Ready) -> None:
         for m in rd.messages_after_persist:
             self.send(m)
+        if rd.snapshot is not None:
+            n.sm_index = rd.snapshot.index
+            n.sm_hash = self.check_snapshot(n, rd.snapshot)
+            n.chain.clear()
+            self.result.snapshots_installed += 1
+            self.log(f"n{n.id} installed snapshot {rd.snapshot.index}")
         for e in rd.committed_entries:
             self._apply(n, e)
         for ctx, index in rd.read_states:
             self._check_read(n, ctx, index)
         n.core.advance(rd)
         self._check_leader_commit(n)
+        self._maybe_compact(n)
+
+    # -- snapshots --
+
+    def _maybe_compact(self, n: SimNode) -> None:
+        """Compaction policy: snapshot at applied - keep once enough entries follow
+        the last snapshot; storage saves the snapshot, then both logs drop the prefix."""
+        f = self.faults
+        core = n.core
+        if not f.snapshot_every or core.applied - core.log.first_index + 1 < f.snapshot_every + f.snapshot_keep:
+            return
+        index = core.applied - f.snapshot_keep
+        while n.chain and n.chain[0][0] < index:
+            n.chain.popleft()
+        if not n.chain or n.chain[0][0] != index:
+            return
+        data = b"%d:" % index + n.chain[0][1]
+        snap = Snapshot(index, core.log.term(index), data)
+        n.disk.save_snapshot(snap)          # durable first, then drop the entries
+        core.compact(index, data)
+        n.disk.compact(index)
+        self.result.snapshots_taken += 1
+        self.log(f"n{n.id} compacted to {index}")
+
+    def check_snapshot(self, n: SimNode, snap: Snapshot) -> bytes:
+        """StateMachineSafety for a snapshot: it must be the state after exactly the
+        committed prefix it claims. Returns the state machine hash it holds."""
+        head, _, digest = snap.data.partition(b":")
+        if head != b"%d" % snap.index:
+            raise Violation("StateMachineSafety", f"node {n.id}: snapshot {snap!r} is for index {head!r}")
+        if snap.index > len(self.prefix_hash) or self.prefix_hash[snap.index - 1] != digest:
+            raise Violation("StateMachineSafety",
+                            f"node {n.id}: snapshot at {snap.index} is not the state of the committed prefix")
+        return digest
 
     # -- invariants --
 
@@ -369,10 +435,13 @@ class Simulation:
             prev_term = e.term
 
     def _apply(self, n: SimNode, e: Entry) -> None:
-        expect = (n.applied[-1][0] + 1) if n.applied else n.core.log.applied + 1
+        expect = n.sm_index + 1
         if e.index != expect:
             raise Violation("StateMachineSafety", f"node {n.id} applied {e.index}, expected {expect}")
-        n.applied.append((e.index, e.term, e.data))
+        n.sm_index = e.index
+        n.sm_hash = hashlib.blake2b(n.sm_hash + b"%d:" % e.term + e.data, digest_size=8).digest()
+        if self.faults.snapshot_every:
+            n.chain.append((e.index, n.sm_hash))
         if e.index <= len(self.committed):
             if self.committed[e.index - 1] != (e.term, e.data):
                 raise Violation("StateMachineSafety",
@@ -380,6 +449,7 @@ class Simulation:
                                 f"others applied {self.committed[e.index - 1]}")
         elif e.index == len(self.committed) + 1:
             self.committed.append((e.term, e.data))
+            self.prefix_hash.append(n.sm_hash)
             self.result.commits += 1
             if e.type == ENTRY_NORMAL:
                 self.outstanding.pop(e.data, None)
@@ -402,7 +472,8 @@ class Simulation:
                                     f"earlier committed term {self.commit_terms[idx - 1]}")
                 continue
             holders = sum(1 for m in self.nodes.values()
-                          if m.disk.last_index >= idx and m.disk.term(idx) == t)
+                          if m.disk.last_index >= idx
+                          and (idx < m.disk.first_index or m.disk.term(idx) == t))
             if holders < self.quorum:
                 raise Violation("CommittedDurable",
                                 f"leader {n.id} committed {idx} (term {t}) held durably by {holders} nodes")
