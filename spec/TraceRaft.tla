@@ -1,0 +1,264 @@
+------------------------------ MODULE TraceRaft ------------------------------
+(***************************************************************************)
+(* Trace validation: is a trace of the core a behaviour of Raft.tla?      *)
+(*                                                                         *)
+(* The traces are the event lists the core writes (spec/README.md, "Traces: *)
+(* the event schema"), written by spec/tla_trace.py as TLA+ sequences of    *)
+(* records into the generated module TraceData (operator Traces, a         *)
+(* sequence of traces; TraceServer, TraceValue, TraceNoop).  One TLC run   *)
+(* checks all of them: the variable t (which trace) is chosen in the       *)
+(* initial state and never changes.                                        *)
+(*                                                                         *)
+(* The variable l is the position in trace t: every step of TraceNext is   *)
+(* one of Raft.tla's actions (or a stuttering step) conjoined with "the    *)
+(* event at position l is what this action does", and moves l on by one.  *)
+(* A few events need more than one spec step; the steps before the last    *)
+(* leave l where it is ("hidden" steps, each enabled only at the point of  *)
+(* the trace that needs it, so TLC explores one path):                    *)
+(*   - recv of a message with a higher term: UpdateTerm first (§5.1);      *)
+(*   - recv: DuplicateMessage first, so that the network keeps a copy --   *)
+(*     the trace may receive the same message again (the network           *)
+(*     duplicates), and an extra copy never disables a spec action;       *)
+(*   - propose of k entries: k ClientRequest steps (counter `sub`).        *)
+(* Every step, hidden or not, must keep every invariant of Raft.tla        *)
+(* (TraceInvariants, evaluated on the new state) and LeaderAppendOnlyStep. *)
+(*                                                                         *)
+(* Event -> spec action (the mapping of spec/README.md, as spec/checker.py  *)
+(* replays it):                                                            *)
+(*   restart n ...     first event of n: none (Init); then Restart(n); the *)
+(*                     state n restarts from must be the spec's            *)
+(*   timeout n term    Timeout(n), new term = term                         *)
+(*   leader n term     BecomeLeader(n) in term                             *)
+(*   propose n es      ClientRequest(n, v) for each entry, at its index    *)
+(*   recv n m          [DuplicateMessage(m)] [UpdateTerm(n, m)] then       *)
+(*                     HandleRequestVote / HandleRequestVoteResponse /     *)
+(*                     HandleAppendEntries / HandleAppendEntriesResponse   *)
+(*   send n m          AppendEntries(n, m.dst, m.index, Len(m.entries)),   *)
+(*     (not after      the message sent must be m                          *)
+(*      persist)                                                           *)
+(*   send n m          none: m must be one of the replies the spec's       *)
+(*     (after persist) actions put in n's outbox and n has not yet         *)
+(*                     reported (the bag `pending`)                        *)
+(*   commit n c        AdvanceCommitIndex(n) to c                          *)
+(*   ready n           Persist(n) if the trace has n's `advance` before    *)
+(*                     n's next ready or restart (the write completed),    *)
+(*                     else none (lost in a crash); a Ready with nothing   *)
+(*                     to write is a stuttering step                       *)
+(*   advance n         none                                                *)
+(*   state n ...       none: n's term, vote, role, commit, last index and  *)
+(*                     last term equal the spec's, and n has reported      *)
+(*                     every reply the spec's actions produced             *)
+(*                                                                         *)
+(* The verdict: trace t is a behaviour of the spec iff TLC reaches a state *)
+(* with t and l = Len(Traces[t]) + 1.  TraceReport (a state constraint     *)
+(* that is always TRUE) prints <<"trace", t, l>> for every state TLC       *)
+(* finds; spec/tla_trace.py reads the largest l of each trace: the event   *)
+(* at that position is the first that no behaviour of the spec explains.  *)
+(***************************************************************************)
+EXTENDS Raft, TraceData, TLC
+
+VARIABLES
+    t,          \* which trace (index into Traces); never changes
+    l,          \* position in trace t: the event the next step must match
+    sub,        \* entries of the propose event at l already appended
+    pending,    \* pending[i]: bag of replies the spec's actions queued in
+                \* i's outbox that i has not reported by a `send` yet
+    started     \* servers whose first event (restart = Init) was seen
+
+traceVars == <<t, l, sub, pending, started>>
+
+Trace == Traces[t]
+Ev == Trace[l]
+
+Roles == <<"Follower", "Candidate", "Leader">>
+
+\* Trace entries are [index, term, value]; the spec's are [term, value].
+SpecEntries(es) == [k \in 1..Len(es) |-> [term |-> es[k].term, value |-> es[k].value]]
+\* The entries es carry the indexes first, first + 1, ...
+IndexedFrom(es, first) == \A k \in 1..Len(es) : es[k].index = first + k - 1
+
+\* A trace message as a message of the spec (no id; entries without index).
+SpecMsg(tm) == Message(tm.type, tm.src, tm.dst, tm.term, tm.index, tm.logTerm,
+                       tm.hint, SpecEntries(tm.entries), tm.commit, tm.reject)
+
+\* Every invariant of Raft.tla.
+TraceInvariants ==
+    /\ TypeOK
+    /\ ElectionSafety
+    /\ LogMatching
+    /\ LeaderCompleteness
+    /\ StateMachineSafety
+    /\ CommittedPrefixStable
+    /\ CommittedEntriesDurable
+    /\ CommittedBlocksElection
+
+\* Every step: the new state satisfies the invariants, and a leader only
+\* appends (the action property LeaderAppendOnly).
+Checked == TraceInvariants' /\ LeaderAppendOnlyStep
+
+\* A step that consumes the event at l.
+Consume == l' = l + 1 /\ sub' = 0
+
+-----------------------------------------------------------------------------
+(* One operator per event kind.  n is the event's server.                 *)
+
+RestartEvent(ev) ==
+    LET n == ev.n IN
+    /\ n \in Server
+    /\ \/ /\ n \notin started                  \* Init: nothing to do
+          /\ started' = started \cup {n}
+          /\ UNCHANGED <<vars, pending>>
+          /\ <<currentTerm[n], votedFor[n], commitIndex[n], Len(log[n])>>
+                 = <<ev.term, ev.vote, ev.commit, ev.last>>
+       \/ /\ n \in started
+          /\ Restart(n)
+          /\ pending' = [pending EXCEPT ![n] = EmptyBag]
+          /\ UNCHANGED started
+          /\ <<currentTerm'[n], votedFor'[n], commitIndex'[n], Len(log'[n]),
+               LastTerm(log'[n])>>
+                 = <<ev.term, ev.vote, ev.commit, ev.last, ev.lastTerm>>
+
+TimeoutEvent(ev) ==
+    /\ Timeout(ev.n)
+    /\ currentTerm'[ev.n] = ev.term
+    /\ pending' = [pending EXCEPT ![ev.n] = BagAddSet(@, RequestVotes(ev.n))]
+    /\ UNCHANGED started
+
+LeaderEvent(ev) ==
+    /\ currentTerm[ev.n] = ev.term
+    /\ BecomeLeader(ev.n)
+    /\ UNCHANGED <<pending, started>>
+
+\* One ClientRequest for entry sub + 1 of the event; the last one consumes it.
+ProposeEvent(ev) ==
+    IF ev.entries = <<>>
+    THEN state[ev.n] = Leader /\ UNCHANGED <<vars, pending, started>> /\ Consume
+    ELSE LET e == ev.entries[sub + 1] IN
+         /\ e.index = Len(log[ev.n]) + 1
+         /\ e.term = currentTerm[ev.n]
+         /\ ClientRequest(ev.n, e.value)
+         /\ IF sub + 1 = Len(ev.entries) THEN Consume
+                                         ELSE sub' = sub + 1 /\ l' = l
+         /\ UNCHANGED <<pending, started>>
+
+\* A later event of trace t receives a message equal to m.
+\* (Not needed: every received message keeps a copy, see RecvHidden.)
+
+\* The steps before the handler: the network duplicates m (so a copy stays
+\* in flight), then n adopts m's term if it is higher.
+RecvHidden(ev) ==
+    LET n == ev.n
+        m == SpecMsg(ev.m)
+    IN  /\ IndexedFrom(ev.m.entries, ev.m.index + 1)
+        /\ \/ /\ m \in DOMAIN network
+              /\ network[m] = 1
+              /\ DuplicateMessage(m)
+           \/ /\ m \in DOMAIN network
+              /\ network[m] > 1
+              /\ UpdateTerm(n, m)
+        /\ UNCHANGED <<l, sub, pending, started>>
+
+RecvEvent(ev) ==
+    LET n == ev.n
+        m == SpecMsg(ev.m)
+    IN  /\ IndexedFrom(ev.m.entries, ev.m.index + 1)
+        /\ m \in DOMAIN network
+        /\ network[m] > 1
+        /\ \/ /\ HandleRequestVote(n, m)
+              /\ pending' = [pending EXCEPT ![n] = BagAdd(@, RequestVoteReply(n, m))]
+           \/ /\ HandleRequestVoteResponse(n, m)
+              /\ UNCHANGED pending
+           \/ /\ HandleAppendEntries(n, m)
+              /\ pending' = [pending EXCEPT ![n] = BagAdd(@, AppendEntriesReply(n, m))]
+           \/ /\ HandleAppendEntriesResponse(n, m)
+              /\ UNCHANGED pending
+        /\ UNCHANGED started
+
+SendEvent(ev) ==
+    LET n == ev.n
+        m == SpecMsg(ev.m)
+    IN  /\ ev.m.src = n
+        /\ IF ev.afterPersist
+           THEN /\ m \in DOMAIN pending[n]
+                /\ pending' = [pending EXCEPT ![n] = BagRemove(@, m)]
+                /\ UNCHANGED vars
+           ELSE /\ ev.m.type = AppendEntriesMsg
+                /\ IndexedFrom(ev.m.entries, ev.m.index + 1)
+                /\ AppendEntries(n, ev.m.dst, ev.m.index, Len(ev.m.entries))
+                /\ network' = BagAdd(network, m)   \* the spec sent exactly m
+                /\ UNCHANGED pending
+        /\ UNCHANGED started
+
+CommitEvent(ev) ==
+    /\ AdvanceCommitIndex(ev.n)
+    /\ commitIndex'[ev.n] = ev.commit
+    /\ UNCHANGED <<pending, started>>
+
+\* The Ready at l was written: n's next ready/advance/restart event is its
+\* advance (spec/README.md: why Persist maps to `ready`).
+Written(n) ==
+    \E k \in (l + 1)..Len(Trace) :
+        /\ Trace[k].e = "advance"
+        /\ Trace[k].n = n
+        /\ \A j \in (l + 1)..(k - 1) :
+              ~(Trace[j].n = n /\ Trace[j].e \in {"ready", "advance", "restart"})
+
+NothingToPersist(n) ==
+    IsDurable(n) /\ DurableHint(n) = durableCommit[n] /\ outbox[n] = {}
+
+ReadyEvent(ev) ==
+    /\ IF Written(ev.n) /\ ~NothingToPersist(ev.n)
+       THEN Persist(ev.n)
+       ELSE UNCHANGED vars
+    /\ UNCHANGED <<pending, started>>
+
+StateEvent(ev) ==
+    LET n == ev.n IN
+    /\ pending[n] = EmptyBag
+    /\ <<currentTerm[n], votedFor[n], state[n], commitIndex[n], Len(log[n]),
+         LastTerm(log[n])>>
+         = <<ev.term, ev.vote, Roles[ev.role + 1], ev.commit, ev.last, ev.lastTerm>>
+    /\ UNCHANGED <<vars, pending, started>>
+
+-----------------------------------------------------------------------------
+
+TraceInit ==
+    /\ Init
+    /\ t \in 1..Len(Traces)
+    /\ l = 1
+    /\ sub = 0
+    /\ pending = [i \in Server |-> EmptyBag]
+    /\ started = {}
+
+TraceNext ==
+    /\ l <= Len(Trace)
+    /\ LET ev == Ev IN
+       /\ ev.e = "restart" \/ ev.n \in started
+       /\ \/ /\ ev.e = "recv"
+             /\ RecvHidden(ev)
+          \/ /\ ev.e = "propose"
+             /\ ProposeEvent(ev)
+          \/ /\ ev.e # "propose"
+             /\ Consume
+             /\ CASE ev.e = "restart" -> RestartEvent(ev)
+                  [] ev.e = "timeout" -> TimeoutEvent(ev)
+                  [] ev.e = "leader"  -> LeaderEvent(ev)
+                  [] ev.e = "recv"    -> RecvEvent(ev)
+                  [] ev.e = "send"    -> SendEvent(ev)
+                  [] ev.e = "commit"  -> CommitEvent(ev)
+                  [] ev.e = "ready"   -> ReadyEvent(ev)
+                  [] ev.e = "advance" -> UNCHANGED <<vars, pending, started>>
+                  [] ev.e = "state"   -> StateEvent(ev)
+                  [] OTHER            -> FALSE
+    /\ UNCHANGED t
+    /\ Checked
+
+TraceSpec == TraceInit /\ [][TraceNext]_<<vars, traceVars>>
+
+\* Always TRUE; prints every state's <<t, l>> for spec/tla_trace.py.
+TraceReport == PrintT(<<"trace", t, l>>)
+
+\* The trace is consumed (used by hand: an invariant that fails exactly
+\* when TLC reaches the end of trace t, with the behaviour as its trace).
+NotAccepted == l <= Len(Trace)
+=============================================================================

