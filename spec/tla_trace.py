@@ -185,11 +185,14 @@ def java() -> str | None:
 
 
 def run_tlc(traces: list[list], servers: list[int], *, workdir: Path | None = None,
-            workers: int | str = 1, timeout: float = 600) -> TLCRun:
+            workers: int | str = 1, timeout: float = 600,
+            constants: dict[str, str] | None = None) -> TLCRun:
     """Check every trace with TLC (spec/TraceRaft.tla) in one run.
 
     `traces` are lists of event tuples, all of the same cluster `servers`.
     TLC runs in `workdir` (a temporary directory if None), in a copy of spec/.
+    `constants` overrides constants of TraceRaft.cfg, e.g. {"CommitAnyTerm":
+    "TRUE"} checks the traces against the Figure 8 variant of the spec.
     """
     java_bin = java()
     if java_bin is None:
@@ -197,11 +200,19 @@ def run_tlc(traces: list[list], servers: list[int], *, workdir: Path | None = No
     jar = tla2tools_jar()
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="tracetla-") as d:
-            return run_tlc(traces, servers, workdir=Path(d), workers=workers, timeout=timeout)
+            return run_tlc(traces, servers, workdir=Path(d), workers=workers, timeout=timeout,
+                           constants=constants)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     for f in ("Raft.tla", "TraceRaft.tla", "TraceRaft.cfg"):
         shutil.copy(SPEC_DIR / f, workdir / f)
+    if constants:
+        cfg = (workdir / "TraceRaft.cfg").read_text()
+        for name, value in constants.items():
+            cfg, count = re.subn(rf"^(\s*{name}\s*=).*$", rf"\g<1> {value}", cfg, flags=re.M)
+            if count != 1:
+                raise ValueError(f"constant {name} is not set in TraceRaft.cfg")
+        (workdir / "TraceRaft.cfg").write_text(cfg)
     (workdir / "TraceData.tla").write_text(trace_module(traces, servers))
     tmpdir = workdir / "java-tmp"          # TLC extracts its standard modules here
     tmpdir.mkdir(exist_ok=True)

@@ -318,6 +318,20 @@ def test_an_invalid_trace_fails_the_cross_check(tmp_path):
     assert bad[bad_v.position - 1][0] == "send"      # the granted reply the spec did not produce
 
 
+def test_a_spec_bug_breaks_the_agreement(tmp_path):
+    """The cross-check can fail on the spec's side too: with the Figure 8 rule
+    planted in Raft.tla (CommitAnyTerm), TLC no longer rejects the trace of
+    the Figure 8 core where spec/checker.py does."""
+    if shutil.which("java") is None:
+        pytest.skip("java is not on PATH: cannot run the TLC model checker")
+    events, servers = _load(CORPUS / "unsafe-commit-any-term-seed23-first320.ndjson")
+    chk = checker_verdict(events, servers)
+    assert not chk.accepted
+    run = run_tlc([events], servers, workdir=tmp_path, constants={"CommitAnyTerm": "TRUE"})
+    (tla,) = run.verdicts
+    assert (tla.accepted, tla.position) != (chk.accepted, chk.position), tla
+
+
 # -- regeneration -------------------------------------------------------------------
 
 def regenerate() -> None:
