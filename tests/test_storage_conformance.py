@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from raft._core import Entry, HardState
+from raft._core import Entry, HardState, Snapshot
 from raft.storage import DiskStorage, MemoryStorage, StorageError
 
 
@@ -213,6 +213,128 @@ def test_save_nothing(store):
     assert_holds(s, ents(1, 2, 1), HardState(1, 0, 0))
 
 
+# --- snapshots: save_snapshot + compact, install_snapshot ----------------------------
+
+def assert_holds_snapshot(s, snap: Snapshot | None, expected: list[Entry], hs: HardState) -> None:
+    """The storage holds ``snap`` and the log ``expected`` right after it."""
+    si = snap.index if snap else 0
+    last = expected[-1].index if expected else si
+    assert s.first_index == si + 1
+    assert s.last_index == last
+    assert s.entries(si + 1, last + 1) == expected
+    if snap is not None:
+        assert s.term(si) == snap.term
+        with pytest.raises(StorageError):
+            s.entries(si, si + 1)           # compacted
+    for e in expected[::7] + expected[-1:]:
+        assert s.term(e.index) == e.term
+    st_ = s.load()
+    assert st_.snapshot == snap
+    assert (st_.snapshot_index, st_.snapshot_term) == ((snap.index, snap.term) if snap else (0, 0))
+    assert st_.entries == expected
+    assert st_.hard_state == hs
+
+
+def image(index: int, size: int = 300) -> bytes:
+    return (b"state@%d;" % index).ljust(size, b"#")
+
+
+def test_save_snapshot_then_compact(store):
+    backend, box = store
+    s = box["s"]
+    log = ents(1, 60, 1, size=60) + ents(61, 100, 2, size=60)
+    s.save(HardState(2, 1, 90), log)
+    snap = Snapshot(70, 2, image(70))
+    s.save_snapshot(snap)
+    s.compact(70)
+    assert_holds_snapshot(s, snap, log[70:], HardState(2, 1, 90))
+    box["s"] = s = backend.reopen(s)
+    assert_holds_snapshot(s, snap, log[70:], HardState(2, 1, 90))
+    # the log goes on: appends, a conflicting suffix after the snapshot, a newer snapshot
+    s.save(HardState(3, 0, 90), ents(95, 120, 3))
+    log = log[70:94] + ents(95, 120, 3)
+    assert_holds_snapshot(s, snap, log, HardState(3, 0, 90))
+    snap2 = Snapshot(110, 3, image(110, 5000))
+    s.save_snapshot(snap2)
+    s.compact(110)
+    box["s"] = s = backend.reopen(s)
+    assert_holds_snapshot(s, snap2, ents(111, 120, 3), HardState(3, 0, 90))
+    s.save(None, ents(121, 121, 3))
+    assert_holds_snapshot(s, snap2, ents(111, 121, 3), HardState(3, 0, 90))
+
+
+def test_compact_everything_then_append(store):
+    backend, box = store
+    s = box["s"]
+    s.save(HardState(1, 1, 20), ents(1, 20, 1))
+    snap = Snapshot(20, 1, image(20))
+    s.save_snapshot(snap)
+    s.compact(20)
+    assert_holds_snapshot(s, snap, [], HardState(1, 1, 20))
+    box["s"] = s = backend.reopen(s)
+    assert_holds_snapshot(s, snap, [], HardState(1, 1, 20))
+    s.save(None, ents(21, 25, 2))
+    box["s"] = s = backend.reopen(s)
+    assert_holds_snapshot(s, snap, ents(21, 25, 2), HardState(1, 1, 20))
+
+
+def test_compact_needs_a_saved_snapshot(store):
+    backend, box = store
+    s = box["s"]
+    s.save(HardState(1, 0, 10), ents(1, 10, 1))
+    with pytest.raises(StorageError):
+        s.compact(5)
+    s.save_snapshot(Snapshot(5, 1, image(5)))
+    with pytest.raises(StorageError):
+        s.compact(6)          # the snapshot does not cover it
+    s.compact(5)
+    s.compact(3)              # already compacted: nothing to do
+    assert s.first_index == 6
+
+
+@pytest.mark.parametrize("log_len", [0, 10, 69, 70, 71, 150])
+def test_install_snapshot_replaces_the_whole_log(store, log_len):
+    """A leader's snapshot replaces the log, whether the log ends before it, at it, or
+    runs past it with entries of another term (which must never come back)."""
+    backend, box = store
+    s = box["s"]
+    hs = HardState(2, 3, min(log_len, 8))
+    if log_len:
+        s.save(hs, ents(1, log_len, 2, size=60))
+    else:
+        s.save(hs, [])
+    snap = Snapshot(70, 4, image(70, 3000))
+    s.install_snapshot(snap)
+    assert_holds_snapshot(s, snap, [], hs)      # the hard state survives the install
+    box["s"] = s = backend.reopen(s)
+    assert_holds_snapshot(s, snap, [], hs)
+    with pytest.raises(StorageError, match="gap"):
+        s.save(None, ents(72, 72, 4))
+    hs = HardState(4, 0, 70)
+    s.save(hs, ents(71, 80, 4))    # the log continues right after the snapshot
+    assert_holds_snapshot(s, snap, ents(71, 80, 4), hs)
+    box["s"] = s = backend.reopen(s)
+    assert_holds_snapshot(s, snap, ents(71, 80, 4), hs)
+
+
+def test_install_then_compact_and_install_again(store):
+    backend, box = store
+    s = box["s"]
+    s.save(HardState(1, 1, 5), ents(1, 30, 1))
+    s.install_snapshot(Snapshot(40, 2, image(40)))
+    s.save(HardState(2, 0, 40), ents(41, 90, 2))
+    snap = Snapshot(60, 2, image(60))
+    s.save_snapshot(snap)
+    s.compact(60)
+    box["s"] = s = backend.reopen(s)
+    assert_holds_snapshot(s, snap, ents(61, 90, 2), HardState(2, 0, 40))
+    snap = Snapshot(200, 5, b"")                 # an empty state machine image is fine
+    s.install_snapshot(snap)
+    s.save(HardState(5, 0, 200), [])
+    box["s"] = s = backend.reopen(s)
+    assert_holds_snapshot(s, snap, [], HardState(5, 0, 200))
+
+
 # --- model-based ------------------------------------------------------------------
 
 class StorageMachine(RuleBasedStateMachine):
@@ -290,6 +412,86 @@ MODEL_SETTINGS = {
 
 def test_model_based(backend):
     machine = type("M", (StorageMachine,), {"backend": backend})
+    run_state_machine_as_test(machine, settings=settings(
+        derandomize=True, max_examples=MODEL_SETTINGS[backend.name], stateful_step_count=25,
+        deadline=None, suppress_health_check=list(HealthCheck), database=None))
+
+
+class SnapshotMachine(RuleBasedStateMachine):
+    """Random saves, truncations, snapshots + compactions, installs and reopens
+    against a model: (snapshot, the log after it, hard state)."""
+
+    backend: Backend  # set by the test
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.s = self.backend.make()
+        self.snap: Snapshot | None = None
+        self.log: list[Entry] = []
+        self.hs = HardState()
+        self.term = 1
+
+    @property
+    def base(self) -> int:
+        return self.snap.index if self.snap else 0
+
+    @property
+    def last(self) -> int:
+        return self.log[-1].index if self.log else self.base
+
+    def _entries(self, lo: int, n: int, size: int) -> list[Entry]:
+        return [Entry(i, self.term, i % 2, bytes([i % 251]) * size) for i in range(lo, lo + n)]
+
+    @rule(n=st.integers(1, 10), size=st.integers(0, 200), with_hs=st.booleans())
+    def append(self, n, size, with_hs):
+        batch = self._entries(self.last + 1, n, size)
+        hs = HardState(self.term, 1, self.base) if with_hs else None
+        self.s.save(hs, batch)
+        self.log += batch
+        if hs is not None:
+            self.hs = hs
+
+    @precondition(lambda self: self.log)
+    @rule(data=st.data(), n=st.integers(1, 5), size=st.integers(0, 100))
+    def overwrite_suffix(self, data, n, size):
+        k = data.draw(st.integers(self.base + 1, self.last), label="from")
+        self.term += 1
+        batch = self._entries(k, n, size)
+        self.s.save(HardState(self.term, 0, self.base), batch)
+        self.hs = HardState(self.term, 0, self.base)
+        self.log = self.log[:k - self.base - 1] + batch
+
+    @precondition(lambda self: self.log)
+    @rule(data=st.data(), size=st.integers(0, 3000))
+    def snapshot_and_compact(self, data, size):
+        k = data.draw(st.integers(self.base + 1, self.last), label="at")
+        snap = Snapshot(k, self.log[k - self.base - 1].term, bytes([k % 256]) * size)
+        self.s.save_snapshot(snap)
+        self.s.compact(k)
+        self.log = self.log[k - self.base:]
+        self.snap = snap
+
+    @rule(ahead=st.integers(1, 40), bump=st.integers(0, 2), size=st.integers(0, 3000))
+    def install(self, ahead, bump, size):
+        self.term += bump
+        snap = Snapshot(self.base + ahead, self.term, bytes([ahead]) * size)
+        self.s.install_snapshot(snap)
+        self.snap, self.log = snap, []
+
+    @rule()
+    def reopen(self):
+        self.s = self.backend.reopen(self.s)
+
+    @invariant()
+    def matches_model(self):
+        assert_holds_snapshot(self.s, self.snap, self.log, self.hs)
+
+    def teardown(self):
+        self.s.close()
+
+
+def test_model_based_with_snapshots(backend):
+    machine = type("SM", (SnapshotMachine,), {"backend": backend})
     run_state_machine_as_test(machine, settings=settings(
         derandomize=True, max_examples=MODEL_SETTINGS[backend.name], stateful_step_count=25,
         deadline=None, suppress_health_check=list(HealthCheck), database=None))

@@ -30,7 +30,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the repo root, for the exec'd writer
 
-from raft._core import Entry, HardState  # noqa: E402
+from raft._core import Entry, HardState, Snapshot  # noqa: E402
 from raft.storage import DiskStorage, StorageError  # noqa: E402
 from raft.storage.check import check, repair  # noqa: E402
 from raft.storage.segment import SEG_HEADER_SIZE  # noqa: E402
@@ -227,6 +227,155 @@ def test_sigkill_writer_loses_no_acknowledged_save():
 def test_sigkill_writer_many_seeds(seed):
     stats = kill_loop(seed, iterations=400, exec_every=50)
     assert stats["acked"] > 800, f"seed={seed}: {stats}"
+
+
+# --- the kill loop with snapshots: save_snapshot + compact, install_snapshot ---------------
+
+class SnapPlan(Plan):
+    """Plan's saves, plus now and then a local snapshot and compaction at a committed
+    index, or the install of a leader's snapshot (ahead of the commit index: inside
+    the log, so its suffix conflicts, or past its end). The model state is
+    (snapshot, the log after it, hard state): exactly what load() returns."""
+
+    def __init__(self, seed: int, state) -> None:
+        snap, entries, hs = state
+        super().__init__(seed, entries, hs)
+        self.snap_index = snap.index if snap else 0
+        self.last = entries[-1].index if entries else self.snap_index
+        self.term = max(self.term, snap.term if snap else 0)
+        self.commit = max(self.commit, self.snap_index)
+
+    def next(self):
+        rng = self.rng
+        r = rng.random()
+        if r < 0.05 and self.commit > self.snap_index:
+            k = rng.randint(self.snap_index + 1, self.commit)
+            self.snap_index = k
+            return ("compact", k, rng.randbytes(rng.choice([0, 100, 5000, 70000])))
+        if r < 0.08:
+            index = rng.randint(self.commit + 1, self.last + 20)
+            self.term += 1
+            self.vote = 0
+            self.snap_index = self.last = self.commit = index
+            return ("install", index, self.term, rng.randbytes(rng.choice([10, 3000, 40000])))
+        return ("save",) + super().next()
+
+
+def snap_apply(state, op):
+    snap, entries, hs = state
+    if op[0] == "save":
+        new_hs, batch = op[1:]
+        if batch:
+            entries = [e for e in entries if e.index < batch[0].index] + batch
+        return snap, entries, new_hs if new_hs is not None else hs
+    if op[0] == "compact":
+        _, k, data = op
+        term = next(e.term for e in entries if e.index == k)
+        return Snapshot(k, term, data), [e for e in entries if e.index > k], hs
+    _, index, term, data = op
+    return Snapshot(index, term, data), [], hs
+
+
+def snap_execute(s: DiskStorage, op) -> None:
+    if op[0] == "save":
+        s.save(op[1], op[2])
+    elif op[0] == "compact":
+        s.save_snapshot(Snapshot(op[1], s.term(op[1]), op[2]))
+        s.compact(op[1])
+    else:
+        s.install_snapshot(Snapshot(op[1], op[2], op[3]))
+
+
+def run_snap_writer(path: str, seed: int, out_fd: int) -> None:
+    s = DiskStorage(path, durability="fsync", segment_bytes=WRITER_SEGMENT_BYTES)
+    st = s.load()
+    plan = SnapPlan(seed, (st.snapshot, st.entries, st.hard_state))
+    i = 0
+    while True:
+        snap_execute(s, plan.next())
+        os.write(out_fd, b"%d\n" % i)
+        i += 1
+
+
+def snap_kill_loop(seed: int, iterations: int, fresh_every: int = 40) -> dict:
+    rng = random.Random(seed)
+    stats = {"acked": 0, "in_flight_durable": 0, "iterations": 0, "installs": 0, "compactions": 0}
+    root = tempfile.mkdtemp(prefix="raft-snapcrash-")
+    try:
+        for it in range(iterations):
+            if it % fresh_every == 0:
+                path = os.path.join(root, f"d{it}")
+                state = (None, [], HardState())
+            wseed = rng.getrandbits(32)
+            ctx = f"seed={seed} iteration={it} writer seed={wseed} dir={path}"
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # child: never return into pytest
+                try:
+                    os.close(r)
+                    run_snap_writer(path, wseed, w)
+                except BaseException:
+                    import traceback
+                    traceback.print_exc()
+                finally:
+                    os._exit(1)
+            os.close(w)
+            time.sleep(rng.uniform(0, 0.06))
+            os.kill(pid, signal.SIGKILL)
+            out = _read_all(r)
+            os.close(r)
+            os.waitpid(pid, 0)
+            acked = len(out.split())
+            plan = SnapPlan(wseed, state)
+            for _ in range(acked):
+                op = plan.next()
+                stats["installs"] += op[0] == "install"
+                stats["compactions"] += op[0] == "compact"
+                state = snap_apply(state, op)
+            candidates = [state, snap_apply(state, plan.next())]
+            try:
+                with DiskStorage(path, durability="none") as s:
+                    got = s.load()
+            except StorageError as e:
+                pytest.fail(f"{ctx}: after {acked} acknowledged operations, recovery failed: {e}\n"
+                            f"{_keep_for_autopsy(path, seed, it)}")
+            found = (got.snapshot, got.entries, got.hard_state)
+            if found == candidates[0]:
+                pass
+            elif found == candidates[1]:
+                state = candidates[1]
+                stats["in_flight_durable"] += 1
+            else:
+                exp = candidates[0]
+                pytest.fail(f"{ctx}: after {acked} acknowledged operations recovered snapshot "
+                            f"{got.snapshot}, {len(got.entries)} entries, {got.hard_state}; expected "
+                            f"{exp[0]}, {len(exp[1])} entries, {exp[2]} (or the operation in flight: "
+                            f"{candidates[1][0]}, {len(candidates[1][1])} entries)\n"
+                            f"{_keep_for_autopsy(path, seed, it)}")
+            stats["acked"] += acked
+            stats["iterations"] += 1
+        return stats
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_sigkill_during_snapshots_installs_and_compactions():
+    """SIGKILL at random points of a workload that also compacts and installs
+    snapshots: every recovery is the state after the last acknowledged operation or
+    after the one in flight (an install is never half there: no snapshot with the old,
+    conflicting log after it), and the hard state always survives."""
+    seed = 20241127
+    stats = snap_kill_loop(seed, iterations=160)
+    assert stats["iterations"] == 160
+    assert stats["acked"] > 500, stats
+    assert stats["installs"] > 10 and stats["compactions"] > 10, stats
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_sigkill_during_snapshots_many_seeds(seed):
+    stats = snap_kill_loop(seed, iterations=400)
+    assert stats["installs"] > 20 and stats["compactions"] > 20, stats
 
 
 # --- damage at every byte --------------------------------------------------------

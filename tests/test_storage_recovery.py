@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from raft._core import Entry, HardState
+from raft._core import Entry, HardState, Snapshot
 from raft.storage import DiskStorage, StorageError, read_latest_snapshot, write_snapshot
 from raft.storage import wal as wal_module
 from raft.storage.check import check, repair, storage_main
 from raft.storage.segment import SEG_HEADER_SIZE, encode_segment_header
-from raft.storage.snapshot import list_snapshots
+from raft.storage.snapshot import SNAP_HEADER_SIZE, list_snapshots
 
 
 @pytest.fixture(autouse=True)
@@ -374,6 +374,185 @@ def test_log_starting_after_a_gap_without_snapshot_is_refused(tmp_path):
     os.unlink(tmp_path / wal_files(tmp_path)[0])
     with pytest.raises(StorageError, match="no snapshot covering"):
         DiskStorage(tmp_path)
+
+
+# --- install_snapshot and compaction: crash points ------------------------------------
+
+def _log_in_segments(path, n=300, term=1, hs=HardState(1, 0, 0)):
+    s = DiskStorage(path, durability="none", segment_bytes=4096)
+    for lo in range(1, n + 1, 20):
+        s.save(hs, ents(lo, lo + 19, term))
+    return s
+
+
+def test_install_interrupted_after_the_snapshot_file_completes_on_open(tmp_path, caplog):
+    """Crash between the two durable steps of install_snapshot: the snapshot file is
+    there, the WAL's RESET record is not, and the WAL holds entries of another term
+    past the snapshot. Recovery must give the installed state (snapshot, empty log),
+    never the snapshot with the old conflicting suffix after it."""
+    s = _log_in_segments(tmp_path, hs=HardState(3, 2, 40))
+    s.close()
+    write_snapshot(tmp_path, 120, 4, [1, 2, 3], image := b"leader's state")  # step 1 only
+    with DiskStorage(tmp_path, durability="none") as s:
+        st = s.load()
+        assert st.snapshot == Snapshot(120, 4, image)
+        assert (st.entries, st.hard_state) == ([], HardState(3, 2, 40))
+        assert (s.first_index, s.last_index, s.term(120)) == (121, 120, 4)
+        s.save(HardState(4, 0, 120), ents(121, 125, 4))
+    assert "completing an interrupted snapshot install" in caplog.text
+    assert "discarding the log's entries 1..300" in caplog.text
+    assert len(wal_files(tmp_path)) == 1     # the old segments are gone
+    st = load(tmp_path)                       # and stays so: the RESET record is durable
+    assert (st.snapshot_index, st.entries, st.hard_state) == (120, ents(121, 125, 4), HardState(4, 0, 120))
+
+
+def test_snapshot_file_ahead_but_log_holds_its_entry_keeps_the_log(tmp_path):
+    """Figure 13 step 6: if the log holds the snapshot's last entry (a local snapshot
+    not yet compacted, or an install whose log matched), the entries after it stay."""
+    _log_in_segments(tmp_path).close()
+    write_snapshot(tmp_path, 120, 1, [1], b"img")
+    with DiskStorage(tmp_path, durability="none") as s:
+        st = s.load()
+        assert (st.snapshot_index, st.entries) == (120, ents(121, 300, 1))
+    r = check(tmp_path)
+    assert r.ok and not r.install_pending
+
+
+@pytest.mark.parametrize("crash_after", range(5))
+def test_crash_between_deletions_after_install(tmp_path, monkeypatch, crash_after):
+    s = _log_in_segments(tmp_path, hs=HardState(2, 1, 10))
+    assert len(wal_files(tmp_path)) >= 5
+    _crash_after_unlinks(monkeypatch, crash_after)
+    with pytest.raises(Crash):
+        s.install_snapshot(Snapshot(500, 3, b"x" * 100))
+    monkeypatch.undo()
+    s.close()
+    st = load(tmp_path)
+    assert (st.snapshot, st.entries, st.hard_state) == (Snapshot(500, 3, b"x" * 100), [], HardState(2, 1, 10))
+    assert len(wal_files(tmp_path)) == 1
+
+
+def test_install_crash_before_the_wal_record(tmp_path, monkeypatch):
+    """The same as above, by making the WAL write itself fail after the file is durable."""
+    s = _log_in_segments(tmp_path, n=100)
+
+    def boom(*a, **k):
+        raise Crash("crash before the RESET record")
+
+    monkeypatch.setattr(s, "_write_batch", boom)
+    with pytest.raises(Crash):
+        s.install_snapshot(Snapshot(50, 2, b"img"))   # 50 < 100: the old suffix conflicts
+    monkeypatch.undo()
+    s.close()
+    st = load(tmp_path)
+    assert (st.snapshot, st.entries) == (Snapshot(50, 2, b"img"), [])
+
+
+def test_compaction_record_survives_a_superseded_segment(tmp_path):
+    """The WAL's compaction record must not be lost when the segment it was written
+    to is deleted as superseded by a truncation: every new segment carries it. (Without
+    that, recovery would find the snapshot ahead of a log that no longer holds its
+    last entry, and drop the log as after an interrupted install.)"""
+    s = DiskStorage(tmp_path, durability="none", segment_bytes=4096)
+    for lo in range(1, 301, 10):
+        s.save(HardState(1, 0, 0), ents(lo, lo + 9, 1))
+    segs = s.segments()
+    assert len(segs) >= 4
+    cut = segs[0].hi - 1             # the last entry of the first segment
+    s.save_snapshot(Snapshot(cut, 1, b"img"))
+    s.compact(cut)                    # the record goes into the active (last) segment
+    assert not os.path.exists(segs[0].path)
+    k = segs[1].lo + 2                # below the active segment: a new segment supersedes it
+    assert k < s.segments()[-1].first
+    s.save(HardState(2, 0, cut), ents(k, k + 3, 2))
+    assert not os.path.exists(segs[-1].path)
+    expected = ents(cut + 1, k - 1, 1) + ents(k, k + 3, 2)
+    assert s.load().entries == expected
+    s.close()
+    st = load(tmp_path)
+    assert (st.snapshot_index, st.entries) == (cut, expected)
+
+
+def test_truncated_or_damaged_snapshot_file_is_refused_naming_it(tmp_path):
+    with DiskStorage(tmp_path, durability="none") as s:
+        s.save(HardState(1, 0, 10), ents(1, 20, 1))
+        s.save_snapshot(Snapshot(10, 1, bytes(range(256)) * 8))
+        s.compact(10)
+    path = list_snapshots(tmp_path)[-1]
+    raw = open(path, "rb").read()
+    name = os.path.basename(path)
+    cases = {"header truncated": raw[:SNAP_HEADER_SIZE - 1], "truncated empty": b"",
+             "body is": raw[:len(raw) - 1], "body is ": raw[:SNAP_HEADER_SIZE + 100],
+             "data checksum mismatch": raw[:1000] + bytes([raw[1000] ^ 1]) + raw[1001:],
+             "header checksum": raw[:20] + bytes([raw[20] ^ 1]) + raw[21:]}
+    for reason, content in cases.items():
+        with open(path, "wb") as f:
+            f.write(content)
+        with pytest.raises(StorageError) as exc:
+            DiskStorage(tmp_path, durability="none")
+        msg = str(exc.value)
+        assert name in msg, (reason, msg)
+        assert reason.split(" ")[0] in msg or "truncated" in msg or "magic" in msg, (reason, msg)
+        r = check(tmp_path)
+        assert not r.ok and name in str(r), (reason, str(r))
+        assert storage_main(["check", str(tmp_path)]) == 1
+    with open(path, "wb") as f:
+        f.write(raw)
+    assert load(tmp_path).snapshot.data == bytes(range(256)) * 8
+
+
+def test_missing_snapshot_file_is_refused(tmp_path):
+    with DiskStorage(tmp_path, durability="none") as s:
+        s.save(HardState(1, 0, 10), ents(1, 20, 1))
+        s.install_snapshot(Snapshot(50, 2, b"img"))
+    for p in list_snapshots(tmp_path):
+        os.unlink(p)
+    with pytest.raises(StorageError, match="no snapshot file"):
+        DiskStorage(tmp_path)
+    write_snapshot(tmp_path, 30, 1, [1], b"older")
+    with pytest.raises(StorageError, match="that snapshot file is missing"):
+        DiskStorage(tmp_path)
+
+
+def test_install_and_compact_sync_counts(tmp_path, monkeypatch):
+    """What each snapshot operation costs in syncs (durability fsync)."""
+    with DiskStorage(tmp_path, durability="fsync") as s:
+        s.save(HardState(1, 0, 10), ents(1, 20, 1))
+        n = SyscallCounter(monkeypatch)
+        s.save_snapshot(Snapshot(10, 1, b"img"))
+        # temp file fsync, directory fsync after the rename, directory fsync after pruning
+        assert n.calls.get("fsync") == 3 and "fdatasync" not in n.calls
+        n.reset()
+        s.compact(10)
+        assert n.calls == {"writev": 1, "fdatasync": 1}   # the compaction record
+        n.reset()
+        s.install_snapshot(Snapshot(40, 2, b"img2"))
+        # the snapshot file (3 fsyncs), then a new segment: fdatasync + directory fsync,
+        # then a directory fsync per deleted segment
+        assert n.calls.get("fdatasync") == 1 and n.calls.get("fsync", 0) >= 5
+
+
+def test_stale_install_is_refused(tmp_path):
+    with DiskStorage(tmp_path, durability="none") as s:
+        s.install_snapshot(Snapshot(50, 2, b"img"))
+        with pytest.raises(StorageError, match="not newer"):
+            s.install_snapshot(Snapshot(40, 2, b"old"))
+        with pytest.raises(StorageError, match="beyond the last index"):
+            s.save_snapshot(Snapshot(60, 2, b"local snapshots follow the log"))
+        s.save_snapshot(Snapshot(30, 1, b"older than what we hold: ignored"))
+        assert s.load().snapshot == Snapshot(50, 2, b"img")
+
+
+def test_check_reports_an_interrupted_install(tmp_path, capsys):
+    _log_in_segments(tmp_path, n=40).close()
+    write_snapshot(tmp_path, 100, 2, [1], b"img")
+    r = check(tmp_path)
+    assert r.ok and r.install_pending and r.discarded == (1, 40)
+    assert "INTERRUPTED INSTALL" in str(r) and "entries 1..40" in str(r)
+    assert storage_main(["check", str(tmp_path)]) == 0
+    load(tmp_path)
+    r = check(tmp_path)
+    assert r.clean and not r.install_pending and r.wal_snapshot == (100, 2)
 
 
 # --- check / repair / command line --------------------------------------------------

@@ -30,6 +30,7 @@ from raft.storage.segment import (
     batch_at,
     find_valid_batch,
 )
+from raft.storage.snapshot import read_snapshot
 from raft.storage.wal import Recovery, SegmentInfo, recover
 
 
@@ -141,6 +142,9 @@ class CheckReport:
     damage: Damage | None
     problem: str | None
     at_risk: RegionSummary  # what a repair would move aside
+    wal_snapshot: tuple[int, int] | None = None
+    install_pending: bool = False
+    discarded: tuple[int, int] | None = None
 
     def __str__(self) -> str:
         lines = [f"storage directory {self.path}"]
@@ -152,6 +156,15 @@ class CheckReport:
             lines.append(f"  {os.path.basename(s.path)}: not read (follows the damage)")
         if self.snapshot:
             lines.append(f"  snapshot: index {self.snapshot[0]} term {self.snapshot[1]}")
+        if self.wal_snapshot:
+            lines.append(f"  write-ahead log: the log starts after index {self.wal_snapshot[0]} "
+                         f"term {self.wal_snapshot[1]} (its last snapshot record)")
+        if self.install_pending:
+            what = (f"discards entries {self.discarded[0]}..{self.discarded[1]} of the write-ahead log"
+                    if self.discarded else "the write-ahead log holds no entries")
+            lines.append(f"  INTERRUPTED INSTALL: the newest snapshot is ahead of the write-ahead log, "
+                         f"which does not hold its last entry; opening completes the install and "
+                         f"{what} (Raft Figure 13 step 6).")
         hs = self.hard_state
         lines.append(f"  log: entries {self.first_index}..{self.last_index}; hard state "
                      f"term={hs.term} vote={hs.vote} commit={hs.commit}")
@@ -176,13 +189,19 @@ def check(path: str | os.PathLike) -> CheckReport:
     if not os.path.isdir(path):
         raise StorageError(f"{path} is not a directory")
     rec = recover(path)
+    if rec.snapshot is not None and rec.problem is None:
+        try:  # the whole file, checksums included: opening reads it too
+            read_snapshot(rec.snapshot.path)
+        except StorageError as e:
+            rec.problem = str(e)
     snap = (rec.snapshot.index, rec.snapshot.term) if rec.snapshot else None
     base = rec.entries[0].index if rec.entries else (rec.snapshot.index + 1 if rec.snapshot else 1)
     last = rec.entries[-1].index if rec.entries else base - 1
     return CheckReport(
         path=path, ok=rec.ok, clean=rec.ok and rec.damage is None, segments=rec.segments,
         unscanned=rec.unscanned, first_index=base, last_index=last, hard_state=rec.hard_state,
-        snapshot=snap, damage=rec.damage, problem=rec.problem, at_risk=_region_after(rec))
+        snapshot=snap, damage=rec.damage, problem=rec.problem, at_risk=_region_after(rec),
+        wal_snapshot=rec.wal_snapshot, install_pending=rec.install_pending, discarded=rec.discarded)
 
 
 # --- repair ------------------------------------------------------------------

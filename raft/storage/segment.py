@@ -13,6 +13,9 @@ diagrams; the short version, all integers little-endian:
     record   = len u32 | kind u8 | flags u8 | entry_type u16 | index u64 | term u64 |
         payload (len bytes) | crc u32
 
+Record kinds: ENTRY, HARD_STATE, TRUNCATE, SNAPSHOT (see the KIND_* constants).
+A batch is [SNAPSHOT] [TRUNCATE] [ENTRY ...] [HARD_STATE], every part optional.
+
 Checksums are CRC-32C, each one *trailing* the bytes it covers and seeded with
 ``CRC_SEED``. Seeding with the CRC residue constant makes a run of checksummed
 pieces self-verifying as a whole: ``crc32c(piece1 + piece2 + ..., CRC_SEED) ==
@@ -100,6 +103,12 @@ KIND_ENTRY = 1       # a log entry: index, term, entry_type, payload = data
 KIND_HARD_STATE = 2  # payload = term, vote, commit; header index/term are 0
 KIND_TRUNCATE = 3    # "the log continues at `index`": drop every entry >= index
                      # (and, if index is past the end, every entry: a snapshot covers the gap)
+KIND_SNAPSHOT = 4    # "the log starts after (index, term), which a snapshot file covers":
+                     # drop every entry <= index. With flag SNAPSHOT_RESET (an installed
+                     # snapshot) drop every entry, and the log continues at index + 1.
+
+#: KIND_SNAPSHOT flag: the snapshot was installed from a leader and replaces the whole log.
+SNAPSHOT_RESET = 1
 
 MAX_U32 = 0xFFFFFFFF
 #: Torn writes are detected by zero-filled sectors (see ``classify_damage``).
@@ -157,11 +166,12 @@ class BatchBuilder:
     per-segment offset index).
     """
 
-    __slots__ = ("buf", "n_records", "entry_offsets", "entry_ends")
+    __slots__ = ("buf", "n_records", "entry_offsets", "entry_ends", "head_kinds")
 
     def __init__(self) -> None:
         self.buf = bytearray(BATCH_HEADER_SIZE)  # header placeholder, filled by finish()
         self.n_records = 0
+        self.head_kinds: list[int] = []  # kinds of the SNAPSHOT/TRUNCATE records at the head
         self.entry_offsets: list[int] = []
         self.entry_ends: list[int] = []
 
@@ -173,9 +183,24 @@ class BatchBuilder:
         buf += CRC.pack(crc32c(payload, crc32c(head, CRC_SEED)))
         self.n_records += 1
 
+    def snapshot(self, index: int, term: int, reset: bool) -> None:
+        """The log starts after (index, term) (compaction), or, with ``reset``, is
+        replaced by an installed snapshot ending there."""
+        assert self.n_records == 0, "SNAPSHOT must be a batch's first record"
+        self._record_flags(KIND_SNAPSHOT, SNAPSHOT_RESET if reset else 0, index, term)
+
+    def _record_flags(self, kind: int, flags: int, index: int, term: int) -> None:
+        head = RECORD_HEADER.pack(0, kind, flags, 0, index, term)
+        self.buf += head
+        self.buf += CRC.pack(crc32c(b"", crc32c(head, CRC_SEED)))
+        self.n_records += 1
+        self.head_kinds.append(kind)
+
     def truncate(self, index: int) -> None:
-        assert self.n_records == 0, "TRUNCATE must be a batch's first record"
+        assert self.head_kinds in ([], [KIND_SNAPSHOT]), \
+            "TRUNCATE must be a batch's first record, or follow its SNAPSHOT record"
         self._record(KIND_TRUNCATE, 0, index, 0, b"")
+        self.head_kinds.append(KIND_TRUNCATE)
 
     def entries(self, entries: list[Entry]) -> None:
         # The hot loop of the write path: keep lookups local.
@@ -344,13 +369,17 @@ def index_segment(buf: bytes, start: int, n: int) -> tuple[array, array, int]:
         _, body_len, n_records = BATCH_HEADER.unpack_from(buf, off)
         p = off + BATCH_HEADER_SIZE
         for _ in range(n_records):
-            length, kind, _, _, index, _ = unpack(buf, p)
+            length, kind, flags, _, index, _ = unpack(buf, p)
             q = p + RECORD_HEADER_SIZE + length + 4
             if kind == KIND_ENTRY:
                 if not offsets:
                     base = index
                 offsets.append(p)
                 ends.append(q)
+            elif kind == KIND_SNAPSHOT and flags & SNAPSHOT_RESET:
+                del offsets[:]  # an installed snapshot replaces everything before it
+                del ends[:]
+                base = index + 1
             elif kind == KIND_TRUNCATE:
                 keep = index - base
                 if keep <= 0 or keep > len(offsets):  # drops everything (or jumps past the end)

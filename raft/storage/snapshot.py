@@ -13,9 +13,11 @@ temp file -> fsync -> rename -> directory fsync, so a crash leaves either the ol
 set of snapshots or the new one, never a half-written ``.snap`` (a leftover
 ``.snap.tmp`` is ignored and removed by the next write).
 
-The snapshot lives in the same directory as the WAL segments: ``DiskStorage``
-reads the newest one's header at open (and in ``compact``) to know where the
-log starts.
+The snapshot lives in the same directory as the WAL segments. ``DiskStorage``
+reads the newest one at open (header to know where the log starts, body to check
+it and hand it to ``load()``), writes one in ``save_snapshot`` (a snapshot taken
+locally) and ``install_snapshot`` (one from the leader; see raft/storage/wal.py
+for how that is made crash safe together with the WAL's SNAPSHOT record).
 """
 from __future__ import annotations
 
@@ -48,12 +50,19 @@ class SnapshotMeta:
 
 
 @dataclass(frozen=True)
-class Snapshot:
+class SnapshotFile:
+    """One snapshot file, read and verified (``raft._core.Snapshot`` is the core's
+    value type: index, term, data; ``DiskStorage.load()`` returns that one)."""
+
     index: int
     term: int
     voters: tuple[int, ...]
     data: bytes
     path: str
+
+
+#: The old name (``raft.storage.Snapshot``); not the core's ``raft.Snapshot``.
+Snapshot = SnapshotFile
 
 
 def snapshot_name(index: int, term: int) -> str:
@@ -153,7 +162,7 @@ def read_snapshot_meta(path: str) -> SnapshotMeta:
     return _read_header(path, head)[0]
 
 
-def read_snapshot(path: str) -> Snapshot:
+def read_snapshot(path: str) -> SnapshotFile:
     """One snapshot file, with its checksums verified; StorageError if damaged."""
     with open(path, "rb") as f:
         raw = f.read()
@@ -166,14 +175,14 @@ def read_snapshot(path: str) -> Snapshot:
         raise StorageError(f"snapshot {path}: data checksum mismatch (body at byte offset "
                            f"{SNAP_HEADER_SIZE})")
     data = bytes(body[8 * len(meta.voters):])
-    return Snapshot(meta.index, meta.term, meta.voters, data, path)
+    return SnapshotFile(meta.index, meta.term, meta.voters, data, path)
 
 
 def _n_voters(raw: bytes) -> int:
     return struct.unpack_from("<I", raw, 12)[0] if len(raw) >= 16 else 0
 
 
-def read_latest_snapshot(directory: str | os.PathLike) -> Snapshot | None:
+def read_latest_snapshot(directory: str | os.PathLike) -> SnapshotFile | None:
     """The newest snapshot in ``directory`` (None if there is none).
 
     A damaged newest snapshot raises StorageError rather than falling back to an

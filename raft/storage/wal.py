@@ -8,6 +8,20 @@ One directory holds everything a node must not forget:
 * ``<index>-<term>.snap`` snapshots (raft/storage/snapshot.py);
 * ``LOCK``, flock()ed while a ``DiskStorage`` has the directory open.
 
+Snapshots (``save_snapshot``, ``compact``, ``install_snapshot``): the snapshot file
+is always made durable first; then a SNAPSHOT record in the WAL says where the log
+now starts (compaction: "entries <= index are in the snapshot"; install, flag RESET,
+as the first batch of a new segment: "the whole log is replaced, it continues at
+index + 1"); only then are segments deleted. Every new segment's first batch carries
+the WAL's current SNAPSHOT record as well as the hard state, so deleting older
+segments loses neither. Recovery reconciles the newest snapshot file with the WAL:
+if the file is newer than the WAL's last SNAPSHOT record, the WAL's entries after
+it are kept only if the WAL holds the snapshot's last entry (index, term) (Raft
+Figure 13 step 6: a local snapshot not yet compacted); otherwise the file is an
+install interrupted before its WAL record, and every WAL entry is discarded (never
+a snapshot followed by an old, conflicting suffix). Opening then writes the missing
+record, completing the compaction or the install.
+
 Why it is crash safe:
 
 * one ``save()`` = one write() of one batch + one ``fdatasync``; the hard state
@@ -44,6 +58,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from raft._core import Entry, HardState
+from raft._core import Snapshot as CoreSnapshot
 from raft.storage.base import PersistedState, StorageError
 from raft.storage.segment import (
     BATCH_HEADER_SIZE,
@@ -51,6 +66,7 @@ from raft.storage.segment import (
     HARD_STATE_PAYLOAD,
     KIND_ENTRY,
     KIND_HARD_STATE,
+    KIND_SNAPSHOT,
     KIND_TRUNCATE,
     RECORD_HEADER,
     RECORD_HEADER_SIZE,
@@ -67,9 +83,16 @@ from raft.storage.segment import (
     encode_segment_header,
     index_segment,
     parse_segment_name,
+    SNAPSHOT_RESET,
     segment_name,
 )
-from raft.storage.snapshot import SnapshotMeta, _fsync_dir, latest_snapshot_meta
+from raft.storage.snapshot import (
+    SnapshotMeta,
+    _fsync_dir,
+    latest_snapshot_meta,
+    read_snapshot,
+    write_snapshot,
+)
 
 log = logging.getLogger("raft.storage")
 
@@ -120,7 +143,20 @@ class Recovery:
     entries: list[Entry] = field(default_factory=list)  # live entries after the snapshot
     next_index: int = 0       # where the on-disk log continues (0: no entry record yet)
     hard_state: HardState = field(default_factory=HardState)
-    snapshot: SnapshotMeta | None = None
+    snapshot: SnapshotMeta | None = None   # the newest snapshot file's header
+    # (index, term) of the last SNAPSHOT record in the WAL: where the WAL says the log starts
+    wal_snapshot: tuple[int, int] | None = None
+    # The newest snapshot file is ahead of the WAL's SNAPSHOT records and the WAL does
+    # not hold its last entry: an install interrupted between writing the snapshot file
+    # and its WAL record. The WAL's entries were discarded (Figure 13 step 6);
+    # opening completes the install. discarded = (first, last) index of what was dropped.
+    install_pending: bool = False
+    discarded: tuple[int, int] | None = None
+    # The newest snapshot file is ahead of the WAL's SNAPSHOT records and the WAL holds
+    # its last entry: a local snapshot saved but not compacted yet (or an install whose
+    # log matched). The log continues after it; opening writes the compaction record
+    # before any segment it covers may be deleted.
+    compact_pending: bool = False
     damage: Damage | None = None   # first unreadable spot; .torn says if it is a torn tail
     unscanned: list[SegmentInfo] = field(default_factory=list)  # segments after the damage
     problem: str | None = None     # an inconsistency that is not at one byte offset
@@ -135,12 +171,13 @@ class Recovery:
 class _Replay:
     """Applies batches in log order; the state recovery builds."""
 
-    __slots__ = ("entries", "next", "hard_state", "runs")
+    __slots__ = ("entries", "next", "hard_state", "runs", "snap")
 
     def __init__(self) -> None:
         self.entries: list[Entry] = []
         self.next = 0  # index the next ENTRY record must have; 0 = none seen yet (any)
         self.hard_state = HardState()
+        self.snap: tuple[int, int] | None = None  # the last SNAPSHOT record's (index, term)
         # (first index, segment) for each stretch of live entries: their segments
         self.runs: list[tuple[int, SegmentInfo]] = []
 
@@ -156,6 +193,31 @@ class _Replay:
             while self.runs and self.runs[-1][0] >= k:
                 self.runs.pop()
         return k
+
+    def snapshot(self, index: int, term: int, flags: int, nxt: int, at: int) -> int:
+        """SNAPSHOT (index, term): the log starts after it. An installed snapshot
+        (SNAPSHOT_RESET) drops every entry; a compaction drops entries <= index.
+        Returns the index the next entry must have (0: any)."""
+        self.snap = (index, term)
+        entries = self.entries
+        if flags & SNAPSHOT_RESET:
+            entries.clear()
+            self.runs.clear()
+            return index + 1
+        if nxt == 0:
+            # Nothing replayed yet (the segments before were compacted away): the
+            # first entry record fixes where the log continues.
+            return 0
+        if index >= nxt:
+            raise MalformedRecord(at, f"compaction record at index {index} is beyond the "
+                                      f"end of the log ({nxt - 1})")
+        base = nxt - len(entries)
+        if index >= base:
+            if entries[index - base].term != term:
+                raise MalformedRecord(at, f"compaction record says entry {index} has term {term}, "
+                                          f"the log has term {entries[index - base].term}")
+            del entries[:index + 1 - base]
+        return nxt
 
 
 def _replay_segment(st: _Replay, seg: SegmentInfo, buf: bytes, n: int) -> Damage | None:
@@ -173,6 +235,7 @@ def _replay_segment(st: _Replay, seg: SegmentInfo, buf: bytes, n: int) -> Damage
     make_entry = Entry
     head = RECORD_HEADER_SIZE
     k_entry, k_hard_state, k_truncate = KIND_ENTRY, KIND_HARD_STATE, KIND_TRUNCATE
+    k_snapshot = KIND_SNAPSHOT
     nxt = st.next
     off = SEG_HEADER_SIZE
     try:
@@ -185,8 +248,9 @@ def _replay_segment(st: _Replay, seg: SegmentInfo, buf: bytes, n: int) -> Damage
             # The batch's checksums are right, so its records are as we wrote them:
             # no per-record bounds checks; a record that does not end exactly at
             # the batch's end (checked after the loop) means a malformed batch.
+            head_snapshot = False
             for i in range(n_records):
-                length, kind, _flags, etype, index, term = unpack(buf, p)
+                length, kind, flags, etype, index, term = unpack(buf, p)
                 q = p + head + length
                 if kind == k_entry:
                     if index != nxt:
@@ -201,9 +265,16 @@ def _replay_segment(st: _Replay, seg: SegmentInfo, buf: bytes, n: int) -> Damage
                 elif kind == k_hard_state:
                     st.hard_state = decode_hard_state(buf, p + head, length, p)
                 elif kind == k_truncate:
-                    if i != 0:
+                    if i != 0 and not (i == 1 and head_snapshot):
                         raise MalformedRecord(p, "truncation record not at the head of its batch")
                     nxt = appended_from = st.truncate(index, nxt)
+                elif kind == k_snapshot:
+                    if i != 0:
+                        raise MalformedRecord(p, "snapshot record not at the head of its batch")
+                    if length or index == 0 or term == 0:
+                        raise MalformedRecord(p, "snapshot record with a payload or index/term 0")
+                    head_snapshot = True
+                    nxt = appended_from = st.snapshot(index, term, flags, nxt, p)
                 else:
                     raise MalformedRecord(p, f"unknown record kind {kind}")
                 p = q + 4
@@ -275,7 +346,10 @@ def recover(path: str | os.PathLike) -> Recovery:
     ``raft.storage.check`` reports it."""
     path = os.fspath(path)
     rec = Recovery(path)
-    rec.snapshot = latest_snapshot_meta(path)
+    try:
+        rec.snapshot = latest_snapshot_meta(path)
+    except StorageError as e:  # the newest snapshot's header is damaged: never fall back
+        rec.problem = str(e)
     segments = _list_dir(path, rec)
     st = _Replay()
     with _gc_paused():
@@ -294,35 +368,80 @@ def recover(path: str | os.PathLike) -> Recovery:
                 break  # nothing after damage can be trusted to be in order
     rec.hard_state = st.hard_state
     rec.next_index = st.next
+    rec.wal_snapshot = st.snap
     _live_ranges(rec, st)
     return rec
 
 
 def _live_ranges(rec: Recovery, st: _Replay) -> None:
-    """Set each segment's live range and apply the snapshot to the entry list."""
+    """Set each segment's live range, and reconcile the log with the snapshots.
+
+    The newest snapshot file is at least as new as the WAL's last SNAPSHOT record
+    (the file is made durable first). If it is newer, the WAL's entries after it are
+    kept only if the WAL holds the snapshot's last entry (Raft paper, Figure 13 step 6):
+    then the file is a local snapshot not yet compacted (or an install whose log
+    already matched), and the log continues after it. Otherwise the file is an
+    install from a leader that crashed before its WAL record: every WAL entry is
+    discarded (they may conflict with the snapshot), never a mix of both.
+    """
     runs = st.runs
     for j, (start, seg) in enumerate(runs):
         seg.lo, seg.hi = start, runs[j + 1][0] if j + 1 < len(runs) else st.next
     entries = st.entries
     snap = rec.snapshot
+    wal = st.snap
+    base = st.next - len(entries)
+    if rec.problem is not None:
+        rec.entries = entries
+        return
+    if wal is not None:
+        if snap is None:
+            rec.problem = (f"the write-ahead log says the log starts after a snapshot at index "
+                           f"{wal[0]} (term {wal[1]}), but there is no snapshot file")
+        elif snap.index < wal[0]:
+            rec.problem = (f"the newest snapshot file ({snap.path}) ends at index {snap.index}, "
+                           f"but the write-ahead log says the log starts after a snapshot at "
+                           f"index {wal[0]}: that snapshot file is missing")
+        elif snap.index == wal[0] and snap.term != wal[1]:
+            rec.problem = (f"the newest snapshot file ({snap.path}) has term {snap.term}, the "
+                           f"write-ahead log's snapshot record at index {wal[0]} has term {wal[1]}")
+        if rec.problem is not None:
+            rec.entries = entries
+            return
     if snap is not None:
-        base = st.next - len(entries)
+        holds = wal == (snap.index, snap.term) or (
+            entries and base <= snap.index < st.next and entries[snap.index - base].term == snap.term)
         if entries and base > snap.index + 1:
             rec.problem = (f"the log starts at index {base} but the newest snapshot "
                            f"({snap.path}) ends at {snap.index}: entries {snap.index + 1}.."
                            f"{base - 1} are missing")
-        if entries and base <= snap.index:
-            del entries[:min(len(entries), snap.index + 1 - base)]
+        elif holds:
+            if entries and base <= snap.index:
+                del entries[:min(len(entries), snap.index + 1 - base)]
+            rec.compact_pending = wal != (snap.index, snap.term)
+        else:
+            rec.install_pending = True
+            if entries:
+                rec.discarded = (base, st.next - 1)
+            entries = []
         for seg in rec.segments:
-            seg.lo = max(seg.lo, snap.index + 1)
+            seg.lo = max(seg.lo, snap.index + 1) if holds else seg.hi
             seg.hi = max(seg.hi, seg.lo)
-    elif entries and st.next - len(entries) != 1:
-        rec.problem = (f"the log starts at index {st.next - len(entries)}, not 1, and there "
+    elif entries and base != 1:
+        rec.problem = (f"the log starts at index {base}, not 1, and there "
                        f"is no snapshot covering the entries before it")
     rec.entries = entries
 
 
 # --- the storage ------------------------------------------------------------------
+
+def _read_core_snapshot(path: str) -> CoreSnapshot:
+    """A snapshot file as the core's Snapshot; StorageError naming the file if damaged."""
+    f = read_snapshot(path)
+    try:
+        return CoreSnapshot(f.index, f.term, f.data)
+    except Exception as e:  # index or term 0: not something we write
+        raise StorageError(f"snapshot {path}: unusable ({e})") from None
 
 def _write_all(fd: int, bufs: list) -> None:
     """One writev for the whole save; loops only if the kernel writes short
@@ -351,7 +470,7 @@ class DiskStorage:
 
     def __init__(self, path: str | os.PathLike, durability: str = "fsync",
                  segment_bytes: int = DEFAULT_SEGMENT_BYTES,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, voters: tuple[int, ...] = ()) -> None:
         if durability not in DURABILITY_MODES:
             raise ValueError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
         if segment_bytes < 4096:
@@ -360,6 +479,8 @@ class DiskStorage:
         self.durability = durability
         self.segment_bytes = segment_bytes
         self.cache_bytes = cache_bytes
+        #: recorded in the snapshot files this storage writes (for tools; not interpreted)
+        self.voters = tuple(int(v) for v in voters)
         #: counters for tests and benchmarks
         self.saves = 0
         self.syncs = 0
@@ -400,9 +521,16 @@ class DiskStorage:
         self._segments: list[SegmentInfo] = rec.segments
         self._hard_state: HardState = rec.hard_state
         self._snapshot: SnapshotMeta | None = rec.snapshot
+        # The newest snapshot with its data, checksums verified (a truncated or damaged
+        # file is a StorageError naming it: never a silent fall back to an older one).
+        self._snap_data: CoreSnapshot | None = (
+            _read_core_snapshot(rec.snapshot.path) if rec.snapshot is not None else None)
         # The log starts after (_snap_index, _snap_term): the snapshot, or compact()'s index.
         self._snap_index = rec.snapshot.index if rec.snapshot else 0
         self._snap_term = rec.snapshot.term if rec.snapshot else 0
+        # The WAL's own record of where the log starts: carried into the first batch
+        # of every new segment, so deleting older segments never loses it.
+        self._marker: tuple[int, int] | None = rec.wal_snapshot
         entries = rec.entries
         self._last = entries[-1].index if entries else self._snap_index
         # Where the on-disk log continues; differs from _last + 1 only when the
@@ -412,10 +540,25 @@ class DiskStorage:
         self._init_cache(entries)
         self._loaded: list[Entry] | None = entries  # handed out by the first load()
         self._indexes: OrderedDict[int, tuple[int, array, array]] = OrderedDict()
-        self._collect_garbage()
         if self._segments:
             active = self._segments[-1]
             self._fd = os.open(active.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        if rec.compact_pending:
+            # Record in the WAL that the log starts after the snapshot *before* the
+            # segments it covers go: else a later recovery would find the snapshot
+            # ahead of a log that no longer holds its last entry.
+            self._write_batch(None, [], marker=(self._snap_index, self._snap_term))
+        self._collect_garbage()
+        if rec.install_pending:
+            assert rec.snapshot is not None
+            what = (f"discarding the log's entries {rec.discarded[0]}..{rec.discarded[1]}"
+                    if rec.discarded else "the log was empty")
+            log.warning("raft.storage: %s: completing an interrupted snapshot install: the "
+                        "newest snapshot (%s) is ahead of the write-ahead log, which does not "
+                        "hold its last entry (%d, term %d); %s (Raft Figure 13 step 6)",
+                        self.path, os.path.basename(rec.snapshot.path), rec.snapshot.index,
+                        rec.snapshot.term, what)
+            self._write_batch(None, [], marker=(self._snap_index, self._snap_term), reset=True)
 
     def _cut_torn_tail(self, rec: Recovery) -> None:
         """Cut the torn final batch: it is the save() in flight at the crash,
@@ -485,17 +628,82 @@ class DiskStorage:
     # -- the Storage protocol --------------------------------------------------
 
     def load(self) -> PersistedState:
-        """What the directory holds: the hard state, the entries after the newest
-        snapshot this storage knows of (from open or the last ``compact``)."""
+        """What the directory holds: the hard state, the newest snapshot (with its
+        data) and the entries after it."""
         self._check_usable()
-        snap_index = self._snapshot.index if self._snapshot else 0
-        snap_term = self._snapshot.term if self._snapshot else 0
-        if self._loaded is not None:  # the list recovery built: no second read of the disk
+        snap = self._snapshot
+        snap_index = snap.index if snap else 0
+        snap_term = snap.term if snap else 0
+        if self._loaded is not None and snap_index <= self._snap_index:
+            # the list recovery built: no second read of the disk
             entries, self._loaded = self._loaded, None
         else:
+            self._loaded = None
             lo = max(self.first_index, snap_index + 1)
             entries = self.entries(lo, self._last + 1) if lo <= self._last else []
-        return PersistedState(self._hard_state, entries, snap_index, snap_term)
+        return PersistedState(self._hard_state, entries, snap_index, snap_term, self.load_snapshot())
+
+    def load_snapshot(self) -> CoreSnapshot | None:
+        """The newest snapshot (with its data), or None."""
+        self._check_usable()
+        snap = self._snapshot
+        if snap is None:
+            return None
+        data = self._snap_data
+        if data is None or (data.index, data.term) != (snap.index, snap.term):
+            data = self._snap_data = _read_core_snapshot(snap.path)
+        return data
+
+    # -- snapshots (the contract is in raft/storage/base.py) ---------------------
+
+    def save_snapshot(self, snapshot: CoreSnapshot) -> None:
+        """Make a snapshot the application took durable (file, fsync, rename, directory
+        fsync); the log is untouched until ``compact``. A snapshot not newer than the
+        newest one already saved is ignored."""
+        self._check_usable()
+        newest = self._snapshot
+        if newest is not None and snapshot.index <= newest.index:
+            return
+        if snapshot.index > self._last:
+            raise StorageError(f"save_snapshot({snapshot.index}): beyond the last index {self._last} "
+                               f"(a snapshot from a leader goes through install_snapshot)")
+        if snapshot.index > self._snap_index and self.term(snapshot.index) != snapshot.term:
+            raise StorageError(f"save_snapshot({snapshot.index}): the snapshot has term "
+                               f"{snapshot.term}, the log has term {self.term(snapshot.index)} there")
+        self._write_snapshot_file(snapshot)
+
+    def install_snapshot(self, snapshot: CoreSnapshot) -> None:
+        """Make a snapshot from the leader durable and discard the whole log (§7): the
+        log continues at ``snapshot.index + 1``.
+
+        Crash safe in two durable steps: (1) the snapshot file (temp file, fsync,
+        rename, directory fsync); (2) a new segment whose first batch is a SNAPSHOT
+        record with the RESET flag (and the hard state). After (1) alone, recovery
+        finds the file ahead of the WAL and, the WAL not holding its last entry,
+        discards the WAL's entries (Figure 13 step 6) and writes (2) itself. The old
+        segments, all dead after (2), are deleted last."""
+        self._check_usable()
+        newest = self._snapshot
+        if newest is not None and snapshot.index <= newest.index:
+            raise StorageError(f"install_snapshot({snapshot.index}, term {snapshot.term}): not newer "
+                               f"than the snapshot already held ({newest.index}, term {newest.term})")
+        self._write_snapshot_file(snapshot)
+        self._save_guarded(None, [], marker=(snapshot.index, snapshot.term), reset=True)
+
+    def _write_snapshot_file(self, snapshot: CoreSnapshot) -> None:
+        try:
+            path = write_snapshot(self.path, snapshot.index, snapshot.term, self.voters,
+                                  snapshot.data, durability=self.durability)
+        except OSError as e:
+            self._failed = e
+            raise StorageError(f"writing snapshot ({snapshot.index}, term {snapshot.term}) to "
+                               f"{self.path} failed ({e}); this DiskStorage is unusable, reopen "
+                               f"it to recover") from e
+        if self.durability == "fsync":
+            self.syncs += 2
+        self._snapshot = SnapshotMeta(snapshot.index, snapshot.term, self.voters,
+                                      len(snapshot.data), path)
+        self._snap_data = snapshot
 
     @property
     def hard_state(self) -> HardState:
@@ -525,9 +733,14 @@ class DiskStorage:
                 raise StorageError(f"cannot overwrite compacted index {first}")
         elif hard_state is None or hard_state == self._hard_state:
             return  # nothing to make durable
+        self._save_guarded(hard_state, entries)
+        self.saves += 1
+
+    def _save_guarded(self, hard_state: HardState | None, entries: list[Entry],
+                      marker: tuple[int, int] | None = None, reset: bool = False) -> None:
         self._loaded = None
         try:
-            self._write_batch(hard_state, entries)
+            self._write_batch(hard_state, entries, marker, reset)
         except StorageError:
             raise
         except OSError as e:
@@ -537,7 +750,6 @@ class DiskStorage:
             self._failed = e
             raise StorageError(f"write to {self._segments[-1].path if self._segments else self.path} "
                                f"failed ({e}); this DiskStorage is unusable, reopen it to recover") from e
-        self.saves += 1
 
     def entries(self, lo: int, hi: int) -> list[Entry]:
         """Entries [lo, hi), from memory when cached, else read back from segments."""
@@ -583,20 +795,23 @@ class DiskStorage:
     # -- compaction ------------------------------------------------------------
 
     def compact(self, index: int) -> None:
-        """Forget entries <= ``index``: they are covered by a snapshot already
-        written to this directory (``raft.storage.snapshot.write_snapshot``).
+        """Forget entries <= ``index``: they are covered by a snapshot already saved
+        in this directory (``save_snapshot``, or ``raft.storage.snapshot.write_snapshot``).
 
-        Deletes every segment whose live entries all lie at or below ``index``
-        (never the active one). ``first_index`` becomes ``index + 1``; after a
-        reopen the log starts after the newest snapshot instead.
+        First a SNAPSHOT record (index, term) is made durable in the WAL (so that
+        recovery knows where the log starts even once the segment holding ``index``
+        is gone), then every segment whose live entries all lie at or below
+        ``index`` is deleted, oldest first (never the active one). ``first_index``
+        becomes ``index + 1``; after a reopen the log starts after the newest snapshot.
         """
         self._check_usable()
         snap = latest_snapshot_meta(self.path)
         if snap is None or snap.index < index:
             raise StorageError(f"compact({index}): no snapshot in {self.path} covers it "
                                f"(newest: {snap.index if snap else 'none'}); write one first")
+        if self._snapshot is None or snap.path != self._snapshot.path:
+            self._snapshot = snap   # written by write_snapshot() behind our back
         if index <= self._snap_index:
-            self._snapshot = snap
             return
         if index > self._last:
             raise StorageError(f"compact({index}): beyond the last index {self._last}")
@@ -604,7 +819,7 @@ class DiskStorage:
         if snap.index == index and snap.term != term:
             raise StorageError(f"compact({index}): the snapshot has term {snap.term}, "
                                f"the log has term {term} there")
-        self._snapshot = snap
+        self._save_guarded(None, [], marker=(index, term))
         self._snap_index, self._snap_term = index, term
         self._loaded = None
         if self._cache_lo <= index:
@@ -644,30 +859,55 @@ class DiskStorage:
 
     # -- writing ---------------------------------------------------------------
 
-    def _write_batch(self, hard_state: HardState | None, entries: list[Entry]) -> None:
+    def _write_batch(self, hard_state: HardState | None, entries: list[Entry],
+                     marker: tuple[int, int] | None = None, reset: bool = False) -> None:
+        """Write one batch durably: [SNAPSHOT] [TRUNCATE] [ENTRY ...] [HARD_STATE].
+
+        ``marker`` (index, term) writes a SNAPSHOT record: compaction, or with
+        ``reset`` an installed snapshot (always the first batch of a new segment).
+        The first batch of every new segment carries the hard state and the WAL's
+        current SNAPSHOT record, so the newest segment always holds both and
+        deleting older ones can lose neither."""
         active = self._segments[-1] if self._segments else None
-        b = BatchBuilder()
         truncate_at = None
         if entries:
             first = entries[0].index
             if self._phys_next != 0 and first != self._phys_next:
                 truncate_at = first
-                b.truncate(first)
-            b.entries(entries)
+
+        def build(carry: bool) -> BatchBuilder:
+            b = BatchBuilder()
+            snap = marker if marker is not None else (self._marker if carry else None)
+            if snap is not None:
+                b.snapshot(snap[0], snap[1], reset)
+            if truncate_at is not None:
+                b.truncate(truncate_at)
+            if entries:
+                b.entries(entries)
+            return b
+
+        b = build(False)
         new_segment = (
             active is None
+            or reset
             # Truncating below the active segment's first index: start a new one,
             # so that every segment holds only entries >= its first index.
             or (truncate_at is not None and truncate_at < active.first)
             or (active.batches > 0
                 and active.size + len(b) + _HARD_STATE_RECORD_SIZE > self.segment_bytes))
+        if new_segment and marker is None and self._marker is not None:
+            b = build(True)
         if hard_state is not None or new_segment or active.batches == 0:
             # A segment's first batch always carries the hard state (see _collect_garbage).
             b.hard_state(hard_state if hard_state is not None else self._hard_state)
         batch = b.finish()
         if new_segment:
-            seg_first = truncate_at if truncate_at is not None else (
-                entries[0].index if entries else self._last + 1)
+            if reset:
+                assert marker is not None and not entries
+                seg_first = marker[0] + 1
+            else:
+                seg_first = truncate_at if truncate_at is not None else (
+                    entries[0].index if entries else self._last + 1)
             seq = active.seq + 1 if active else 1
             seg, batch_at_offset = self._create_segment(seq, seg_first, batch), SEG_HEADER_SIZE
         else:
@@ -678,9 +918,24 @@ class DiskStorage:
                 self.syncs += 1
             seg.size += len(batch)
         seg.batches += 1
+        if marker is not None:
+            self._marker = marker
+            if reset:
+                self._reset_memory(marker[0], marker[1])
         self._apply(seg, truncate_at, entries, b, batch_at_offset, hard_state)
         if new_segment:
             self._collect_garbage()
+
+    def _reset_memory(self, index: int, term: int) -> None:
+        """An installed snapshot at (index, term) replaced the whole log."""
+        self._snap_index, self._snap_term = index, term
+        self._last = index
+        self._phys_next = index + 1
+        self._cache, self._cache_start, self._cache_lo, self._cache_used = [], 0, index + 1, 0
+        self._term_starts, self._term_values = [], []
+        for seg in self._segments:
+            seg.hi = seg.lo   # all dead; the new (active) segment starts empty at index + 1
+        self._indexes.clear()
 
     def _create_segment(self, seq: int, first: int, batch: bytearray) -> SegmentInfo:
         """Write header + first batch to a temp file, sync it, rename it into
