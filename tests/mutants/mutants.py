@@ -42,4 +42,14 @@ MUTANTS = [
      "diss. §6.4: answer a ReadIndex read without confirming leadership with a majority",
      "            if acks <= len(self.voters) // 2:\n",
      "            if False:\n"),
+    ("install_ignores_snapshot_term",
+     "Figure 13 step 6: keep the log (and commit through the snapshot's index) when it "
+     "merely reaches the snapshot's last index, whatever the term there",
+     "        if m.index <= log.committed or log.match_term(m.index, m.log_term):\n",
+     "        if m.index <= log.last():\n"),
+    ("snapshot_chunk_offset_ignored",
+     "§7: append every snapshot chunk as it arrives, without checking its offset "
+     "(lost, duplicated or reordered chunks corrupt the snapshot)",
+     "        if not same or m.commit != <uint64_t>have:\n",
+     "        if not same:\n"),
 ]
