@@ -141,9 +141,6 @@ ProposeEvent(ev) ==
                                          ELSE sub' = sub + 1 /\ l' = l
          /\ UNCHANGED <<pending, started>>
 
-\* A later event of trace t receives a message equal to m.
-\* (Not needed: every received message keeps a copy, see RecvHidden.)
-
 \* The steps before the handler: the network duplicates m (so a copy stays
 \* in flight), then n adopts m's term if it is higher.
 RecvHidden(ev) ==
