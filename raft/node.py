@@ -11,10 +11,13 @@ contract") is the heart of it::
 
     rd = core.ready()
     transport.send(rd.messages)            # leader appends: before our own fsync (diss. §10.2.1)
+    if rd.snapshot:                        # installed from the leader (§7)
+        kv.restore(rd.snapshot.data); storage.install_snapshot(rd.snapshot)
     storage.save(rd.hard_state, rd.entries)   # ONE write + ONE fdatasync, in a worker thread
     transport.send(rd.messages_after_persist) # votes and acks promise durability: after it
     apply(rd.committed_entries)            # on the loop thread; resolves waiting proposals
     core.advance(rd)
+    maybe snapshot + compact               # the log since the last snapshot is over a threshold
 
 While the fsync runs in the worker thread, the loop keeps ticking and stepping
 messages and clients keep proposing; the core allows one outstanding Ready, so all
@@ -22,10 +25,19 @@ of that waits in the core and goes out in the *next* Ready, in one write and one
 fsync: group commit comes for free, and an idle node adds no latency because a
 proposal kicks the Ready loop at once.
 
-What this runtime does not do yet (each needs core support first): snapshots and
-InstallSnapshot (the log grows forever, and a restart re-applies it from index 1),
-PreVote and CheckQuorum (a partitioned node rejoining with a higher term disrupts the
-leader, §9.6 of the dissertation), and membership changes.
+Log compaction (§7): once the entries applied since the last snapshot add up to
+``snapshot_threshold_bytes``, the node takes ``KVStateMachine.snapshot()`` at its
+applied index, makes it durable (``storage.save_snapshot``) and, once
+``snapshot_trailing_entries`` more entries have been applied (so slightly lagging
+followers are still served from the log), hands it to the core (``core.compact``),
+which drops the entries it covers and sends it to followers that need them
+(InstallSnapshot), and then compacts the WAL (``storage.compact``). A restart
+restores the state machine from the newest snapshot and re-applies only the log
+after it.
+
+What this runtime does not do yet (each needs core support first): PreVote and
+CheckQuorum (a partitioned node rejoining with a higher term disrupts the leader,
+§9.6 of the dissertation), and membership changes.
 """
 from __future__ import annotations
 
@@ -48,10 +60,11 @@ from raft._core import (
     RawNode,
     Ready,
     RemoteProtocolError,
+    Snapshot,
 )
 from raft.config import NodeConfig, format_host_port
-from raft.kv import KVStateMachine
-from raft.net.transport import PeerTransport
+from raft.kv import KVStateMachine, SnapshotError
+from raft.net.transport import DEFAULT_MAX_BUFFERED_BYTES, PeerTransport
 from raft.resp import NotLeaderError, RespServer, ServerConfig
 from raft.storage.wal import DiskStorage
 
@@ -63,6 +76,9 @@ log = logging.getLogger("raft.node")
 SWEEP_PERIOD = 0.1        # expire proposals that waited longer than propose_timeout
 METRICS_PERIOD = 0.5      # refresh the snapshot the metrics endpoint reads
 TRACE_FLUSH_PERIOD = 0.2  # append buffered trace events to the NDJSON file
+#: What one applied entry adds to the log size the snapshot threshold is compared
+#: with, beyond its data: the WAL's per-record overhead (raft/storage/segment.py).
+ENTRY_LOG_OVERHEAD = 28
 
 
 class NodeStopped(Exception):
@@ -82,6 +98,10 @@ class _Pending:
         self.term = term
         self.future = future
         self.deadline = deadline
+
+
+def _data_of(e: Entry) -> bytes:
+    return e.data
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -133,7 +153,14 @@ class RaftNode:
             "proposals", "proposals_failed", "proposals_timed_out", "read_barriers",
             "entries_applied", "commands_applied", "readies", "saves", "entries_saved",
             "messages_sent", "messages_received", "bad_messages", "elections",
-            "leader_changes", "became_leader"), 0)
+            "leader_changes", "became_leader", "snapshots_taken", "snapshots_installed",
+            "compactions"), 0)
+        # Log compaction: bytes applied since the last snapshot (entry data + WAL
+        # record overhead); a snapshot taken and saved but not yet handed to the core
+        # (waiting for snapshot_trailing_entries more entries); timing of the last one.
+        self._log_bytes = 0
+        self._pending_snapshot: Snapshot | None = None
+        self.last_snapshot: dict[str, float] = {}
         self._fsync_observers: list[Callable[[float, int], None]] = []
         self._metrics: Any = None
         self._trace: list | None = None
@@ -172,19 +199,27 @@ class RaftNode:
 
     def _open_storage_and_core(self) -> None:
         """Load the durable state and restart the core from it (Figure 2: currentTerm,
-        votedFor and the log survive crashes; everything else is rebuilt)."""
+        votedFor and the log survive crashes; everything else is rebuilt). The state
+        machine is restored from the newest snapshot, and the first Ready re-applies
+        the committed entries after it."""
         cfg = self.config
-        self._storage = DiskStorage(cfg.data_dir, durability=cfg.durability)
+        self._storage = DiskStorage(cfg.data_dir, durability=cfg.durability,
+                                    voters=tuple(cfg.voters))
         st = self._storage.load()
-        if st.snapshot_index:
-            # The core restarts after a snapshot, but nothing here restores the state
-            # machine from one yet (InstallSnapshot is not in the core either).
-            raise RuntimeError(f"{cfg.data_dir} holds a snapshot at index {st.snapshot_index}; "
-                               f"this runtime cannot restore snapshots yet")
+        snap = st.snapshot
+        applied = 0
+        if snap is not None:
+            try:
+                self.state_machine.restore(snap.data)
+            except SnapshotError as e:
+                self._storage.close()
+                raise RuntimeError(f"{cfg.data_dir}: the snapshot at index {snap.index} is not a "
+                                   f"state machine snapshot this node can restore: {e}") from None
+            applied = self.applied_index = snap.index
         if cfg.trace_file is not None:
             self._open_trace(cfg.trace_file)
-        # applied=0: the first Ready hands us every committed entry in the log again
-        # and we re-apply them to rebuild the state machine (no snapshots yet).
+        # applied = the snapshot's index: the first Ready hands us every committed entry
+        # in the log after it again, and we re-apply them to rebuild the state machine.
         # msg_id_start: message ids must be unique per sender across restarts for
         # the trace checker to pair sends with receives; nanoseconds since the epoch
         # exceed every id the previous incarnation used unless it sent more than one
@@ -193,11 +228,12 @@ class RaftNode:
             self.id, cfg.voters, seed=self._seed,
             election_tick=cfg.election_ticks, heartbeat_tick=cfg.heartbeat_ticks,
             max_msg_bytes=cfg.max_msg_bytes, max_inflight=cfg.max_inflight,
-            hard_state=st.hard_state, entries=st.entries,
+            hard_state=st.hard_state, entries=st.entries, snapshot=snap, applied=applied,
             msg_id_start=time.time_ns(), trace=self._trace)
         hs = st.hard_state
-        log.info("node %d: restarted from %s: term %d, vote %d, commit %d, log %d..%d",
+        log.info("node %d: restarted from %s: term %d, vote %d, commit %d, snapshot %s, log %d..%d",
                  self.id, cfg.data_dir, hs.term, hs.vote, hs.commit,
+                 f"at {snap.index} (term {snap.term}, {len(snap.data)} bytes)" if snap else "none",
                  st.entries[0].index if st.entries else 0,
                  st.entries[-1].index if st.entries else 0)
 
@@ -209,12 +245,15 @@ class RaftNode:
 
             ssl_server = server_ssl_context(cfg.tls.cert, cfg.tls.key, cfg.tls.ca)
             ssl_client = client_ssl_context(cfg.tls.cert, cfg.tls.key, cfg.tls.ca)
-        # max_frame must hold the largest AppendEntries the core builds (max_msg_bytes
-        # of entries plus headers), with room to spare.
+        # max_frame must hold the largest AppendEntries or snapshot chunk the core
+        # builds (max_msg_bytes of entries or data plus headers), with room to spare;
+        # the send buffer bound must hold the core's window of 4 snapshot chunks plus
+        # the AppendEntries and heartbeats queued alongside them.
         max_frame = max(64 << 20, 4 * cfg.max_msg_bytes)
+        max_buffered = max(DEFAULT_MAX_BUFFERED_BYTES, 8 * cfg.max_msg_bytes)
         return PeerTransport(self.id, cfg.me.raft, cfg.other_peers, cfg.secret,
                              self._on_messages, ssl_server=ssl_server, ssl_client=ssl_client,
-                             max_frame=max_frame)
+                             max_frame=max_frame, max_buffered_bytes=max_buffered)
 
     async def stop(self) -> None:
         """Stop serving: clients first, then the Ready loop (after it finishes the Ready
@@ -446,6 +485,12 @@ class RaftNode:
             "last_index": st["last_index"],
             "stable_index": st["stable"],
             "first_index": st["first_index"],
+            "snapshot_index": st["snapshot_index"],
+            "snapshot_term": core.snapshot.term if core.snapshot is not None else 0,
+            "snapshot_bytes": len(core.snapshot.data) if core.snapshot is not None else 0,
+            "log_bytes_since_snapshot": self._log_bytes,
+            "snapshots_taken": self.counters["snapshots_taken"],
+            "snapshots_installed": self.counters["snapshots_installed"],
             "pending_requests": len(self._pending),
             "durability": self.config.durability,
             "voters": ",".join(map(str, self.config.voters)),
@@ -518,6 +563,10 @@ class RaftNode:
             # the leader counts itself for commitment only after advance().
             transport.send(rd.messages)
             self.counters["messages_sent"] += len(rd.messages)
+        if rd.snapshot is not None:
+            # A snapshot from the leader replaced our log (§7): durable first, before
+            # the entries that follow it and before the ack in messages_after_persist.
+            await self._install_snapshot(rd.snapshot)
         if rd.must_sync:
             await self._persist(rd)
         if rd.messages_after_persist:
@@ -530,6 +579,110 @@ class RaftNode:
         if rd.read_states:
             self._deliver_reads(rd.read_states)
         self.core.advance(rd)
+        if self.config.snapshot_threshold_bytes:
+            await self._maybe_compact()
+
+    # --- snapshots and log compaction (§7) -------------------------------------------
+
+    async def _disk_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a storage call on the disk thread (fsync mode), as _persist does."""
+        if self.config.durability == "fsync":
+            return await asyncio.get_running_loop().run_in_executor(self._disk, fn, *args)
+        return fn(*args)
+
+    async def _install_snapshot(self, snap: Snapshot) -> None:
+        """A Ready's snapshot from the leader: restore the state machine from it and make
+        it durable (which discards our whole stored log), before the rest of the Ready.
+
+        The state machine is restored first only because ``restore`` validates the
+        snapshot without changing anything on failure: a snapshot we cannot read never
+        reaches the disk (where it would stop every restart). Nothing is acknowledged
+        before the install is durable (the ack is in messages_after_persist)."""
+        storage = self._storage
+        assert storage is not None
+        t0 = time.perf_counter()
+        self.state_machine.restore(snap.data)   # SnapshotError: fail-stop (see _ready_loop)
+        t1 = time.perf_counter()
+        await self._disk_call(storage.install_snapshot, snap)
+        t2 = time.perf_counter()
+        self.applied_index = snap.index
+        self._log_bytes = 0
+        if self._pending_snapshot is not None and self._pending_snapshot.index <= snap.index:
+            self._pending_snapshot = None
+        self.counters["snapshots_installed"] += 1
+        self.last_snapshot = {"installed_index": snap.index, "bytes": len(snap.data),
+                              "restore_seconds": t1 - t0, "save_seconds": t2 - t1}
+        # Proposals at or below the snapshot: their entries may or may not be in it
+        # (we no longer know): the outcome is unknown (-TRYAGAIN). Above it: gone
+        # from our log unless the leader sends them again.
+        for index in [i for i in self._pending if i <= snap.index]:
+            p = self._pending.pop(index)
+            if not p.future.done():
+                self.counters["proposals_timed_out"] += 1
+                p.future.set_exception(asyncio.TimeoutError())
+        if self._pending:
+            self._fail_overwritten(snap.index + 1)
+        log.info("node %d: installed a snapshot from the leader at index %d (term %d, %d bytes): "
+                 "restore %.3fs, save %.3fs", self.id, snap.index, snap.term, len(snap.data),
+                 t1 - t0, t2 - t1)
+        self._applied_event.set()
+        self._applied_event = asyncio.Event()
+
+    async def _maybe_compact(self) -> None:
+        """After advance(): snapshot once the log since the last snapshot is over the
+        threshold; compact once snapshot_trailing_entries more entries are applied.
+
+        ``KVStateMachine.snapshot()`` runs on the event loop: for its duration (about
+        a second per few hundred MB of state, see docs/operations.md) no tick, message or
+        client is served. That is fine for the default threshold and small states;
+        a fork-based or incremental snapshot would lift it. The file write and the
+        WAL compaction run on the disk thread, like saves; the Ready loop waits for
+        them (no Ready is processed meanwhile), the rest of the loop does not."""
+        cfg = self.config
+        core = self.core
+        pending = self._pending_snapshot
+        if pending is None:
+            if self._log_bytes < cfg.snapshot_threshold_bytes:
+                return
+            snap_index = core.snapshot.index if core.snapshot is not None else 0
+            if self.applied_index <= snap_index:
+                return
+            await self._take_snapshot()
+            pending = self._pending_snapshot
+        if pending is not None and self.applied_index >= pending.index + cfg.snapshot_trailing_entries:
+            await self._compact(pending)
+
+    async def _take_snapshot(self) -> None:
+        storage = self._storage
+        assert storage is not None
+        index = self.applied_index
+        t0 = time.perf_counter()
+        data = self.state_machine.snapshot()     # on the event loop (see _maybe_compact)
+        snap = Snapshot(index, self.core.log.term(index), data)
+        t1 = time.perf_counter()
+        await self._disk_call(storage.save_snapshot, snap)
+        t2 = time.perf_counter()
+        self._pending_snapshot = snap
+        self._log_bytes = 0
+        self.counters["snapshots_taken"] += 1
+        self.last_snapshot = {"taken_index": index, "bytes": len(data),
+                              "snapshot_seconds": t1 - t0, "save_seconds": t2 - t1}
+        log.info("node %d: snapshot at index %d (term %d): %d bytes, taken in %.3fs, saved in %.3fs",
+                 self.id, index, snap.term, len(data), t1 - t0, t2 - t1)
+
+    async def _compact(self, snap: Snapshot) -> None:
+        """Hand a saved snapshot to the core (it drops the entries it covers and sends
+        it to followers that need them), then drop those entries from the WAL."""
+        storage = self._storage
+        assert storage is not None
+        self._pending_snapshot = None
+        t0 = time.perf_counter()
+        self.core.compact(snap.index, snap.data)   # a no-op if a newer one was installed
+        await self._disk_call(storage.compact, snap.index)
+        self.counters["compactions"] += 1
+        self.last_snapshot["compact_seconds"] = time.perf_counter() - t0
+        log.info("node %d: compacted the log up to index %d (first index now %d)",
+                 self.id, snap.index, self.core.log.first_index)
 
     async def _persist(self, rd: Ready) -> None:
         """hard_state + entries with ONE save() = one write + one fdatasync. With
@@ -622,6 +775,7 @@ class RaftNode:
                         p.future.set_exception(NotLeaderError(self._leader_client_addr()))
         self.applied_index = entries[-1].index
         self.counters["entries_applied"] += len(entries)
+        self._log_bytes += sum(map(len, map(_data_of, entries))) + ENTRY_LOG_OVERHEAD * len(entries)
         self.counters["commands_applied"] += applied_commands
         # Wake every waiter (XREAD BLOCK, reads waiting for their read index) once
         # per batch, then start a new event.
@@ -771,6 +925,9 @@ class NodeMetrics:
             "elections": "Elections this node started (became candidate)",
             "leader_changes": "Times this node learned of a new leader",
             "became_leader": "Times this node became leader",
+            "snapshots_taken": "State machine snapshots taken and saved by this node",
+            "snapshots_installed": "Snapshots installed from a leader (InstallSnapshot)",
+            "compactions": "Log compactions (entries covered by a snapshot dropped)",
         }
         for name, text in help_.items():
             fam = self._counter_family(f"raft_{name}", text)
@@ -782,6 +939,12 @@ class NodeMetrics:
             "applied_index": ("Highest log index applied", st.get("applied_index", 0)),
             "last_index": ("Last index in the log", st.get("last_index", 0)),
             "stable_index": ("Last index known durable", st.get("stable_index", 0)),
+            "snapshot_index": ("Last index covered by this node's newest snapshot",
+                               st.get("snapshot_index", 0)),
+            "snapshot_bytes": ("Size of this node's newest snapshot", st.get("snapshot_bytes", 0)),
+            "log_bytes_since_snapshot": ("Bytes applied since the last snapshot (compared "
+                                         "with snapshot_threshold_bytes)",
+                                         st.get("log_bytes_since_snapshot", 0)),
             "is_leader": ("1 if this node is the leader", int(st.get("role") == "leader")),
             "leader_id": ("The leader this node knows of (0: none)", st.get("leader", 0)),
             "pending_requests": ("Proposals and barriers waiting to be applied",

@@ -30,6 +30,8 @@ from typing import Any
 from raft.config import (
     DEFAULT_ELECTION_TICKS,
     DEFAULT_HEARTBEAT_TICKS,
+    DEFAULT_SNAPSHOT_THRESHOLD_BYTES,
+    DEFAULT_SNAPSHOT_TRAILING_ENTRIES,
     DEFAULT_TICK_MS,
     LOG_LEVELS,
     ConfigError,
@@ -255,11 +257,17 @@ class LocalCluster:
                  trace_dir: str | None = None, log_level: str = "info",
                  tick_ms: float = DEFAULT_TICK_MS, election_ticks: int = DEFAULT_ELECTION_TICKS,
                  heartbeat_ticks: int = DEFAULT_HEARTBEAT_TICKS, password: str | None = None,
-                 metrics: bool = False, propose_timeout: float = 10.0) -> None:
+                 metrics: bool = False, propose_timeout: float = 10.0,
+                 snapshot_threshold_bytes: int = DEFAULT_SNAPSHOT_THRESHOLD_BYTES,
+                 snapshot_trailing_entries: int = DEFAULT_SNAPSHOT_TRAILING_ENTRIES,
+                 max_msg_bytes: int = 1 << 20) -> None:
         if not 1 <= nodes <= 99:
             raise ValueError("a local cluster has 1 to 99 nodes")
         self.owns_dir = directory is None
         self.dir = os.path.abspath(directory or tempfile.mkdtemp(prefix="raft-cluster-"))
+        self._node_settings = {"snapshot_threshold_bytes": snapshot_threshold_bytes,
+                               "snapshot_trailing_entries": snapshot_trailing_entries,
+                               "max_msg_bytes": max_msg_bytes}
         try:
             self._setup(nodes, base_port, durability, trace_dir, log_level, tick_ms,
                         election_ticks, heartbeat_ticks, password, metrics, propose_timeout)
@@ -299,6 +307,7 @@ class LocalCluster:
                 tick_ms=tick_ms, election_ticks=election_ticks, heartbeat_ticks=heartbeat_ticks,
                 propose_timeout=propose_timeout, log_level=log_level,
                 metrics_port=metric_ports[i - 1] if metrics else None,
+                **self._node_settings,
                 trace_file=(os.path.join(os.path.abspath(trace_dir), f"node{i}.ndjson")
                             if trace_dir else None))
             path = os.path.join(self.dir, f"node{i}.toml")
@@ -458,7 +467,9 @@ def cluster_main(args: argparse.Namespace) -> int:
             args.nodes, directory=args.dir, base_port=args.base_port,
             durability=args.durability, trace_dir=args.trace, log_level=args.log_level,
             password=args.password, metrics=args.metrics, tick_ms=args.tick_ms,
-            election_ticks=args.election_ticks, heartbeat_ticks=args.heartbeat_ticks)
+            election_ticks=args.election_ticks, heartbeat_ticks=args.heartbeat_ticks,
+            snapshot_threshold_bytes=args.snapshot_threshold_bytes,
+            snapshot_trailing_entries=args.snapshot_trailing_entries)
     except (ValueError, OSError) as e:   # ConfigError is a ValueError
         print(f"raft cluster: {e}", file=sys.stderr)
         for s, h in old.items():
@@ -551,6 +562,14 @@ def add_subcommands(subparsers: Any) -> None:
                         f"(default {DEFAULT_ELECTION_TICKS})")
     c.add_argument("--heartbeat-ticks", type=int, default=DEFAULT_HEARTBEAT_TICKS,
                    help=f"heartbeat interval in ticks (default {DEFAULT_HEARTBEAT_TICKS})")
+    c.add_argument("--snapshot-threshold-bytes", type=int, default=DEFAULT_SNAPSHOT_THRESHOLD_BYTES,
+                   metavar="N", help="snapshot and compact the log once N bytes were applied "
+                                     f"since the last snapshot; 0: never (default "
+                                     f"{DEFAULT_SNAPSHOT_THRESHOLD_BYTES})")
+    c.add_argument("--snapshot-trailing-entries", type=int,
+                   default=DEFAULT_SNAPSHOT_TRAILING_ENTRIES, metavar="K",
+                   help=f"entries kept after a snapshot for slow followers "
+                        f"(default {DEFAULT_SNAPSHOT_TRAILING_ENTRIES})")
     c.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     c.add_argument("--timeout", type=float, default=60.0,
                    help="seconds to wait for a leader (default 60)")

@@ -272,6 +272,69 @@ def test_sigkill_leader_during_writes(tmp_path, nodes, durability):
               f"SIGKILL; longest gap {max(gaps):.2f}s")
 
 
+# --- snapshots ------------------------------------------------------------------------------
+
+
+def test_follower_restarted_after_compaction_catches_up_by_snapshot(tmp_path):
+    """Real processes with a tiny snapshot threshold: a follower is SIGKILLed, the
+    leader compacts its log past everything the follower has, and the restarted
+    follower can only catch up by InstallSnapshot. It then serves every key
+    (READONLY: from its own state machine), and `raft status` shows its snapshot."""
+    n_keys = 400
+    with LocalCluster(3, directory=str(tmp_path / "c"), durability="fsync",
+                      snapshot_threshold_bytes=8192, snapshot_trailing_entries=0,
+                      max_msg_bytes=4096) as cluster:
+        cluster.start()
+        leader = cluster.wait_for_leader(READY_TIMEOUT)
+        follower = next(i for i in cluster.nodes if i != leader)
+        with client(cluster.client_addrs()) as c:
+            for i in range(50):
+                c.execute("SET", f"key{i}", f"value-{i}")
+            wait_until(lambda: applied(cluster, follower) >= applied(cluster, leader), 20,
+                       "the follower to apply the first writes")
+            stopped_last = int(cluster.info(follower)["raft_last_index"])
+            cluster.kill(follower)
+            t_writes = time.monotonic()
+            for i in range(50, n_keys):
+                c.execute("SET", f"key{i}", f"value-{i}")
+            writes_s = time.monotonic() - t_writes
+            lead = wait_until(
+                lambda: (lambda i: i if i and int(i["raft_first_index"]) > stopped_last + 1 else None)(
+                    cluster.info(leader)), 20, "the leader to compact past the follower's log")
+            assert int(lead["raft_snapshots_taken"]) >= 1
+            commit = int(lead["raft_commit_index"])
+            t0 = time.monotonic()
+            cluster.start(follower)
+            wait_until(lambda: applied(cluster, follower) >= commit, 30,
+                       "the restarted follower to catch up")
+            caught_up = time.monotonic() - t0
+            fi = cluster.info(follower)
+            assert int(fi["raft_snapshots_installed"]) >= 1
+            assert int(fi["raft_snapshot_index"]) > stopped_last
+            host, port = cluster.nodes[follower].client
+            r = redis.Redis(host=host, port=port, protocol=2, socket_timeout=5)
+            try:
+                r.execute_command("READONLY")
+                for i in (0, 49, 50, 200, n_keys - 1):
+                    assert r.get(f"key{i}") == f"value-{i}".encode(), i
+                assert r.dbsize() == n_keys
+            finally:
+                r.close()
+            out = raft_cli("status", "--port", str(port), "raft", cwd=str(tmp_path))
+            assert out.returncode == 0, out.stderr
+            assert re.search(r"^raft_snapshot_index:[1-9]\d*$", out.stdout, re.M), out.stdout
+            # Restarted once more, it comes back from its own snapshot and log.
+            cluster.stop(follower)
+            cluster.start(follower)
+            c.execute("SET", "after", "restart")
+            commit = int(cluster.info(cluster.serving_leader() or leader)["raft_commit_index"])
+            wait_until(lambda: applied(cluster, follower) >= commit, 30, "the second restart")
+            assert "restarted from" in read_log(cluster, follower)
+        print(f"{n_keys - 50} writes in {writes_s:.2f}s while the follower was down; it caught up "
+              f"by InstallSnapshot ({fi['raft_snapshot_bytes']} bytes) {caught_up:.2f}s after "
+              f"its restart (process start included)")
+
+
 # --- hostile peers and clients -------------------------------------------------------------
 
 

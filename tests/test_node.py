@@ -386,6 +386,161 @@ def test_traces_of_a_real_run_pass_the_checker(tmp_path):
     assert Checker(sorted(voters)).check(events) == len(events) > 100
 
 
+# --- snapshots, log compaction, InstallSnapshot ----------------------------------------------
+
+SNAP_CFG = {"snapshot_threshold_bytes": 4096, "snapshot_trailing_entries": 0,
+            "max_msg_bytes": 2048}    # several chunks per snapshot
+
+
+async def write_keys(r, lo: int, hi: int, size: int = 40) -> None:
+    async with r.pipeline(transaction=False) as p:
+        for i in range(lo, hi):
+            p.set(f"key{i}", f"{i}:".ljust(size, "v"))
+        assert all(await p.execute())
+
+
+def value(i: int, size: int = 40) -> bytes:
+    return f"{i}:".ljust(size, "v").encode()
+
+
+def test_lagging_follower_catches_up_by_install_snapshot(tmp_path):
+    """A follower that was down while the leader compacted past everything it has
+    can only be brought back by InstallSnapshot: it installs the leader's snapshot
+    (in several chunks), restores its KV state from it, and then follows the log.
+    Restarted again, it restores the KV state from its own snapshot on disk."""
+    async def body(c: Cluster):
+        leader = await c.leader()
+        r = c.redis(leader.id)
+        await write_keys(r, 0, 50)
+        fid = next(i for i in c.nodes if i != leader.id)
+        await wait_until(lambda: c.nodes[fid].applied_index >= leader.core.commit)
+        stopped_last = c.nodes[fid].core.last_index
+        await c.stop(fid)
+        for lo in range(50, 600, 50):
+            await write_keys(r, lo, lo + 50)
+        await wait_until(lambda: leader.core.log.first_index > stopped_last + 1,
+                         what="the leader to compact past the stopped follower's log")
+        assert leader.counters["snapshots_taken"] >= 2 and leader.counters["compactions"] >= 2
+        snap = leader.core.snapshot
+        assert len(snap.data) > 4 * SNAP_CFG["max_msg_bytes"]   # sent in several chunks
+
+        t0 = asyncio.get_running_loop().time()
+        await c.start(fid)
+        node = c.nodes[fid]
+        await wait_until(lambda: node.applied_index >= leader.core.commit, timeout=20,
+                         what="the follower to catch up")
+        caught_up = asyncio.get_running_loop().time() - t0
+        assert node.counters["snapshots_installed"] >= 1
+        st = node.status()
+        assert st["snapshot_index"] > stopped_last and st["snapshot_bytes"] > 0
+        for i in (0, 49, 50, 321, 599):
+            assert node.state_machine.read([b"GET", b"key%d" % i]) == value(i)
+        assert node.state_machine.dbsize() == 600
+        # Its disk holds the installed snapshot (and the log after it).
+        assert node.storage.load().snapshot.index >= st["snapshot_index"] > 0
+        # It keeps following: new writes reach it through the log.
+        await write_keys(r, 600, 610)
+        await wait_until(lambda: node.state_machine.read([b"GET", b"key609"]) == value(609))
+        assert node.state_machine.snapshot() == leader.state_machine.snapshot()
+
+        # Restarted, it restores the state machine from its snapshot instead of a log
+        # it no longer has, and re-applies only what follows the snapshot.
+        await c.stop(fid)
+        await c.start(fid)
+        node = c.nodes[fid]
+        snap_index = node.status()["snapshot_index"]
+        assert snap_index > 0
+        assert node.state_machine.read([b"GET", b"key0"]) == value(0)   # before any apply
+        await wait_until(lambda: node.applied_index >= leader.core.commit)
+        assert node.counters["entries_applied"] <= leader.core.commit - snap_index
+        assert node.state_machine.dbsize() == 610
+        print(f"follower caught up by InstallSnapshot ({len(snap.data)} bytes, 600 keys) "
+              f"in {caught_up:.2f}s")
+    with_cluster(tmp_path, body, **SNAP_CFG)
+
+
+def test_restart_with_a_snapshot_on_disk_restores_the_kv_state(tmp_path):
+    """Every node compacts; after a whole-cluster stop, a node started alone (no
+    quorum, so nothing new commits) already has every committed write: from its
+    snapshot, plus the committed entries after it re-applied from its log."""
+    async def body(c: Cluster):
+        leader = await c.leader()
+        r = c.redis(leader.id)
+        await write_keys(r, 0, 300)
+        assert await r.incr("counter") == 1
+        commit = leader.core.commit
+        await wait_until(lambda: all(n.applied_index >= commit for n in c.nodes.values()))
+        for n in c.nodes.values():
+            assert n.counters["snapshots_taken"] >= 1, n.id
+        for i in list(c.nodes):
+            await c.stop(i)
+        await c.start(2)
+        node = c.nodes[2]
+        snap_index = node.status()["snapshot_index"]
+        assert 0 < snap_index <= commit
+        # Restored from the snapshot before any entry is applied: exactly its state.
+        if node.counters["entries_applied"] == 0:
+            assert node.state_machine.snapshot() == node.storage.load().snapshot.data
+        assert node.state_machine.dbsize() > 0
+        await wait_until(lambda: node.applied_index >= commit, what="re-applying the log tail")
+        assert node.state_machine.dbsize() == 301
+        assert node.state_machine.read([b"GET", b"key299"]) == value(299)
+        assert node.state_machine.read([b"GET", b"counter"]) == b"1"
+        assert node.counters["entries_applied"] == node.applied_index - snap_index
+        # And the whole cluster carries on from there.
+        await c.start(1, 3)
+        leader = await c.leader()
+        assert await c.redis(leader.id).get("key123") == value(123)
+    with_cluster(tmp_path, body, **SNAP_CFG)
+
+
+def test_trailing_entries_keep_slightly_lagging_followers_on_the_log(tmp_path):
+    """With snapshot_trailing_entries, compaction keeps that many entries after the
+    snapshot: a follower that missed fewer is repaired by AppendEntries alone."""
+    async def body(c: Cluster):
+        leader = await c.leader()
+        r = c.redis(leader.id)
+        n = 0
+        while leader.counters["compactions"] < 1:   # pipelined batches: ~5 Readies each
+            assert n < 2000, "no compaction"
+            await write_keys(r, n, n + 50)
+            n += 50
+        assert leader.core.last_index - leader.core.log.first_index + 1 >= 200   # the kept tail
+        fid = next(i for i in c.nodes if i != leader.id)
+        await wait_until(lambda: c.nodes[fid].applied_index >= leader.core.commit)
+        await c.stop(fid)
+        await write_keys(r, n, n + 30)       # 30 entries < 200 trailing
+        await c.start(fid)
+        node = c.nodes[fid]
+        await wait_until(lambda: node.applied_index >= leader.core.commit)
+        assert node.counters["snapshots_installed"] == 0
+        assert node.state_machine.dbsize() == n + 30
+    with_cluster(tmp_path, body, snapshot_threshold_bytes=2048, snapshot_trailing_entries=200)
+
+
+def test_snapshot_status_and_metrics(tmp_path):
+    async def body(c: Cluster):
+        leader = await c.leader()
+        await write_keys(c.redis(leader.id), 0, 200)
+        await wait_until(lambda: leader.counters["compactions"] >= 1)
+        st = leader.status()
+        assert st["snapshot_index"] > 0 and st["first_index"] == st["snapshot_index"] + 1
+        assert st["snapshot_term"] == leader.core.term and st["snapshot_bytes"] > 0
+        info = await c.redis(leader.id).info("raft")
+        assert int(info["raft_snapshot_index"]) == st["snapshot_index"] or \
+            int(info["raft_snapshot_index"]) >= st["snapshot_index"]
+        leader._metrics.refresh()
+        host, port = leader.metrics_address
+        loop = asyncio.get_running_loop()
+        text = await loop.run_in_executor(
+            None, lambda: urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5)
+            .read().decode())
+        for name in ("raft_snapshot_index", "raft_snapshots_taken_total", "raft_compactions_total",
+                     "raft_snapshot_bytes"):
+            assert name in text, name
+    with_cluster(tmp_path, body, metrics_port=0, **SNAP_CFG)
+
+
 # --- config -----------------------------------------------------------------------------
 
 
@@ -407,6 +562,10 @@ GOOD = """\
     tick_ms = 5
     election_ticks = 15
     heartbeat_ticks = 1
+
+    [snapshot]
+    threshold_bytes = 1048576
+    trailing_entries = 50
 
     [peers.1]
     raft = "127.0.0.1:7101"
@@ -433,6 +592,7 @@ def test_load_config(tmp_path):
     assert c.peers[3].raft == ("::1", 7103)
     assert c.other_peers == {1: ("127.0.0.1", 7101), 3: ("::1", 7103)}
     assert c.client_addr_of(1) == "127.0.0.1:7001" and c.client_addr_of(9) is None
+    assert (c.snapshot_threshold_bytes, c.snapshot_trailing_entries) == (1 << 20, 50)
     # render_config round-trips.
     again = load_config(write(tmp_path, render_config(c, secret_file=str(tmp_path / "secret")),
                               "again.toml"))
@@ -463,6 +623,12 @@ def test_load_config(tmp_path):
      "key 'secret_file': cannot read"),
     (lambda t: t + "\n[tls]\ncert = \"c.pem\"\n", "key 'tls.cert': no such file"),
     (lambda t: t.replace("[timing]", "[timing"), "not valid TOML"),
+    (lambda t: t.replace("threshold_bytes = 1048576", "threshold_bytes = -1"),
+     "key 'snapshot.threshold_bytes': must be >= 0"),
+    (lambda t: t.replace("trailing_entries = 50", "trailing_entries = -5"),
+     "key 'snapshot.trailing_entries': must be >= 0"),
+    (lambda t: t.replace("trailing_entries = 50", "trailing = 50"),
+     "key 'snapshot.trailing': unknown key"),
 ])
 def test_config_errors_name_the_key(tmp_path, change, message):
     (tmp_path / "secret").write_bytes(b"0123456789abcdef0123")
@@ -471,6 +637,15 @@ def test_config_errors_name_the_key(tmp_path, change, message):
         load_config(path)
     assert message in str(e.value)
     assert str(path) in str(e.value)
+
+
+def test_config_snapshot_defaults(tmp_path):
+    (tmp_path / "secret").write_bytes(b"0123456789abcdef0123")
+    os.chmod(tmp_path / "secret", 0o600)
+    text = textwrap.dedent(GOOD)
+    text = text.replace("[snapshot]\nthreshold_bytes = 1048576\ntrailing_entries = 50\n", "")
+    c = load_config(write(tmp_path, text))
+    assert (c.snapshot_threshold_bytes, c.snapshot_trailing_entries) == (64 << 20, 1000)
 
 
 def test_config_missing_file(tmp_path):
