@@ -23,6 +23,17 @@ Event -> spec action (spec/README.md has the full schema):
   send n m after=True     a reply the handler (or Timeout) put in the outbox:
                           must equal one of the spec's, each reported once
   commit n c              AdvanceCommitIndex(n) to c
+  send n m(InstallSnapshot) AppendEntries(n, m.dst, 0, m.index): every chunk is a copy
+                          of the AppendEntries from prevLogIndex 0 that carries the
+                          committed prefix up to the snapshot's last index (§7)
+  recv n m(InstallSnapshot) [UpdateTerm(n, m)]; then, if the node reports `install`,
+                          HandleAppendEntries(n, that AppendEntries); otherwise the
+                          chunk is dropped (DropMessage): a partial transfer changes
+                          no spec state
+  install n m installed   (see recv InstallSnapshot)
+  compact n index term    no step: the spec's log keeps the compacted entries (they
+                          are committed, so still "present"); checks index <= commit
+  send/recv InstallSnapshotResp  no step (transport-level chunk acks)
   ready n seq             Persist(n) -- if the trace later has `advance n seq`
                           before n restarts; otherwise the Ready was lost in a
                           crash and there is no step (see below)
@@ -45,8 +56,9 @@ from dataclasses import dataclass, field
 
 FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
 ROLE = ("Follower", "Candidate", "Leader")
-MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP = 1, 2, 3, 4
-MSG_NAME = {1: "AppendEntries", 2: "AppendEntriesResp", 3: "RequestVote", 4: "RequestVoteResp"}
+MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP, MSG_SNAP, MSG_SNAP_RESP = 1, 2, 3, 4, 5, 6
+MSG_NAME = {1: "AppendEntries", 2: "AppendEntriesResp", 3: "RequestVote", 4: "RequestVoteResp",
+            5: "InstallSnapshot", 6: "InstallSnapshotResp"}
 NOOP = (1, b"")          # (type, data) of the no-op entry a new leader appends
 
 
@@ -92,6 +104,8 @@ class Server:
     dcommit: int = 0
     # Not spec variables, kept to make the checks O(change):
     stable: int = 0                               # StableIndex: common prefix of log and dlog
+    first: int = 1                                # the core's first log index (after its snapshot)
+    chunk: object = None                          # InstallSnapshot chunk being handled (recv..state)
     expect: deque = field(default_factory=deque)  # replies the action being replayed must send
 
 
@@ -112,6 +126,7 @@ class Checker:
         self.committed: dict[int, tuple] = {}              # index -> ((term, value), commit term)
         self.registry: dict[tuple[int, int], tuple] = {}   # LogMatching: (index, term) -> (value, prev term)
         self.persisted: set[int] = set()                   # positions of ready events whose write completed
+        self.snap_commit: dict[tuple[int, int], int] = {}  # chunk (src, id) -> leaderCommit when sent
         self.events = 0
         self.recent: deque = deque(maxlen=history)
         self.n = 0                                          # index of the event being checked
@@ -197,6 +212,12 @@ class Checker:
         if want != got:
             self.fail("Restart", f"server {n} restarted from state the spec did not persist "
                       "(term, vote, commit, lastIndex, lastTerm)", want, got)
+        # A snapshot holds only committed entries (the spec's log still has them).
+        if first - 1 > s.commit:
+            self.fail("Restart", f"server {n} restarts from a snapshot at {first - 1} beyond "
+                      f"its commit index {s.commit}")
+        s.first = first
+        s.chunk = None
         # CommittedPrefixStable after restart.
         for idx in range(1, s.commit + 1):
             c = self.committed.get(idx)
@@ -275,6 +296,10 @@ class Checker:
             self.fail("Receive", "message changed in flight", sent, _msg_fields(m))
         if m.dst != n:
             self.fail("Receive", f"message for {m.dst} received by {n}")
+        if m.type == MSG_SNAP_RESP:
+            if m.term > s.term:
+                self.fail("Receive", "an InstallSnapshotResp carries a term its leader never had")
+            return                      # chunk acks: no spec step
         if m.term > s.term:
             # UpdateTerm (paper §5.1).
             s.term, s.vote, s.role, s.votes, s.match = m.term, 0, FOLLOWER, set(), {}
@@ -290,6 +315,10 @@ class Checker:
             if (m.term == s.term and s.role == LEADER and not m.reject
                     and m.index > s.match.get(m.src, 0)):
                 s.match[m.src] = m.index
+        elif t == MSG_SNAP:
+            # HandleAppendEntries if this chunk completes the snapshot (an `install`
+            # event follows), else DropMessage; decided at the node's `state` event.
+            s.chunk = m
 
     def _handle_request_vote(self, n: int, s: Server, m):
         last = len(s.log)
@@ -337,6 +366,47 @@ class Checker:
             self._record_commit(n, s, new_commit)
         s.expect.append((MSG_APP_RESP, n, m.src, s.term, last, 0, 0, (), 0, False))
 
+    def install(self, n: int, m, installed: bool):
+        """The InstallSnapshot chunk just received completes (or is covered by our
+        log): HandleAppendEntries of the AppendEntries it stands for, i.e. from
+        prevLogIndex 0 with the committed entries 1..m.index (§7)."""
+        s = self.server(n)
+        c = s.chunk
+        if c is None or (c.src, c.msg_id) != (m.src, m.msg_id):
+            self.fail("HandleAppendEntries", f"server {n} installs a snapshot it did not just receive")
+        s.chunk = None
+        if m.term != s.term:
+            self.fail("HandleAppendEntries", f"server {n} installs a snapshot of term {m.term} "
+                      f"in term {s.term}")
+        entries = []
+        for idx in range(1, m.index + 1):
+            term, value = self.committed[idx][0]
+            entries.append(_AbsEntry(idx, term, value[0], value[1]))
+        ae = _AbsAppend(m.src, m.term, 0, 0, entries, self.snap_commit[(m.src, m.msg_id)])
+        self._handle_append_entries(n, s, ae)
+        if installed:
+            s.first = m.index + 1
+
+    def compact(self, n: int, index: int, term: int):
+        """No spec step: the application snapshotted committed, applied entries."""
+        s = self.server(n)
+        if index > s.commit or index > len(s.log) or self.term_at(s.log, index) != term:
+            self.fail("Compact", f"server {n} compacts to ({index}, {term}) but its log has "
+                      f"commit {s.commit}", (index, self.term_at(s.log, min(index, len(s.log)))),
+                      (index, term))
+        s.first = max(s.first, index + 1)
+
+    def snapshot_sent(self, n: int, m):
+        """Each chunk: AppendEntries(n, m.dst, 0, m.index), carrying the committed prefix."""
+        s = self.server(n)
+        if s.role != LEADER or m.term != s.term:
+            self.fail("AppendEntries", f"server {n} sends InstallSnapshot but is {ROLE[s.role]} "
+                      f"in term {s.term}", s.term, m.term)
+        if m.index > s.commit or m.log_term != self.term_at(s.log, m.index):
+            self.fail("AppendEntries", "the snapshot is not a committed prefix of the leader's log",
+                      (s.commit, self.term_at(s.log, min(m.index, len(s.log)))), (m.index, m.log_term))
+        self.snap_commit[(m.src, m.msg_id)] = s.commit
+
     def sent(self, n: int, m, after_persist: bool):
         s = self.server(n)
         fields = _msg_fields(m)
@@ -346,9 +416,12 @@ class Checker:
         if key in self.network or any(k == key for k, _ in s.outbox):
             self.fail("Send", f"message id {key} reused")
         if not after_persist:
-            if m.type != MSG_APP:
+            if m.type == MSG_APP:
+                self.append_entries_sent(n, m)
+            elif m.type == MSG_SNAP:
+                self.snapshot_sent(n, m)
+            elif m.type != MSG_SNAP_RESP:       # chunk acks promise nothing durable
                 self.fail("Send", f"{MSG_NAME.get(m.type)} sent before persisting (must wait for Persist)")
-            self.append_entries_sent(n, m)
             self.network[key] = fields
             return
         # The spec's outbox is a set: the replies the spec's actions queued may
@@ -402,6 +475,7 @@ class Checker:
 
     def check_state(self, n: int, term, vote, role, commit, last, last_term):
         s = self.server(n)
+        s.chunk = None                 # a chunk that did not complete the snapshot: DropMessage
         if s.expect:
             self.fail("Send", f"server {n} did not send the replies the spec requires",
                       list(s.expect), None)
@@ -452,6 +526,10 @@ class Checker:
             self.become_leader(ev[1], ev[2])
         elif kind == "restart":
             self.restart(*ev[1:])
+        elif kind == "install":
+            self.install(ev[1], ev[2], ev[3])
+        elif kind == "compact":
+            self.compact(ev[1], ev[2], ev[3])
         else:
             self.fail("Trace", f"unknown event kind {kind!r}")
         self.events += 1
@@ -464,8 +542,27 @@ class Checker:
         return self.events
 
 
+class _AbsEntry:
+    """An entry of the spec's AppendEntries that a snapshot stands for."""
+
+    __slots__ = ("index", "term", "type", "data")
+
+    def __init__(self, index, term, type_, data):
+        self.index, self.term, self.type, self.data = index, term, type_, data
+
+
+class _AbsAppend:
+    __slots__ = ("src", "term", "index", "log_term", "entries", "commit")
+
+    def __init__(self, src, term, index, log_term, entries, commit):
+        self.src, self.term, self.index, self.log_term = src, term, index, log_term
+        self.entries, self.commit = entries, commit
+
+
 def describe(ev) -> str:
     kind = ev[0]
+    if kind == "install":
+        return f"install n{ev[1]} {ev[2]!r} installed={ev[3]}"
     if kind in ("recv", "send"):
         m = ev[2]
         extra = " (after persist)" if kind == "send" and ev[3] else ""
@@ -493,6 +590,8 @@ def _msg_to_json(m) -> dict:
         d["hint"] = m.reject_hint
     if m.entries:
         d["entries"] = [[e.index, e.term, e.type, e.data.hex()] for e in m.entries]
+    if m.data:
+        d["data_len"] = len(m.data)      # snapshot bytes are not traced, only their size
     return d
 
 
@@ -517,6 +616,10 @@ def event_to_json(ev) -> dict:
         return {"e": kind, "n": n, "commit": ev[2]}
     if kind in ("ready", "advance"):
         return {"e": kind, "n": n, "seq": ev[2]}
+    if kind == "install":
+        return {"e": kind, "n": n, "m": _msg_to_json(ev[2]), "installed": bool(ev[3])}
+    if kind == "compact":
+        return {"e": kind, "n": n, "index": ev[2], "term": ev[3]}
     raise ValueError(f"unknown event {kind!r}")
 
 
@@ -541,7 +644,8 @@ def _msg_from_json(d):
     return Message(d["type"], src=d["src"], dst=d["dst"], term=d["term"],
                    log_term=d.get("log_term", 0), index=d.get("index", 0),
                    commit=d.get("commit", 0), entries=_entries_from_json(d.get("entries", [])),
-                   reject=d.get("reject", False), reject_hint=d.get("hint", 0), msg_id=d["id"])
+                   reject=d.get("reject", False), reject_hint=d.get("hint", 0), msg_id=d["id"],
+                   data=bytes(d["data_len"]) if "data_len" in d else None)
 
 
 def event_from_json(d: dict):
@@ -562,6 +666,10 @@ def event_from_json(d: dict):
         return (kind, n, d["commit"])
     if kind in ("ready", "advance"):
         return (kind, n, d["seq"])
+    if kind == "install":
+        return (kind, n, _msg_from_json(d["m"]), d["installed"])
+    if kind == "compact":
+        return (kind, n, d["index"], d["term"])
     raise ValueError(f"unknown event kind {kind!r}")
 
 
