@@ -432,6 +432,27 @@ def test_crash_between_deletions_after_install(tmp_path, monkeypatch, crash_afte
     assert len(wal_files(tmp_path)) == 1
 
 
+@pytest.mark.parametrize("crash_after", range(4))
+@pytest.mark.parametrize("term", [1, 4], ids=["log-holds-it", "log-conflicts"])
+def test_crash_while_opening_completes_a_snapshot(tmp_path, monkeypatch, crash_after, term):
+    """Opening completes an interrupted compaction (the log holds the snapshot's entry)
+    or install (it does not) by writing the WAL record and then deleting segments.
+    A crash after any deletion must reopen to the same state. (Deleting before the
+    record was written left a suffix starting after a gap: refused as missing entries.)"""
+    _log_in_segments(tmp_path).close()
+    write_snapshot(tmp_path, 120, term, [1], b"img")
+    expected = ents(121, 300, 1) if term == 1 else []
+    _crash_after_unlinks(monkeypatch, crash_after)
+    try:
+        DiskStorage(tmp_path, durability="none").close()
+    except Crash:
+        pass
+    monkeypatch.undo()
+    st = load(tmp_path)
+    assert (st.snapshot, st.entries) == (Snapshot(120, term, b"img"), expected)
+    assert load(tmp_path).entries == expected
+
+
 def test_install_crash_before_the_wal_record(tmp_path, monkeypatch):
     """The same as above, by making the WAL write itself fail after the file is durable."""
     s = _log_in_segments(tmp_path, n=100)

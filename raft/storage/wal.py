@@ -543,12 +543,12 @@ class DiskStorage:
         if self._segments:
             active = self._segments[-1]
             self._fd = os.open(active.path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        # Both roll-forwards write their SNAPSHOT record *before* any segment goes:
+        # deleting first, a crash could leave a log that no longer holds the snapshot's
+        # entry (compaction: then mistaken for an interrupted install), or a suffix
+        # that starts after a gap (install: then refused as missing entries).
         if rec.compact_pending:
-            # Record in the WAL that the log starts after the snapshot *before* the
-            # segments it covers go: else a later recovery would find the snapshot
-            # ahead of a log that no longer holds its last entry.
             self._write_batch(None, [], marker=(self._snap_index, self._snap_term))
-        self._collect_garbage()
         if rec.install_pending:
             assert rec.snapshot is not None
             what = (f"discarding the log's entries {rec.discarded[0]}..{rec.discarded[1]}"
@@ -559,6 +559,7 @@ class DiskStorage:
                         self.path, os.path.basename(rec.snapshot.path), rec.snapshot.index,
                         rec.snapshot.term, what)
             self._write_batch(None, [], marker=(self._snap_index, self._snap_term), reset=True)
+        self._collect_garbage()
 
     def _cut_torn_tail(self, rec: Recovery) -> None:
         """Cut the torn final batch: it is the save() in flight at the crash,
