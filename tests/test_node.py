@@ -518,6 +518,47 @@ def test_trailing_entries_keep_slightly_lagging_followers_on_the_log(tmp_path):
     with_cluster(tmp_path, body, snapshot_threshold_bytes=2048, snapshot_trailing_entries=200)
 
 
+def test_traces_of_a_run_with_snapshots_pass_the_checker(tmp_path):
+    """Compactions on every node and an InstallSnapshot to a restarted follower, as
+    traced by the real runtime, replay against the spec's actions."""
+    from spec.checker import Checker, merge_by_causality, read_ndjson_file
+
+    trace_files = {}
+
+    async def main():
+        c = Cluster(tmp_path, 3, **SNAP_CFG)
+        for i, cfg in c.configs.items():
+            cfg.trace_file = trace_files[i] = str(tmp_path / f"node{i}.ndjson")
+        try:
+            await c.start()
+            leader = await c.leader()
+            r = c.redis(leader.id)
+            await write_keys(r, 0, 50)
+            fid = next(i for i in c.nodes if i != leader.id)
+            await wait_until(lambda: c.nodes[fid].applied_index >= leader.core.commit)
+            last = c.nodes[fid].core.last_index
+            await c.stop(fid)
+            for lo in range(50, 300, 50):
+                await write_keys(r, lo, lo + 50)
+            await wait_until(lambda: leader.core.log.first_index > last + 1)
+            await c.start(fid)
+            node = c.nodes[fid]
+            await wait_until(lambda: node.applied_index >= leader.core.commit)
+            assert node.counters["snapshots_installed"] >= 1
+        finally:
+            await c.close()
+    run(main())
+    streams, voters = [], set()
+    for path in trace_files.values():
+        events, v = read_ndjson_file(path)
+        streams.append(events)
+        voters.update(v)
+    events = merge_by_causality(streams)
+    kinds = {e[0] for e in events if isinstance(e, tuple)}
+    assert {"compact", "install"} <= kinds, kinds
+    assert Checker(sorted(voters)).check(events) == len(events) > 500
+
+
 def test_snapshot_status_and_metrics(tmp_path):
     async def body(c: Cluster):
         leader = await c.leader()
