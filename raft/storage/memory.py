@@ -16,8 +16,14 @@ class MemoryStorage:
         self.saves = 0
 
     def load(self) -> PersistedState:
+        snap = self._snapshot
+        if snap is not None and snap.index > self._snapshot_index:
+            # Saved but not compacted yet (a crash between the two): the log
+            # restarts after the snapshot, as DiskStorage's recovery does.
+            after = [e for e in self._entries if e.index > snap.index]
+            return PersistedState(self._hard_state, after, snap.index, snap.term, snap)
         return PersistedState(self._hard_state, list(self._entries),
-                              self._snapshot_index, self._snapshot_term, self._snapshot)
+                              self._snapshot_index, self._snapshot_term, snap)
 
     # -- snapshots (see raft.storage.base for the contract) --
 
@@ -40,6 +46,9 @@ class MemoryStorage:
 
     def install_snapshot(self, snapshot: Snapshot) -> None:
         """A snapshot from the leader replaces the whole log (§7)."""
+        if self._snapshot is not None and snapshot.index < self._snapshot.index:
+            raise StorageError(f"install_snapshot({snapshot.index}): older than the snapshot "
+                               f"held ({self._snapshot.index})")
         self._snapshot = snapshot
         self._entries = []
         self._snapshot_index, self._snapshot_term = snapshot.index, snapshot.term
