@@ -48,6 +48,23 @@
 (*   state n ...       none: n's term, vote, role, commit, last index and  *)
 (*                     last term equal the spec's, and n has reported      *)
 (*                     every reply the spec's actions produced             *)
+(* Snapshots (spec/README.md, "Snapshots and compaction in the mapping"):  *)
+(*   send n chunk      AppendEntries(n, dst, 0, index): the AppendEntries  *)
+(*                     from prevLogIndex 0 carrying the leader's log       *)
+(*                     1..index, which must be at or below its commitIndex *)
+(*                     (snapMsg remembers which abstract message the chunk *)
+(*                     stands for)                                         *)
+(*   recv n chunk      [DuplicateMessage] [UpdateTerm(n, am)], then none   *)
+(*                     if n reports `install` before its next `state`,     *)
+(*                     else DropMessage(am) (a partial transfer changes no *)
+(*                     spec state)                                         *)
+(*   install n chunk   HandleAppendEntries(n, am) of the chunk just        *)
+(*                     received, in n's current term                       *)
+(*   compact n i t     none: (i, t) is in n's log at or below commitIndex  *)
+(*   send/recv n ack   none (InstallSnapshotResp: chunk acknowledgements,  *)
+(*                     on the network, never of a higher term)             *)
+(*   restart           also: a snapshot restarted from (first - 1) is at   *)
+(*                     or below the restored commitIndex                   *)
 (*                                                                         *)
 (* The verdict: trace t is a behaviour of the spec iff TLC reaches a state *)
 (* with t and l = Len(Traces[t]) + 1.  TraceReport (a state constraint     *)
@@ -63,9 +80,17 @@ VARIABLES
     sub,        \* entries of the propose event at l already appended
     pending,    \* pending[i]: bag of replies the spec's actions queued in
                 \* i's outbox that i has not reported by a `send` yet
-    started     \* servers whose first event (restart = Init) was seen
+    started,    \* servers whose first event (restart = Init) was seen
+    snapMsg,    \* snapMsg[c]: the AppendEntries (from prevLogIndex 0) that
+                \* the InstallSnapshot chunk c (a trace record, with its id)
+                \* stands for, fixed when c was sent
+    snapAcks,   \* the InstallSnapshotResp records sent
+    chunk       \* chunk[i]: <<c>> for the chunk i received last in the
+                \* current API call (until its `state` event), else <<>>
 
-traceVars == <<t, l, sub, pending, started>>
+traceVars == <<t, l, sub, pending, started, snapMsg, snapAcks, chunk>>
+\* What the events of the unsnapshotted mapping leave alone.
+snapVars == <<snapMsg, snapAcks, chunk>>
 
 Trace == Traces[t]
 Ev == Trace[l]
@@ -99,6 +124,20 @@ Checked == TraceInvariants' /\ LeaderAppendOnlyStep
 \* A step that consumes the event at l.
 Consume == l' = l + 1 /\ sub' = 0
 
+\* InstallSnapshot chunks and their acknowledgements (message types 5, 6 of
+\* the core): not messages of Raft.tla.  Their trace records carry the
+\* message id (renumbered by tla_trace.py), so a record names one send.
+SnapChunk == "InstallSnapshot"
+SnapAck   == "InstallSnapshotResp"
+IsSnap(tm) == tm.type \in {SnapChunk, SnapAck}
+
+\* The AppendEntries a chunk of leader i to j for the snapshot at index k
+\* stands for: prevLogIndex 0, i's entries 1..k, leaderCommit commitIndex[i]
+\* (what AppendEntries(i, j, 0, k) sends).
+SnapAppend(i, j, k) ==
+    Message(AppendEntriesMsg, i, j, currentTerm[i], 0, 0, 0,
+            SubSeq(log[i], 1, k), commitIndex[i], FALSE)
+
 -----------------------------------------------------------------------------
 (* One operator per event kind.  n is the event's server.                 *)
 
@@ -117,43 +156,48 @@ RestartEvent(ev) ==
           /\ <<currentTerm'[n], votedFor'[n], commitIndex'[n], Len(log'[n]),
                LastTerm(log'[n])>>
                  = <<ev.term, ev.vote, ev.commit, ev.last, ev.lastTerm>>
+          \* a snapshot holds only committed entries (the log keeps them)
+          /\ ev.first - 1 <= commitIndex'[n]
+    /\ chunk' = [chunk EXCEPT ![n] = <<>>]
+    /\ UNCHANGED <<snapMsg, snapAcks>>
 
 TimeoutEvent(ev) ==
     /\ Timeout(ev.n)
     /\ currentTerm'[ev.n] = ev.term
     /\ pending' = [pending EXCEPT ![ev.n] = BagAddSet(@, RequestVotes(ev.n))]
-    /\ UNCHANGED started
+    /\ UNCHANGED <<started, snapVars>>
 
 LeaderEvent(ev) ==
     /\ currentTerm[ev.n] = ev.term
     /\ BecomeLeader(ev.n)
-    /\ UNCHANGED <<pending, started>>
+    /\ UNCHANGED <<pending, started, snapVars>>
 
 \* One ClientRequest for entry sub + 1 of the event; the last one consumes it.
 ProposeEvent(ev) ==
     IF ev.entries = <<>>
-    THEN state[ev.n] = Leader /\ UNCHANGED <<vars, pending, started>> /\ Consume
+    THEN state[ev.n] = Leader /\ UNCHANGED <<vars, pending, started, snapVars>> /\ Consume
     ELSE LET e == ev.entries[sub + 1] IN
          /\ e.index = Len(log[ev.n]) + 1
          /\ e.term = currentTerm[ev.n]
          /\ ClientRequest(ev.n, e.value)
          /\ IF sub + 1 = Len(ev.entries) THEN Consume
                                          ELSE sub' = sub + 1 /\ l' = l
-         /\ UNCHANGED <<pending, started>>
+         /\ UNCHANGED <<pending, started, snapVars>>
 
 \* The steps before the handler: the network duplicates m (so a copy stays
 \* in flight), then n adopts m's term if it is higher.
 RecvHidden(ev) ==
     LET n == ev.n
         m == SpecMsg(ev.m)
-    IN  /\ IndexedFrom(ev.m.entries, ev.m.index + 1)
+    IN  /\ ~IsSnap(ev.m)
+        /\ IndexedFrom(ev.m.entries, ev.m.index + 1)
         /\ \/ /\ m \in DOMAIN network
               /\ network[m] = 1
               /\ DuplicateMessage(m)
            \/ /\ m \in DOMAIN network
               /\ network[m] > 1
               /\ UpdateTerm(n, m)
-        /\ UNCHANGED <<l, sub, pending, started>>
+        /\ UNCHANGED <<l, sub, pending, started, snapVars>>
 
 RecvEvent(ev) ==
     LET n == ev.n
@@ -169,12 +213,13 @@ RecvEvent(ev) ==
               /\ pending' = [pending EXCEPT ![n] = BagAdd(@, AppendEntriesReply(n, m))]
            \/ /\ HandleAppendEntriesResponse(n, m)
               /\ UNCHANGED pending
-        /\ UNCHANGED started
+        /\ UNCHANGED <<started, snapVars>>
 
 SendEvent(ev) ==
     LET n == ev.n
         m == SpecMsg(ev.m)
     IN  /\ ev.m.src = n
+        /\ ~IsSnap(ev.m)
         /\ IF ev.afterPersist
            THEN /\ m \in DOMAIN pending[n]
                 /\ pending' = [pending EXCEPT ![n] = BagRemove(@, m)]
@@ -184,12 +229,100 @@ SendEvent(ev) ==
                 /\ AppendEntries(n, ev.m.dst, ev.m.index, Len(ev.m.entries))
                 /\ network' = BagAdd(network, m)   \* the spec sent exactly m
                 /\ UNCHANGED pending
-        /\ UNCHANGED started
+        /\ UNCHANGED <<started, snapVars>>
+
+\* A chunk of leader n's snapshot at (index, logTerm): AppendEntries(n, dst,
+\* 0, index), the committed prefix 1..index.  An acknowledgement: no step.
+\* Neither promises anything durable (never after persist).
+SnapSendEvent(ev) ==
+    LET n == ev.n
+        c == ev.m
+    IN  /\ c.src = n
+        /\ ~ev.afterPersist
+        /\ IF c.type = SnapChunk
+           THEN /\ state[n] = Leader
+                /\ c.term = currentTerm[n]
+                /\ c.index <= commitIndex[n]
+                /\ c.logTerm = TermAt(log[n], c.index)
+                /\ AppendEntries(n, c.dst, 0, c.index)
+                /\ snapMsg' = snapMsg @@ (c :> SnapAppend(n, c.dst, c.index))
+                /\ UNCHANGED snapAcks
+           ELSE /\ snapAcks' = snapAcks \cup {c}
+                /\ UNCHANGED <<vars, snapMsg>>
+        /\ UNCHANGED <<pending, started, chunk>>
+
+\* n reports `install` before its next `state` event: the chunk received
+\* at l completed the snapshot (or is covered by n's log).
+InstallFollows(n) ==
+    \E k \in (l + 1)..Len(Trace) :
+        /\ Trace[k].e = "install"
+        /\ Trace[k].n = n
+        /\ \A j \in (l + 1)..(k - 1) : ~(Trace[j].n = n /\ Trace[j].e = "state")
+
+\* The hidden steps before a chunk is received, as RecvHidden for the
+\* AppendEntries am it stands for.
+SnapRecvHidden(ev) ==
+    LET n == ev.n
+        c == ev.m
+        am == snapMsg[c]
+    IN  /\ c.type = SnapChunk
+        /\ c \in DOMAIN snapMsg
+        /\ \/ /\ am \in DOMAIN network
+              /\ network[am] = 1
+              /\ DuplicateMessage(am)
+           \/ /\ am \in DOMAIN network
+              /\ network[am] > 1
+              /\ UpdateTerm(n, am)
+        /\ UNCHANGED <<l, sub, pending, started, snapVars>>
+
+\* A chunk: on the network unchanged, for n, its term adopted; DropMessage
+\* unless n installs it (then InstallEvent handles it).  An
+\* acknowledgement: sent, for n, not of a higher term; no step.
+SnapRecvEvent(ev) ==
+    LET n == ev.n
+        c == ev.m
+    IN  /\ c.dst = n
+        /\ IF c.type = SnapChunk
+           THEN LET am == snapMsg[c] IN
+                /\ c \in DOMAIN snapMsg
+                /\ am \in DOMAIN network
+                /\ network[am] > 1
+                /\ am.term <= currentTerm[n]
+                /\ IF InstallFollows(n) THEN UNCHANGED vars
+                                         ELSE DropMessage(am)
+                /\ chunk' = [chunk EXCEPT ![n] = <<c>>]
+           ELSE /\ c \in snapAcks
+                /\ c.term <= currentTerm[n]
+                /\ UNCHANGED <<vars, chunk>>
+        /\ UNCHANGED <<pending, started, snapMsg, snapAcks>>
+
+\* n installs (or finds in its log) the snapshot of the chunk it has just
+\* received: HandleAppendEntries of the AppendEntries the chunk stands for,
+\* in n's current term.
+InstallEvent(ev) ==
+    LET n == ev.n
+        c == ev.m
+        am == snapMsg[c]
+    IN  /\ chunk[n] = <<c>>
+        /\ c.term = currentTerm[n]
+        /\ HandleAppendEntries(n, am)
+        /\ pending' = [pending EXCEPT ![n] = BagAdd(@, AppendEntriesReply(n, am))]
+        /\ chunk' = [chunk EXCEPT ![n] = <<>>]
+        /\ UNCHANGED <<started, snapMsg, snapAcks>>
+
+\* n's application snapshotted its state at (index, term): no spec step (the
+\* spec's log keeps the entries); they must be committed.
+CompactEvent(ev) ==
+    LET n == ev.n IN
+    /\ ev.index <= commitIndex[n]
+    /\ ev.index <= Len(log[n])
+    /\ TermAt(log[n], ev.index) = ev.term
+    /\ UNCHANGED <<vars, pending, started, snapVars>>
 
 CommitEvent(ev) ==
     /\ AdvanceCommitIndex(ev.n)
     /\ commitIndex'[ev.n] = ev.commit
-    /\ UNCHANGED <<pending, started>>
+    /\ UNCHANGED <<pending, started, snapVars>>
 
 \* The Ready at l was written: n's next ready/advance/restart event is its
 \* advance (spec/README.md: why Persist maps to `ready`).
@@ -207,7 +340,7 @@ ReadyEvent(ev) ==
     /\ IF Written(ev.n) /\ ~NothingToPersist(ev.n)
        THEN Persist(ev.n)
        ELSE UNCHANGED vars
-    /\ UNCHANGED <<pending, started>>
+    /\ UNCHANGED <<pending, started, snapVars>>
 
 StateEvent(ev) ==
     LET n == ev.n IN
@@ -215,7 +348,8 @@ StateEvent(ev) ==
     /\ <<currentTerm[n], votedFor[n], state[n], commitIndex[n], Len(log[n]),
          LastTerm(log[n])>>
          = <<ev.term, ev.vote, Roles[ev.role + 1], ev.commit, ev.last, ev.lastTerm>>
-    /\ UNCHANGED <<vars, pending, started>>
+    /\ chunk' = [chunk EXCEPT ![n] = <<>>]   \* the API call is over
+    /\ UNCHANGED <<vars, pending, started, snapMsg, snapAcks>>
 
 -----------------------------------------------------------------------------
 
@@ -226,6 +360,9 @@ TraceInit ==
     /\ sub = 0
     /\ pending = [i \in Server |-> EmptyBag]
     /\ started = {}
+    /\ snapMsg = [c \in {} |-> 0]
+    /\ snapAcks = {}
+    /\ chunk = [i \in Server |-> <<>>]
 
 TraceNext ==
     /\ l <= Len(Trace)
@@ -233,6 +370,8 @@ TraceNext ==
        /\ ev.e = "restart" \/ ev.n \in started
        /\ \/ /\ ev.e = "recv"
              /\ RecvHidden(ev)
+          \/ /\ ev.e = "recv"
+             /\ SnapRecvHidden(ev)
           \/ /\ ev.e = "propose"
              /\ ProposeEvent(ev)
           \/ /\ ev.e # "propose"
@@ -240,12 +379,16 @@ TraceNext ==
              /\ CASE ev.e = "restart" -> RestartEvent(ev)
                   [] ev.e = "timeout" -> TimeoutEvent(ev)
                   [] ev.e = "leader"  -> LeaderEvent(ev)
-                  [] ev.e = "recv"    -> RecvEvent(ev)
-                  [] ev.e = "send"    -> SendEvent(ev)
+                  [] ev.e = "recv"    -> IF IsSnap(ev.m) THEN SnapRecvEvent(ev)
+                                                         ELSE RecvEvent(ev)
+                  [] ev.e = "send"    -> IF IsSnap(ev.m) THEN SnapSendEvent(ev)
+                                                         ELSE SendEvent(ev)
                   [] ev.e = "commit"  -> CommitEvent(ev)
                   [] ev.e = "ready"   -> ReadyEvent(ev)
-                  [] ev.e = "advance" -> UNCHANGED <<vars, pending, started>>
+                  [] ev.e = "advance" -> UNCHANGED <<vars, pending, started, snapVars>>
                   [] ev.e = "state"   -> StateEvent(ev)
+                  [] ev.e = "install" -> InstallEvent(ev)
+                  [] ev.e = "compact" -> CompactEvent(ev)
                   [] OTHER            -> FALSE
     /\ UNCHANGED t
     /\ Checked

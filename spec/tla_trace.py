@@ -11,6 +11,9 @@ can be compared (tests/test_trace_tla.py).
 Entry data is abstracted: every distinct (type, data) of a client entry
 becomes a string value "v1", "v2", ... (injective, so equal entries stay
 equal and different ones different); the no-op of a new leader is "noop".
+InstallSnapshot chunks and their acknowledgements keep their identity: their
+records carry `id`, the message's (src, id) renumbered 1, 2, ... (the core's
+ids do not fit TLC's 32-bit integers); the snapshot bytes are not written.
 
 Command line (prints both verdicts for each NDJSON trace):
 
@@ -31,7 +34,10 @@ from pathlib import Path
 
 SPEC_DIR = Path(__file__).resolve().parent
 
-MSG_TYPES = {1: "AppendEntries", 2: "AppendEntriesResp", 3: "RequestVote", 4: "RequestVoteResp"}
+MSG_TYPES = {1: "AppendEntries", 2: "AppendEntriesResp", 3: "RequestVote", 4: "RequestVoteResp",
+             5: "InstallSnapshot", 6: "InstallSnapshotResp"}
+SNAP_TYPES = (5, 6)                 # not Raft.tla messages: their records carry the message id
+TLC_INT_MAX = 2 ** 31 - 1           # TLC's integers are 32-bit
 NOOP = (1, b"")                     # (type, data) of a leader's no-op entry, as spec/checker.py
 NOOP_VALUE = "noop"
 
@@ -97,8 +103,24 @@ class _Values:
         return name
 
 
+class _Ids:
+    """(src, msg_id) of a snapshot message -> 1, 2, ... (injective)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[tuple[int, int], int] = {}
+
+    def __call__(self, m) -> int:
+        return self.ids.setdefault((m.src, m.msg_id), len(self.ids) + 1)
+
+
 def _bool(b) -> str:
     return "TRUE" if b else "FALSE"
+
+
+def _int(x: int) -> int:
+    if not 0 <= x <= TLC_INT_MAX:
+        raise ValueError(f"{x} does not fit TLC's 32-bit integers")
+    return x
 
 
 def _entries(entries, values: _Values) -> str:
@@ -107,24 +129,28 @@ def _entries(entries, values: _Values) -> str:
         for e in entries) + ">>"
 
 
-def _msg(m, values: _Values) -> str:
+def _msg(m, values: _Values, ids: _Ids) -> str:
     name = MSG_TYPES.get(m.type)
     if name is None:
-        raise ValueError(f"message type {m.type} is not in Raft.tla")
+        raise ValueError(f"message type {m.type} is not in the TLA+ mapping")
+    # InstallSnapshot: commit = byte offset, hint = total size (chunk) / bytes held (ack).
+    extra = f", id |-> {ids(m)}" if m.type in SNAP_TYPES else ""
     return (f'[type |-> "{name}", src |-> {m.src}, dst |-> {m.dst}, term |-> {m.term}, '
-            f"index |-> {m.index}, logTerm |-> {m.log_term}, hint |-> {m.reject_hint}, "
-            f"entries |-> {_entries(m.entries, values)}, commit |-> {m.commit}, "
-            f"reject |-> {_bool(m.reject)}]")
+            f"index |-> {m.index}, logTerm |-> {m.log_term}, hint |-> {_int(m.reject_hint)}, "
+            f"entries |-> {_entries(m.entries, values)}, commit |-> {_int(m.commit)}, "
+            f"reject |-> {_bool(m.reject)}{extra}]")
 
 
-def event_to_tla(ev, values: _Values) -> str:
+def event_to_tla(ev, values: _Values, ids: _Ids | None = None) -> str:
     """One trace event (a spec/checker.py tuple) as a TLA+ record."""
     kind, n = ev[0], ev[1]
     head = f'e |-> "{kind}", n |-> {n}'
+    if ids is None:
+        ids = _Ids()
     if kind == "restart":
-        _, _, term, vote, commit, _first, last, last_term = ev
+        _, _, term, vote, commit, first, last, last_term = ev
         return (f"[{head}, term |-> {term}, vote |-> {vote}, commit |-> {commit}, "
-                f"last |-> {last}, lastTerm |-> {last_term}]")
+                f"first |-> {first}, last |-> {last}, lastTerm |-> {last_term}]")
     if kind == "state":
         _, _, term, vote, role, commit, last, last_term = ev
         return (f"[{head}, term |-> {term}, vote |-> {vote}, role |-> {int(role)}, "
@@ -138,9 +164,13 @@ def event_to_tla(ev, values: _Values) -> str:
     if kind == "propose":
         return f"[{head}, entries |-> {_entries(ev[2], values)}]"
     if kind == "recv":
-        return f"[{head}, m |-> {_msg(ev[2], values)}]"
+        return f"[{head}, m |-> {_msg(ev[2], values, ids)}]"
     if kind == "send":
-        return f"[{head}, m |-> {_msg(ev[2], values)}, afterPersist |-> {_bool(ev[3])}]"
+        return f"[{head}, m |-> {_msg(ev[2], values, ids)}, afterPersist |-> {_bool(ev[3])}]"
+    if kind == "install":
+        return f"[{head}, m |-> {_msg(ev[2], values, ids)}, installed |-> {_bool(ev[3])}]"
+    if kind == "compact":
+        return f"[{head}, index |-> {ev[2]}, term |-> {ev[3]}]"
     raise ValueError(f"trace event kind {kind!r} is not in the TLA+ mapping (spec/TraceRaft.tla)")
 
 
@@ -152,8 +182,9 @@ def trace_module(traces: list[list], servers: list[int], name: str = "TraceData"
     for events in traces:
         if not events:
             raise ValueError("an empty trace")
-        bodies.append("  <<\n" + ",\n".join("    " + event_to_tla(ev, values) for ev in events)
-                      + "\n  >>")
+        ids = _Ids()                # message ids: per trace
+        bodies.append("  <<\n" + ",\n".join("    " + event_to_tla(ev, values, ids)
+                                             for ev in events) + "\n  >>")
     vals = ", ".join(f'"{v}"' for v in values.names.values())
     return (f"---- MODULE {name} ----\n"
             "\\* Generated by spec/tla_trace.py: traces of the core for TraceRaft.tla.\n"
