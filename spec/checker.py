@@ -372,8 +372,11 @@ class Checker:
         prevLogIndex 0 with the committed entries 1..m.index (§7)."""
         s = self.server(n)
         c = s.chunk
-        if c is None or (c.src, c.msg_id) != (m.src, m.msg_id):
-            self.fail("HandleAppendEntries", f"server {n} installs a snapshot it did not just receive")
+        # The install reports the chunk just received, unchanged: its index and
+        # term name the snapshot installed.
+        if c is None or (c.src, c.msg_id) != (m.src, m.msg_id) or _msg_fields(c) != _msg_fields(m):
+            self.fail("HandleAppendEntries", f"server {n} installs a snapshot it did not just receive",
+                      _msg_fields(c) if c is not None else None, _msg_fields(m))
         s.chunk = None
         if m.term != s.term:
             self.fail("HandleAppendEntries", f"server {n} installs a snapshot of term {m.term} "
