@@ -65,8 +65,11 @@ VALID_CORPUS = [(0, 80), (1, 180), (2, 150), (4, 300), (9, 270), (12, 370), (13,
 #        sent and received, the last chunk installs;
 #  5296: the follower's log already holds the snapshot's last entry (step 6):
 #        installed=False, its commitIndex 0 -> 6;
-#  7615: a candidate of the leader's term installs and becomes follower.
-SNAPSHOT_CORPUS = [(666, 320), (2508, 330), (3431, 490), (5296, 240), (7615, 320)]
+#  7615: a candidate of the leader's term installs and becomes follower;
+# 11279: a deposed leader (term 1, uncommitted entries 5..9) adopts the term
+#        of a snapshot (6, 2) and installs it, which truncates its conflicting
+#        entries; a resent chunk then finds the snapshot in its log (step 6).
+SNAPSHOT_CORPUS = [(666, 320), (2508, 330), (3431, 490), (5296, 240), (7615, 320), (11279, 640)]
 
 
 # -- mutations ---------------------------------------------------------------------
@@ -327,8 +330,9 @@ def mut_install_partial(events, ids):
 
 
 def mut_install_keeps_log(events, ids):
-    # The install_ignores_snapshot_term bug: a node whose log does not hold the
-    # snapshot's last entry keeps its log and only learns the commit index.
+    # The install_ignores_snapshot_term bug (tests/mutants): a node whose log
+    # reaches the snapshot's index with another term there keeps its log and
+    # only learns the commit index.
     for k, ev in enumerate(events):
         if ev[0] == "install" and ev[3]:
             i, j = _prev_state(events, k, ev[1]), _next_state(events, k, ev[1])
@@ -336,12 +340,23 @@ def mut_install_keeps_log(events, ids):
                 continue
             _, n, _, _, _, old_commit, old_last, old_last_term = events[i]
             _, _, term, vote, role, commit, last, last_term = events[j]
-            if (old_last, old_last_term) == (last, last_term):
+            if old_last < ev[2].index:
                 continue
             after = ("state", n, term, vote, role, max(old_commit, ev[2].index), old_last,
                      old_last_term)
             yield (events[:k] + [("install", n, ev[2], False)] + events[k + 1:j] + [after]
                    + events[j + 1:])
+
+
+def mut_install_commit_unchanged(events, ids):
+    # After an install the node reports the commit index it had before.
+    for k, ev in enumerate(events):
+        if ev[0] == "install":
+            i, j = _prev_state(events, k, ev[1]), _next_state(events, k, ev[1])
+            if i is None or j is None or events[j][5] <= events[i][5]:
+                continue
+            after = events[j][:5] + (events[i][5],) + events[j][6:]
+            yield events[:j] + [after] + events[j + 1:]
 
 
 def mut_install_reply_index(events, ids):
@@ -403,6 +418,7 @@ SNAPSHOT_MUTATIONS = {
     "install_other_snapshot": mut_install_other_snapshot,
     "install_partial": mut_install_partial,
     "install_keeps_log": mut_install_keeps_log,
+    "install_commit_unchanged": mut_install_commit_unchanged,
     "install_reply_index": mut_install_reply_index,
     "compact_beyond_commit": mut_compact_beyond_commit,
     "compact_wrong_term": mut_compact_wrong_term,
