@@ -7,7 +7,9 @@ The same seed gives a byte-identical event log (``Simulation.fingerprint``).
 
 A run has two phases:
 1. safety: faults are injected (message drop, duplication, delay/reordering,
-   symmetric and asymmetric partitions, crash/restart, clock skew, slow disks)
+   symmetric and asymmetric partitions, crash/restart -- a write in flight is
+   torn and lost whole, as DiskStorage's atomic batches make it --, clock skew,
+   slow disks)
    while a client proposes; invariants are checked after every event.
 2. liveness: every fault is healed and every node restarted; a leader must be
    elected and every proposal committed and applied everywhere within a bounded
@@ -59,7 +61,7 @@ TICK = 10
 _DELIVER, _TICK, _PERSISTED, _CRASH, _RESTART, _PARTITION, _HEAL, _PROPOSE = range(8)
 
 FAULT_KINDS = ("drop", "duplicate", "reorder", "partition", "asymmetric_partition",
-               "link_flap", "crash", "restart", "clock_skew", "slow_disk")
+               "link_flap", "crash", "restart", "clock_skew", "slow_disk", "torn_write")
 
 
 @dataclass
@@ -208,9 +210,15 @@ class SimNode:
         self.last_role = self.core.role
         self.last_term = self.core.term
 
-    def crash(self) -> None:
+    def crash(self) -> bool:
+        """Kill the process. A persist in flight is lost whole: this is a torn last
+        write, because DiskStorage applies a save() only if its whole batch is
+        intact (raft/storage/segment.py), so what was not synced is lost and
+        nothing of it survives. Returns True if a write was torn."""
+        torn = self.pending is not None
         self.core = None
-        self.pending = None   # an in-flight persist is lost with the process
+        self.pending = None
+        return torn
 
     @property
     def up(self) -> bool:
@@ -614,7 +622,8 @@ class Simulation:
             n = self.nodes[self.rng.choice(self.ids)]
         if not n.up:
             return
-        n.crash()
+        if n.crash():
+            self.result.faults["torn_write"] += 1
         self.result.faults["crash"] += 1
         self.log(f"crash n{n.id}")
         self._push(self.now + self.rng.randint(1, f.max_outage) * TICK, _RESTART, n.id)
