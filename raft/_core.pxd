@@ -144,6 +144,12 @@ cdef class RawNode:
     cdef Py_ssize_t max_msg_bytes
     cdef int max_inflight
     cdef bint unsafe_commit_any_term  # test-only: the Figure 8 bug
+    # PreVote (diss. §9.6): before campaigning, ask whether a majority would vote
+    # for us, without touching our term. A pre-candidate keeps its role (follower or
+    # candidate) and term: the pre-vote round is invisible to the protocol state.
+    cdef readonly bint pre_vote
+    cdef bint _pre_candidate
+    cdef dict _prevotes              # voter id -> granted, for the current pre-vote round
     cdef uint64_t rng_state
     cdef uint64_t next_msg_id
 
@@ -181,6 +187,9 @@ cdef class RawNode:
     cdef int _become_candidate(self) except -1
     cdef int _become_leader(self) except -1
     cdef int _campaign(self) except -1
+    cdef int _pre_campaign(self) except -1
+    cdef int _handle_prevote(self, Message m) except -1
+    cdef int _handle_prevote_resp(self, Message m) except -1
     cdef int _append_local(self, list datas, int type) except -1
     cdef int _send_append(self, uint64_t peer, Progress pr, bint heartbeat) except -1
     cdef int _broadcast_append(self) except -1

@@ -46,7 +46,9 @@ MSG_VOTE = 3
 MSG_VOTE_RESP = 4
 MSG_SNAP = 5          # InstallSnapshot chunk (§7)
 MSG_SNAP_RESP = 6     # chunk acknowledgement (the install itself is acked by MSG_APP_RESP)
-# Reserved for later issues: 7 MSG_PREVOTE, 8 MSG_PREVOTE_RESP, 9 MSG_TIMEOUT_NOW.
+MSG_PREVOTE = 7       # "would you vote for me in term + 1?" (diss. §9.6)
+MSG_PREVOTE_RESP = 8
+# Reserved for later issues: 9 MSG_TIMEOUT_NOW.
 
 cdef enum:
     _MSG_APP = 1
@@ -55,6 +57,8 @@ cdef enum:
     _MSG_VOTE_RESP = 4
     _MSG_SNAP = 5
     _MSG_SNAP_RESP = 6
+    _MSG_PREVOTE = 7
+    _MSG_PREVOTE_RESP = 8
 
 ENTRY_NORMAL = 0
 ENTRY_NOOP = 1
@@ -72,7 +76,7 @@ cdef enum:
 
 ROLE_NAMES = ("follower", "candidate", "leader")
 MSG_NAMES = {1: "AppendEntries", 2: "AppendEntriesResp", 3: "RequestVote", 4: "RequestVoteResp",
-             5: "InstallSnapshot", 6: "InstallSnapshotResp"}
+             5: "InstallSnapshot", 6: "InstallSnapshotResp", 7: "PreVote", 8: "PreVoteResp"}
 
 PROGRESS_PROBE = 0
 PROGRESS_REPLICATE = 1
@@ -217,8 +221,10 @@ cdef class Message:
                      f" hint=({self.reject_hint},{self.log_term})" if self.reject else f" index={self.index}")
         elif self.type == _MSG_VOTE:
             extra = f" last=({self.index},{self.log_term})"
-        elif self.type == _MSG_VOTE_RESP:
+        elif self.type == _MSG_VOTE_RESP or self.type == _MSG_PREVOTE_RESP:
             extra = f" granted={not self.reject}"
+        elif self.type == _MSG_PREVOTE:
+            extra = f" last=({self.index},{self.log_term})"
         elif self.type == _MSG_SNAP:
             n = len(self.data) if self.data is not None else 0
             extra = (f" snap=({self.index},{self.log_term}) bytes=[{self.commit},{self.commit + n})"
@@ -515,13 +521,16 @@ cdef class RawNode:
                  int heartbeat_tick=1, Py_ssize_t max_msg_bytes=1 << 20,
                  int max_inflight=256, HardState hard_state=None, list entries=None,
                  Snapshot snapshot=None, uint64_t applied=0, uint64_t msg_id_start=0,
-                 bint unsafe_commit_any_term=False, list trace=None):
+                 bint unsafe_commit_any_term=False, bint pre_vote=False, list trace=None):
         """Start (or restart, from what storage holds) server ``id`` of ``voters``.
 
         hard_state, entries, snapshot: the durable state to restart from (entries
         follow the snapshot; the runtime restores the state machine from it).
         applied: last index already applied to the state machine (>= snapshot.index).
         seed: drives the randomized election timeouts; give each node its own.
+        pre_vote: run a PreVote round before each election the timer starts
+        (diss. §9.6), so a node that was cut off cannot disrupt a working leader
+        by forcing a new term when it rejoins.
         unsafe_commit_any_term: TEST ONLY -- commits earlier-term entries by
         counting replicas, the bug of Figure 8. Never set it in production.
         trace: a list to append trace events to (tuples; see raft/trace.py and
@@ -545,6 +554,9 @@ cdef class RawNode:
         self.max_msg_bytes = max_msg_bytes
         self.max_inflight = max_inflight
         self.unsafe_commit_any_term = unsafe_commit_any_term
+        self.pre_vote = pre_vote
+        self._pre_candidate = False
+        self._prevotes = {}
         self.rng_state = seed ^ (id * 0xD1B54A32D192ED03ULL)
         self.next_msg_id = msg_id_start
         cdef uint64_t snapshot_index = snapshot.index if snapshot is not None else 0
@@ -639,6 +651,7 @@ cdef class RawNode:
         self._broadcast_pending = False
         self._commit_pending = False
         self._rx_buf = None              # a partly received snapshot is abandoned
+        self._pre_candidate = False
         # Reads not yet confirmed die with the leadership; the runtime fails them
         # when it sees the role change. Confirmed ones (read_states) stay valid.
         self._pending_reads = []
@@ -692,6 +705,66 @@ cdef class RawNode:
             m.log_term = self.log.term_at(m.index)
             # The self-vote must be durable before anyone may count on it.
             self._send_after_persist(m)
+        return 0
+
+    cdef int _pre_campaign(self) except -1:
+        """The election timer fired with PreVote on: ask every voter whether it
+        would vote for us in term + 1. Nothing durable changes, so the requests
+        go out at once; only a majority of grants starts the real election."""
+        cdef uint64_t peer
+        cdef Message m
+        if len(self.voters) == 1:
+            return self._campaign()
+        self._pre_candidate = True
+        self._prevotes = {self.id: True}
+        self.leader = 0                      # we no longer hear one: grant others' pre-votes
+        self._reset_randomized_timeout()     # a failed round retries after a fresh timeout
+        for peer in self.peers:
+            m = self._new_msg(_MSG_PREVOTE, peer)
+            m.term = self.term + 1
+            m.index = self.log.last()
+            m.log_term = self.log.term_at(m.index)
+            self._send(m)
+        return 0
+
+    cdef int _handle_prevote(self, Message m) except -1:
+        """Would we vote for m.src in m.term? Answer without changing any state.
+
+        Grant iff m.term is beyond ours, the candidate's log is at least as
+        up-to-date as ours (§5.4.1), and we have not heard from a leader within
+        the election timeout (diss. §9.6: a node that still hears a leader does
+        not help to depose it)."""
+        cdef Message r = self._new_msg(_MSG_PREVOTE_RESP, m.src)
+        cdef uint64_t last = self.log.last()
+        cdef uint64_t last_term = self.log.term_at(last)
+        cdef bint up_to_date = m.log_term > last_term or (m.log_term == last_term and m.index >= last)
+        cdef bint in_lease = self.role == _LEADER or (
+            self.leader != 0 and self.election_elapsed < self.election_tick)
+        if m.term > self.term and up_to_date and not in_lease:
+            r.term = m.term                  # the grant names the round it answers
+            r.reject = False
+        else:
+            r.reject = True
+        self._send(r)                        # promises nothing durable
+        return 0
+
+    cdef int _handle_prevote_resp(self, Message m) except -1:
+        cdef Py_ssize_t granted = 0
+        cdef object v
+        if not self._pre_candidate or self.role == _LEADER:
+            return 0
+        if m.reject:
+            self._prevotes[m.src] = False
+        elif m.term == self.term + 1:
+            self._prevotes[m.src] = True
+        else:
+            return 0                         # a grant for another round
+        for v in self._prevotes.values():
+            if v:
+                granted += 1
+        if granted > len(self.voters) // 2:
+            self._pre_candidate = False
+            self._campaign()
         return 0
 
     # -- leader: log and replication --
@@ -831,6 +904,7 @@ cdef class RawNode:
         cdef uint64_t last_new, hint
         self.election_elapsed = 0
         self.leader = m.src
+        self._pre_candidate = False
         r.context = m.context             # confirms the leader's read round (diss. §6.4)
         if not log.match_term(m.index, m.log_term):
             r.reject = True
@@ -974,6 +1048,7 @@ cdef class RawNode:
         cdef bint same
         self.election_elapsed = 0
         self.leader = m.src
+        self._pre_candidate = False
         if m.index <= log.committed or log.match_term(m.index, m.log_term):
             # We already hold every entry the snapshot covers (Log Matching):
             # nothing to install, at most a commit index to learn.
@@ -1071,7 +1146,7 @@ cdef class RawNode:
             raise RemoteProtocolError(f"message for node {m.dst} delivered to node {self.id}")
         if m.src not in self.voters or m.src == self.id:
             raise RemoteProtocolError(f"message from unknown node {m.src}")
-        if m.type < _MSG_APP or m.type > _MSG_SNAP_RESP:
+        if m.type < _MSG_APP or m.type > _MSG_PREVOTE_RESP:
             raise RemoteProtocolError(f"unknown message type {m.type}")
         if m.entries is None:
             raise RemoteProtocolError("entries must be a list")
@@ -1119,11 +1194,14 @@ cdef class RawNode:
             self.election_elapsed += 1
             if self.election_elapsed >= self.randomized_election_tick:
                 self.election_elapsed = 0
-                self._campaign()
+                if self.pre_vote:
+                    self._pre_campaign()
+                else:
+                    self._campaign()
         return 0
 
     def campaign(self):
-        """Start an election now (as if the election timer fired)."""
+        """Start an election now, without a PreVote round (a forced campaign)."""
         if self.role != _LEADER:
             self._campaign()
             if self._trace is not None:
@@ -1141,6 +1219,12 @@ cdef class RawNode:
 
     cdef int _step(self, Message m) except -1:
         cdef Message r
+        # PreVote messages carry a prospective term (ours + 1 for a request we
+        # sent): they never change anyone's term (diss. §9.6).
+        if m.type == _MSG_PREVOTE:
+            return self._handle_prevote(m)
+        if m.type == _MSG_PREVOTE_RESP:
+            return self._handle_prevote_resp(m)
         if m.term > self.term:
             # §5.1: any message with a higher term makes us a follower of that term.
             self._become_follower(m.term, m.src if m.type == _MSG_APP or m.type == _MSG_SNAP else 0)

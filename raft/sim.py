@@ -88,6 +88,8 @@ class FaultProfile:
     # adding it did not change the runs of older seeds' other choices.
     snapshot_every: int = 0
     snapshot_keep: int = 0
+    # PreVote (diss. §9.6) on every node; drawn from the same second PRNG.
+    pre_vote: bool = False
 
     @classmethod
     def draw(cls, rng: random.Random) -> "FaultProfile":
@@ -131,6 +133,7 @@ class SimConfig:
     faults: FaultProfile | None = None     # None: drawn from the seed
     history: int = 40               # events shown around a violation
     check_trace: bool = True        # validate the run's trace against spec/Raft.tla
+    pre_vote: bool | None = None    # PreVote on every node; None: drawn from the seed
 
 
 @dataclass
@@ -197,6 +200,7 @@ class SimNode:
             snapshot=st.snapshot,
             msg_id_start=self.incarnation << 40,
             unsafe_commit_any_term=cfg.unsafe_commit_any_term,
+            pre_vote=self.sim.faults.pre_vote,
             trace=self.sim.trace)
         self.pending = None
         # The state machine: a hash chain over the applied entries, restored from
@@ -243,6 +247,9 @@ class Simulation:
             extra = random.Random(f"snapshot/{cfg.seed}")
             self.faults.snapshot_every = extra.choice((0, 6, 20, 60))
             self.faults.snapshot_keep = extra.choice((0, 0, 3, 10))
+            self.faults.pre_vote = extra.random() < 0.5
+        if cfg.pre_vote is not None:
+            self.faults.pre_vote = cfg.pre_vote
         self.blocked: set[tuple[int, int]] = set()   # directed links src->dst that drop everything
         self.flapped: set[tuple[int, int]] = set()   # links down by link_flap (part of blocked)
         self.partitioned = False

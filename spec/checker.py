@@ -34,6 +34,9 @@ Event -> spec action (spec/README.md has the full schema):
   compact n index term    no step: the spec's log keeps the compacted entries (they
                           are committed, so still "present"); checks index <= commit
   send/recv InstallSnapshotResp  no step (transport-level chunk acks)
+  send/recv PreVote, PreVoteResp no step: a pre-vote round changes no spec
+                          variable (no term, no vote; diss. §9.6); a granted round
+                          is followed by `timeout` (Timeout(n))
   ready n seq             Persist(n) -- if the trace later has `advance n seq`
                           before n restarts; otherwise the Ready was lost in a
                           crash and there is no step (see below)
@@ -57,8 +60,11 @@ from dataclasses import dataclass, field
 FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
 ROLE = ("Follower", "Candidate", "Leader")
 MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP, MSG_SNAP, MSG_SNAP_RESP = 1, 2, 3, 4, 5, 6
+MSG_PREVOTE, MSG_PREVOTE_RESP = 7, 8
 MSG_NAME = {1: "AppendEntries", 2: "AppendEntriesResp", 3: "RequestVote", 4: "RequestVoteResp",
-            5: "InstallSnapshot", 6: "InstallSnapshotResp"}
+            5: "InstallSnapshot", 6: "InstallSnapshotResp", 7: "PreVote", 8: "PreVoteResp"}
+# Messages that are not Raft state: sent at once, received with no spec step.
+NO_STEP_MSGS = (MSG_SNAP_RESP, MSG_PREVOTE, MSG_PREVOTE_RESP)
 NOOP = (1, b"")          # (type, data) of the no-op entry a new leader appends
 
 
@@ -300,6 +306,8 @@ class Checker:
             if m.term > s.term:
                 self.fail("Receive", "an InstallSnapshotResp carries a term its leader never had")
             return                      # chunk acks: no spec step
+        if m.type == MSG_PREVOTE or m.type == MSG_PREVOTE_RESP:
+            return                      # PreVote carries a prospective term: never adopted
         if m.term > s.term:
             # UpdateTerm (paper §5.1).
             s.term, s.vote, s.role, s.votes, s.match = m.term, 0, FOLLOWER, set(), {}
@@ -423,7 +431,7 @@ class Checker:
                 self.append_entries_sent(n, m)
             elif m.type == MSG_SNAP:
                 self.snapshot_sent(n, m)
-            elif m.type != MSG_SNAP_RESP:       # chunk acks promise nothing durable
+            elif m.type not in NO_STEP_MSGS:    # chunk acks, pre-votes: nothing durable
                 self.fail("Send", f"{MSG_NAME.get(m.type)} sent before persisting (must wait for Persist)")
             self.network[key] = fields
             return

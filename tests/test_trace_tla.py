@@ -558,7 +558,7 @@ def regenerate() -> None:
     from raft.sim import SimConfig, Simulation
 
     for seed, first in VALID_CORPUS:
-        sim = Simulation(SimConfig(seed=seed, nodes=3, steps=40))
+        sim = Simulation(SimConfig(seed=seed, nodes=3, steps=40, pre_vote=False))
         sim.run()
         events = sim.trace[:first]
         v = checker_verdict(events, sim.ids)
@@ -566,7 +566,7 @@ def regenerate() -> None:
         with open(CORPUS / f"sim-seed{seed:02d}-first{first}.ndjson", "w") as fp:
             write_ndjson(events, fp, voters=sim.ids)
     for seed, first in SNAPSHOT_CORPUS:
-        sim = Simulation(SimConfig(seed=seed, nodes=3, steps=40))
+        sim = Simulation(SimConfig(seed=seed, nodes=3, steps=40, pre_vote=False))
         sim.run()
         events = sim.trace[:first]
         assert any(ev[0] == "install" for ev in events), f"seed {seed}: no install any more"
@@ -574,7 +574,7 @@ def regenerate() -> None:
         assert v.accepted, f"seed {seed}: {v}"
         with open(CORPUS / f"snap-seed{seed:04d}-first{first}.ndjson", "w") as fp:
             write_ndjson(events, fp, voters=sim.ids)
-    sim = Simulation(SimConfig(seed=23, nodes=3, steps=40, unsafe_commit_any_term=True))
+    sim = Simulation(SimConfig(seed=23, nodes=3, steps=40, unsafe_commit_any_term=True, pre_vote=False))
     sim.run()
     with open(CORPUS / "unsafe-commit-any-term-seed23-first320.ndjson", "w") as fp:
         write_ndjson(sim.trace[:320], fp, voters=sim.ids)

@@ -26,7 +26,8 @@ from libc.string cimport memcpy
 
 from raft._core cimport Entry, Message
 
-from raft._core import MSG_APP, MSG_APP_RESP, MSG_SNAP, MSG_SNAP_RESP, MSG_VOTE, MSG_VOTE_RESP
+from raft._core import (MSG_APP, MSG_APP_RESP, MSG_PREVOTE, MSG_PREVOTE_RESP, MSG_SNAP,
+                        MSG_SNAP_RESP, MSG_VOTE, MSG_VOTE_RESP)
 
 
 # Little-endian loads/stores. On little-endian hosts (all we build for in practice)
@@ -118,7 +119,8 @@ cdef Py_ssize_t _U32_MAX = 0xFFFFFFFF
 
 # Message types this version carries; anything else is refused on both sides so a
 # peer speaking a newer protocol fails loudly instead of being misread.
-cdef set _KNOWN_MSG_TYPES = {MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP, MSG_SNAP, MSG_SNAP_RESP}
+cdef set _KNOWN_MSG_TYPES = {MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP, MSG_SNAP, MSG_SNAP_RESP,
+                             MSG_PREVOTE, MSG_PREVOTE_RESP}
 cdef int _MIN_MSG_TYPE = min(_KNOWN_MSG_TYPES)
 cdef int _MAX_MSG_TYPE = max(_KNOWN_MSG_TYPES)
 
@@ -174,7 +176,7 @@ class FrameError(ValueError):
 
 
 cdef inline bint _known_msg_type(int t):
-    # The known types are contiguous (1..6); checked in _check_types_contiguous.
+    # The known types are contiguous (1..8); checked in _check_types_contiguous.
     return _MIN_MSG_TYPE <= t <= _MAX_MSG_TYPE
 
 
