@@ -63,6 +63,14 @@
 (*   compact n i t     none: (i, t) is in n's log at or below commitIndex  *)
 (*   send/recv n ack   none (InstallSnapshotResp: chunk acknowledgements,  *)
 (*                     on the network, never of a higher term)             *)
+(* PreVote (diss. §9.6; message types 7, 8 of the core):                   *)
+(*   send/recv n PreVote, PreVoteResp                                      *)
+(*                     none: a pre-vote round changes no spec variable     *)
+(*                     (no term adopted, even a higher one; no vote; role  *)
+(*                     unchanged); sent at once (never after persist),     *)
+(*                     received unchanged, by its destination, only once   *)
+(*                     sent; a granted round is followed by `timeout`      *)
+(*                     (Timeout(n), as without PreVote)                    *)
 (*   restart           also: a snapshot restarted from (first - 1) is at   *)
 (*                     or below the restored commitIndex                   *)
 (*                                                                         *)
@@ -84,13 +92,14 @@ VARIABLES
     snapMsg,    \* snapMsg[c]: the AppendEntries (from prevLogIndex 0) that
                 \* the InstallSnapshot chunk c (a trace record, with its id)
                 \* stands for, fixed when c was sent
-    snapAcks,   \* the InstallSnapshotResp records sent
+    noStepSent, \* the records of the no-step messages sent
+                \* (InstallSnapshotResp, PreVote, PreVoteResp)
     chunk       \* chunk[i]: <<c>> for the chunk i received last in the
                 \* current API call (until its `state` event), else <<>>
 
-traceVars == <<t, l, sub, pending, started, snapMsg, snapAcks, chunk>>
+traceVars == <<t, l, sub, pending, started, snapMsg, noStepSent, chunk>>
 \* What the events of the unsnapshotted mapping leave alone.
-snapVars == <<snapMsg, snapAcks, chunk>>
+snapVars == <<snapMsg, noStepSent, chunk>>
 
 Trace == Traces[t]
 Ev == Trace[l]
@@ -125,11 +134,18 @@ Checked == TraceInvariants' /\ LeaderAppendOnlyStep
 Consume == l' = l + 1 /\ sub' = 0
 
 \* InstallSnapshot chunks and their acknowledgements (message types 5, 6 of
-\* the core): not messages of Raft.tla.  Their trace records carry the
-\* message id (renumbered by tla_trace.py), so a record names one send.
-SnapChunk == "InstallSnapshot"
-SnapAck   == "InstallSnapshotResp"
-IsSnap(tm) == tm.type \in {SnapChunk, SnapAck}
+\* the core) and PreVote requests and responses (types 7, 8): not messages
+\* of Raft.tla.  Their trace records carry the message id (renumbered by
+\* tla_trace.py), so a record names one send.  All but the chunk are no
+\* step of the spec (spec/checker.py's NO_STEP_MSGS).
+SnapChunk   == "InstallSnapshot"
+SnapAck     == "InstallSnapshotResp"
+PreVoteReq  == "PreVote"
+PreVoteResp == "PreVoteResp"
+NoStepTypes == {SnapAck, PreVoteReq, PreVoteResp}
+IsChunk(tm)  == tm.type = SnapChunk
+IsNoStep(tm) == tm.type \in NoStepTypes
+NotSpecMsg(tm) == IsChunk(tm) \/ IsNoStep(tm)    \* not a Raft.tla message
 
 \* The AppendEntries a chunk of leader i to j for the snapshot at index k
 \* stands for: prevLogIndex 0, i's entries 1..k, leaderCommit commitIndex[i]
@@ -159,7 +175,7 @@ RestartEvent(ev) ==
           \* a snapshot holds only committed entries (the log keeps them)
           /\ ev.first - 1 <= commitIndex'[n]
     /\ chunk' = [chunk EXCEPT ![n] = <<>>]
-    /\ UNCHANGED <<snapMsg, snapAcks>>
+    /\ UNCHANGED <<snapMsg, noStepSent>>
 
 TimeoutEvent(ev) ==
     /\ Timeout(ev.n)
@@ -189,7 +205,7 @@ ProposeEvent(ev) ==
 RecvHidden(ev) ==
     LET n == ev.n
         m == SpecMsg(ev.m)
-    IN  /\ ~IsSnap(ev.m)
+    IN  /\ ~NotSpecMsg(ev.m)
         /\ IndexedFrom(ev.m.entries, ev.m.index + 1)
         /\ \/ /\ m \in DOMAIN network
               /\ network[m] = 1
@@ -219,7 +235,7 @@ SendEvent(ev) ==
     LET n == ev.n
         m == SpecMsg(ev.m)
     IN  /\ ev.m.src = n
-        /\ ~IsSnap(ev.m)
+        /\ ~NotSpecMsg(ev.m)
         /\ IF ev.afterPersist
            THEN /\ m \in DOMAIN pending[n]
                 /\ pending' = [pending EXCEPT ![n] = BagRemove(@, m)]
@@ -232,24 +248,30 @@ SendEvent(ev) ==
         /\ UNCHANGED <<started, snapVars>>
 
 \* A chunk of leader n's snapshot at (index, logTerm): AppendEntries(n, dst,
-\* 0, index), the committed prefix 1..index.  An acknowledgement: no step.
-\* Neither promises anything durable (never after persist).
+\* 0, index), the committed prefix 1..index.  It promises nothing durable
+\* (never after persist).
 SnapSendEvent(ev) ==
     LET n == ev.n
         c == ev.m
     IN  /\ c.src = n
         /\ ~ev.afterPersist
-        /\ IF c.type = SnapChunk
-           THEN /\ state[n] = Leader
-                /\ c.term = currentTerm[n]
-                /\ c.index <= commitIndex[n]
-                /\ c.logTerm = TermAt(log[n], c.index)
-                /\ AppendEntries(n, c.dst, 0, c.index)
-                /\ snapMsg' = snapMsg @@ (c :> SnapAppend(n, c.dst, c.index))
-                /\ UNCHANGED snapAcks
-           ELSE /\ snapAcks' = snapAcks \cup {c}
-                /\ UNCHANGED <<vars, snapMsg>>
-        /\ UNCHANGED <<pending, started, chunk>>
+        /\ state[n] = Leader
+        /\ c.term = currentTerm[n]
+        /\ c.index <= commitIndex[n]
+        /\ c.logTerm = TermAt(log[n], c.index)
+        /\ AppendEntries(n, c.dst, 0, c.index)
+        /\ snapMsg' = snapMsg @@ (c :> SnapAppend(n, c.dst, c.index))
+        /\ UNCHANGED <<pending, started, chunk, noStepSent>>
+
+\* A chunk acknowledgement, a PreVote or a PreVoteResp: no step; it goes
+\* out at once (never after persist: it promises nothing durable).
+NoStepSendEvent(ev) ==
+    LET n == ev.n
+        c == ev.m
+    IN  /\ c.src = n
+        /\ ~ev.afterPersist
+        /\ noStepSent' = noStepSent \cup {c}
+        /\ UNCHANGED <<vars, pending, started, snapMsg, chunk>>
 
 \* n reports `install` before its next `state` event: the chunk received
 \* at l completed the snapshot (or is covered by n's log).
@@ -276,25 +298,33 @@ SnapRecvHidden(ev) ==
         /\ UNCHANGED <<l, sub, pending, started, snapVars>>
 
 \* A chunk: on the network unchanged, for n, its term adopted; DropMessage
-\* unless n installs it (then InstallEvent handles it).  An
-\* acknowledgement: sent, for n, not of a higher term; no step.
+\* unless n installs it (then InstallEvent handles it).
 SnapRecvEvent(ev) ==
     LET n == ev.n
         c == ev.m
+        am == snapMsg[c]
     IN  /\ c.dst = n
-        /\ IF c.type = SnapChunk
-           THEN LET am == snapMsg[c] IN
-                /\ c \in DOMAIN snapMsg
-                /\ am \in DOMAIN network
-                /\ network[am] > 1
-                /\ am.term <= currentTerm[n]
-                /\ IF InstallFollows(n) THEN UNCHANGED vars
-                                         ELSE DropMessage(am)
-                /\ chunk' = [chunk EXCEPT ![n] = <<c>>]
-           ELSE /\ c \in snapAcks
-                /\ c.term <= currentTerm[n]
-                /\ UNCHANGED <<vars, chunk>>
-        /\ UNCHANGED <<pending, started, snapMsg, snapAcks>>
+        /\ c \in DOMAIN snapMsg
+        /\ am \in DOMAIN network
+        /\ network[am] > 1
+        /\ am.term <= currentTerm[n]
+        /\ IF InstallFollows(n) THEN UNCHANGED vars
+                                 ELSE DropMessage(am)
+        /\ chunk' = [chunk EXCEPT ![n] = <<c>>]
+        /\ UNCHANGED <<pending, started, snapMsg, noStepSent>>
+
+\* An acknowledgement, a PreVote or a PreVoteResp: sent (unchanged: the
+\* record, id included, is one that was sent), for n; no step.  Its term is
+\* never adopted: an acknowledgement never carries a higher term; a PreVote
+\* carries the prospective term (sender's + 1), a granted PreVoteResp the
+\* request's, both usually higher than n's (diss. §9.6).
+NoStepRecvEvent(ev) ==
+    LET n == ev.n
+        c == ev.m
+    IN  /\ c.dst = n
+        /\ c \in noStepSent
+        /\ c.type = SnapAck => c.term <= currentTerm[n]
+        /\ UNCHANGED <<vars, pending, started, snapVars>>
 
 \* n installs (or finds in its log) the snapshot of the chunk it has just
 \* received: HandleAppendEntries of the AppendEntries the chunk stands for,
@@ -308,7 +338,7 @@ InstallEvent(ev) ==
         /\ HandleAppendEntries(n, am)
         /\ pending' = [pending EXCEPT ![n] = BagAdd(@, AppendEntriesReply(n, am))]
         /\ chunk' = [chunk EXCEPT ![n] = <<>>]
-        /\ UNCHANGED <<started, snapMsg, snapAcks>>
+        /\ UNCHANGED <<started, snapMsg, noStepSent>>
 
 \* n's application snapshotted its state at (index, term): no spec step (the
 \* spec's log keeps the entries); they must be committed.
@@ -349,7 +379,7 @@ StateEvent(ev) ==
          LastTerm(log[n])>>
          = <<ev.term, ev.vote, Roles[ev.role + 1], ev.commit, ev.last, ev.lastTerm>>
     /\ chunk' = [chunk EXCEPT ![n] = <<>>]   \* the API call is over
-    /\ UNCHANGED <<vars, pending, started, snapMsg, snapAcks>>
+    /\ UNCHANGED <<vars, pending, started, snapMsg, noStepSent>>
 
 -----------------------------------------------------------------------------
 
@@ -361,7 +391,7 @@ TraceInit ==
     /\ pending = [i \in Server |-> EmptyBag]
     /\ started = {}
     /\ snapMsg = [c \in {} |-> 0]
-    /\ snapAcks = {}
+    /\ noStepSent = {}
     /\ chunk = [i \in Server |-> <<>>]
 
 TraceNext ==
@@ -379,10 +409,12 @@ TraceNext ==
              /\ CASE ev.e = "restart" -> RestartEvent(ev)
                   [] ev.e = "timeout" -> TimeoutEvent(ev)
                   [] ev.e = "leader"  -> LeaderEvent(ev)
-                  [] ev.e = "recv"    -> IF IsSnap(ev.m) THEN SnapRecvEvent(ev)
-                                                         ELSE RecvEvent(ev)
-                  [] ev.e = "send"    -> IF IsSnap(ev.m) THEN SnapSendEvent(ev)
-                                                         ELSE SendEvent(ev)
+                  [] ev.e = "recv"    -> IF IsNoStep(ev.m) THEN NoStepRecvEvent(ev)
+                                         ELSE IF IsChunk(ev.m) THEN SnapRecvEvent(ev)
+                                         ELSE RecvEvent(ev)
+                  [] ev.e = "send"    -> IF IsNoStep(ev.m) THEN NoStepSendEvent(ev)
+                                         ELSE IF IsChunk(ev.m) THEN SnapSendEvent(ev)
+                                         ELSE SendEvent(ev)
                   [] ev.e = "commit"  -> CommitEvent(ev)
                   [] ev.e = "ready"   -> ReadyEvent(ev)
                   [] ev.e = "advance" -> UNCHANGED <<vars, pending, started, snapVars>>

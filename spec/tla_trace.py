@@ -11,9 +11,10 @@ can be compared (tests/test_trace_tla.py).
 Entry data is abstracted: every distinct (type, data) of a client entry
 becomes a string value "v1", "v2", ... (injective, so equal entries stay
 equal and different ones different); the no-op of a new leader is "noop".
-InstallSnapshot chunks and their acknowledgements keep their identity: their
-records carry `id`, the message's (src, id) renumbered 1, 2, ... (the core's
-ids do not fit TLC's 32-bit integers); the snapshot bytes are not written.
+InstallSnapshot chunks and their acknowledgements, and PreVote requests and
+responses, keep their identity: their records carry `id`, the message's (src,
+id) renumbered 1, 2, ... (the core's ids do not fit TLC's 32-bit integers);
+the snapshot bytes are not written.
 
 Command line (prints both verdicts for each NDJSON trace):
 
@@ -35,8 +36,11 @@ from pathlib import Path
 SPEC_DIR = Path(__file__).resolve().parent
 
 MSG_TYPES = {1: "AppendEntries", 2: "AppendEntriesResp", 3: "RequestVote", 4: "RequestVoteResp",
-             5: "InstallSnapshot", 6: "InstallSnapshotResp"}
-SNAP_TYPES = (5, 6)                 # not Raft.tla messages: their records carry the message id
+             5: "InstallSnapshot", 6: "InstallSnapshotResp", 7: "PreVote", 8: "PreVoteResp"}
+SNAP_TYPES = (5, 6)                 # InstallSnapshot chunk, acknowledgement
+PREVOTE_TYPES = (7, 8)              # PreVote, PreVoteResp (diss. §9.6): no spec step
+# Not Raft.tla messages: their records carry the message id.
+ID_TYPES = SNAP_TYPES + PREVOTE_TYPES
 TLC_INT_MAX = 2 ** 31 - 1           # TLC's integers are 32-bit
 NOOP = (1, b"")                     # (type, data) of a leader's no-op entry, as spec/checker.py
 NOOP_VALUE = "noop"
@@ -104,7 +108,7 @@ class _Values:
 
 
 class _Ids:
-    """(src, msg_id) of a snapshot message -> 1, 2, ... (injective)."""
+    """(src, msg_id) of a snapshot or pre-vote message -> 1, 2, ... (injective)."""
 
     def __init__(self) -> None:
         self.ids: dict[tuple[int, int], int] = {}
@@ -134,7 +138,7 @@ def _msg(m, values: _Values, ids: _Ids) -> str:
     if name is None:
         raise ValueError(f"message type {m.type} is not in the TLA+ mapping")
     # InstallSnapshot: commit = byte offset, hint = total size (chunk) / bytes held (ack).
-    extra = f", id |-> {ids(m)}" if m.type in SNAP_TYPES else ""
+    extra = f", id |-> {ids(m)}" if m.type in ID_TYPES else ""
     return (f'[type |-> "{name}", src |-> {m.src}, dst |-> {m.dst}, term |-> {m.term}, '
             f"index |-> {m.index}, logTerm |-> {m.log_term}, hint |-> {_int(m.reject_hint)}, "
             f"entries |-> {_entries(m.entries, values)}, commit |-> {_int(m.commit)}, "

