@@ -82,10 +82,10 @@ SNAPSHOT_CORPUS = [(666, 320), (2508, 330), (3431, 490), (5296, 240), (7615, 320
 #       and a grant of term 2 reach nodes of term 1, which keep their term);
 #       node 2, cut off while leader 3 replicated, rejoins with an empty log
 #       and its pre-votes are refused by nodes 1 and 3 (log not up to date,
-#       after their restarts); a pre-vote refused by a node that granted
-#       another round of the same term;
+#       after their restarts); a PreVote of term 2 refused by a node that
+#       has just timed out into term 2 itself;
 #   33: two pre-candidates granted in the same round, both time out in term
-#       1; restarts (one with its vote persisted), then pre-votes of term 1
+#       1; restarts (with their votes persisted), then pre-votes of term 1
 #       refused by nodes already in term 1, a round of term 2 granted and
 #       followed by `timeout` and `leader`, late refusals received after it.
 PREVOTE_CORPUS = [(2, 320), (33, 200)]
