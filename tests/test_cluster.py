@@ -354,7 +354,10 @@ def test_wrong_secret_peer_gets_nothing_accepted(tmp_path):
         LocalCluster.write_secret(secret_path, b"this-is-not-the-cluster-secret-at-all")
         cfg = cluster.nodes[victim].config
         rogue_cfg = NodeConfig(node_id=victim, peers=cfg.peers, data_dir=str(rogue_dir / "data"),
-                               secret=b"x" * 16, durability="none")
+                               secret=b"x" * 16, durability="none",
+                               # Real RequestVotes (not pre-votes), and its term grows:
+                               # the strongest impostor.
+                               pre_vote=False)
         rogue_toml = str(rogue_dir / "rogue.toml")
         LocalCluster.write_config(rogue_toml, render_config(rogue_cfg, secret_file=secret_path))
         rogue_log = str(rogue_dir / "rogue.log")
