@@ -90,6 +90,7 @@ cdef class Progress:
     cdef readonly int state          # PROGRESS_PROBE, PROGRESS_REPLICATE or PROGRESS_SNAPSHOT
     cdef bint probe_sent             # PROBE: one AppendEntries per heartbeat interval
     cdef bint progressed             # match advanced since the last heartbeat tick
+    cdef bint recent_active          # CheckQuorum: heard from in this election timeout
     cdef uint64_t sent_commit        # highest commit index the follower can learn from what we sent
     cdef uint64_t read_acked         # highest ReadIndex round this follower has answered in our term
     # REPLICATE: ring buffer of the last index of each in-flight AppendEntries.
@@ -148,6 +149,9 @@ cdef class RawNode:
     # for us, without touching our term. A pre-candidate keeps its role (follower or
     # candidate) and term: the pre-vote round is invisible to the protocol state.
     cdef readonly bint pre_vote
+    # CheckQuorum (diss. §6.2): a leader that has not heard from a majority within
+    # an election timeout steps down (keeping its term).
+    cdef readonly bint check_quorum
     cdef bint _pre_candidate
     cdef dict _prevotes              # voter id -> granted, for the current pre-vote round
     cdef uint64_t rng_state
@@ -188,6 +192,7 @@ cdef class RawNode:
     cdef int _become_leader(self) except -1
     cdef int _campaign(self) except -1
     cdef int _pre_campaign(self) except -1
+    cdef bint _quorum_active(self)
     cdef int _handle_prevote(self, Message m) except -1
     cdef int _handle_prevote_resp(self, Message m) except -1
     cdef int _append_local(self, list datas, int type) except -1

@@ -7,6 +7,8 @@ MSG_VOTE: int
 MSG_VOTE_RESP: int
 MSG_SNAP: int
 MSG_SNAP_RESP: int
+MSG_PREVOTE: int
+MSG_PREVOTE_RESP: int
 ENTRY_NORMAL: int
 ENTRY_NOOP: int
 FOLLOWER: int
@@ -116,12 +118,15 @@ class RawNode:
     leader: int
     role: int
     log: RaftLog
+    pre_vote: bool
+    check_quorum: bool
     def __init__(self, id: int, voters: list[int] | tuple[int, ...], *, seed: int = 0,
                  election_tick: int = 10, heartbeat_tick: int = 1, max_msg_bytes: int = ...,
                  max_inflight: int = 256, hard_state: HardState | None = None,
                  entries: list[Entry] | None = None, snapshot: Snapshot | None = None,
                  applied: int = 0, msg_id_start: int = 0,
-                 unsafe_commit_any_term: bool = False, trace: list | None = None) -> None: ...
+                 unsafe_commit_any_term: bool = False, pre_vote: bool = False,
+                 check_quorum: bool = False, trace: list | None = None) -> None: ...
     def tick(self) -> None: ...
     def campaign(self) -> None: ...
     def step(self, m: Message) -> None: ...

@@ -521,7 +521,8 @@ cdef class RawNode:
                  int heartbeat_tick=1, Py_ssize_t max_msg_bytes=1 << 20,
                  int max_inflight=256, HardState hard_state=None, list entries=None,
                  Snapshot snapshot=None, uint64_t applied=0, uint64_t msg_id_start=0,
-                 bint unsafe_commit_any_term=False, bint pre_vote=False, list trace=None):
+                 bint unsafe_commit_any_term=False, bint pre_vote=False,
+                 bint check_quorum=False, list trace=None):
         """Start (or restart, from what storage holds) server ``id`` of ``voters``.
 
         hard_state, entries, snapshot: the durable state to restart from (entries
@@ -531,6 +532,9 @@ cdef class RawNode:
         pre_vote: run a PreVote round before each election the timer starts
         (diss. §9.6), so a node that was cut off cannot disrupt a working leader
         by forcing a new term when it rejoins.
+        check_quorum: a leader that has not heard from a majority of voters within
+        an election timeout steps down to follower, keeping its term (diss. §6.2),
+        so clients of a leader cut off from the cluster are redirected.
         unsafe_commit_any_term: TEST ONLY -- commits earlier-term entries by
         counting replicas, the bug of Figure 8. Never set it in production.
         trace: a list to append trace events to (tuples; see raft/trace.py and
@@ -555,6 +559,7 @@ cdef class RawNode:
         self.max_inflight = max_inflight
         self.unsafe_commit_any_term = unsafe_commit_any_term
         self.pre_vote = pre_vote
+        self.check_quorum = check_quorum
         self._pre_candidate = False
         self._prevotes = {}
         self.rng_state = seed ^ (id * 0xD1B54A32D192ED03ULL)
@@ -681,6 +686,7 @@ cdef class RawNode:
         self._reset(term)
         self.role = _LEADER
         self.leader = self.id
+        self.election_elapsed = 0            # CheckQuorum counts from here
         for peer in self.peers:
             self.progress[peer] = Progress(self.log.last() + 1, self.max_inflight)
         if self._trace is not None:
@@ -1184,8 +1190,30 @@ cdef class RawNode:
         if self._trace is not None and len(self._trace) > mark:
             self._trace_state()
 
+    cdef bint _quorum_active(self):
+        """Did a majority (ourselves included) talk to us since the last check?
+        Clears the marks for the next election timeout."""
+        cdef Py_ssize_t active = 1
+        cdef Progress pr
+        for pr in self.progress.values():
+            if pr.recent_active:
+                active += 1
+            pr.recent_active = False
+        return active > len(self.voters) // 2
+
     cdef int _tick(self) except -1:
         if self.role == _LEADER:
+            if self.check_quorum:
+                self.election_elapsed += 1
+                if self.election_elapsed >= self.election_tick:
+                    self.election_elapsed = 0
+                    if not self._quorum_active():
+                        # diss. §6.2: we cannot commit anything anyway; let the
+                        # clients find the leader the majority elects.
+                        if self._trace is not None:
+                            self._trace.append(("stepdown", self.id, self.term))
+                        self._become_follower(self.term, 0)
+                        return 0
             self.heartbeat_elapsed += 1
             if self.heartbeat_elapsed >= self.heartbeat_tick:
                 self.heartbeat_elapsed = 0
@@ -1219,6 +1247,7 @@ cdef class RawNode:
 
     cdef int _step(self, Message m) except -1:
         cdef Message r
+        cdef object pr
         # PreVote messages carry a prospective term (ours + 1 for a request we
         # sent): they never change anyone's term (diss. §9.6).
         if m.type == _MSG_PREVOTE:
@@ -1241,6 +1270,10 @@ cdef class RawNode:
                 self._send_after_persist(r)
             # Stale snapshot chunks and responses are dropped.
             return 0
+        if self.role == _LEADER:
+            pr = self.progress.get(m.src)
+            if pr is not None:
+                (<Progress>pr).recent_active = True       # CheckQuorum: it hears us
         if m.type == _MSG_APP:
             if self.role == _CANDIDATE:
                 self._become_follower(self.term, m.src)   # §5.2: a leader exists in our term

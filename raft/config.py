@@ -25,6 +25,7 @@ what is wrong. Example (docs/operations.md is the full reference)::
     election_ticks = 20
     heartbeat_ticks = 2
     pre_vote = true                  # PreVote before elections (diss. §9.6)
+    check_quorum = true              # a leader without a majority steps down (diss. §6.2)
 
     [snapshot]
     threshold_bytes = 67108864       # snapshot + compact once the log since the last
@@ -111,6 +112,7 @@ class NodeConfig:
     election_ticks: int = DEFAULT_ELECTION_TICKS
     heartbeat_ticks: int = DEFAULT_HEARTBEAT_TICKS
     pre_vote: bool = True
+    check_quorum: bool = True
     propose_timeout: float = DEFAULT_PROPOSE_TIMEOUT
     max_msg_bytes: int = 1 << 20
     max_inflight: int = 256
@@ -346,6 +348,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>",
         kw["election_ticks"] = timing.get("election_ticks", int, DEFAULT_ELECTION_TICKS)
         kw["heartbeat_ticks"] = timing.get("heartbeat_ticks", int, DEFAULT_HEARTBEAT_TICKS)
         kw["pre_vote"] = timing.get("pre_vote", bool, True)
+        kw["check_quorum"] = timing.get("check_quorum", bool, True)
         kw["propose_timeout"] = float(timing.get("propose_timeout", (int, float),
                                                  DEFAULT_PROPOSE_TIMEOUT))
         timing.finish()
@@ -447,6 +450,7 @@ def render_config(c: NodeConfig, secret_file: str | None = None) -> str:
     lines.append(f"log_level = {_q(c.log_level)}")
     lines += ["", "[timing]", f"tick_ms = {c.tick_ms}", f"election_ticks = {c.election_ticks}",
               f"heartbeat_ticks = {c.heartbeat_ticks}", f"pre_vote = {str(c.pre_vote).lower()}",
+              f"check_quorum = {str(c.check_quorum).lower()}",
               f"propose_timeout = {c.propose_timeout}"]
     lines += ["", "[limits]", f"max_msg_bytes = {c.max_msg_bytes}", f"max_inflight = {c.max_inflight}"]
     lines += ["", "[snapshot]", f"threshold_bytes = {c.snapshot_threshold_bytes}",

@@ -227,7 +227,7 @@ class RaftNode:
         self._core = RawNode(
             self.id, cfg.voters, seed=self._seed,
             election_tick=cfg.election_ticks, heartbeat_tick=cfg.heartbeat_ticks,
-            pre_vote=cfg.pre_vote, max_msg_bytes=cfg.max_msg_bytes, max_inflight=cfg.max_inflight,
+            pre_vote=cfg.pre_vote, check_quorum=cfg.check_quorum, max_msg_bytes=cfg.max_msg_bytes, max_inflight=cfg.max_inflight,
             hard_state=st.hard_state, entries=st.entries, snapshot=snap, applied=applied,
             msg_id_start=time.time_ns(), trace=self._trace)
         hs = st.hard_state

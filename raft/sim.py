@@ -88,8 +88,10 @@ class FaultProfile:
     # adding it did not change the runs of older seeds' other choices.
     snapshot_every: int = 0
     snapshot_keep: int = 0
-    # PreVote (diss. §9.6) on every node; drawn from the same second PRNG.
+    # PreVote (diss. §9.6) and CheckQuorum (diss. §6.2) on every node; drawn from
+    # the same second PRNG.
     pre_vote: bool = False
+    check_quorum: bool = False
 
     @classmethod
     def draw(cls, rng: random.Random) -> "FaultProfile":
@@ -134,6 +136,7 @@ class SimConfig:
     history: int = 40               # events shown around a violation
     check_trace: bool = True        # validate the run's trace against spec/Raft.tla
     pre_vote: bool | None = None    # PreVote on every node; None: drawn from the seed
+    check_quorum: bool | None = None  # CheckQuorum on every node; None: drawn from the seed
 
 
 @dataclass
@@ -200,7 +203,7 @@ class SimNode:
             snapshot=st.snapshot,
             msg_id_start=self.incarnation << 40,
             unsafe_commit_any_term=cfg.unsafe_commit_any_term,
-            pre_vote=self.sim.faults.pre_vote,
+            pre_vote=self.sim.faults.pre_vote, check_quorum=self.sim.faults.check_quorum,
             trace=self.sim.trace)
         self.pending = None
         # The state machine: a hash chain over the applied entries, restored from
@@ -248,8 +251,11 @@ class Simulation:
             self.faults.snapshot_every = extra.choice((0, 6, 20, 60))
             self.faults.snapshot_keep = extra.choice((0, 0, 3, 10))
             self.faults.pre_vote = extra.random() < 0.5
+            self.faults.check_quorum = extra.random() < 0.5
         if cfg.pre_vote is not None:
             self.faults.pre_vote = cfg.pre_vote
+        if cfg.check_quorum is not None:
+            self.faults.check_quorum = cfg.check_quorum
         self.blocked: set[tuple[int, int]] = set()   # directed links src->dst that drop everything
         self.flapped: set[tuple[int, int]] = set()   # links down by link_flap (part of blocked)
         self.partitioned = False
