@@ -14,9 +14,10 @@ CONSTANTS
     MaxMessages,    \* at most this many distinct messages in flight,
                     \* counting the outboxes (messages waiting for Persist)
     MaxCopies,      \* at most this many copies of one message in flight
-    Crashes         \* BOOLEAN: whether servers may crash and restart
+    Crashes,        \* BOOLEAN: whether servers may crash and restart
+    StepDowns       \* BOOLEAN: whether leaders may step down (CheckQuorum)
 
-ASSUME Crashes \in BOOLEAN
+ASSUME Crashes \in BOOLEAN /\ StepDowns \in BOOLEAN
 
 \* Crashes are modelled while server i has a Ready pending (in-memory state
 \* not yet durable, or messages waiting for Persist): that is when a crash
@@ -28,7 +29,19 @@ CrashLosesSomething(i) ==
 
 CrashRestart(i) == Crashes /\ CrashLosesSomething(i) /\ Restart(i)
 
-MCNext == NextExceptRestart \/ \E i \in Server : CrashRestart(i)
+\* CheckQuorum step-downs (StepDowns = TRUE) are modelled in every term but
+\* the last (MaxTerm), with no bound on their number.  A step-down in term
+\* MaxTerm adds nothing: no other server can lead that term
+\* (ElectionSafety) nor a later one (the bound), so the former leader, now
+\* a follower, can take only steps its leader self could take too, or time
+\* out into a term beyond the bound; and a follower state satisfies every
+\* invariant its leader state does.
+MCStepDown(i) == StepDowns /\ currentTerm[i] < MaxTerm /\ StepDown(i)
+
+MCNext ==
+    \/ CoreNext
+    \/ \E i \in Server : MCStepDown(i)
+    \/ \E i \in Server : CrashRestart(i)
 
 MCSpec == Init /\ [][MCNext]_vars
 

@@ -372,6 +372,21 @@ BecomeLeader(i) ==
     /\ UNCHANGED <<currentTerm, votedFor, durableVars, commitIndex,
                    outbox, network, committed>>
 
+\* CheckQuorum (diss. §6.2): a leader that has not heard from a majority of
+\* the voters (itself included) within an election timeout steps down to
+\* follower.  It keeps its term, its vote and its log: only the role
+\* changes.  Timers are not modelled, so any leader may step down at any
+\* time.  votesGranted (already {} for a leader) and matchIndex are reset
+\* as for every server that is not leader (cf. UpdateTerm); responses that
+\* arrive later are stale (HandleAppendEntriesResponse needs a leader).
+StepDown(i) ==
+    /\ state[i] = Leader
+    /\ state'        = [state        EXCEPT ![i] = Follower]
+    /\ votesGranted' = [votesGranted EXCEPT ![i] = {}]
+    /\ matchIndex'   = [matchIndex   EXCEPT ![i] = ZeroMatch]
+    /\ UNCHANGED <<memoryVars, durableVars, commitIndex, outbox, network,
+                   historyVars>>
+
 -----------------------------------------------------------------------------
 (***************************************************************************)
 (* Log replication (paper §5.3)                                            *)
@@ -535,8 +550,9 @@ DuplicateMessage(m) ==
 (* The specification                                                       *)
 (***************************************************************************)
 
-\* Every step except crashes (MCRaft bounds the number of restarts).
-NextExceptRestart ==
+\* Every step except crashes and CheckQuorum step-downs, the two that the
+\* bounded models of MCRaft.tla restrict.
+CoreNext ==
     \/ \E i \in Server : Timeout(i)
     \/ \E i \in Server : BecomeLeader(i)
     \/ \E i \in Server, v \in Value : ClientRequest(i, v)
@@ -551,6 +567,9 @@ NextExceptRestart ==
     \/ \E i \in Server, m \in DOMAIN network : HandleAppendEntriesResponse(i, m)
     \/ \E m \in DOMAIN network : DropMessage(m)
     \/ \E m \in DOMAIN network : DuplicateMessage(m)
+
+\* Every step except crashes.
+NextExceptRestart == CoreNext \/ \E i \in Server : StepDown(i)
 
 Next == NextExceptRestart \/ \E i \in Server : Restart(i)
 

@@ -29,6 +29,8 @@
 (*                     state n restarts from must be the spec's            *)
 (*   timeout n term    Timeout(n), new term = term                         *)
 (*   leader n term     BecomeLeader(n) in term                             *)
+(*   stepdown n term   StepDown(n) of the leader of term (CheckQuorum,     *)
+(*                     diss. §6.2): term, vote and log unchanged           *)
 (*   propose n es      ClientRequest(n, v) for each entry, at its index    *)
 (*   recv n m          [DuplicateMessage(m)] [UpdateTerm(n, m)] then       *)
 (*                     HandleRequestVote / HandleRequestVoteResponse /     *)
@@ -186,6 +188,14 @@ TimeoutEvent(ev) ==
 LeaderEvent(ev) ==
     /\ currentTerm[ev.n] = ev.term
     /\ BecomeLeader(ev.n)
+    /\ UNCHANGED <<pending, started, snapVars>>
+
+\* CheckQuorum (diss. §6.2): the leader of ev.term steps down, keeping its
+\* term (StepDown leaves currentTerm unchanged; the next state event
+\* compares it).
+StepDownEvent(ev) ==
+    /\ currentTerm[ev.n] = ev.term
+    /\ StepDown(ev.n)
     /\ UNCHANGED <<pending, started, snapVars>>
 
 \* One ClientRequest for entry sub + 1 of the event; the last one consumes it.
@@ -409,6 +419,7 @@ TraceNext ==
              /\ CASE ev.e = "restart" -> RestartEvent(ev)
                   [] ev.e = "timeout" -> TimeoutEvent(ev)
                   [] ev.e = "leader"  -> LeaderEvent(ev)
+                  [] ev.e = "stepdown" -> StepDownEvent(ev)
                   [] ev.e = "recv"    -> IF IsNoStep(ev.m) THEN NoStepRecvEvent(ev)
                                          ELSE IF IsChunk(ev.m) THEN SnapRecvEvent(ev)
                                          ELSE RecvEvent(ev)

@@ -13,6 +13,8 @@ Event -> spec action (spec/README.md has the full schema):
   restart n ...           Restart(n)            (first appearance: Init)
   timeout n term          Timeout(n)
   leader n term           BecomeLeader(n)       (appends the no-op)
+  stepdown n term         StepDown(n)           (CheckQuorum, diss. §6.2: the leader of
+                          `term` becomes follower; term, vote and log unchanged)
   propose n entries       ClientRequest(n, v) per entry
   recv n m                [UpdateTerm(n, m)] then HandleRequestVote /
                           HandleRequestVoteResponse / HandleAppendEntries /
@@ -261,6 +263,15 @@ class Checker:
                           f"new leader {n} of term {term} lacks committed entry {idx} {entry}")
         s.log.append((s.term, NOOP))
         self._register(n, s.log, len(s.log))
+
+    def step_down(self, n: int, term: int):
+        """StepDown(n) (CheckQuorum, diss. §6.2): the leader of `term` becomes
+        follower, keeping its term, vote and log; votes and progress cleared."""
+        s = self.server(n)
+        if s.role != LEADER or term != s.term:
+            self.fail("StepDown", f"not enabled on server {n}", f"leader in term {term}",
+                      f"{ROLE[s.role]} term {s.term}")
+        s.role, s.votes, s.match = FOLLOWER, set(), {}
 
     def client_request(self, n: int, entries):
         s = self.server(n)
@@ -535,6 +546,8 @@ class Checker:
             self.timeout(ev[1], ev[2])
         elif kind == "leader":
             self.become_leader(ev[1], ev[2])
+        elif kind == "stepdown":
+            self.step_down(ev[1], ev[2])
         elif kind == "restart":
             self.restart(*ev[1:])
         elif kind == "install":
@@ -574,6 +587,8 @@ def describe(ev) -> str:
     kind = ev[0]
     if kind == "install":
         return f"install n{ev[1]} {ev[2]!r} installed={ev[3]}"
+    if kind == "stepdown":
+        return f"stepdown {ev[1]} {ev[2]} (CheckQuorum)"
     if kind in ("recv", "send"):
         m = ev[2]
         extra = " (after persist)" if kind == "send" and ev[3] else ""
@@ -621,7 +636,7 @@ def event_to_json(ev) -> dict:
     if kind == "restart":
         return {"e": kind, "n": n, "term": ev[2], "vote": ev[3], "commit": ev[4], "first": ev[5],
                 "last": ev[6], "last_term": ev[7]}
-    if kind in ("timeout", "leader"):
+    if kind in ("timeout", "leader", "stepdown"):
         return {"e": kind, "n": n, "term": ev[2]}
     if kind == "commit":
         return {"e": kind, "n": n, "commit": ev[2]}
@@ -671,7 +686,7 @@ def event_from_json(d: dict):
         return (kind, n, d["term"], d["vote"], d["role"], d["commit"], d["last"], d["last_term"])
     if kind == "restart":
         return (kind, n, d["term"], d["vote"], d["commit"], d["first"], d["last"], d["last_term"])
-    if kind in ("timeout", "leader"):
+    if kind in ("timeout", "leader", "stepdown"):
         return (kind, n, d["term"])
     if kind == "commit":
         return (kind, n, d["commit"])

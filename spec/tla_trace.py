@@ -159,7 +159,7 @@ def event_to_tla(ev, values: _Values, ids: _Ids | None = None) -> str:
         _, _, term, vote, role, commit, last, last_term = ev
         return (f"[{head}, term |-> {term}, vote |-> {vote}, role |-> {int(role)}, "
                 f"commit |-> {commit}, last |-> {last}, lastTerm |-> {last_term}]")
-    if kind in ("timeout", "leader"):
+    if kind in ("timeout", "leader", "stepdown"):
         return f"[{head}, term |-> {ev[2]}]"
     if kind == "commit":
         return f"[{head}, commit |-> {ev[2]}]"

@@ -2,8 +2,10 @@
 
 Models of the same specification (see spec/README.md):
 
-* spec/MCRaft.cfg -- the protocol as implemented.  TLC must explore the
-  whole (bounded) state space and find no violation of any invariant.
+* spec/MCRaft.cfg -- the protocol as implemented (with CheckQuorum
+  step-downs, StepDown, in every term but the last: spec/MCRaft.tla).  TLC
+  must explore the whole (bounded) state space and find no violation of
+  any invariant.
 * spec/MCRaftReplication.cfg -- its complement for log replication: one
   term, client values, duplicated messages, the commit hint.  No violation.
 * spec/MCRaftBrokenCommit.cfg -- the same model with CommitAnyTerm = TRUE,

