@@ -864,6 +864,7 @@ cdef class RawNode:
     cdef int _broadcast_heartbeat(self) except -1:
         cdef uint64_t peer
         cdef Progress pr
+        cdef Message m
         for peer in self.peers:
             pr = <Progress>self.progress[peer]
             if pr.state == _SNAPSHOT:
@@ -871,6 +872,16 @@ cdef class RawNode:
                 # whole interval, assume chunks were lost and resend from the last ack.
                 self._send_snapshot(peer, pr, not pr.progressed)
                 pr.progressed = False
+                # And an empty AppendEntries at our snapshot's index. A follower that
+                # moved to a higher term drops our chunks but rejects this with its
+                # term, so we step down (§5.1); without it, a candidate whose
+                # pre-votes we and our followers refuse could wait forever. One that
+                # already holds the entry accepts, and replication resumes.
+                m = self._new_msg(_MSG_APP, peer)
+                m.index = self.log.offset - 1
+                m.log_term = self.log.snapshot_term
+                m.commit = self.log.committed
+                self._send(m)
                 continue
             if (pr.state == _REPLICATE and not pr.progressed
                     and pr.match < self.log.last() and pr.inflight > 0):
