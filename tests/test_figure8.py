@@ -58,7 +58,10 @@ def test_unsafe_switch_commits_then_loses_the_entry():
 # --unsafe-commit-any-term`). Any change to the core or the simulator changes
 # every run's schedule, so if these stop failing the test searches on (and says
 # which seed to pin instead).
-FIGURE8_SEEDS = [(3, 235), (5, 158)]
+FIGURE8_SEEDS = [(3, 235), (5, 282)]
+# Figure 8 needs leaders deposed again and again; PreVote and CheckQuorum (drawn
+# per seed otherwise) damp exactly that, so the search runs without them.
+NO_DAMPING = dict(pre_vote=False, check_quorum=False)
 SIM_INVARIANTS = ("LeaderCompleteness", "StateMachineSafety", "CommittedDurable", "CoreAssertion")
 
 
@@ -69,11 +72,11 @@ def test_simulator_finds_figure8_bug_by_itself():
     for nodes, seed in candidates:
         # The simulator's own invariants (the spec trace checker would flag the
         # first unsafe commit at once; here we want the damage itself found).
-        bad = run(seed, nodes=nodes, unsafe_commit_any_term=True, check_trace=False)
+        bad = run(seed, nodes=nodes, unsafe_commit_any_term=True, check_trace=False, **NO_DAMPING)
         if not any(v.split(":")[0] in SIM_INVARIANTS for v in bad.violations):
             continue
         assert bad.history                              # the events that led there
-        good = run(seed, nodes=nodes)                   # the same seed with the rule is fine
+        good = run(seed, nodes=nodes, **NO_DAMPING)     # the same seed with the rule is fine
         assert good.ok, good.violations
         if (nodes, seed) not in FIGURE8_SEEDS:
             print(f"\nFigure 8 found at nodes={nodes} seed={seed}: pin it in FIGURE8_SEEDS")
