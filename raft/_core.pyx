@@ -954,6 +954,7 @@ cdef class RawNode:
         cdef uint64_t j
         if pr is None:
             return 0
+        pr.recent_active = True             # CheckQuorum: it answers us in our term
         # Any reply in our term confirms we were still leader when it was sent.
         if m.context > pr.read_acked:
             pr.read_acked = m.context
@@ -1035,6 +1036,8 @@ cdef class RawNode:
         """Leader: a follower reports how many bytes of our snapshot it holds."""
         cdef Progress pr = <Progress>self.progress.get(m.src)
         cdef Py_ssize_t total, k
+        if pr is not None:
+            pr.recent_active = True         # CheckQuorum: it answers us in our term
         if (pr is None or pr.state != _SNAPSHOT or m.index != pr.snap_index
                 or self._snapshot is None or self._snapshot.index != pr.snap_index):
             return 0                                # stale
@@ -1258,7 +1261,6 @@ cdef class RawNode:
 
     cdef int _step(self, Message m) except -1:
         cdef Message r
-        cdef object pr
         # PreVote messages carry a prospective term (ours + 1 for a request we
         # sent): they never change anyone's term (diss. §9.6).
         if m.type == _MSG_PREVOTE:
@@ -1281,10 +1283,6 @@ cdef class RawNode:
                 self._send_after_persist(r)
             # Stale snapshot chunks and responses are dropped.
             return 0
-        if self.role == _LEADER:
-            pr = self.progress.get(m.src)
-            if pr is not None:
-                (<Progress>pr).recent_active = True       # CheckQuorum: it hears us
         if m.type == _MSG_APP:
             if self.role == _CANDIDATE:
                 self._become_follower(self.term, m.src)   # §5.2: a leader exists in our term

@@ -19,6 +19,15 @@ def run_ticks(c: Cluster, ticks: int) -> None:
         c.deliver()
 
 
+def tick_until_ready(n, limit: int = 20) -> None:
+    """Tick until the election timer fires (the node has something to send)."""
+    for _ in range(limit):
+        n.tick()
+        if n.has_ready():
+            return
+    raise AssertionError(f"node {n.id}'s timer did not fire in {limit} ticks")
+
+
 def elect_by_timers(c: Cluster) -> int:
     run_ticks(c, 60)
     leaders = [i for i in c.ids if c.nodes[i].role_name == "leader"]
@@ -56,10 +65,7 @@ def test_without_prevote_the_rejoining_node_forces_a_new_term():
 def test_prevote_round_changes_no_state_on_either_side():
     c = Cluster({1: [], 2: [], 3: []}, pre_vote=True, election_tick=5)
     n1 = c.nodes[1]
-    for _ in range(20):
-        n1.tick()
-        if n1.has_ready():
-            break
+    tick_until_ready(n1)
     rd = n1.ready()
     # Pre-votes need nothing durable: sent at once, no hard state, no RequestVote.
     assert rd.hard_state is None and rd.messages_after_persist == []
@@ -78,10 +84,7 @@ def test_prevote_round_changes_no_state_on_either_side():
 def test_a_majority_of_prevote_grants_starts_the_real_election():
     c = Cluster({1: [], 2: [], 3: []}, pre_vote=True, election_tick=5)
     n1 = c.nodes[1]
-    for _ in range(20):
-        n1.tick()
-        if n1.has_ready():
-            break
+    tick_until_ready(n1)
     c.deliver()
     assert n1.role_name == "leader" and n1.term == 1
 
