@@ -45,8 +45,9 @@ TLC_INT_MAX = 2 ** 31 - 1           # TLC's integers are 32-bit
 NOOP = (1, b"")                     # (type, data) of a leader's no-op entry, as spec/checker.py
 NOOP_VALUE = "noop"
 
-# TLC (or SANY) output that means the run itself failed, not a verdict.
-_TOOL_ERRORS = (
+# TLC (or SANY) output that means the spec or model is broken, not a verdict
+# (tests/test_tlc.py uses the same list).
+TLC_TOOL_ERRORS = (
     "***Parse Error***",
     "Parsing or semantic analysis failed",
     "Semantic errors",
@@ -54,6 +55,11 @@ _TOOL_ERRORS = (
     "The exception was a",
     "Error: Attempted",
     "is not enumerable",
+)
+# For trace validation, where every step checks the invariants and the
+# traces are the only behaviours, a violation or an evaluation error is also
+# a failed run, not a verdict.
+_TOOL_ERRORS = TLC_TOOL_ERRORS + (
     "Error: The behavior up to this point",
     "Error: Evaluating",
     "is violated",
