@@ -536,14 +536,29 @@ def test_traces_of_a_run_with_snapshots_pass_the_checker(tmp_path):
             await write_keys(r, 0, 50)
             fid = next(i for i in c.nodes if i != leader.id)
             await wait_until(lambda: c.nodes[fid].applied_index >= leader.core.commit)
-            last = c.nodes[fid].core.last_index
+            stopped = c.nodes[fid]
             await c.stop(fid)
+            # Read the follower's last index only once it is stopped: entries that
+            # reached it between a read before the stop and the stop itself would
+            # let it catch up from the leader's log without a snapshot.
+            last = stopped.core.last_index
             for lo in range(50, 300, 50):
                 await write_keys(r, lo, lo + 50)
-            await wait_until(lambda: leader.core.log.first_index > last + 1)
+            # Every running node, not only this leader, must have compacted past the
+            # follower's log: under load the leadership may move to the other node
+            # before the follower is back, and that leader must need a snapshot too.
+            await wait_until(lambda: all(n.core.log.first_index > last + 1
+                                         for n in c.nodes.values()))
+            # And the appends queued for the stopped follower must be gone: two more
+            # failed dials make the transports drop them (raft/net/transport.py), else
+            # the follower could catch up from that stale backlog.
+            for n in c.nodes.values():
+                seen = n.transport.stats()["connect_failures"]
+                await wait_until(lambda: n.transport.stats()["connect_failures"] >= seen + 2)
             await c.start(fid)
             node = c.nodes[fid]
-            await wait_until(lambda: node.applied_index >= leader.core.commit)
+            await wait_until(lambda: node.applied_index >= max(n.core.commit
+                                                               for n in c.nodes.values()))
             assert node.counters["snapshots_installed"] >= 1
         finally:
             await c.close()

@@ -429,6 +429,37 @@ def test_reconnect_after_remote_restart():
     run(main())
 
 
+def test_messages_to_an_unreachable_peer_are_dropped_not_replayed():
+    """A failed dial drops the peer's queue: a node that comes back is not fed a
+    backlog of stale messages (Raft retransmits; etcd's rafthttp does the same)."""
+    async def main():
+        ports = dict(zip((1, 2), free_ports(2)))
+        a = Node(1, ports)
+        await a.t.start()
+        b = None
+        try:
+            failures = lambda: a.t.stats()["connect_failures"]
+            await wait_until(lambda: failures() >= 1)
+            a.t.send([hb(1, 2, 1)])                       # queued while 2 is down
+            seen = failures()
+            await wait_until(lambda: failures() > seen)   # the next dial fails: dropped
+            assert a.t.stats()["peers"][2]["dropped"] == 1
+            b = Node(2, ports)
+            await b.t.start()
+            for i in range(2, 500):                       # keep talking until it gets through
+                a.t.send([hb(1, 2, i)])
+                if b.received:
+                    break
+                await asyncio.sleep(0.02)
+            await wait_until(lambda: b.received)
+            assert 1 not in [m.msg_id for m in b.received]
+        finally:
+            await a.t.close()
+            if b is not None:
+                await b.t.close()
+    run(main())
+
+
 # --- mutual TLS ----------------------------------------------------------------------------
 
 EC_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1")

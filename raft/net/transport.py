@@ -16,7 +16,12 @@ messages plus the bytes sitting in the socket's user-space write buffer. When a
 peer is slow or down and a new message would exceed the bound, the oldest queued
 messages are dropped (Raft retransmits what matters; newer heartbeats and
 appends supersede older ones), and if that is not enough, the new one is. Every
-drop is counted.
+drop is counted. A peer we cannot reach (two failed dials in a row) has its queue
+dropped too,
+as etcd's rafthttp drops messages to an unreachable peer: a node that comes back
+after a long absence is caught up from the leader's current state (a probe, or a
+snapshot if the log it needs is compacted) rather than by a backlog of stale
+appends and heartbeats.
 
 Every inbound connection must pass the HMAC handshake (``raft.net.auth``). After
 that, a malformed, oversized or unknown frame, or a message whose ``src`` is not
@@ -259,6 +264,15 @@ class PeerTransport:
         peer.queued_bytes += size
         peer.wake.set()
 
+    def _drop_queue(self, peer: _Peer) -> None:
+        """``peer`` is unreachable: drop what is queued for it (Raft retransmits)."""
+        n = len(peer.queue)
+        if n:
+            peer.queue.clear()
+            peer.queued_bytes = 0
+            peer.dropped += n
+            self._counters["messages_dropped"] += n
+
     def _note_drop(self, peer: _Peer) -> None:
         peer.dropped += 1
         self._counters["messages_dropped"] += 1
@@ -314,6 +328,8 @@ class PeerTransport:
                             self.node_id, peer.id, *peer.addr, exc)
             except (*_CONNECTION_ERRORS, TimeoutError) as exc:
                 self._counters["connect_failures"] += 1
+                if failures:   # unreachable twice in a row: down, not just starting
+                    self._drop_queue(peer)
                 # First failure of a streak is worth a line; the retries are not.
                 level = logging.INFO if failures == 0 else logging.DEBUG
                 log.log(level, "node %d: cannot connect to node %d at %s:%d: %r",
