@@ -126,6 +126,7 @@ cdef class Ready:
     cdef uint64_t _last_term
     cdef uint64_t _applied_to
     cdef uint64_t _seq
+    cdef bint _fsync                 # entries, snapshot, term or vote: must be fsynced
 
 
 cdef class RawNode:
@@ -167,6 +168,10 @@ cdef class RawNode:
     cdef bint _commit_pending        # leader: commit index advanced since last broadcast
     cdef bint _ready_outstanding
     cdef uint64_t _ready_seq
+    # Highest index handed out for application (by ready() or take_committed()).
+    # Invariant: log.applied <= _handed <= min(log.committed, log.stable), except
+    # that a snapshot install may move log.applied past it (normalized on use).
+    cdef uint64_t _handed
     cdef list _trace                 # None: tracing off
     # ReadIndex (diss. §6.4). Invariant: rounds in _pending_reads never decrease.
     cdef uint64_t _read_seq          # latest read round started

@@ -500,8 +500,18 @@ cdef class Ready:
 
     @property
     def must_sync(self):
-        """True if something must be made durable (fsync) before messages_after_persist."""
+        """True if something must be written before messages_after_persist."""
         return self.hard_state is not None or bool(self.entries) or self.snapshot is not None
+
+    @property
+    def must_fsync(self):
+        """True if that write must also be fsynced: entries, a snapshot, or a new term
+        or vote (Figure 2's persistent state). A Ready whose only change is the commit
+        index need not be: commitIndex is volatile state in Raft (Figure 2), and the
+        hint stored with the hard state only saves a restarted node some catching up
+        (etcd's MustSync makes the same distinction). The runtime still writes it,
+        unsynced, so a process crash (not a power loss) keeps it."""
+        return self._fsync
 
 
 # --- the node ----------------------------------------------------------------
@@ -1444,7 +1454,9 @@ cdef class RawNode:
         cdef HardState prev = self._prev_hard_state
         rd.snapshot = self._pending_snapshot
         self._pending_snapshot = None
+        rd._fsync = rd.snapshot is not None
         if self.term != prev.term or self.vote != prev.vote or log.committed != prev.commit:
+            rd._fsync = rd._fsync or self.term != prev.term or self.vote != prev.vote
             rd.hard_state = HardState(self.term, self.vote, log.committed)
             self._prev_hard_state = rd.hard_state
         if log.unstable_from <= log.last():
@@ -1452,6 +1464,7 @@ cdef class RawNode:
             rd._last_index = log.last()
             rd._last_term = log.term_at(rd._last_index)
             log.unstable_from = log.last() + 1
+            rd._fsync = True
         else:
             rd.entries = []
         rd.messages = self._msgs
@@ -1461,12 +1474,14 @@ cdef class RawNode:
         self._msgs = []
         self._msgs_after_persist = []
         cdef uint64_t limit = self._apply_limit()
-        if limit > log.applied:
-            rd.committed_entries = log._entries[log.applied + 1 - log.offset:limit + 1 - log.offset]
-            rd._applied_to = limit
+        if self._handed < log.applied:
+            self._handed = log.applied
+        if limit > self._handed:
+            rd.committed_entries = log._entries[self._handed + 1 - log.offset:limit + 1 - log.offset]
+            self._handed = limit
         else:
             rd.committed_entries = []
-            rd._applied_to = log.applied
+        rd._applied_to = self._handed
         self._ready_outstanding = True
         self._ready_seq += 1
         rd._seq = self._ready_seq
@@ -1497,6 +1512,53 @@ cdef class RawNode:
             self._commit_pending = True
         if self._trace is not None:
             self._trace_state()
+
+    # -- output between ready() and advance() --
+    #
+    # While a Ready's write is in progress (an fdatasync: a millisecond or more),
+    # the node keeps stepping messages and taking proposals. What that produces and
+    # does not depend on the write may leave at once instead of waiting for the
+    # next Ready: rule 1 of the persistence contract (module docstring) holds for
+    # every message in `messages` whenever it is created, confirmed reads depend on
+    # heartbeats only (diss. §6.4), and committed entries are durable on a majority
+    # and, being <= log.stable, locally too. So a leader replicates new proposals,
+    # answers reads and applies commits while its own fsync runs (diss. §10.2.1).
+
+    def take_messages(self):
+        """Messages that may be sent now (never messages_after_persist). On a leader,
+        first builds the AppendEntries for new entries or commit news and starts
+        the ReadIndex round of waiting reads, as ready() would."""
+        if self.role == _LEADER:
+            if self._broadcast_pending:
+                self._broadcast_append()
+            if (self._pending_reads and self._pending_reads[len(self._pending_reads) - 1][2] == 0
+                    and self._reads_can_start()):
+                self._start_read_round()
+        cdef list msgs = self._msgs
+        self._msgs = []
+        return msgs
+
+    def take_read_states(self):
+        """Reads confirmed since the last ready(): [(ctx, read_index)]."""
+        cdef list rs = self._read_states
+        self._read_states = []
+        return rs
+
+    def take_committed(self):
+        """Committed, locally durable entries not yet handed out. The caller applies
+        them at once, in order, and has already applied the committed_entries of
+        the outstanding Ready: so they count as applied from here on (compact()
+        may use them)."""
+        cdef RaftLog log = self.log
+        cdef uint64_t limit = self._apply_limit()
+        if self._handed < log.applied:
+            self._handed = log.applied
+        if limit <= self._handed:
+            return []
+        cdef list out = log._entries[self._handed + 1 - log.offset:limit + 1 - log.offset]
+        self._handed = limit
+        log.applied = limit
+        return out
 
     # -- introspection --
 

@@ -137,13 +137,18 @@ class RaftNode:
         self._stopped_event = asyncio.Event()
         self._running = False
         self._stopping = False
+        self._persisting = False      # a Ready's fsync is in progress (see _pump)
+        self._pump_scheduled = False
         self.fatal_error: str | None = None
         # Waiting proposals and barriers, by log index (insertion order ~ deadline order).
         self._pending: dict[int, _Pending] = {}
         self._max_pending = 0
         # ReadIndex reads waiting for confirmation: ctx -> future of the read index.
-        self._reads: dict[int, asyncio.Future[int]] = {}
+        # ReadIndex requests waiting for confirmation: ctx -> future of the read index
+        # (with its deadline), in ctx order; the one later reads may still join.
+        self._reads: dict[int, _Pending] = {}
         self._read_ctx = 0
+        self._open_read: asyncio.Future[int] | None = None
         self.applied_index = 0
         self._last_role = -1
         self._last_term = -1
@@ -352,6 +357,7 @@ class RaftNode:
                 self._fatal(f"the core raised {type(e).__name__} stepping {m!r}: {e}")
                 return
         self._kick.set()
+        self._schedule_pump()
 
     def _leader_client_addr(self, leader: int | None = None) -> str | None:
         core = self._core
@@ -376,20 +382,27 @@ class RaftNode:
         if index > self._max_pending:
             self._max_pending = index
         self._kick.set()   # no added latency when idle: the Ready loop runs next
+        self._schedule_pump()
         return fut
 
     # --- NodeAPI --------------------------------------------------------------------
 
-    async def propose(self, data: bytes) -> object:
-        """Replicate ``data`` (an encoded KV command) and return the state machine's
-        reply once it is committed and applied here. Raises NotLeaderError (with the
-        leader's client address) or asyncio.TimeoutError (outcome unknown)."""
+    def submit(self, data: bytes) -> asyncio.Future[Any]:
+        """Append ``data`` (an encoded command) to the log now and return the future
+        of the state machine's reply: NodeAPI.submit (raft/resp.py). Raises
+        NotLeaderError (with the leader's client address) at once on a follower."""
         if not isinstance(data, bytes) or not data:
             # Commands are never empty (an empty entry is the leader's no-op).
             raise ValueError("a proposal must be non-empty bytes")
         fut = self._append(data)
         self.counters["proposals"] += 1
-        return await fut
+        return fut
+
+    async def propose(self, data: bytes) -> object:
+        """Replicate ``data`` (an encoded KV command) and return the state machine's
+        reply once it is committed and applied here. Raises NotLeaderError (with the
+        leader's client address) or asyncio.TimeoutError (outcome unknown)."""
+        return await self.submit(data)
 
     async def read_barrier(self) -> None:
         """Return once every write committed before this call is applied locally:
@@ -397,33 +410,20 @@ class RaftNode:
 
         The core records its commit index as the read index and confirms, with one
         heartbeat round answered by a majority after the request, that it is still
-        the leader; reads arriving together share the round, and nothing is written
-        to the log. We then wait until the read index is applied here. A leader that
-        is deposed first drops the read: the client is redirected
-        (``_fail_reads``); one that cannot reach a majority times the read out
-        after ``propose_timeout`` (``-TRYAGAIN``).
+        the leader; nothing is written to the log. Reads arriving in the same loop
+        iteration share one request (one future), and requests not yet in a round
+        share the next one, which starts at once when none is in flight (etcd does
+        the same). We then wait until the read index is applied here. A leader that
+        is deposed first drops the read: the client is redirected (``_fail_reads``);
+        one that cannot reach a majority times the read out after
+        ``propose_timeout`` (``-TRYAGAIN``, from the sweep in the tick loop).
         """
-        core = self._core
-        loop = self._loop
-        if not self._running or core is None or loop is None:
-            raise NotLeaderError(None)
-        self._read_ctx += 1
-        ctx = self._read_ctx
-        try:
-            core.read_index(ctx)
-        except NotLeader as e:
-            raise NotLeaderError(self._leader_client_addr(e.leader)) from None
-        fut: asyncio.Future[int] = loop.create_future()
-        self._reads[ctx] = fut
-        self._kick.set()
-        self.counters["read_barriers"] += 1
-        try:
-            index = await asyncio.wait_for(asyncio.shield(fut), self.config.propose_timeout)
-        except TimeoutError:
-            self._reads.pop(ctx, None)
-            raise
+        index = await self._read_request()
+        if self.applied_index >= index:
+            return
         # The node's applied index, not the state machine's: the read index may be
         # a no-op entry, which moves only the former.
+        loop = asyncio.get_running_loop()
         loop_deadline = loop.time() + self.config.propose_timeout
         while self.applied_index < index:
             if not self._running:
@@ -436,20 +436,51 @@ class RaftNode:
             except TimeoutError:
                 pass
 
+    def _read_request(self) -> asyncio.Future[int]:
+        """The future of this loop iteration's ReadIndex request (shared by every read
+        that arrives before the core can put it in a round: see _close_read_request)."""
+        fut = self._open_read
+        if fut is not None:
+            return fut
+        core = self._core
+        loop = self._loop
+        if not self._running or core is None or loop is None:
+            raise NotLeaderError(None)
+        self._read_ctx += 1
+        ctx = self._read_ctx
+        try:
+            core.read_index(ctx)
+        except NotLeader as e:
+            raise NotLeaderError(self._leader_client_addr(e.leader)) from None
+        fut = loop.create_future()
+        fut.add_done_callback(_retrieve)
+        self._reads[ctx] = _Pending(core.term, fut, loop.time() + self.config.propose_timeout)
+        self._open_read = fut
+        self._kick.set()
+        self._schedule_pump()
+        self.counters["read_barriers"] += 1
+        return fut
+
+    def _close_read_request(self) -> None:
+        """The core may start a read round now (ready(), take_messages()): later reads
+        must not join a request that may already be in a round."""
+        self._open_read = None
+
     def _deliver_reads(self, read_states: list) -> None:
         """Confirmed ReadIndex reads: hand each waiter its read index."""
         for ctx, index in read_states:
-            fut = self._reads.pop(ctx, None)
-            if fut is not None and not fut.done():
-                fut.set_result(index)
+            p = self._reads.pop(ctx, None)
+            if p is not None and not p.future.done():
+                p.future.set_result(index)
 
     def _fail_reads(self) -> None:
         """This node stopped leading: its unconfirmed reads were dropped by the core."""
         reads, self._reads = self._reads, {}
+        self._open_read = None
         err_addr = self._leader_client_addr()
-        for fut in reads.values():
-            if not fut.done():
-                fut.set_exception(NotLeaderError(err_addr))
+        for p in reads.values():
+            if not p.future.done():
+                p.future.set_exception(NotLeaderError(err_addr))
 
     async def wait_applied(self, after_index: int, timeout: float) -> None:
         """Return when ``state_machine.last_applied > after_index`` or after ``timeout``
@@ -543,6 +574,7 @@ class RaftNode:
                 if self._stopping or self.fatal_error is not None:
                     return
                 rd = core.ready()
+                self._close_read_request()
                 try:
                     await self._handle_ready(rd)
                 except Exception as e:  # a disk failure or a bug: see _fatal
@@ -567,20 +599,70 @@ class RaftNode:
             # A snapshot from the leader replaced our log (§7): durable first, before
             # the entries that follow it and before the ack in messages_after_persist.
             await self._install_snapshot(rd.snapshot)
-        if rd.must_sync:
-            await self._persist(rd)
+        # Committed entries are durable on a majority and here (the core hands out
+        # only entries <= its stable index), and confirmed reads depend on
+        # heartbeats only: neither waits for this Ready's write.
+        if rd.committed_entries:
+            self._apply(rd.committed_entries)
+        if rd.read_states:
+            self._deliver_reads(rd.read_states)
+        if rd.must_fsync:
+            self._persisting = True
+            try:
+                await self._persist(rd)
+            finally:
+                self._persisting = False
+        elif rd.hard_state is not None:
+            # Only the commit hint changed: volatile in Raft, written but not synced.
+            storage = self._storage
+            assert storage is not None
+            storage.save(rd.hard_state, [], sync=False)
         if rd.messages_after_persist:
             # Vote grants, AppendEntries acks and our own RequestVotes promise durable
             # state (Figure 2: "respond after updating stable storage").
             transport.send(rd.messages_after_persist)
             self.counters["messages_sent"] += len(rd.messages_after_persist)
-        if rd.committed_entries:
-            self._apply(rd.committed_entries)
-        if rd.read_states:
-            self._deliver_reads(rd.read_states)
         self.core.advance(rd)
         if self.config.snapshot_threshold_bytes:
             await self._maybe_compact()
+
+    def _schedule_pump(self) -> None:
+        """While a Ready's fsync runs, let what needs no disk leave in this loop
+        iteration (coalesced: one pump per iteration, however many inputs)."""
+        if self._persisting and not self._pump_scheduled:
+            self._pump_scheduled = True
+            loop = self._loop
+            assert loop is not None
+            loop.call_soon(self._pump)
+
+    def _pump(self) -> None:
+        """Send, answer and apply what the core produced since the Ready in hand, without
+        waiting for that Ready's fsync (RawNode.take_messages/take_read_states/
+        take_committed; diss. §10.2.1): a leader replicates new proposals, confirms
+        reads and applies newly committed entries while its own write runs."""
+        self._pump_scheduled = False
+        core = self._core
+        transport = self._transport
+        if not self._persisting or core is None or transport is None or not self._running:
+            return
+        try:
+            if core.role != self._last_role or core.term != self._last_term \
+                    or core.leader != self._last_leader:
+                self._note_role_change(core)
+            msgs = core.take_messages()
+            self._close_read_request()
+            if msgs:
+                transport.send(msgs)
+                self.counters["messages_sent"] += len(msgs)
+            read_states = core.take_read_states()
+            if read_states:
+                self._deliver_reads(read_states)
+            committed = core.take_committed()
+            if committed:
+                self._apply(committed)
+        except Exception as e:  # a core assertion: see _fatal
+            log.exception("node %d: the pump failed", self.id)
+            self._fatal(f"{type(e).__name__}: {e}")
 
     # --- snapshots and log compaction (§7) -------------------------------------------
 
@@ -785,6 +867,8 @@ class RaftNode:
     def _expire_pending(self, now: float) -> None:
         """Time out waiters past propose_timeout: their outcome is unknown (the entry
         may still commit later), which RESP reports as -TRYAGAIN."""
+        if self._reads:
+            self._expire_reads(now)
         pending = self._pending
         if not pending:
             return
@@ -799,7 +883,27 @@ class RaftNode:
                 self.counters["proposals_timed_out"] += 1
                 p.future.set_exception(asyncio.TimeoutError())
 
+    def _expire_reads(self, now: float) -> None:
+        """ReadIndex requests no majority confirmed within propose_timeout."""
+        reads = self._reads
+        expired = []
+        for ctx, p in reads.items():
+            if p.deadline > now:
+                break
+            expired.append(ctx)
+        for ctx in expired:
+            p = reads.pop(ctx)
+            if p.future is self._open_read:
+                self._open_read = None
+            if not p.future.done():
+                p.future.set_exception(asyncio.TimeoutError())
+
     def _fail_all_pending(self, exc: Exception) -> None:
+        reads, self._reads = self._reads, {}
+        self._open_read = None
+        for p in reads.values():
+            if not p.future.done():
+                p.future.set_exception(exc)
         pending, self._pending = self._pending, {}
         for p in pending.values():
             if not p.future.done():

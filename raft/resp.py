@@ -64,18 +64,19 @@ class NotLeaderError(Exception):
 class NodeAPI(Protocol):
     """What the server needs from the Raft node.
 
-    Ordering contract: ``propose`` must fix its entry's place in the log before its first
-    suspension point (as calling ``RawNode.propose`` at the top does), because the server
-    starts one connection's pipelined proposals as tasks in request order.
+    Ordering contract: ``submit`` fixes its entry's place in the log before it returns
+    (as calling ``RawNode.propose`` does), because the server submits one connection's
+    pipelined writes in request order and answers them in that order.
     The state machine is only touched from the event loop thread.
     """
 
     state_machine: KVStateMachine
 
-    async def propose(self, data: bytes) -> object:
-        """Replicate ``data``; return ``state_machine.apply``'s reply once applied locally.
-        Raises NotLeaderError (before appending, or if leadership is lost after), or
-        asyncio.TimeoutError when the outcome is unknown (answered ``-TRYAGAIN``)."""
+    def submit(self, data: bytes) -> asyncio.Future[Any]:
+        """Append ``data`` to the log now; the future resolves to ``state_machine.apply``'s
+        reply once applied locally, or fails with NotLeaderError (leadership lost: not
+        applied) or asyncio.TimeoutError (outcome unknown: answered ``-TRYAGAIN``).
+        Raises NotLeaderError at once on a follower. No task per write: the hot path."""
 
     async def read_barrier(self) -> None:
         """Return once the local state machine reflects every write committed before the
@@ -306,6 +307,21 @@ def _not_leader_reply(e: NotLeaderError) -> ErrorReply:
     return ErrorReply("CLUSTERDOWN no leader known; retry later")
 
 
+def _write_reply(fut: asyncio.Future[Any]) -> Any:
+    """The reply to a write whose future (NodeAPI.submit) is done."""
+    if fut.cancelled():
+        return ErrorReply("ERR request cancelled")
+    e = fut.exception()
+    if e is None:
+        return fut.result()
+    if isinstance(e, NotLeaderError):
+        return _not_leader_reply(e)
+    if isinstance(e, asyncio.TimeoutError):
+        return ErrorReply("TRYAGAIN write timed out; it may or may not have been applied")
+    log.error("write failed: %r", e)
+    return ErrorReply(_one_line(f"ERR internal error: {type(e).__name__}: {e}"))
+
+
 class _Ready:
     """A reply already computed, queued behind replies still in flight."""
 
@@ -393,7 +409,7 @@ class RespConnection(asyncio.Protocol):
         self._parser = RequestParser(server.config)
         self._queue: collections.deque[list[bytes] | _Fatal] = collections.deque()
         self._replies: collections.deque[asyncio.Future | _Ready] = collections.deque()
-        self._pending_writes: set[asyncio.Future] = set()
+        self._last_write: asyncio.Future | None = None   # see _before_read
         self._wakeup = asyncio.Event()
         self._can_write = asyncio.Event()
         self._can_write.set()
@@ -497,6 +513,11 @@ class RespConnection(asyncio.Protocol):
         replies leave in a few large writes rather than one syscall each."""
         transport = self._transport
         if transport is None or transport.is_closing():
+            for item in self._replies:   # nobody will look at their outcome now
+                if not isinstance(item, _Ready) and item.done() and not item.cancelled():
+                    item.exception()
+            if isinstance(_fut, asyncio.Future) and not _fut.cancelled():
+                _fut.exception()
             self._replies.clear()
             return
         out, replies = self._out, self._replies
@@ -506,10 +527,8 @@ class RespConnection(asyncio.Protocol):
                 value = head.value
             elif not head.done():
                 break
-            elif head.cancelled():
-                value = ErrorReply("ERR request cancelled")
             else:
-                value = head.result()  # _propose_task never raises
+                value = _write_reply(head)
             replies.popleft()
             try:
                 encode_reply(value, out, self.proto)
@@ -620,29 +639,26 @@ class RespConnection(asyncio.Protocol):
 
     def _propose(self, argv: list[bytes], client_id: int, seq: int) -> None:
         data = kv.encode_command(client_id, seq, argv, time_ms=now_ms())
-        task = asyncio.get_running_loop().create_task(self._propose_task(data))
-        self._pending_writes.add(task)
-        task.add_done_callback(self._pending_writes.discard)
-        self._push(task)
-
-    async def _propose_task(self, data: bytes) -> Reply:
         try:
-            return await self.api.propose(data)  # type: ignore[return-value]
+            fut = self.api.submit(data)
         except NotLeaderError as e:
-            return _not_leader_reply(e)
-        except asyncio.TimeoutError:
-            return ErrorReply("TRYAGAIN write timed out; it may or may not have been applied")
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            log.exception("propose failed")
-            return ErrorReply(_one_line(f"ERR internal error: {type(e).__name__}: {e}"))
+            self.reply(_not_leader_reply(e))
+            return
+        self._last_write = fut
+        self._push(fut)
 
     async def _before_read(self) -> ErrorReply | None:
         """Order this read after the connection's earlier writes, then make it
-        linearizable (unless READONLY). Returns an error reply if it cannot be served."""
-        if self._pending_writes:
-            await asyncio.wait(list(self._pending_writes))
+        linearizable (unless READONLY). Returns an error reply if it cannot be served.
+
+        Waiting for the connection's last write is enough: writes resolve in log
+        order (applied, or failed from the first lost index on, or timed out in
+        deadline order), so once it is done every earlier one is."""
+        last = self._last_write
+        if last is not None:
+            if not last.done():
+                await asyncio.wait((last,))
+            self._last_write = None
         if self.readonly:
             return None
         try:

@@ -159,3 +159,98 @@ def test_lost_append_is_retransmitted_after_a_heartbeat_interval():
         c.deliver()
     assert all(c.log_terms(i) == c.log_terms(1) for i in c.ids)
     assert c.nodes[2].commit == c.nodes[1].last_index
+
+
+# --- output between ready() and advance() (RawNode.take_*; diss. §10.2.1) -------------
+
+def _leader_with_write_in_flight():
+    """Node 1 leads 1..3 and has proposed x, whose Ready (write) is outstanding."""
+    c = Cluster({1: [], 2: [], 3: []})
+    c.elect(1)
+    leader = c.nodes[1]
+    index = leader.propose(b"x")
+    rd = leader.ready()                       # the write of x "in progress"
+    assert [e.index for e in rd.entries] == [index] and rd.must_fsync
+    return c, leader, rd, index
+
+
+def test_commit_only_ready_needs_no_fsync():
+    """Figure 2: commitIndex is volatile; only entries, term and vote must be synced."""
+    c = Cluster({1: [], 2: [], 3: []})
+    c.elect(1)
+    leader = c.nodes[1]
+    leader.propose(b"x")
+    rd = leader.ready()
+    assert rd.must_fsync
+    c.queue.extend(rd.messages)
+    leader.advance(rd)
+    c.deliver(lambda m: m.dst != 1)           # followers store x and ack
+    for m in [m for m in c.queue if m.dst == 1]:
+        c.queue.remove(m)
+        leader.step(m)
+    rd = leader.ready()                       # x committed: only the commit hint changed
+    assert rd.hard_state is not None and not rd.entries and rd.committed_entries
+    assert rd.must_sync and not rd.must_fsync
+    leader.advance(rd)
+    n = RawNode(1, [1, 2])
+    n.campaign()
+    assert n.ready().must_fsync               # a new term and vote: synced
+
+
+def test_take_messages_replicates_while_the_write_is_outstanding():
+    c, leader, rd, index = _leader_with_write_in_flight()
+    later = leader.propose(b"y")
+    msgs = leader.take_messages()
+    apps = [m for m in msgs if m.type == MSG_APP and m.entries]
+    assert {m.dst for m in apps} == {2, 3}
+    assert all(m.entries[-1].index == later for m in apps)
+    assert leader.take_messages() == []       # handed out once
+    leader.advance(rd)
+    nxt = leader.ready()
+    assert not [m for m in nxt.messages if m.type == MSG_APP and m.entries
+                and m.entries[-1].index == later]   # not sent twice
+    leader.advance(nxt)
+
+
+def test_take_committed_applies_once_and_in_order_while_the_write_is_outstanding():
+    c, leader, rd, index = _leader_with_write_in_flight()
+    c.queue.extend(rd.messages)
+    leader.advance(rd)                        # x durable on the leader
+    later = leader.propose(b"y")
+    rd2 = leader.ready()                      # y's write outstanding
+    c.queue.extend(rd2.messages)
+    c.deliver(lambda m: m.dst != 1)           # followers store x and y, ack both
+    assert leader.take_committed() == []      # nothing new committed until acks are stepped
+    for m in [m for m in c.queue if m.dst == 1]:
+        c.queue.remove(m)
+        leader.step(m)
+    # x is committed (leader + followers durable); y is not durable on the leader yet.
+    taken = leader.take_committed()
+    assert [e.index for e in taken] == [index]
+    assert leader.applied == index            # counts as applied: compact() may use it
+    assert leader.take_committed() == []
+    leader.advance(rd2)                       # y durable here: committed now
+    rd3 = leader.ready()
+    assert [e.index for e in rd3.committed_entries] == [later]   # x is not handed out again
+    leader.advance(rd3)
+
+
+def test_take_read_states_confirms_reads_while_the_write_is_outstanding():
+    c, leader, rd, index = _leader_with_write_in_flight()
+    c.queue.extend(rd.messages)
+    leader.advance(rd)
+    c.deliver(lambda m: m.dst != 1)
+    for m in [m for m in c.queue if m.dst == 1]:
+        c.queue.remove(m)
+        leader.step(m)
+    c.process(1)                               # x committed: reads can start
+    leader.propose(b"y")
+    rd2 = leader.ready()                       # a write outstanding
+    leader.read_index(7)
+    c.queue.extend(leader.take_messages())     # the read round's heartbeats go now
+    c.deliver(lambda m: m.dst != 1)
+    for m in [m for m in c.queue if m.dst == 1]:
+        c.queue.remove(m)
+        leader.step(m)
+    assert leader.take_read_states() == [(7, leader.commit)]
+    leader.advance(rd2)

@@ -68,25 +68,27 @@ class FakeNode:
             for data, fut in batch:
                 self.index += 1
                 reply = self.state_machine.apply(self.index, data)
-                if not fut.done():
+                if fut.done():
+                    continue
+                if self.lose_replies > 0:
+                    self.lose_replies -= 1
+                    fut.set_exception(asyncio.TimeoutError())
+                else:
                     fut.set_result(reply)
             self._applied.set()
             self._applied = asyncio.Event()
 
-    async def propose(self, data: bytes) -> object:
+    def submit(self, data: bytes) -> asyncio.Future:
         fut = asyncio.get_running_loop().create_future()
-        self._queue.append((data, fut))  # the log position is fixed before any await
+        self._queue.append((data, fut))  # the log position is fixed before returning
         self._kick.set()
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
-            reply = await fut
-        finally:
-            self.in_flight -= 1
-        if self.lose_replies > 0:
-            self.lose_replies -= 1
-            raise asyncio.TimeoutError
-        return reply
+        fut.add_done_callback(self._done)
+        return fut
+
+    def _done(self, _fut: asyncio.Future) -> None:
+        self.in_flight -= 1
 
     async def read_barrier(self) -> None:
         self.barriers += 1
@@ -111,7 +113,7 @@ class FollowerNode(FakeNode):
         super().__init__(leader="follower")
         self.leader_addr = leader_addr
 
-    async def propose(self, data: bytes) -> object:
+    def submit(self, data: bytes) -> asyncio.Future:
         raise NotLeaderError(self.leader_addr)
 
     async def read_barrier(self) -> None:

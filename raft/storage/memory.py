@@ -53,7 +53,7 @@ class MemoryStorage:
         self._entries = []
         self._snapshot_index, self._snapshot_term = snapshot.index, snapshot.term
 
-    def save(self, hard_state: HardState | None, entries: list[Entry]) -> None:
+    def save(self, hard_state: HardState | None, entries: list[Entry], sync: bool = True) -> None:
         self.saves += 1
         if entries:
             first = entries[0].index

@@ -718,10 +718,15 @@ class DiskStorage:
     def last_index(self) -> int:
         return self._last
 
-    def save(self, hard_state: HardState | None, entries: list[Entry]) -> None:
+    def save(self, hard_state: HardState | None, entries: list[Entry], sync: bool = True) -> None:
         """Make ``hard_state`` (if not None) and ``entries`` durable: one write, one
         fdatasync. If ``entries[0].index <= last_index`` everything from there
-        on is discarded first, durably in the same write."""
+        on is discarded first, durably in the same write.
+
+        ``sync=False`` writes without the fdatasync (a process crash keeps the
+        write, a power loss may not): for a hard state whose only change is the
+        commit hint (``Ready.must_fsync`` False), which Raft does not require to be
+        durable. A new segment is still synced whole (it appears whole or not at all)."""
         self._check_usable()
         if entries:
             first = entries[0].index
@@ -734,14 +739,15 @@ class DiskStorage:
                 raise StorageError(f"cannot overwrite compacted index {first}")
         elif hard_state is None or hard_state == self._hard_state:
             return  # nothing to make durable
-        self._save_guarded(hard_state, entries)
+        self._save_guarded(hard_state, entries, sync=sync)
         self.saves += 1
 
     def _save_guarded(self, hard_state: HardState | None, entries: list[Entry],
-                      marker: tuple[int, int] | None = None, reset: bool = False) -> None:
+                      marker: tuple[int, int] | None = None, reset: bool = False,
+                      sync: bool = True) -> None:
         self._loaded = None
         try:
-            self._write_batch(hard_state, entries, marker, reset)
+            self._write_batch(hard_state, entries, marker, reset, sync)
         except StorageError:
             raise
         except OSError as e:
@@ -861,7 +867,8 @@ class DiskStorage:
     # -- writing ---------------------------------------------------------------
 
     def _write_batch(self, hard_state: HardState | None, entries: list[Entry],
-                     marker: tuple[int, int] | None = None, reset: bool = False) -> None:
+                     marker: tuple[int, int] | None = None, reset: bool = False,
+                     sync: bool = True) -> None:
         """Write one batch durably: [SNAPSHOT] [TRUNCATE] [ENTRY ...] [HARD_STATE].
 
         ``marker`` (index, term) writes a SNAPSHOT record: compaction, or with
@@ -914,7 +921,7 @@ class DiskStorage:
         else:
             seg, batch_at_offset = active, active.size
             _write_all(self._fd, [batch])
-            if self.durability == "fsync":
+            if self.durability == "fsync" and sync:
                 os.fdatasync(self._fd)
                 self.syncs += 1
             seg.size += len(batch)
