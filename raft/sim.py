@@ -92,6 +92,10 @@ class FaultProfile:
     # the same second PRNG.
     pre_vote: bool = False
     check_quorum: bool = False
+    # The node's pump (RawNode.take_*, raft/node.py): committed entries and reads
+    # handled at ready() time, and messages, reads and commits taken from the core
+    # while a Ready's write is in flight. Drawn from a third PRNG.
+    pump: bool = False
 
     @classmethod
     def draw(cls, rng: random.Random) -> "FaultProfile":
@@ -137,6 +141,7 @@ class SimConfig:
     check_trace: bool = True        # validate the run's trace against spec/Raft.tla
     pre_vote: bool | None = None    # PreVote on every node; None: drawn from the seed
     check_quorum: bool | None = None  # CheckQuorum on every node; None: drawn from the seed
+    pump: bool | None = None        # the node's pump (FaultProfile.pump); None: drawn
 
 
 @dataclass
@@ -187,6 +192,7 @@ class SimNode:
         self.disk = MemoryStorage()
         self.core: RawNode | None = None
         self.pending: Ready | None = None   # a Ready whose persist is in flight
+        self.early = False                  # its commits and reads were handled at ready()
         self.incarnation = 0
         self.period = period
         self.start()
@@ -206,6 +212,7 @@ class SimNode:
             pre_vote=self.sim.faults.pre_vote, check_quorum=self.sim.faults.check_quorum,
             trace=self.sim.trace)
         self.pending = None
+        self.early = False
         # The state machine: a hash chain over the applied entries, restored from
         # the snapshot on disk. `chain` holds (index, hash) since the snapshot, so
         # a snapshot can be cut at any applied index.
@@ -252,6 +259,9 @@ class Simulation:
             self.faults.snapshot_keep = extra.choice((0, 0, 3, 10))
             self.faults.pre_vote = extra.random() < 0.5
             self.faults.check_quorum = extra.random() < 0.5
+            self.faults.pump = random.Random(f"pump/{cfg.seed}").random() < 0.5
+        if cfg.pump is not None:
+            self.faults.pump = cfg.pump
         if cfg.pre_vote is not None:
             self.faults.pre_vote = cfg.pre_vote
         if cfg.check_quorum is not None:
@@ -342,6 +352,9 @@ class Simulation:
             self._check_new_entries(n, rd)
             for m in rd.messages:       # leader's appends: may precede its own fsync
                 self.send(m)
+            n.early = self.faults.pump and rd.snapshot is None
+            if n.early:                 # as the node does: before the write
+                self._apply_and_read(n, rd.committed_entries, rd.read_states)
             if rd.must_sync:
                 n.pending = rd
                 delay = self.rng.randint(0, self.faults.max_disk_delay) if self.faults.max_disk_delay else 0
@@ -370,13 +383,25 @@ class Simulation:
             n.chain.clear()
             self.result.snapshots_installed += 1
             self.log(f"n{n.id} installed snapshot {rd.snapshot.index}")
-        for e in rd.committed_entries:
-            self._apply(n, e)
-        for ctx, index in rd.read_states:
-            self._check_read(n, ctx, index)
+        if not n.early:
+            self._apply_and_read(n, rd.committed_entries, rd.read_states)
+        n.early = False
         n.core.advance(rd)
         self._check_leader_commit(n)
         self._maybe_compact(n)
+
+    def _apply_and_read(self, n: SimNode, entries: list, read_states: list) -> None:
+        for e in entries:
+            self._apply(n, e)
+        for ctx, index in read_states:
+            self._check_read(n, ctx, index)
+
+    def pump(self, n: SimNode) -> None:
+        """While n's write is in flight: what the node's pump takes from the core."""
+        core = n.core
+        for m in core.take_messages():
+            self.send(m)
+        self._apply_and_read(n, core.take_committed(), core.take_read_states())
 
     # -- snapshots --
 
@@ -387,7 +412,11 @@ class Simulation:
         core = n.core
         if not f.snapshot_every or core.applied - core.log.first_index + 1 < f.snapshot_every + f.snapshot_keep:
             return
-        index = core.applied - f.snapshot_keep
+        # Never beyond the durable commit hint: with the pump, entries are applied
+        # before the hard state that commits them is written, and a restart from a
+        # snapshot beyond that hint would come back with a commit index the spec
+        # never persisted (the node takes its snapshots at ready() time for this).
+        index = min(core.applied, n.disk.hard_state.commit) - f.snapshot_keep
         while n.chain and n.chain[0][0] < index:
             n.chain.popleft()
         if not n.chain or n.chain[0][0] != index:
@@ -709,6 +738,8 @@ class Simulation:
         if n.core is None:
             return
         self.drain(n)
+        if n.core is not None and n.pending is not None and n.early:
+            self.pump(n)
         if n.core is not None:
             self._check_role(n)
             self._check_leader_commit(n)
