@@ -1,6 +1,6 @@
 """Trace checker throughput: events per second validated against the spec.
 
-    python benchmarks/bench_checker.py
+    python benchmarks/bench_checker.py [--quick]
 
 Traces come from simulator runs (5 nodes, faults on). The checker runs over
 the in-memory event tuples (as every simulator run does) and over the same
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import statistics
+import sys
 import time
 
 from raft.sim import SimConfig, Simulation
@@ -32,8 +33,9 @@ def rate(events, ids, repeat: int = 5) -> float:
     return len(events) / statistics.median(times)
 
 
-def main() -> None:
-    events, ids = make_trace()
+def main(argv: list[str] | None = None) -> None:
+    quick = "--quick" in (sys.argv[1:] if argv is None else argv)  # a smoke run
+    events, ids = make_trace(steps=100 if quick else 600)
     print(f"trace: {len(events):,} events, {len(ids)} servers")
     print(f"in-memory events: {rate(events, ids):,.0f} events/s (median of 5; target 100,000)")
     buf = io.StringIO()

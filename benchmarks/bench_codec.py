@@ -1,6 +1,6 @@
 """Wire codec benchmarks: run as a script to print figures, or with pytest-benchmark.
 
-    python benchmarks/bench_codec.py
+    python benchmarks/bench_codec.py [--quick]
     pytest benchmarks/bench_codec.py --benchmark-only
 
 Workloads (batches as the transport builds them, one frame per batch):
@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import asyncio
 import socket
+import sys
 
 from raft import MSG_APP, Entry, Message
 from raft.net.codec import FrameDecoder, decode, encode
@@ -116,7 +117,8 @@ async def _loopback(total_msgs: int, burst: int) -> float:
         await b.close()
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    quick = "--quick" in (sys.argv[1:] if argv is None else argv)  # a smoke run
     appends = make_appends(APPENDS_PER_FRAME)
     app_frame = encode(appends)
     beats = make_heartbeats(HEARTBEATS_PER_FRAME)
@@ -135,12 +137,13 @@ def main() -> None:
           f"({len(app_frame) / APPENDS_PER_FRAME:.0f} B/msg), heartbeats x{HEARTBEATS_PER_FRAME} "
           f"= {len(hb_frame)} B ({len(hb_frame) / HEARTBEATS_PER_FRAME:.0f} B/msg)")
     for name, fn, msgs, ents in rows:
-        best, median = best_rate(fn, msgs)
+        best, median = best_rate(fn, msgs, *((1, 0.01) if quick else ()))
         extra = (f"  {best * ents / msgs / 1e6:6.2f} M entries/s"
                  f"  {best * len(app_frame) / APPENDS_PER_FRAME / 1e6:7.0f} MB/s") if ents else ""
         print(f"{name:45s} {best / 1e6:6.3f} M msgs/s (median {median / 1e6:.3f}){extra}")
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        rate = runner.run(_loopback(total_msgs=40_000, burst=APPENDS_PER_FRAME))
+        rate = runner.run(_loopback(total_msgs=2_000 if quick else 40_000,
+                                    burst=APPENDS_PER_FRAME))
     print(f"{'loopback PeerTransport AppendEntries 64x100B':45s} {rate / 1e6:6.3f} M msgs/s"
           f"  {rate * ENTRIES_PER_MSG / 1e6:6.2f} M entries/s")
 

@@ -1,6 +1,6 @@
 """Core benchmarks (no IO): run as a script to print figures, or with pytest-benchmark.
 
-    python benchmarks/bench_core.py
+    python benchmarks/bench_core.py [--quick]
     pytest benchmarks/bench_core.py --benchmark-only
 
 1. Follower AppendEntries handling: batches of 64 entries of 100 bytes
@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 
 from raft import MSG_APP, Entry, Message, RawNode
@@ -83,13 +84,15 @@ def _measure(fn, *args, repeat: int = 5) -> list[float]:
     return times
 
 
-def main() -> None:
-    msgs = make_appends(2000)
-    n_entries = 2000 * 64
+def main(argv: list[str] | None = None) -> None:
+    quick = "--quick" in (sys.argv[1:] if argv is None else argv)  # a smoke run
+    n_msgs = 100 if quick else 2000
+    msgs = make_appends(n_msgs)
+    n_entries = n_msgs * 64
     t = statistics.median(_measure(follower_append, msgs))
     print(f"follower AppendEntries (64 x 100 B per message): {n_entries / t:,.0f} entries/s "
           f"(median of 5; target 2,000,000)")
-    total = 200_000
+    total = 5000 if quick else 200_000
     t = statistics.median(_measure(run_cluster, total))
     print(f"3-node in-process cluster, no disk, batches of 512: {total / t:,.0f} commits/s "
           f"(median of 5; target 500,000)")

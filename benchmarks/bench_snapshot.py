@@ -3,25 +3,29 @@ compact / install_snapshot / open, and a lagging follower caught up by InstallSn
 in a 3-node in-process cluster (real TCP on 127.0.0.1, real DiskStorage).
 
     python benchmarks/bench_snapshot.py [--keys 10000,100000] [--catchup-keys 100000]
-                                        [--durability none|fsync] [--dir DIR]
+                                        [--durability none|fsync] [--dir DIR] [--quick]
 
-Figures in docs/storage.md and docs/operations.md come from this script.
+Figures in docs/storage.md and docs/operations.md come from this script. It imports
+only the installed ``raft`` package (nothing from the source tree or tests/), so it
+runs after ``pip install .``; ``--quick`` is a few-second smoke run.
 """
 from __future__ import annotations
 
 import argparse
-import os
+import asyncio
 import shutil
-import sys
 import tempfile
 import time
+from collections.abc import Callable
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-from raft._core import Entry, HardState, Snapshot  # noqa: E402
-from raft.kv import KVStateMachine, encode_command  # noqa: E402
-from raft.storage import DiskStorage  # noqa: E402
+from raft._core import Entry, HardState, Snapshot
+from raft.config import NodeConfig, PeerAddress
+from raft.kv import KVStateMachine, encode_command
+from raft.net.transport import new_event_loop
+from raft.node import RaftNode
+from raft.resp import NotLeaderError
+from raft.server_cli import free_ports
+from raft.storage import DiskStorage
 
 VALUE_BYTES = 100
 
@@ -68,30 +72,64 @@ def storage_figures(n: int, directory: str) -> None:
           f"{t_install * ms:.0f} ms, open + load {t_open * ms:.0f} ms", flush=True)
 
 
-def catchup_figure(n: int, durability: str, directory: str) -> None:
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    import pathlib
+HOST = "127.0.0.1"
+SECRET = b"bench-snapshot-secret-0123456789"
 
-    import test_node as tn  # the in-process Cluster helper (needs redis-py)
 
-    async def body(c):
-        leader = await c.leader()
-        r = c.redis(leader.id)
-        fid = next(i for i in c.nodes if i != leader.id)
-        await c.stop(fid)
+async def _wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def _leader(nodes: dict[int, RaftNode], timeout: float = 30.0) -> RaftNode:
+    """A leader that serves a read barrier (so it leads a working majority)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for node in list(nodes.values()):
+            if node.is_leader:
+                try:
+                    await asyncio.wait_for(node.read_barrier(), 2.0)
+                    return node
+                except (NotLeaderError, asyncio.TimeoutError):
+                    pass
+        await asyncio.sleep(0.02)
+    raise RuntimeError("no leader elected")
+
+
+async def _catchup(n: int, durability: str, directory: str, threshold: int) -> None:
+    """Three RaftNodes on this loop (real TCP on 127.0.0.1, real DiskStorage): stop a
+    follower, write ``n`` keys through the leader, restart the follower and time how
+    long it takes to apply the leader's commit index (InstallSnapshot, then the log)."""
+    ports = free_ports(6, HOST)
+    peers = {i: PeerAddress((HOST, ports[i - 1]), (HOST, ports[2 + i])) for i in (1, 2, 3)}
+    configs = {i: NodeConfig(node_id=i, peers=peers, data_dir=f"{directory}/node{i}",
+                             secret=SECRET, durability=durability,
+                             snapshot_threshold_bytes=threshold, snapshot_trailing_entries=0)
+               for i in peers}
+    nodes: dict[int, RaftNode] = {}
+    try:
+        for i, cfg in configs.items():
+            nodes[i] = RaftNode(cfg)
+            await nodes[i].start()
+        leader = await _leader(nodes)
+        fid = next(i for i in nodes if i != leader.id)
+        await nodes.pop(fid).stop()
         t = time.perf_counter()
-        for lo in range(0, n, 2000):
-            async with r.pipeline(transaction=False) as p:
-                for i in range(lo, min(n, lo + 2000)):
-                    p.set(f"key{i}", "v" * VALUE_BYTES)
-                await p.execute()
+        for lo in range(0, n, 2000):  # pipelined, as a client's pipeline would be
+            await asyncio.gather(*(leader.propose(encode_command(
+                0, 0, [b"SET", b"key%d" % i, b"v" * VALUE_BYTES], time_ms=1))
+                for i in range(lo, min(n, lo + 2000))))
         t_writes = time.perf_counter() - t
-        await tn.wait_until(lambda: leader.counters["compactions"] >= 1, 60)
+        await _wait_until(lambda: leader.counters["compactions"] >= 1, 60, "a compaction")
         snap = leader.core.snapshot
         t0 = time.perf_counter()
-        await c.start(fid)
-        node = c.nodes[fid]
-        await tn.wait_until(lambda: node.applied_index >= leader.core.commit, 120)
+        node = nodes[fid] = RaftNode(configs[fid])
+        await node.start()
+        await _wait_until(lambda: node.applied_index >= leader.core.commit, 120,
+                          "the follower to catch up")
         dt = time.perf_counter() - t0
         ls, fs = leader.last_snapshot, node.last_snapshot
         print(f"catch-up ({durability}): {n} keys written in {t_writes:.1f}s with the follower down; "
@@ -101,11 +139,16 @@ def catchup_figure(n: int, durability: str, directory: str) -> None:
               f"leader's commit index {dt:.2f}s after start() (install: restore "
               f"{fs.get('restore_seconds', 0):.3f}s, save {fs.get('save_seconds', 0):.3f}s; "
               f"then {leader.core.commit - snap.index} entries by AppendEntries)", flush=True)
+    finally:
+        for node in nodes.values():
+            await node.stop()
 
-    d = pathlib.Path(tempfile.mkdtemp(dir=directory))
+
+def catchup_figure(n: int, durability: str, directory: str, threshold: int = 4 << 20) -> None:
+    d = tempfile.mkdtemp(dir=directory)
     try:
-        tn.with_cluster(d, body, durability=durability, snapshot_threshold_bytes=4 << 20,
-                        snapshot_trailing_entries=0)
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(asyncio.wait_for(_catchup(n, durability, d, threshold), 600))
     finally:
         shutil.rmtree(d)
 
@@ -116,11 +159,16 @@ def main() -> None:
     ap.add_argument("--catchup-keys", type=int, default=100_000)
     ap.add_argument("--durability", choices=("none", "fsync"), default="fsync")
     ap.add_argument("--dir", default=tempfile.gettempdir())
+    ap.add_argument("--quick", action="store_true",
+                    help="a few-second smoke run (1,000 keys; 3,000 for the catch-up)")
     args = ap.parse_args()
+    threshold = 4 << 20
+    if args.quick:
+        args.keys, args.catchup_keys, threshold = "1000", 3000, 64 << 10
     for n in (int(k) for k in args.keys.split(",") if k):
         storage_figures(n, args.dir)
     if args.catchup_keys:
-        catchup_figure(args.catchup_keys, args.durability, args.dir)
+        catchup_figure(args.catchup_keys, args.durability, args.dir, threshold)
 
 
 if __name__ == "__main__":

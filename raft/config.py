@@ -71,6 +71,32 @@ DEFAULT_SNAPSHOT_THRESHOLD_BYTES = 64 << 20
 #: is still served by AppendEntries rather than a whole snapshot (etcd keeps 5,000).
 DEFAULT_SNAPSHOT_TRAILING_ENTRIES = 1000
 
+#: Client front end limits (docs/operations.md, "Limits"). max_clients is lowered at
+#: start to what the open file limit leaves after the storage/peer reserve.
+DEFAULT_MAX_CLIENTS = 10000
+DEFAULT_AUTH_TIMEOUT = 10.0
+DEFAULT_PREAUTH_QUERY_BUFFER = 16 << 10
+
+#: The range of every number in the config, (low, high), both inclusive except where
+#: ``_OPEN_LOW`` says the low end is excluded. A value out of range (or NaN, or inf)
+#: is a config error naming the key, never a crash or a node that silently never
+#: ticks: e.g. max_msg_bytes sizes frames (4x must fit the wire's 32-bit length), an
+#: election_ticks beyond a C int would overflow in the core.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "timing.tick_ms": (0, 60_000),
+    "timing.propose_timeout": (0, 86_400),
+    "timing.election_ticks": (1, 1_000_000),
+    "timing.heartbeat_ticks": (1, 1_000_000),
+    "limits.max_msg_bytes": (1, 256 << 20),
+    "limits.max_inflight": (1, 65_536),
+    "limits.max_clients": (1, 1_000_000),
+    "limits.auth_timeout": (0, 3_600),
+    "limits.preauth_query_buffer": (1024, 1 << 20),
+    "snapshot.threshold_bytes": (0, 1 << 50),
+    "snapshot.trailing_entries": (0, 1 << 40),
+}
+_OPEN_LOW = frozenset(("timing.tick_ms", "timing.propose_timeout", "limits.auth_timeout"))
+
 
 class ConfigError(ValueError):
     """The configuration is unusable; the message names the file, the key and the problem."""
@@ -116,6 +142,9 @@ class NodeConfig:
     propose_timeout: float = DEFAULT_PROPOSE_TIMEOUT
     max_msg_bytes: int = 1 << 20
     max_inflight: int = 256
+    max_clients: int = DEFAULT_MAX_CLIENTS
+    auth_timeout: float = DEFAULT_AUTH_TIMEOUT
+    preauth_query_buffer: int = DEFAULT_PREAUTH_QUERY_BUFFER
     snapshot_threshold_bytes: int = DEFAULT_SNAPSHOT_THRESHOLD_BYTES
     snapshot_trailing_entries: int = DEFAULT_SNAPSHOT_TRAILING_ENTRIES
     metrics_port: int | None = None
@@ -235,22 +264,19 @@ def _resolve(path: str, base_dir: str) -> str:
 
 
 def _read_secret_file(path: str, key: str) -> bytes:
+    """A secret's bytes; refused if the file is readable by its group or by everyone
+    (as ssh refuses a private key: a leaked secret cannot be taken back)."""
     try:
         with open(path, "rb") as fp:
+            mode = os.fstat(fp.fileno()).st_mode
             data = fp.read()
     except OSError as e:
         raise ConfigError(f"{key}: cannot read {path}: {e.strerror or e}") from None
+    if mode & (stat.S_IRGRP | stat.S_IROTH | stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(f"{key}: {path} is accessible by other users (mode "
+                          f"{stat.S_IMODE(mode):04o}); run chmod 600 {path}")
     # Editors add a final newline; a secret never ends in one on purpose.
-    data = data.rstrip(b"\r\n")
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        mode = 0
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
-        import logging
-        logging.getLogger("raft.config").warning(
-            "%s: %s is readable by other users; chmod 600 it", key, path)
-    return data
+    return data.rstrip(b"\r\n")
 
 
 # --- the config ------------------------------------------------------------------
@@ -356,6 +382,11 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>",
     if limits is not None:
         kw["max_msg_bytes"] = limits.get("max_msg_bytes", int, 1 << 20)
         kw["max_inflight"] = limits.get("max_inflight", int, 256)
+        kw["max_clients"] = limits.get("max_clients", int, DEFAULT_MAX_CLIENTS)
+        kw["auth_timeout"] = float(limits.get("auth_timeout", (int, float),
+                                              DEFAULT_AUTH_TIMEOUT))
+        kw["preauth_query_buffer"] = limits.get("preauth_query_buffer", int,
+                                                DEFAULT_PREAUTH_QUERY_BUFFER)
         limits.finish()
     snapshot = t.table("snapshot")
     if snapshot is not None:
@@ -377,6 +408,7 @@ def validate(c: NodeConfig) -> None:
 
     if c.node_id <= 0:
         raise bad("id", f"must be a positive integer (0 means 'nobody'), got {c.node_id}")
+    _check_bounds(c, bad)
     if c.node_id not in c.peers:
         raise bad("id", f"node {c.node_id} is not in [peers] (which lists {sorted(c.peers)}); "
                         f"list every voter, this node included")
@@ -386,25 +418,12 @@ def validate(c: NodeConfig) -> None:
     if len(c.secret) < MIN_SECRET_SIZE:
         raise bad("secret", f"the cluster secret must be at least {MIN_SECRET_SIZE} bytes, "
                             f"got {len(c.secret)}")
-    if not c.tick_ms > 0:
-        raise bad("timing.tick_ms", f"must be > 0, got {c.tick_ms}")
     if c.heartbeat_ticks < 1:
         raise bad("timing.heartbeat_ticks", f"must be >= 1, got {c.heartbeat_ticks}")
     if c.election_ticks <= c.heartbeat_ticks:
         # §5.6: broadcastTime << electionTimeout, or followers time out between heartbeats.
         raise bad("timing.election_ticks", f"must be greater than heartbeat_ticks "
                                            f"({c.heartbeat_ticks}), got {c.election_ticks}")
-    if not c.propose_timeout > 0:
-        raise bad("timing.propose_timeout", f"must be > 0 seconds, got {c.propose_timeout}")
-    if c.max_msg_bytes < 1:
-        raise bad("limits.max_msg_bytes", f"must be positive, got {c.max_msg_bytes}")
-    if c.max_inflight < 1:
-        raise bad("limits.max_inflight", f"must be positive, got {c.max_inflight}")
-    if c.snapshot_threshold_bytes < 0:
-        raise bad("snapshot.threshold_bytes", f"must be >= 0 (0: never snapshot), "
-                                              f"got {c.snapshot_threshold_bytes}")
-    if c.snapshot_trailing_entries < 0:
-        raise bad("snapshot.trailing_entries", f"must be >= 0, got {c.snapshot_trailing_entries}")
     if c.metrics_port is not None and not 0 <= c.metrics_port <= 65535:
         raise bad("metrics_port", f"must be in 0-65535, got {c.metrics_port}")
     if c.log_level not in LOG_LEVELS:
@@ -417,6 +436,31 @@ def validate(c: NodeConfig) -> None:
             if addr in seen:
                 raise bad(key, f"{format_host_port(addr)} is also used by {seen[addr]}")
             seen[addr] = key
+
+
+_BOUND_FIELDS = {
+    "timing.tick_ms": "tick_ms", "timing.propose_timeout": "propose_timeout",
+    "timing.election_ticks": "election_ticks", "timing.heartbeat_ticks": "heartbeat_ticks",
+    "limits.max_msg_bytes": "max_msg_bytes", "limits.max_inflight": "max_inflight",
+    "limits.max_clients": "max_clients", "limits.auth_timeout": "auth_timeout",
+    "limits.preauth_query_buffer": "preauth_query_buffer",
+    "snapshot.threshold_bytes": "snapshot_threshold_bytes",
+    "snapshot.trailing_entries": "snapshot_trailing_entries",
+}
+
+
+def _check_bounds(c: NodeConfig, bad: Any) -> None:
+    """Every number within BOUNDS. The comparisons are written so that NaN fails them
+    (every comparison with NaN is false) and so does +/-inf (outside any bound)."""
+    for key, name in _BOUND_FIELDS.items():
+        value = getattr(c, name)
+        lo, hi = BOUNDS[key]
+        low_ok = value > lo if key in _OPEN_LOW else value >= lo
+        if not (low_ok and value <= hi):
+            low = f"> {lo:g}" if key in _OPEN_LOW else f">= {lo:g}"
+            raise bad(key, f"must be {low} and <= {hi:g}, got {value}")
+    if c.node_id >= 1 << 63 or any(pid >= 1 << 63 for pid in c.peers):
+        raise bad("id", "node ids must be below 2**63")
 
 
 def load_config(path: str | os.PathLike[str]) -> NodeConfig:
@@ -432,15 +476,19 @@ def load_config(path: str | os.PathLike[str]) -> NodeConfig:
     return config_from_dict(data, source=path, base_dir=os.path.dirname(os.path.abspath(path)))
 
 
-def render_config(c: NodeConfig, secret_file: str | None = None) -> str:
+def render_config(c: NodeConfig, secret_file: str | None = None,
+                  password_file: str | None = None) -> str:
     """TOML text for ``c`` (what ``raft cluster`` writes). The secret is referenced by
-    ``secret_file`` when given, else written inline (hex-safe secrets only)."""
+    ``secret_file`` when given, else written inline (hex-safe secrets only); the client
+    password likewise by ``password_file``."""
     lines = [f"id = {c.node_id}", f"data_dir = {_q(c.data_dir)}", f"durability = {_q(c.durability)}"]
     if secret_file is not None:
         lines.append(f"secret_file = {_q(secret_file)}")
     else:
         lines.append(f"secret = {_q(c.secret.decode())}")
-    if c.client_password is not None:
+    if password_file is not None:
+        lines.append(f"client_password_file = {_q(password_file)}")
+    elif c.client_password is not None:
         lines.append(f"client_password = {_q(c.client_password)}")
     if c.metrics_port is not None:
         lines.append(f"metrics_port = {c.metrics_port}")
@@ -452,7 +500,9 @@ def render_config(c: NodeConfig, secret_file: str | None = None) -> str:
               f"heartbeat_ticks = {c.heartbeat_ticks}", f"pre_vote = {str(c.pre_vote).lower()}",
               f"check_quorum = {str(c.check_quorum).lower()}",
               f"propose_timeout = {c.propose_timeout}"]
-    lines += ["", "[limits]", f"max_msg_bytes = {c.max_msg_bytes}", f"max_inflight = {c.max_inflight}"]
+    lines += ["", "[limits]", f"max_msg_bytes = {c.max_msg_bytes}", f"max_inflight = {c.max_inflight}",
+              f"max_clients = {c.max_clients}", f"auth_timeout = {c.auth_timeout}",
+              f"preauth_query_buffer = {c.preauth_query_buffer}"]
     lines += ["", "[snapshot]", f"threshold_bytes = {c.snapshot_threshold_bytes}",
               f"trailing_entries = {c.snapshot_trailing_entries}"]
     if c.tls is not None:

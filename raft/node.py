@@ -64,7 +64,8 @@ from raft._core import (
 )
 from raft.config import NodeConfig, format_host_port
 from raft.kv import KVStateMachine, SnapshotError
-from raft.net.transport import DEFAULT_MAX_BUFFERED_BYTES, PeerTransport
+from raft.limits import effective_max_clients, fd_reserve, nofile_limit
+from raft.net.transport import DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_HANDSHAKES, PeerTransport
 from raft.resp import NotLeaderError, RespServer, ServerConfig
 from raft.storage.wal import DiskStorage
 
@@ -190,7 +191,7 @@ class RaftNode:
                 asyncio.create_task(self._ready_loop(), name=f"raft-ready-{self.id}"),
                 asyncio.create_task(self._tick_loop(), name=f"raft-tick-{self.id}"),
             ]
-            self._resp = RespServer(self, ServerConfig(password=cfg.client_password))
+            self._resp = RespServer(self, self._resp_config())
             await self._resp.start(*cfg.me.client)
             if cfg.metrics_port is not None:
                 self._start_metrics()
@@ -201,6 +202,17 @@ class RaftNode:
                  "election=%d ticks, heartbeat=%d ticks)", self.id,
                  format_host_port(cfg.me.client), format_host_port(cfg.me.raft),
                  cfg.durability, cfg.tick_ms, cfg.election_ticks, cfg.heartbeat_ticks)
+
+    def _resp_config(self) -> ServerConfig:
+        """The client front end's limits; max_clients lowered to leave the descriptors
+        storage and peers need (raft.limits), so a client flood cannot make a WAL or
+        snapshot write fail with EMFILE."""
+        cfg = self.config
+        reserve = fd_reserve(len(cfg.other_peers), DEFAULT_MAX_HANDSHAKES)
+        max_clients = effective_max_clients(cfg.max_clients, nofile_limit(), reserve)
+        return ServerConfig(password=cfg.client_password, max_clients=max_clients,
+                            auth_timeout=cfg.auth_timeout,
+                            preauth_query_buffer=cfg.preauth_query_buffer)
 
     def _open_storage_and_core(self) -> None:
         """Load the durable state and restart the core from it (Figure 2: currentTerm,

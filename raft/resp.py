@@ -102,6 +102,17 @@ class ServerConfig:
     # Commands queued plus replies not yet sent, per connection: beyond this we stop
     # reading from the socket until the client catches up.
     max_pipeline: int = 1024
+    # Connections served at once; one more is answered "-ERR max number of clients
+    # reached" and closed (Redis's maxclients). The node lowers it to fit its file
+    # descriptor limit (raft.limits).
+    max_clients: int = 10000
+    # Before AUTH (when a password is set) a client can only make the server buffer
+    # this much: each bulk string, an inline command and a partial request are capped
+    # at it, and a request may have at most PREAUTH_MAX_ARGS arguments (Redis 7: 16 KB
+    # and 10, CVE-2021-32675). A connection that has not authenticated within
+    # auth_timeout seconds of connecting is closed.
+    preauth_query_buffer: int = 16 << 10
+    auth_timeout: float = 10.0
 
 
 def now_ms() -> int:
@@ -156,6 +167,12 @@ def _one_line(s: str) -> str:
 
 _MBULK_RE = re.compile(rb"-?(?:0|[1-9][0-9]{0,17})")
 _MAX_HEADER = 64 << 10  # a length line longer than this is garbage
+_MAX_LEN_DIGITS = 18  # a bulk length with more digits is garbage (and int() of
+# thousands of digits is slow, then raises ValueError past 4,300 digits)
+PREAUTH_MAX_ARGS = 10  # Redis 7's limit on a request before AUTH
+# Commands that may authenticate: before AUTH the parser stops after one of them until
+# it has run, so the requests behind it get the limits that apply after it.
+_AUTH_COMMANDS = frozenset((b"auth", b"hello"))
 
 
 class ProtocolError(Exception):
@@ -168,9 +185,14 @@ class RequestParser:
     ``feed(data)`` returns the commands completed by ``data``. On a framing error it
     raises ProtocolError; the commands completed by the same call before the error are
     then in ``pending``, for the caller to answer before the error.
+
+    With ``preauth`` (a password is set and the client has not authenticated yet) the
+    limits are small (``ServerConfig.preauth_query_buffer``, ``PREAUTH_MAX_ARGS``), and
+    parsing stops after an AUTH or HELLO command (``held`` is then true): the caller
+    runs it, then calls ``resume(authenticated)`` for the rest.
     """
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, preauth: bool = False) -> None:
         self._cfg = config
         self._buf = bytearray()
         self._pos = 0  # scan position in _buf
@@ -179,13 +201,37 @@ class RequestParser:
         self._line_end = 0  # set by _line: where the line after the header starts
         self._reader = hiredis.Reader()
         self.pending: list[list[bytes]] = []
+        self.held = False
+        self._set_limits(preauth)
+
+    def _set_limits(self, preauth: bool) -> None:
+        cfg = self._cfg
+        self._preauth = preauth
+        if preauth:
+            small = cfg.preauth_query_buffer
+            self._max_args = min(cfg.max_args, PREAUTH_MAX_ARGS)
+            self._max_bulk = min(cfg.max_bulk_len, small)
+            self._max_inline = min(cfg.max_inline_len, small)
+            self._max_buffer = min(cfg.max_request_len, small)
+        else:
+            self._max_args, self._max_bulk = cfg.max_args, cfg.max_bulk_len
+            self._max_inline, self._max_buffer = cfg.max_inline_len, cfg.max_request_len
+
+    def resume(self, authenticated: bool) -> list[list[bytes]]:
+        """After the AUTH/HELLO that ``held`` the parser ran: parse what follows it,
+        with the full limits if it authenticated the client."""
+        self.held = False
+        self._set_limits(self._preauth and not authenticated)
+        return self.feed(b"")
 
     def feed(self, data: bytes) -> list[list[bytes]]:
         self._buf += data
         self.pending = []
+        if self.held:
+            return self.pending
         run_start = -1  # start of scanned RESP commands not yet given to hiredis
         try:
-            while True:
+            while not self.held:
                 if self._args_left < 0:
                     if self._pos >= len(self._buf):
                         break
@@ -196,17 +242,36 @@ class RequestParser:
                         continue
                     if not self._multibulk_header():
                         break
+                    if self._args_left == 0:
+                        # "*0", "*-1", "*-5": an empty request, skipped as Redis does
+                        # (hiredis would raise on a count below -1).
+                        run_start = self._hiredis(run_start)
+                        self._args_left = -1
+                        continue
                 if not self._bulks():
                     break
                 self._args_left = -1
                 if run_start < 0:
                     run_start = self._cmd_start
+                if self._preauth:
+                    run_start = self._hold_after_auth(run_start)
         finally:
             self._hiredis(run_start)
             self._compact()
-        if len(self._buf) > self._cfg.max_request_len:
+        if len(self._buf) > self._max_buffer and not self.held:
+            if self._preauth:
+                raise ProtocolError("ERR Protocol error: unauthenticated request too big")
             raise ProtocolError("ERR Protocol error: request exceeds the query buffer limit")
         return self.pending
+
+    def _hold_after_auth(self, run_start: int) -> int:
+        """Before AUTH: hand each command to hiredis on its own, and stop after one
+        that may authenticate (its outcome decides the limits for what follows)."""
+        run_start = self._hiredis(run_start)
+        if self.pending and self.pending[-1] and \
+                self.pending[-1][0].lower() in _AUTH_COMMANDS:
+            self.held = True
+        return run_start
 
     def _hiredis(self, run_start: int) -> int:
         """Let hiredis build the argv lists of the complete commands scanned so far."""
@@ -234,7 +299,11 @@ class RequestParser:
         line = self._line("mbulk")
         if line is None:
             return False
-        if not _MBULK_RE.fullmatch(line) or int(line) > self._cfg.max_args:
+        if not _MBULK_RE.fullmatch(line):
+            raise ProtocolError("ERR Protocol error: invalid multibulk length")
+        if int(line) > self._max_args:
+            if self._preauth:
+                raise ProtocolError("ERR Protocol error: unauthenticated multibulk length")
             raise ProtocolError("ERR Protocol error: invalid multibulk length")
         self._cmd_start = self._pos
         self._pos = self._line_end
@@ -243,7 +312,7 @@ class RequestParser:
 
     def _bulks(self) -> bool:
         # The hot loop of the server: locals, and no regex for the common length line.
-        buf, pos, left, max_bulk = self._buf, self._pos, self._args_left, self._cfg.max_bulk_len
+        buf, pos, left, max_bulk = self._buf, self._pos, self._args_left, self._max_bulk
         try:
             while left > 0:
                 if pos >= len(buf):
@@ -257,10 +326,13 @@ class RequestParser:
                         raise ProtocolError("ERR Protocol error: too big bulk count string")
                     return False
                 digits = buf[pos + 1 : eol]
-                if not digits.isdigit() or (digits[0] == 48 and len(digits) > 1):  # no "01"
+                if (not digits.isdigit() or len(digits) > _MAX_LEN_DIGITS
+                        or (digits[0] == 48 and len(digits) > 1)):  # no "01"
                     raise ProtocolError("ERR Protocol error: invalid bulk length")
                 n = int(digits)
                 if n > max_bulk:
+                    if self._preauth:
+                        raise ProtocolError("ERR Protocol error: unauthenticated bulk length")
                     raise ProtocolError("ERR Protocol error: invalid bulk length")
                 end = eol + 2 + n + 2
                 if end > len(buf):
@@ -276,7 +348,7 @@ class RequestParser:
     def _inline(self) -> bool:
         """An inline command (``PING\\r\\n``), as telnet and nc users type them."""
         nl = self._buf.find(b"\n", self._pos)
-        if (nl if nl >= 0 else len(self._buf)) - self._pos > self._cfg.max_inline_len:
+        if (nl if nl >= 0 else len(self._buf)) - self._pos > self._max_inline:
             raise ProtocolError("ERR Protocol error: too big inline request")
         if nl < 0:
             return False
@@ -287,7 +359,11 @@ class RequestParser:
                 # An HTTP request: a browser being used against us (cross-protocol attack);
                 # Redis drops these connections silently.
                 raise ProtocolError("")
+            if self._preauth and len(argv) > self._max_args:
+                raise ProtocolError("ERR Protocol error: unauthenticated multibulk length")
             self.pending.append(argv)
+            if self._preauth and argv[0].lower() in _AUTH_COMMANDS:
+                self.held = True
         return True
 
     def _compact(self) -> None:
@@ -357,6 +433,18 @@ class RespServer:
         self.port = 0
         self._next_client_id = 0
         self.server: asyncio.Server | None = None
+        self.max_clients = config.max_clients
+        self.refused = 0  # connections refused over max_clients, since start
+        self._refusal_logged = -1.0
+
+    def note_refused(self) -> None:
+        """Log refusals over max_clients at most once a minute (a flood must not
+        flood the log too)."""
+        now = time.monotonic()
+        if self._refusal_logged < 0 or now - self._refusal_logged >= 60.0:
+            self._refusal_logged = now
+            log.warning("refusing client connections: max_clients (%d) reached "
+                        "(%d refused since start)", self.max_clients, self.refused)
 
     def next_client_id(self) -> int:
         self._next_client_id += 1
@@ -406,7 +494,7 @@ class RespConnection(asyncio.Protocol):
         self.multi_failed = False
         self.addr = ""
         self.last_command = b""
-        self._parser = RequestParser(server.config)
+        self._parser = RequestParser(server.config, preauth=not self.authenticated)
         self._queue: collections.deque[list[bytes] | _Fatal] = collections.deque()
         self._replies: collections.deque[asyncio.Future | _Ready] = collections.deque()
         self._last_write: asyncio.Future | None = None   # see _before_read
@@ -420,6 +508,9 @@ class RespConnection(asyncio.Protocol):
         self._write_scheduled = False
         self._transport: asyncio.Transport | None = None
         self._runner: asyncio.Task | None = None
+        self._auth_timer: asyncio.TimerHandle | None = None
+        self._refused = False  # over max_clients: answered and closed, never served
+        self._eof_held = False  # EOF came while the parser was held after AUTH
 
     # ----------------------------------------------------------------- transport events
 
@@ -428,33 +519,86 @@ class RespConnection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.addr = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if len(self.srv.connections) >= self.srv.max_clients:
+            self._refuse()
+            return
         self.srv.connections.add(self)
-        self._runner = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        self._runner = loop.create_task(self._run())
+        if not self.authenticated:
+            self._auth_timer = loop.call_later(self.cfg.auth_timeout, self._auth_expired)
+
+    def _refuse(self) -> None:
+        """Over max_clients: say so and close, as Redis does, before reading anything
+        (the connection is never counted or served)."""
+        self._refused = self._input_closed = True
+        self.srv.refused += 1
+        self.srv.note_refused()
+        assert self._transport is not None
+        self._transport.write(b"-ERR max number of clients reached\r\n")
+        self._transport.close()
+
+    def _auth_expired(self) -> None:
+        """A connection that has not authenticated in time is closed: idle or slow
+        unauthenticated clients must not hold descriptors and buffers forever."""
+        self._auth_timer = None
+        if not self.authenticated:
+            log.debug("client %d (%s): closed: not authenticated within %gs",
+                      self.client_id, self.addr, self.cfg.auth_timeout)
+            self.abort()
 
     def data_received(self, data: bytes) -> None:
         if self._input_closed:
             return
-        try:
-            self._queue.extend(self._parser.feed(data))
-        except ProtocolError as e:
-            self._queue.extend(self._parser.pending)  # answer what came before the error
-            self._queue.append(_Fatal(str(e)))
-            self._stop_input()
+        self._parse(self._parser.feed, data)
+        if self._parser.held:
+            self._pause_reading()  # until the AUTH that held the parser has run
         if len(self._queue) + len(self._replies) > self.cfg.max_pipeline:
             self._pause_reading()
         self._wakeup.set()
 
+    def _parse(self, fn: Callable[..., list[list[bytes]]], *args: Any) -> None:
+        """Queue the commands ``fn`` parses; on a framing error queue the commands
+        before it, then the error reply and the close."""
+        try:
+            self._queue.extend(fn(*args))
+        except ProtocolError as e:
+            self._queue.extend(self._parser.pending)  # answer what came before the error
+            self._queue.append(_Fatal(str(e)))
+            self._stop_input()
+        except Exception as e:
+            # A parser bug must cost this connection only, with one line, not a traceback.
+            log.warning("client %d (%s): unparsable request: %s: %s", self.client_id,
+                        self.addr, type(e).__name__, _one_line(str(e))[:200])
+            self._queue.extend(self._parser.pending)
+            self._queue.append(_Fatal("ERR Protocol error: invalid request"))
+            self._stop_input()
+
+    def _resume_parser(self) -> None:
+        """The AUTH/HELLO that held the parser has run: parse what followed it."""
+        self._parse(self._parser.resume, self.authenticated)
+        if not self._parser.held:
+            if self._eof_held:
+                self._eof_held = False
+                self._queue.append(_Fatal(""))
+            self._maybe_resume_reading()
+
     def eof_received(self) -> bool:
         # The client closed its side; finish what it sent, then close (True keeps the
         # transport open for our replies).
-        self._queue.append(_Fatal(""))
         self._input_closed = True
+        if self._parser.held:
+            self._eof_held = True  # after the requests still held in the parser
+        else:
+            self._queue.append(_Fatal(""))
         self._wakeup.set()
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.srv.connections.discard(self)
         self._input_closed = True
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
         if self._runner is not None:
             self._runner.cancel()
         # In-flight proposals are left to finish: cancelling them would not un-propose.
@@ -482,6 +626,7 @@ class RespConnection(asyncio.Protocol):
         if (
             self._reading_paused
             and not self._input_closed
+            and not self._parser.held
             and len(self._queue) + len(self._replies) <= self.cfg.max_pipeline // 2
             and self._transport is not None
             and not self._transport.is_closing()
@@ -574,6 +719,8 @@ class RespConnection(asyncio.Protocol):
     async def _next_item(self) -> list[bytes] | _Fatal:
         while True:
             await self._can_write.wait()
+            if not self._queue and self._parser.held:
+                self._resume_parser()
             if self._queue and len(self._replies) < self.cfg.max_pipeline:
                 item = self._queue.popleft()
                 self._maybe_resume_reading()
@@ -1021,7 +1168,9 @@ def _info_server(c: RespConnection) -> str:
 
 
 def _info_clients(c: RespConnection) -> str:
-    return _section("Clients", {"connected_clients": len(c.srv.connections)})
+    return _section("Clients", {"connected_clients": len(c.srv.connections),
+                                "maxclients": c.srv.max_clients,
+                                "rejected_connections": c.srv.refused})
 
 
 def _info_replication(c: RespConnection) -> str:

@@ -79,6 +79,7 @@ def serve_main(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         config.metrics_port = args.metrics_port
     setup_logging(config.log_level)
+    from raft.limits import raise_nofile_limit
     from raft.net.transport import new_event_loop
 
     # The WAL's write+fdatasync runs on a disk thread that releases the GIL. When it
@@ -87,6 +88,7 @@ def serve_main(args: argparse.Namespace) -> int:
     # would take >= 5 ms however fast the disk. 0.25 ms bounds that wait to about
     # the disk's own fdatasync time; the loop thread is the only other thread.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    raise_nofile_limit()  # before anything opens: clients get what the reserve leaves
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(_serve(config))
@@ -181,11 +183,42 @@ def parse_info(text: bytes) -> dict[str, str]:
     return out
 
 
+def _password_arg(args: argparse.Namespace, prog: str) -> str | None:
+    """The client password from ``--password-file`` (preferred: not visible in ``ps``)
+    or ``--password``; raises ValueError with the reason."""
+    if args.password is not None and args.password_file is not None:
+        raise ValueError("give --password or --password-file, not both")
+    if args.password is not None:
+        print(f"{prog}: warning: --password is visible to every user in `ps`; "
+              f"use --password-file", file=sys.stderr)
+        return str(args.password)
+    if args.password_file is None:
+        return None
+    try:
+        with open(args.password_file, "rb") as fp:
+            data = fp.read().rstrip(b"\r\n")
+    except OSError as e:
+        raise ValueError(f"--password-file: cannot read {args.password_file}: "
+                         f"{e.strerror or e}") from None
+    try:
+        password = data.decode()
+    except UnicodeDecodeError:
+        raise ValueError(f"--password-file: {args.password_file} is not UTF-8 text") from None
+    if not password:
+        raise ValueError(f"--password-file: {args.password_file} is empty")
+    return password
+
+
 def status_main(args: argparse.Namespace) -> int:
     """Print a node's INFO (all sections, or the ones named)."""
     try:
+        password = _password_arg(args, "raft status")
+    except ValueError as e:
+        print(f"raft status: {e}", file=sys.stderr)
+        return 2
+    try:
         text = resp_command(args.host, args.port, "INFO", *args.section,
-                            password=args.password, timeout=args.timeout)
+                            password=password, timeout=args.timeout)
     except RespClientError as e:
         print(f"raft status: {e}", file=sys.stderr)
         return 1
@@ -269,14 +302,15 @@ class LocalCluster:
                  metrics: bool = False, propose_timeout: float = 10.0,
                  snapshot_threshold_bytes: int = DEFAULT_SNAPSHOT_THRESHOLD_BYTES,
                  snapshot_trailing_entries: int = DEFAULT_SNAPSHOT_TRAILING_ENTRIES,
-                 max_msg_bytes: int = 1 << 20) -> None:
+                 max_msg_bytes: int = 1 << 20,
+                 node_settings: dict[str, Any] | None = None) -> None:
         if not 1 <= nodes <= 99:
             raise ValueError("a local cluster has 1 to 99 nodes")
         self.owns_dir = directory is None
         self.dir = os.path.abspath(directory or tempfile.mkdtemp(prefix="raft-cluster-"))
         self._node_settings = {"snapshot_threshold_bytes": snapshot_threshold_bytes,
                                "snapshot_trailing_entries": snapshot_trailing_entries,
-                               "max_msg_bytes": max_msg_bytes}
+                               "max_msg_bytes": max_msg_bytes, **(node_settings or {})}
         try:
             self._setup(nodes, base_port, durability, trace_dir, log_level, tick_ms,
                         election_ticks, heartbeat_ticks, password, metrics, propose_timeout)
@@ -295,6 +329,11 @@ class LocalCluster:
             self.write_secret(self.secret_path, secrets.token_hex(32).encode())
         with open(self.secret_path, "rb") as fp:
             secret = fp.read().strip()
+        # The client password goes to a 0600 file the configs name, never into them.
+        password_path = None
+        if password is not None:
+            password_path = os.path.join(self.dir, "client.password")
+            self.write_secret(password_path, password.encode())
         ids = list(range(1, nodes + 1))
         if base_port is not None:
             if not 1 <= base_port or base_port + 200 + nodes > 65535:
@@ -320,19 +359,24 @@ class LocalCluster:
                 trace_file=(os.path.join(os.path.abspath(trace_dir), f"node{i}.ndjson")
                             if trace_dir else None))
             path = os.path.join(self.dir, f"node{i}.toml")
-            self.write_config(path, render_config(cfg, secret_file=self.secret_path))
+            self.write_config(path, render_config(cfg, secret_file=self.secret_path,
+                                                  password_file=password_path))
             self.nodes[i] = ClusterNode(i, cfg, path, os.path.join(self.dir, f"node{i}.log"))
         self._preexec = _parent_death_signal()
 
     @staticmethod
     def write_secret(path: str, secret: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as fp:
             fp.write(secret + b"\n")
 
     @staticmethod
     def write_config(path: str, text: str) -> None:
-        with open(path, "w", encoding="utf-8") as fp:
+        """Mode 0600: a config may hold a password or secret inline (``secret =``)."""
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+        with os.fdopen(fd, "w", encoding="utf-8") as fp:
             fp.write(text)
 
     # -- processes --
@@ -470,12 +514,17 @@ def cluster_main(args: argparse.Namespace) -> int:
     def on_signal(signum: int, _frame: Any) -> None:
         stop.set()
 
+    try:
+        password = _password_arg(args, "raft cluster")
+    except ValueError as e:
+        print(f"raft cluster: {e}", file=sys.stderr)
+        return 2
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         cluster = LocalCluster(
             args.nodes, directory=args.dir, base_port=args.base_port,
             durability=args.durability, trace_dir=args.trace, log_level=args.log_level,
-            password=args.password, metrics=args.metrics, tick_ms=args.tick_ms,
+            password=password, metrics=args.metrics, tick_ms=args.tick_ms,
             election_ticks=args.election_ticks, heartbeat_ticks=args.heartbeat_ticks,
             snapshot_threshold_bytes=args.snapshot_threshold_bytes,
             snapshot_trailing_entries=args.snapshot_trailing_entries)
@@ -563,7 +612,12 @@ def add_subcommands(subparsers: Any) -> None:
     c.add_argument("--trace", default=None, metavar="DIR",
                    help="write each node's trace to DIR/nodeI.ndjson (check with `raft check`)")
     c.add_argument("--metrics", action="store_true", help="serve Prometheus metrics on P+200+i")
-    c.add_argument("--password", default=None, help="require AUTH with this client password")
+    c.add_argument("--password", default=None,
+                   help="require AUTH with this client password (visible in `ps`: prefer "
+                        "--password-file)")
+    c.add_argument("--password-file", default=None, metavar="FILE",
+                   help="require AUTH with the client password in FILE (a final newline "
+                        "is ignored)")
     c.add_argument("--tick-ms", type=float, default=DEFAULT_TICK_MS,
                    help=f"tick interval (default {DEFAULT_TICK_MS:g})")
     c.add_argument("--election-ticks", type=int, default=DEFAULT_ELECTION_TICKS,
@@ -587,7 +641,8 @@ def add_subcommands(subparsers: Any) -> None:
     st = subparsers.add_parser("status", help="print a node's INFO (role, term, commit, ...)")
     st.add_argument("--port", type=int, required=True, help="the node's client (RESP) port")
     st.add_argument("--host", default=LOCALHOST)
-    st.add_argument("--password", default=None)
+    st.add_argument("--password", default=None, help="visible in `ps`: prefer --password-file")
+    st.add_argument("--password-file", default=None, metavar="FILE")
     st.add_argument("--timeout", type=float, default=2.0)
     st.add_argument("section", nargs="*", help="INFO sections (default: all)")
     st.set_defaults(func=status_main)

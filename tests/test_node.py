@@ -688,6 +688,7 @@ def test_load_config(tmp_path):
 ])
 def test_config_errors_name_the_key(tmp_path, change, message):
     (tmp_path / "secret").write_bytes(b"0123456789abcdef0123")
+    os.chmod(tmp_path / "secret", 0o600)
     path = write(tmp_path, change(textwrap.dedent(GOOD)))
     with pytest.raises(ConfigError) as e:
         load_config(path)

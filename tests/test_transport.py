@@ -475,7 +475,9 @@ def tls_files(tmp_path_factory):
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
     sh("req", "-x509", *EC_KEY, "-nodes", "-days", "2", "-subj", "/CN=raft-test-ca",
        "-keyout", "ca.key", "-out", "ca.pem")
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    # One certificate for both nodes of test_mutual_tls: it names both (a node's
+    # certificate must name it, raft-node-<id>; test_tls_identity has one per node).
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:raft-node-1,DNS:raft-node-2\n")
     sh("req", *EC_KEY, "-nodes", "-subj", "/CN=raft-node",
        "-keyout", "node.key", "-out", "node.csr")
     sh("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key",

@@ -39,6 +39,7 @@ import logging
 import os
 import ssl
 import struct
+from collections.abc import Callable
 
 from raft.net import codec
 from raft.net.codec import FrameError
@@ -47,7 +48,9 @@ log = logging.getLogger("raft.net.auth")
 
 NONCE_SIZE = 32
 MAC_SIZE = 32
-DEFAULT_HANDSHAKE_TIMEOUT = 5.0
+# A real peer completes the handshake in a few round trips (milliseconds on a LAN);
+# an unauthenticated connection must not hold a handshake slot much longer.
+DEFAULT_HANDSHAKE_TIMEOUT = 2.0
 MIN_SECRET_SIZE = 16
 
 _LABEL_SERVER = b"raft-net-auth-v1 server"
@@ -145,23 +148,29 @@ async def _client_exchange(reader: asyncio.StreamReader, writer: asyncio.StreamW
 
 async def server_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                            secret: bytes, node_id: int, allowed_peers: frozenset[int] | set[int],
-                           timeout: float = DEFAULT_HANDSHAKE_TIMEOUT) -> int:
+                           timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+                           on_hello: Callable[[], None] | None = None) -> int:
     """Authenticate an inbound connection; return the proven peer id.
 
+    ``on_hello`` is called once the client's HELLO frame has arrived (the transport
+    evicts connections that never sent one first when its handshake slots run out).
     Raises AuthError with the reason if the client names the wrong node or an
     unknown peer, fails to prove the secret, misbehaves, or times out.
     """
     try:
         async with asyncio.timeout(timeout):
-            return await _server_exchange(reader, writer, secret, node_id, allowed_peers)
+            return await _server_exchange(reader, writer, secret, node_id, allowed_peers,
+                                          on_hello)
     except TimeoutError:
         raise AuthError(f"handshake timed out after {timeout}s") from None
 
 
 async def _server_exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           secret: bytes, node_id: int, allowed_peers: frozenset[int] | set[int]
-                           ) -> int:
+                           secret: bytes, node_id: int, allowed_peers: frozenset[int] | set[int],
+                           on_hello: Callable[[], None] | None = None) -> int:
     body = await _read_frame(reader, codec.FRAME_HELLO)
+    if on_hello is not None:
+        on_hello()
     client_id, server_id = _IDS.unpack_from(body)
     nonce_c = body[_IDS.size:]
     if server_id != node_id:
@@ -180,6 +189,39 @@ async def _server_exchange(reader: asyncio.StreamReader, writer: asyncio.StreamW
 
 
 # --- mutual TLS ------------------------------------------------------------------
+
+def tls_node_name(node_id: int) -> str:
+    """The name a node's certificate must carry, as its subject CN or as a DNS
+    subjectAltName, when peers use mutual TLS: ``raft-node-<id>``."""
+    return f"raft-node-{node_id}"
+
+
+def certificate_names(cert: dict) -> set[str]:
+    """Subject common names and DNS subjectAltNames of a verified peer certificate
+    (``SSLSocket.getpeercert()``)."""
+    names = {value for rdn in cert.get("subject", ()) for key, value in rdn
+             if key == "commonName"}
+    names.update(value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS")
+    return names
+
+
+def check_tls_node_id(writer: asyncio.StreamWriter, node_id: int) -> None:
+    """With TLS, the peer's certificate must name ``node_id`` (``raft-node-<id>``, CN or
+    DNS SAN): otherwise any certificate the cluster CA signed could claim any node id,
+    and a stolen key of one node could impersonate another. No-op without TLS.
+    Raises AuthError."""
+    ssl_object = writer.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return
+    cert = ssl_object.getpeercert()
+    if not cert:
+        raise AuthError("the peer presented no verified TLS certificate")
+    want = tls_node_name(node_id)
+    names = certificate_names(cert)
+    if want not in names:
+        shown = ", ".join(sorted(names)[:4]) or "none"
+        raise AuthError(f"TLS certificate does not name {want} (it names: {shown})")
+
 
 def server_ssl_context(certfile: str, keyfile: str, cafile: str) -> ssl.SSLContext:
     """A TLS server context that presents ``certfile`` and requires a client

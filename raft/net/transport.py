@@ -36,6 +36,7 @@ import asyncio
 import logging
 import random
 import ssl
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +47,7 @@ from raft.net.auth import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     AuthError,
     check_secret,
+    check_tls_node_id,
     client_handshake,
     server_handshake,
 )
@@ -58,6 +60,11 @@ READ_SIZE = 256 * 1024
 # Unauthenticated connections allowed at once: a flood of idle dials must not be
 # able to exhaust memory or file descriptors before the handshake timeout hits.
 DEFAULT_MAX_HANDSHAKES = 64
+# ... and from one source address: one host cannot take every slot.
+DEFAULT_MAX_HANDSHAKES_PER_IP = 16
+# At most one warning line per reason this often; the lines in between are counted
+# and the count reported with the next line (an attacker must not fill the disk).
+WARNING_INTERVAL = 10.0
 
 _CONNECTION_ERRORS = (OSError, ssl.SSLError, EOFError)
 
@@ -67,7 +74,7 @@ _COUNTERS = (
     "frames_received", "messages_received", "bytes_received",
     "messages_dropped", "auth_failures", "decode_errors", "protocol_errors",
     "connects", "connect_failures", "disconnects", "inbound_accepted",
-    "delivery_errors",
+    "delivery_errors", "handshakes_refused", "handshakes_evicted",
 )
 
 
@@ -94,6 +101,41 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         log.warning("uvloop is not installed: using the default asyncio event loop (slower)")
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
+
+
+class _RateLimitedLog:
+    """Warnings at most once per ``interval`` seconds per reason, each with the number
+    of lines suppressed since the previous one for that reason."""
+
+    def __init__(self, logger: logging.Logger, interval: float = WARNING_INTERVAL) -> None:
+        self._log = logger
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, reason: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        last = self._last.get(reason)
+        if last is not None and now - last < self.interval:
+            self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+            return
+        self._last[reason] = now
+        n = self._suppressed.pop(reason, 0)
+        if n:
+            msg += " (%d similar lines suppressed in the last %.0fs)"
+            args = (*args, n, now - last if last is not None else 0.0)
+        self._log.warning(msg, *args)
+
+
+class _Handshake:
+    """An inbound connection that has not authenticated yet."""
+
+    __slots__ = ("ip", "writer", "hello")
+
+    def __init__(self, ip: str, writer: asyncio.StreamWriter) -> None:
+        self.ip = ip
+        self.writer = writer
+        self.hello = False  # its HELLO frame arrived: a peer at work, not an idle socket
 
 
 class _Peer:
@@ -141,6 +183,7 @@ class PeerTransport:
                  connect_timeout: float = 5.0,
                  backoff_base: float = 0.05, backoff_cap: float = 2.0,
                  max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
+                 max_handshakes_per_ip: int = DEFAULT_MAX_HANDSHAKES_PER_IP,
                  seed: int | None = None) -> None:
         if node_id in peers:
             raise ValueError(f"peers must not include this node ({node_id})")
@@ -159,6 +202,7 @@ class PeerTransport:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.max_handshakes = max_handshakes
+        self.max_handshakes_per_ip = max_handshakes_per_ip
         self._secret = check_secret(secret)
         self._on_messages = on_messages
         self._ssl_server = ssl_server
@@ -173,7 +217,10 @@ class PeerTransport:
         self._server: asyncio.AbstractServer | None = None
         self._inbound: dict[int, asyncio.StreamWriter] = {}
         self._inbound_tasks: set[asyncio.Task[Any]] = set()
-        self._handshaking = 0
+        # Handshakes in progress, oldest first, and how many per source address.
+        self._handshakes: dict[asyncio.Task[Any], _Handshake] = {}
+        self._handshakes_by_ip: dict[str, int] = {}
+        self._warn = _RateLimitedLog(log)
         self._started = False
         self._closed = False
 
@@ -353,6 +400,7 @@ class PeerTransport:
                 server_hostname=host if self._ssl_client else None,
                 ssl_handshake_timeout=self.handshake_timeout if self._ssl_client else None)
         try:
+            check_tls_node_id(writer, peer.id)  # before we send it anything
             await client_handshake(reader, writer, secret=self._secret, node_id=self.node_id,
                                    peer_id=peer.id, timeout=self.handshake_timeout)
         except BaseException:
@@ -419,9 +467,8 @@ class PeerTransport:
         try:
             if self._closed:
                 return
-            if self._handshaking >= self.max_handshakes:
-                log.warning("node %d: refusing connection from %s: %d handshakes in progress",
-                            self.node_id, where, self._handshaking)
+            ip = str(where[0]) if isinstance(where, tuple) and where else "?"
+            if not self._admit(task, ip, writer):
                 return
             peer_id = await self._authenticate(reader, writer, where)
             if peer_id is None:
@@ -429,8 +476,12 @@ class PeerTransport:
             self._register_inbound(peer_id, writer)
             await self._receive(peer_id, reader)
         except _CONNECTION_ERRORS as exc:
-            log.info("node %d: inbound connection from node %s lost: %r",
-                     self.node_id, peer_id if peer_id is not None else where, exc)
+            if peer_id is None:  # an unauthenticated stranger: rate-limited
+                self._warn.warning("lost", "node %d: unauthenticated connection from %s "
+                                   "lost: %r", self.node_id, where, exc)
+            else:
+                log.info("node %d: inbound connection from node %s lost: %r",
+                         self.node_id, peer_id, exc)
         except asyncio.CancelledError:
             # Only close() cancels us. End normally: the stream server (3.11) calls
             # task.exception() on this task, which raises for a cancelled task and
@@ -438,24 +489,74 @@ class PeerTransport:
             if not self._closed:
                 raise
         finally:
+            self._release(task)
             if peer_id is not None and self._inbound.get(peer_id) is writer:
                 del self._inbound[peer_id]
             writer.transport.abort()
             self._inbound_tasks.discard(task)
 
+    def _admit(self, task: asyncio.Task[Any], ip: str, writer: asyncio.StreamWriter) -> bool:
+        """Take a handshake slot for a new connection from ``ip``. When the slots (of
+        this address, or in all) are taken, the oldest connection that has not even
+        sent its HELLO is evicted to make room: real peers send theirs at once, so
+        idle sockets cannot keep a peer out for longer than it takes to connect."""
+        per_ip = self._handshakes_by_ip.get(ip, 0) >= self.max_handshakes_per_ip
+        if per_ip or len(self._handshakes) >= self.max_handshakes:
+            victim = self._oldest_idle(ip if per_ip else None)
+            if victim is None:
+                self._counters["handshakes_refused"] += 1
+                self._warn.warning("refused", "node %d: refusing a connection from %s: "
+                                   "%d handshakes in progress (%d from that address)",
+                                   self.node_id, ip, len(self._handshakes),
+                                   self._handshakes_by_ip.get(ip, 0))
+                return False
+            self._counters["handshakes_evicted"] += 1
+            self._warn.warning("evicted", "node %d: handshake slots full: closing an idle "
+                               "unauthenticated connection from %s", self.node_id, victim.ip)
+            self._release(next(t for t, h in self._handshakes.items() if h is victim))
+            victim.writer.transport.abort()
+        self._handshakes[task] = _Handshake(ip, writer)
+        self._handshakes_by_ip[ip] = self._handshakes_by_ip.get(ip, 0) + 1
+        return True
+
+    def _oldest_idle(self, ip: str | None) -> _Handshake | None:
+        for h in self._handshakes.values():  # insertion order: oldest first
+            if not h.hello and (ip is None or h.ip == ip):
+                return h
+        return None
+
+    def _release(self, task: asyncio.Task[Any]) -> None:
+        h = self._handshakes.pop(task, None)
+        if h is not None:
+            left = self._handshakes_by_ip[h.ip] - 1
+            if left:
+                self._handshakes_by_ip[h.ip] = left
+            else:
+                del self._handshakes_by_ip[h.ip]
+
     async def _authenticate(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                             where: Any) -> int | None:
-        self._handshaking += 1
+        task = asyncio.current_task()
+        state = self._handshakes.get(task) if task is not None else None
+
+        def on_hello() -> None:
+            if state is not None:
+                state.hello = True
+
         try:
-            return await server_handshake(reader, writer, secret=self._secret,
-                                          node_id=self.node_id, allowed_peers=self._allowed,
-                                          timeout=self.handshake_timeout)
+            peer_id = await server_handshake(reader, writer, secret=self._secret,
+                                             node_id=self.node_id, allowed_peers=self._allowed,
+                                             timeout=self.handshake_timeout, on_hello=on_hello)
+            check_tls_node_id(writer, peer_id)
+            return peer_id
         except AuthError as exc:
             self._counters["auth_failures"] += 1
-            log.warning("node %d: rejected connection from %s: %s", self.node_id, where, exc)
+            self._warn.warning("rejected", "node %d: rejected connection from %s: %s",
+                               self.node_id, where, exc)
             return None
         finally:
-            self._handshaking -= 1
+            if task is not None:
+                self._release(task)
 
     def _register_inbound(self, peer_id: int, writer: asyncio.StreamWriter) -> None:
         self._counters["inbound_accepted"] += 1
