@@ -160,7 +160,7 @@ def test_raft_cluster_password_and_password_file_conflict(tmp_path):
     pw.write_text("x")
     done = subprocess.run([sys.executable, "-c", _CLI, "cluster", "--password", "a",
                            "--password-file", str(pw)], capture_output=True, text=True,
-                          timeout=60)
+                          timeout=60, cwd=str(tmp_path))   # not the source tree: no core there
     assert done.returncode == 2 and "not both" in done.stderr
 
 
