@@ -618,6 +618,10 @@ class RaftNode:
             self._apply(rd.committed_entries)
         if rd.read_states:
             self._deliver_reads(rd.read_states)
+        # Take a due snapshot now, before the pump applies more: here the applied
+        # index is <= the commit index this Ready persists, so a restart from the
+        # snapshot never comes back with a commit index beyond the durable hint.
+        snap = self._snapshot_if_due() if self.config.snapshot_threshold_bytes else None
         if rd.must_fsync:
             self._persisting = True
             try:
@@ -636,7 +640,7 @@ class RaftNode:
             self.counters["messages_sent"] += len(rd.messages_after_persist)
         self.core.advance(rd)
         if self.config.snapshot_threshold_bytes:
-            await self._maybe_compact()
+            await self._maybe_compact(snap)
 
     def _schedule_pump(self) -> None:
         """While a Ready's fsync runs, let what needs no disk leave in this loop
@@ -722,47 +726,53 @@ class RaftNode:
         self._applied_event.set()
         self._applied_event = asyncio.Event()
 
-    async def _maybe_compact(self) -> None:
-        """After advance(): snapshot once the log since the last snapshot is over the
-        threshold; compact once snapshot_trailing_entries more entries are applied.
+    def _snapshot_if_due(self) -> Snapshot | None:
+        """A snapshot of the state machine at the applied index, once the log since
+        the last snapshot is over the threshold (and none is waiting to compact).
 
         ``KVStateMachine.snapshot()`` runs on the event loop: for its duration (about
         a second per few hundred MB of state, see docs/operations.md) no tick, message or
         client is served. That is fine for the default threshold and small states;
-        a fork-based or incremental snapshot would lift it. The file write and the
-        WAL compaction run on the disk thread, like saves; the Ready loop waits for
-        them (no Ready is processed meanwhile), the rest of the loop does not."""
-        cfg = self.config
+        a fork-based or incremental snapshot would lift it."""
+        if self._pending_snapshot is not None or self._log_bytes < self.config.snapshot_threshold_bytes:
+            return None
         core = self.core
-        pending = self._pending_snapshot
-        if pending is None:
-            if self._log_bytes < cfg.snapshot_threshold_bytes:
-                return
-            snap_index = core.snapshot.index if core.snapshot is not None else 0
-            if self.applied_index <= snap_index:
-                return
-            await self._take_snapshot()
-            pending = self._pending_snapshot
-        if pending is not None and self.applied_index >= pending.index + cfg.snapshot_trailing_entries:
-            await self._compact(pending)
-
-    async def _take_snapshot(self) -> None:
-        storage = self._storage
-        assert storage is not None
+        snap_index = core.snapshot.index if core.snapshot is not None else 0
+        if self.applied_index <= snap_index:
+            return None
         index = self.applied_index
         t0 = time.perf_counter()
-        data = self.state_machine.snapshot()     # on the event loop (see _maybe_compact)
-        snap = Snapshot(index, self.core.log.term(index), data)
-        t1 = time.perf_counter()
-        await self._disk_call(storage.save_snapshot, snap)
-        t2 = time.perf_counter()
-        self._pending_snapshot = snap
-        self._log_bytes = 0
-        self.counters["snapshots_taken"] += 1
+        data = self.state_machine.snapshot()
+        self._log_bytes = 0   # what is applied from here on counts toward the next one
         self.last_snapshot = {"taken_index": index, "bytes": len(data),
-                              "snapshot_seconds": t1 - t0, "save_seconds": t2 - t1}
+                              "snapshot_seconds": time.perf_counter() - t0}
+        return Snapshot(index, core.log.term(index), data)
+
+    async def _maybe_compact(self, snap: Snapshot | None) -> None:
+        """After advance(): save a snapshot taken in this Ready (_snapshot_if_due);
+        compact once snapshot_trailing_entries more entries are applied. The file
+        write and the WAL compaction run on the disk thread, like saves; the Ready
+        loop waits for them (no Ready is processed meanwhile), the rest of the loop
+        does not."""
+        if snap is not None and self._pending_snapshot is None:
+            await self._save_snapshot(snap)
+        pending = self._pending_snapshot
+        if pending is not None and \
+                self.applied_index >= pending.index + self.config.snapshot_trailing_entries:
+            await self._compact(pending)
+
+    async def _save_snapshot(self, snap: Snapshot) -> None:
+        storage = self._storage
+        assert storage is not None
+        t0 = time.perf_counter()
+        await self._disk_call(storage.save_snapshot, snap)
+        save_seconds = time.perf_counter() - t0
+        self._pending_snapshot = snap
+        self.counters["snapshots_taken"] += 1
+        self.last_snapshot["save_seconds"] = save_seconds
         log.info("node %d: snapshot at index %d (term %d): %d bytes, taken in %.3fs, saved in %.3fs",
-                 self.id, index, snap.term, len(data), t1 - t0, t2 - t1)
+                 self.id, snap.index, snap.term, len(snap.data),
+                 self.last_snapshot.get("snapshot_seconds", 0.0), save_seconds)
 
     async def _compact(self, snap: Snapshot) -> None:
         """Hand a saved snapshot to the core (it drops the entries it covers and sends
