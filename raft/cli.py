@@ -41,7 +41,7 @@ def _sim_one(job: tuple) -> tuple:
     if violation is not None:
         history += ["--- trace checker:"] + violation.render().splitlines()
     if trace_out and sim.trace is not None:
-        from spec.checker import write_ndjson
+        from raft.trace import write_ndjson
 
         with open(trace_out, "w") as fp:
             write_ndjson(sim.trace, fp, voters=sim.ids)

@@ -171,6 +171,7 @@ class RaftNode:
         self._metrics: Any = None
         self._trace: list | None = None
         self._trace_fp: Any = None
+        self._trace_writer: Any = None
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -937,24 +938,19 @@ class RaftNode:
 
     def _open_trace(self, path: str) -> None:
         """Trace the core's events (RawNode(trace=...)) to ``path`` as NDJSON, the format
-        of ``raft check`` (spec/checker.py), appending across restarts."""
-        from spec.checker import write_ndjson
+        of ``raft check`` (raft/trace.py), appending across restarts."""
+        from raft.trace import NdjsonWriter
 
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._trace = []
         self._trace_fp = open(path, "a", encoding="utf-8")
-        if self._trace_fp.tell() == 0:
-            write_ndjson([], self._trace_fp, voters=self.config.voters)
-            self._trace_fp.flush()
+        self._trace_writer = NdjsonWriter(self._trace_fp, self.config.voters)
 
     def _flush_trace(self) -> None:
-        from spec.checker import write_ndjson
-
         if self._trace:
             events = self._trace[:]
             del self._trace[:]   # the core keeps appending to this same list
-            write_ndjson(events, self._trace_fp)
-            self._trace_fp.flush()
+            self._trace_writer.write(events)
 
     def _close_trace(self) -> None:
         if self._trace_fp is not None:

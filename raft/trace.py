@@ -1,0 +1,247 @@
+"""Trace events: the schema the core emits and NDJSON files of them.
+
+The core (``RawNode(trace=list)``) appends one tuple per event; ``spec/README.md``
+documents each kind and how ``spec/checker.py`` maps it to spec actions. This
+module is the one place that knows their file form: one JSON object per line,
+a first ``meta`` line naming the voters. The runtime writes traces with
+``NdjsonWriter`` (hand-formatted lines, byte for byte what ``json.dumps`` of
+``event_to_json`` gives, several times cheaper: the node traces every message);
+tools read them with ``read_ndjson`` and order per-node files with
+``merge_by_causality``. Nothing here imports ``spec``: the checker depends on
+this module, never the reverse.
+"""
+from __future__ import annotations
+
+import json
+from typing import IO, Any
+
+__all__ = ["NdjsonWriter", "event_from_json", "event_to_json", "format_event",
+           "merge_by_causality", "read_ndjson", "read_ndjson_file", "write_ndjson"]
+
+
+def _msg_to_json(m) -> dict:
+    d = {"type": m.type, "src": m.src, "dst": m.dst, "term": m.term, "id": m.msg_id}
+    if m.index:
+        d["index"] = m.index
+    if m.log_term:
+        d["log_term"] = m.log_term
+    if m.commit:
+        d["commit"] = m.commit
+    if m.reject:
+        d["reject"] = True
+    if m.reject_hint:
+        d["hint"] = m.reject_hint
+    if m.entries:
+        d["entries"] = [[e.index, e.term, e.type, e.data.hex()] for e in m.entries]
+    if m.data:
+        d["data_len"] = len(m.data)      # snapshot bytes are not traced, only their size
+    return d
+
+
+def event_to_json(ev) -> dict:
+    kind, n = ev[0], ev[1]
+    if kind in ("recv", "send"):
+        d = {"e": kind, "n": n, "m": _msg_to_json(ev[2])}
+        if kind == "send":
+            d["after_persist"] = bool(ev[3])
+        return d
+    if kind == "propose":
+        return {"e": kind, "n": n, "entries": [[e.index, e.term, e.type, e.data.hex()] for e in ev[2]]}
+    if kind == "state":
+        return {"e": kind, "n": n, "term": ev[2], "vote": ev[3], "role": ev[4], "commit": ev[5],
+                "last": ev[6], "last_term": ev[7]}
+    if kind == "restart":
+        return {"e": kind, "n": n, "term": ev[2], "vote": ev[3], "commit": ev[4], "first": ev[5],
+                "last": ev[6], "last_term": ev[7]}
+    if kind in ("timeout", "leader", "stepdown"):
+        return {"e": kind, "n": n, "term": ev[2]}
+    if kind == "commit":
+        return {"e": kind, "n": n, "commit": ev[2]}
+    if kind in ("ready", "advance"):
+        return {"e": kind, "n": n, "seq": ev[2]}
+    if kind == "install":
+        return {"e": kind, "n": n, "m": _msg_to_json(ev[2]), "installed": bool(ev[3])}
+    if kind == "compact":
+        return {"e": kind, "n": n, "index": ev[2], "term": ev[3]}
+    raise ValueError(f"unknown event {kind!r}")
+
+
+def write_ndjson(events: list, fp, voters: list[int] | None = None) -> None:
+    """One JSON object per line; a first `meta` line names the voters."""
+    if voters is not None:
+        fp.write(json.dumps({"e": "meta", "voters": list(voters)}) + "\n")
+    for ev in events:
+        fp.write(json.dumps(event_to_json(ev), separators=(",", ":")))
+        fp.write("\n")
+
+
+def _entries_from_json(rows):
+    from raft._core import Entry
+
+    return [Entry(i, t, ty, bytes.fromhex(h)) for i, t, ty, h in rows]
+
+
+def _msg_from_json(d):
+    from raft._core import Message
+
+    return Message(d["type"], src=d["src"], dst=d["dst"], term=d["term"],
+                   log_term=d.get("log_term", 0), index=d.get("index", 0),
+                   commit=d.get("commit", 0), entries=_entries_from_json(d.get("entries", [])),
+                   reject=d.get("reject", False), reject_hint=d.get("hint", 0), msg_id=d["id"],
+                   data=bytes(d["data_len"]) if "data_len" in d else None)
+
+
+def event_from_json(d: dict):
+    kind, n = d["e"], d["n"]
+    if kind == "recv":
+        return (kind, n, _msg_from_json(d["m"]))
+    if kind == "send":
+        return (kind, n, _msg_from_json(d["m"]), d.get("after_persist", False))
+    if kind == "propose":
+        return (kind, n, _entries_from_json(d["entries"]))
+    if kind == "state":
+        return (kind, n, d["term"], d["vote"], d["role"], d["commit"], d["last"], d["last_term"])
+    if kind == "restart":
+        return (kind, n, d["term"], d["vote"], d["commit"], d["first"], d["last"], d["last_term"])
+    if kind in ("timeout", "leader", "stepdown"):
+        return (kind, n, d["term"])
+    if kind == "commit":
+        return (kind, n, d["commit"])
+    if kind in ("ready", "advance"):
+        return (kind, n, d["seq"])
+    if kind == "install":
+        return (kind, n, _msg_from_json(d["m"]), d["installed"])
+    if kind == "compact":
+        return (kind, n, d["index"], d["term"])
+    raise ValueError(f"unknown event kind {kind!r}")
+
+
+def read_ndjson(fp) -> tuple[list, list[int]]:
+    """Events and voters (from the `meta` line, if any) of an NDJSON trace."""
+    events, voters = [], []
+    for lineno, line in enumerate(fp, 1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            d = json.loads(line)
+            if d.get("e") == "meta":
+                voters = [int(v) for v in d["voters"]]
+                continue
+            events.append(event_from_json(d))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"line {lineno}: malformed trace event: {e}") from None
+    return events, voters
+
+
+def read_ndjson_file(path: str) -> tuple[list, list[int]]:
+    with open(path, encoding="utf-8") as fp:
+        return read_ndjson(fp)
+
+
+def merge_by_causality(streams: list[list]) -> list:
+    """Merge per-node traces (each in its node's order) into one order in which
+    every receive comes after its send. A node's events stay in order; among
+    ready nodes the one whose next event is earliest in a round-robin is taken."""
+    pos = [0] * len(streams)
+    sent: set = set()                 # messages on the network
+    held: dict = {}                   # node -> messages waiting for that node's next Persist
+    out = []
+    total = sum(len(s) for s in streams)
+    while len(out) < total:
+        progressed = False
+        for k, s in enumerate(streams):
+            while pos[k] < len(s):
+                ev = s[pos[k]]
+                if ev[0] == "recv" and (ev[2].src, ev[2].msg_id) not in sent:
+                    break                       # wait for the sender's stream
+                if ev[0] == "send":
+                    key = (ev[2].src, ev[2].msg_id)
+                    if ev[3]:
+                        held.setdefault(ev[1], []).append(key)
+                    else:
+                        sent.add(key)
+                elif ev[0] == "ready":
+                    sent.update(held.pop(ev[1], ()))
+                elif ev[0] == "restart":
+                    held.pop(ev[1], None)
+                out.append(ev)
+                pos[k] += 1
+                progressed = True
+        if not progressed:
+            k = next(k for k, s in enumerate(streams) if pos[k] < len(s))
+            ev = streams[k][pos[k]]
+            raise ValueError(f"cannot order the traces: node {ev[1]} receives message "
+                             f"{(ev[2].src, ev[2].msg_id)} that no trace sends")
+    return out
+
+
+# -- the fast writer --------------------------------------------------------------------
+
+def _entries_text(entries: Any) -> str:
+    return ",".join("[%d,%d,%d,\"%s\"]" % (e.index, e.term, e.type, e.data.hex())
+                    for e in entries)
+
+
+def _msg_text(m: Any) -> str:
+    """``json.dumps(_msg_to_json(m), separators=(",", ":"))``, formatted directly."""
+    out = '{"type":%d,"src":%d,"dst":%d,"term":%d,"id":%d' % (m.type, m.src, m.dst, m.term,
+                                                               m.msg_id)
+    if m.index:
+        out += ',"index":%d' % m.index
+    if m.log_term:
+        out += ',"log_term":%d' % m.log_term
+    if m.commit:
+        out += ',"commit":%d' % m.commit
+    if m.reject:
+        out += ',"reject":true'
+    if m.reject_hint:
+        out += ',"hint":%d' % m.reject_hint
+    if m.entries:
+        out += ',"entries":[%s]' % _entries_text(m.entries)
+    if m.data:
+        out += ',"data_len":%d' % len(m.data)
+    return out + "}"
+
+
+_STATE = '{"e":"state","n":%d,"term":%d,"vote":%d,"role":%d,"commit":%d,"last":%d,"last_term":%d}'
+_RESTART = ('{"e":"restart","n":%d,"term":%d,"vote":%d,"commit":%d,"first":%d,"last":%d,'
+            '"last_term":%d}')
+
+
+def format_event(ev: tuple) -> str:
+    """One event as its NDJSON line (without the newline): the same text as
+    ``json.dumps(event_to_json(ev), separators=(",", ":"))``."""
+    kind = ev[0]
+    if kind == "state":
+        return _STATE % ev[1:]
+    if kind == "ready" or kind == "advance":
+        return '{"e":"%s","n":%d,"seq":%d}' % ev
+    if kind == "send":
+        return '{"e":"send","n":%d,"m":%s,"after_persist":%s}' % (
+            ev[1], _msg_text(ev[2]), "true" if ev[3] else "false")
+    if kind == "recv":
+        return '{"e":"recv","n":%d,"m":%s}' % (ev[1], _msg_text(ev[2]))
+    if kind == "propose":
+        return '{"e":"propose","n":%d,"entries":[%s]}' % (ev[1], _entries_text(ev[2]))
+    if kind == "commit":
+        return '{"e":"commit","n":%d,"commit":%d}' % (ev[1], ev[2])
+    if kind == "restart":
+        return _RESTART % ev[1:]
+    return json.dumps(event_to_json(ev), separators=(",", ":"))
+
+
+class NdjsonWriter:
+    """Appends events to an open text file; the first write to an empty file names
+    the voters (``meta``)."""
+
+    def __init__(self, fp: IO[str], voters: list[int] | tuple[int, ...]) -> None:
+        self.fp = fp
+        if fp.tell() == 0:
+            fp.write(json.dumps({"e": "meta", "voters": list(voters)}) + "\n")
+            fp.flush()
+
+    def write(self, events: list) -> None:
+        if events:
+            self.fp.write("\n".join(map(format_event, events)) + "\n")
+            self.fp.flush()
