@@ -66,7 +66,7 @@ from raft.config import NodeConfig, format_host_port
 from raft.kv import KVStateMachine, SnapshotError
 from raft.limits import effective_max_clients, fd_reserve, nofile_limit
 from raft.net.transport import DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_HANDSHAKES, PeerTransport
-from raft.resp import NotLeaderError, RespServer, ServerConfig
+from raft.resp import NotLeaderError, ReadTimeoutError, RespServer, ServerConfig
 from raft.storage.wal import DiskStorage
 
 __all__ = ["RaftNode", "NodeStopped"]
@@ -99,6 +99,42 @@ class _Pending:
         self.term = term
         self.future = future
         self.deadline = deadline
+
+
+class _LinearizableRead:
+    """A read evaluated at its place in the applied log and answered once leadership
+    is confirmed (RaftNode.read): the value and the confirmation may come in
+    either order; the result future resolves when both are in."""
+
+    __slots__ = ("evaluate", "result", "value", "evaluated", "confirmed")
+
+    def __init__(self, evaluate: Callable[[], Any], confirm: asyncio.Future[int]) -> None:
+        self.evaluate = evaluate
+        self.result: asyncio.Future[Any] = confirm.get_loop().create_future()
+        self.value: Any = None
+        self.evaluated = False
+        self.confirmed = False
+        confirm.add_done_callback(self._on_confirm)
+
+    def evaluate_now(self) -> None:
+        if self.result.done():
+            return
+        self.value = self.evaluate()
+        self.evaluated = True
+        if self.confirmed:
+            self.result.set_result(self.value)
+
+    def _on_confirm(self, confirm: asyncio.Future[int]) -> None:
+        if self.result.done():
+            return
+        if confirm.cancelled():
+            self.result.cancel()
+        elif confirm.exception() is not None:
+            self.result.set_exception(confirm.exception())
+        else:
+            self.confirmed = True
+            if self.evaluated:
+                self.result.set_result(self.value)
 
 
 def _data_of(e: Entry) -> bytes:
@@ -150,6 +186,9 @@ class RaftNode:
         self._reads: dict[int, _Pending] = {}
         self._read_ctx = 0
         self._open_read: asyncio.Future[int] | None = None
+        # Reads (RaftNode.read) to evaluate right after the entry at their index is
+        # applied: index -> reads.
+        self._reads_at: dict[int, list[_LinearizableRead]] = {}
         self.applied_index = 0
         self._last_role = -1
         self._last_term = -1
@@ -400,22 +439,22 @@ class RaftNode:
 
     # --- NodeAPI --------------------------------------------------------------------
 
-    def submit(self, data: bytes) -> asyncio.Future[Any]:
-        """Append ``data`` (an encoded command) to the log now and return the future
-        of the state machine's reply: NodeAPI.submit (raft/resp.py). Raises
-        NotLeaderError (with the leader's client address) at once on a follower."""
+    def submit(self, data: bytes) -> tuple[int, asyncio.Future[Any]]:
+        """Append ``data`` (an encoded command) to the log now; return its index and
+        the future of the state machine's reply: NodeAPI.submit (raft/resp.py).
+        Raises NotLeaderError (with the leader's client address) at once on a follower."""
         if not isinstance(data, bytes) or not data:
             # Commands are never empty (an empty entry is the leader's no-op).
             raise ValueError("a proposal must be non-empty bytes")
         fut = self._append(data)
         self.counters["proposals"] += 1
-        return fut
+        return self._max_pending, fut
 
     async def propose(self, data: bytes) -> object:
         """Replicate ``data`` (an encoded KV command) and return the state machine's
         reply once it is committed and applied here. Raises NotLeaderError (with the
         leader's client address) or asyncio.TimeoutError (outcome unknown)."""
-        return await self.submit(data)
+        return await self.submit(data)[1]
 
     async def read_barrier(self) -> None:
         """Return once every write committed before this call is applied locally:
@@ -474,6 +513,36 @@ class RaftNode:
         self.counters["read_barriers"] += 1
         return fut
 
+    def read(self, evaluate: Callable[[], Any], after_index: int = 0) -> asyncio.Future[Any] | None:
+        """A linearizable read that does not hold up the caller's pipeline: NodeAPI.read
+        (raft/resp.py). ``evaluate`` runs against the state machine once every entry
+        up to max(commit index now, ``after_index``) is applied -- at once if it
+        already is -- and exactly there, before any later entry is applied; the
+        future gets its value once a ReadIndex round started after this call
+        confirms our leadership (diss. §6.4), or NotLeaderError / ReadTimeoutError.
+
+        The commit index now is a valid read index only once this leader has
+        committed an entry of its own term (§6.4 step 1); before that, returns
+        None: the caller falls back to ``read_barrier``. Raises NotLeaderError on
+        a follower.
+        """
+        core = self._core
+        if not self._running or core is None:
+            raise NotLeaderError(None)
+        if core.role != LEADER:
+            raise NotLeaderError(self._leader_client_addr())
+        commit = core.commit
+        if core.log.term(commit) != core.term:
+            return None
+        confirm = self._read_request()
+        read = _LinearizableRead(evaluate, confirm)
+        need = max(commit, after_index)
+        if self.applied_index >= need:
+            read.evaluate_now()
+        else:
+            self._reads_at.setdefault(need, []).append(read)
+        return read.result
+
     def _close_read_request(self) -> None:
         """The core may start a read round now (ready(), take_messages()): later reads
         must not join a request that may already be in a round."""
@@ -490,6 +559,7 @@ class RaftNode:
         """This node stopped leading: its unconfirmed reads were dropped by the core."""
         reads, self._reads = self._reads, {}
         self._open_read = None
+        self._reads_at.clear()   # their confirmations fail below
         err_addr = self._leader_client_addr()
         for p in reads.values():
             if not p.future.done():
@@ -878,6 +948,11 @@ class RaftNode:
                     else:
                         self.counters["proposals_failed"] += 1
                         p.future.set_exception(NotLeaderError(self._leader_client_addr()))
+            if self._reads_at:
+                reads = self._reads_at.pop(index, None)
+                if reads is not None:
+                    for read in reads:
+                        read.evaluate_now()
         self.applied_index = entries[-1].index
         self.counters["entries_applied"] += len(entries)
         self._log_bytes += sum(map(len, map(_data_of, entries))) + ENTRY_LOG_OVERHEAD * len(entries)
@@ -919,11 +994,12 @@ class RaftNode:
             if p.future is self._open_read:
                 self._open_read = None
             if not p.future.done():
-                p.future.set_exception(asyncio.TimeoutError())
+                p.future.set_exception(ReadTimeoutError())
 
     def _fail_all_pending(self, exc: Exception) -> None:
         reads, self._reads = self._reads, {}
         self._open_read = None
+        self._reads_at.clear()
         for p in reads.values():
             if not p.future.done():
                 p.future.set_exception(exc)

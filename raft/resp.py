@@ -61,6 +61,10 @@ class NotLeaderError(Exception):
         self.leader_addr = leader_addr
 
 
+class ReadTimeoutError(asyncio.TimeoutError):
+    """No majority confirmed a linearizable read's leadership check in time."""
+
+
 class NodeAPI(Protocol):
     """What the server needs from the Raft node.
 
@@ -72,15 +76,22 @@ class NodeAPI(Protocol):
 
     state_machine: KVStateMachine
 
-    def submit(self, data: bytes) -> asyncio.Future[Any]:
-        """Append ``data`` to the log now; the future resolves to ``state_machine.apply``'s
-        reply once applied locally, or fails with NotLeaderError (leadership lost: not
+    def submit(self, data: bytes) -> tuple[int, asyncio.Future[Any]]:
+        """Append ``data`` to the log now; returns its log index and a future that
+        resolves to ``state_machine.apply``'s reply once applied locally, or fails with NotLeaderError (leadership lost: not
         applied) or asyncio.TimeoutError (outcome unknown: answered ``-TRYAGAIN``).
         Raises NotLeaderError at once on a follower. No task per write: the hot path."""
 
     async def read_barrier(self) -> None:
         """Return once the local state machine reflects every write committed before the
         call (ReadIndex). Raises NotLeaderError."""
+
+    def read(self, evaluate: Callable[[], Any], after_index: int = 0) -> asyncio.Future[Any] | None:
+        """A linearizable read that does not block the connection: ``evaluate`` runs
+        once every entry up to max(commit now, ``after_index``) is applied, before any
+        later one; the future gets its value once leadership is confirmed, or fails
+        with NotLeaderError / ReadTimeoutError. None: not possible yet (use
+        ``read_barrier``). Raises NotLeaderError on a follower."""
 
     def status(self) -> dict:
         """For INFO: e.g. role, term, leader, commit_index, applied_index."""
@@ -392,6 +403,8 @@ def _write_reply(fut: asyncio.Future[Any]) -> Any:
         return fut.result()
     if isinstance(e, NotLeaderError):
         return _not_leader_reply(e)
+    if isinstance(e, ReadTimeoutError):
+        return ErrorReply("TRYAGAIN read barrier timed out")
     if isinstance(e, asyncio.TimeoutError):
         return ErrorReply("TRYAGAIN write timed out; it may or may not have been applied")
     log.error("write failed: %r", e)
@@ -498,6 +511,7 @@ class RespConnection(asyncio.Protocol):
         self._queue: collections.deque[list[bytes] | _Fatal] = collections.deque()
         self._replies: collections.deque[asyncio.Future | _Ready] = collections.deque()
         self._last_write: asyncio.Future | None = None   # see _before_read
+        self._last_write_index = 0   # log index of this connection's last write
         self._wakeup = asyncio.Event()
         self._can_write = asyncio.Event()
         self._can_write.set()
@@ -787,11 +801,12 @@ class RespConnection(asyncio.Protocol):
     def _propose(self, argv: list[bytes], client_id: int, seq: int) -> None:
         data = kv.encode_command(client_id, seq, argv, time_ms=now_ms())
         try:
-            fut = self.api.submit(data)
+            index, fut = self.api.submit(data)
         except NotLeaderError as e:
             self.reply(_not_leader_reply(e))
             return
         self._last_write = fut
+        self._last_write_index = index
         self._push(fut)
 
     async def _before_read(self) -> ErrorReply | None:
@@ -817,8 +832,26 @@ class RespConnection(asyncio.Protocol):
         return None
 
     async def _read(self, argv: list[bytes]) -> None:
+        if not self.readonly and self._read_without_waiting(argv):
+            return
         err = await self._before_read()
         self.reply(err if err is not None else self.api.state_machine.read(argv, now_ms()))
+
+    def _read_without_waiting(self, argv: list[bytes]) -> bool:
+        """Serve a linearizable read without stopping this connection's pipeline
+        (NodeAPI.read): it is evaluated after this connection's earlier writes and
+        before its later ones, and answered in order once leadership is confirmed.
+        False if the node cannot do that now (the caller waits instead)."""
+        sm = self.api.state_machine
+        try:
+            fut = self.api.read(lambda: sm.read(argv, now_ms()), self._last_write_index)
+        except NotLeaderError as e:
+            self.reply(_not_leader_reply(e))
+            return True
+        if fut is None:
+            return False
+        self._push(fut)
+        return True
 
     async def _xread(self, argv: list[bytes]) -> None:
         args = kv.parse_xread(argv)

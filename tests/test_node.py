@@ -276,6 +276,43 @@ def test_partitioned_leader_cannot_serve_a_read(tmp_path):
     with_cluster(tmp_path, body)
 
 
+def test_pipelined_reads_see_earlier_writes_of_the_connection_and_not_later_ones(tmp_path):
+    """Reads that do not hold up the pipeline (RaftNode.read) keep Redis's per-connection
+    order: a GET sees the SETs before it on its connection and none after it."""
+    async def body(c: Cluster):
+        leader = await c.leader()
+        r = c.redis(leader.id)
+        await r.set("k", "0")
+        evaluated = leader.counters["read_barriers"]
+        async with r.pipeline(transaction=False) as p:
+            for i in range(1, 60):
+                p.set("k", str(i))
+                p.get("k")
+                p.get("k")
+            replies = await p.execute()
+        gets = [int(v) for v in replies if v is not True]
+        assert gets == [i for i in range(1, 60) for _ in (0, 1)]
+        assert leader.counters["read_barriers"] > evaluated   # served through ReadIndex
+    with_cluster(tmp_path, body)
+
+
+def test_pipelined_read_on_a_cut_off_leader_times_out(tmp_path):
+    """A pipelined GET on a leader that cannot reach a majority is never answered with
+    possibly stale data: it gets -TRYAGAIN once propose_timeout passes."""
+    async def body(c: Cluster):
+        leader = await c.leader()
+        r = c.redis(leader.id)
+        await r.set("k", "v")
+        for i in list(c.nodes):
+            if i != leader.id:
+                await c.stop(i)
+        from redis.exceptions import TryAgainError
+
+        with pytest.raises(TryAgainError, match="read barrier timed out"):
+            await r.get("k")
+    with_cluster(tmp_path, body, propose_timeout=1.0, check_quorum=False)
+
+
 def test_overwritten_proposal_fails_with_not_leader(tmp_path):
     """A leader cut off from the others accepts a write that can never commit; once
     the partition heals the new leader's log replaces it (§5.3) and the waiting

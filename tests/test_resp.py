@@ -85,7 +85,10 @@ class FakeNode:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         fut.add_done_callback(self._done)
-        return fut
+        return self.index + len(self._queue), fut
+
+    def read(self, evaluate, after_index: int = 0):
+        return None   # no ReadIndex here: the server waits (read_barrier) instead
 
     def _done(self, _fut: asyncio.Future) -> None:
         self.in_flight -= 1
