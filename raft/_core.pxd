@@ -71,6 +71,8 @@ cdef class RaftLog:
     cdef readonly uint64_t stable
     # First index not yet handed to storage in a Ready.
     cdef readonly uint64_t unstable_from
+    # Memory held by the entries: sum of len(data) + ENTRY_MEM_OVERHEAD over them.
+    cdef readonly Py_ssize_t mem_bytes
 
     cdef inline uint64_t last(self)
     cdef uint64_t term_at(self, uint64_t index) except? 0
@@ -80,6 +82,7 @@ cdef class RaftLog:
     cdef int restore(self, uint64_t index, uint64_t term) except -1
     cdef uint64_t find_conflict_by_term(self, uint64_t index, uint64_t term) except? 0
     cdef list slice(self, uint64_t lo, uint64_t hi, Py_ssize_t max_bytes)
+    cdef Py_ssize_t _bytes_of(self, Py_ssize_t lo, Py_ssize_t hi)
 
 
 cdef class Progress:
@@ -210,6 +213,7 @@ cdef class RawNode:
     cdef int _handle_snap_resp(self, Message m) except -1
     cdef int _handle_vote_resp(self, Message m) except -1
     cdef int _validate(self, Message m) except -1
+    cdef int _check_roles(self, Message m) except -1
     cdef int _step(self, Message m) except -1
     cdef int _tick(self) except -1
     cdef inline void _send(self, Message m)

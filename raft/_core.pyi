@@ -11,6 +11,7 @@ MSG_PREVOTE: int
 MSG_PREVOTE_RESP: int
 ENTRY_NORMAL: int
 ENTRY_NOOP: int
+ENTRY_MEM_OVERHEAD: int
 FOLLOWER: int
 CANDIDATE: int
 LEADER: int
@@ -23,6 +24,7 @@ MSG_NAMES: dict[int, str]
 class RaftError(Exception): ...
 class LocalProtocolError(RaftError): ...
 class RemoteProtocolError(RaftError): ...
+class InvariantViolation(RaftError): ...
 
 class NotLeader(LocalProtocolError):
     leader: int
@@ -76,6 +78,7 @@ class RaftLog:
     applied: int
     stable: int
     unstable_from: int
+    mem_bytes: int
     def __init__(self, entries: list[Entry] | None = None, snapshot_index: int = 0,
                  snapshot_term: int = 0) -> None: ...
     @property

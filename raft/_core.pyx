@@ -62,9 +62,14 @@ cdef enum:
 
 ENTRY_NORMAL = 0
 ENTRY_NOOP = 1
+# What one entry adds to RaftLog.mem_bytes beyond its data: roughly the Entry and
+# bytes object headers and the list slot (CPython, 64-bit). The runtime bounds the
+# in-memory log by this count (docs/operations.md, "Limits").
+ENTRY_MEM_OVERHEAD = 96
 cdef enum:
     _ENTRY_NORMAL = 0
     _ENTRY_NOOP = 1
+    _ENTRY_MEM_OVERHEAD = 96
 
 FOLLOWER = 0
 CANDIDATE = 1
@@ -112,7 +117,23 @@ class NotLeader(LocalProtocolError):
 
 
 class RemoteProtocolError(RaftError):
-    """A message is malformed; it was rejected without changing any state."""
+    """A peer's message is malformed or one the protocol says cannot happen (an
+    AppendEntries to a leader in its own term, an ack for entries the leader
+    never had); it was rejected without changing any state."""
+
+
+class InvariantViolation(RaftError):
+    """An internal safety invariant failed (e.g. truncating a committed entry):
+    the local state can no longer be trusted. Fatal: the runtime must stop
+    (fail-stop) rather than go on. These checks are explicit ``if``s, not
+    ``assert``s, so ``python -O`` (or a Cython build without asserts) keeps them."""
+
+
+cdef int _invariant(bint ok, str what) except -1:
+    """Raise InvariantViolation(what) unless ``ok``. Survives ``python -O``."""
+    if not ok:
+        raise InvariantViolation(what)
+    return 0
 
 
 # --- value types -------------------------------------------------------------
@@ -326,7 +347,8 @@ cdef class RaftLog:
 
     cdef int append_entry(self, Entry e) except -1:
         cdef uint64_t* grown
-        assert e.index == self.last() + 1, "log entries must be contiguous"
+        if e.index != self.last() + 1:
+            raise InvariantViolation(f"log entries must be contiguous: {e.index} after {self.last()}")
         if self._len == self._cap:
             grown = <uint64_t*>realloc(self._terms, 2 * self._cap * sizeof(uint64_t))
             if grown == NULL:
@@ -336,16 +358,29 @@ cdef class RaftLog:
         self._terms[self._len] = e.term
         self._len += 1
         self._entries.append(e)
+        self.mem_bytes += PyBytes_GET_SIZE(e.data) + _ENTRY_MEM_OVERHEAD
         return 0
+
+    cdef Py_ssize_t _bytes_of(self, Py_ssize_t lo, Py_ssize_t hi):
+        """mem_bytes of the entries at positions [lo, hi) of _entries."""
+        cdef Py_ssize_t i, total = 0
+        for i in range(lo, hi):
+            total += PyBytes_GET_SIZE((<Entry>PyList_GET_ITEM(self._entries, i)).data) + _ENTRY_MEM_OVERHEAD
+        return total
 
     cdef int truncate_from(self, uint64_t index) except -1:
         """Drop entries index.. (a conflicting suffix, §5.3)."""
-        # Safety (§5.4): a committed entry is never removed.
-        assert index > self.committed, "attempt to truncate a committed entry"
-        assert index >= self.offset
+        # Safety (§5.4, State Machine Safety): a committed entry is never removed.
+        # A leader asking for it is broken, or we are: stop rather than diverge.
+        if index <= self.committed:
+            raise InvariantViolation(f"attempt to truncate committed entry {index} "
+                                     f"(commit index {self.committed}, last index {self.last()})")
+        if index < self.offset:
+            raise InvariantViolation(f"attempt to truncate compacted entry {index} (first {self.offset})")
         if index > self.last():
             return 0
         self._len = index - self.offset
+        self.mem_bytes -= self._bytes_of(self._len, PyList_GET_SIZE(self._entries))
         del self._entries[self._len:]
         if self.stable >= index:
             self.stable = index - 1
@@ -358,9 +393,12 @@ cdef class RaftLog:
         follower's log conflicts with or is shorter than the snapshot). Every index
         up to ``index`` is then committed, applied (the runtime restores the state
         machine from the snapshot) and durable once the Ready holding it is written."""
-        assert index > self.committed, "a snapshot install must move the commit index forward"
+        if index <= self.committed:
+            raise InvariantViolation(f"a snapshot install must move the commit index forward "
+                                     f"({index} <= {self.committed})")
         self._len = 0
         del self._entries[:]
+        self.mem_bytes = 0
         self.offset = index + 1
         self.snapshot_term = term
         self.committed = index
@@ -379,6 +417,7 @@ cdef class RaftLog:
         cdef Py_ssize_t k = index - self.offset + 1
         memmove(self._terms, self._terms + k, (self._len - k) * sizeof(uint64_t))
         self._len -= k
+        self.mem_bytes -= self._bytes_of(0, k)
         del self._entries[:k]
         self.offset = index + 1
         self.snapshot_term = term
@@ -641,7 +680,7 @@ cdef class RawNode:
 
     cdef int _reset(self, uint64_t term) except -1:
         if term != self.term:
-            assert term > self.term, "terms only grow"
+            _invariant(term > self.term, f"terms only grow ({self.term} -> {term})")
             self.term = term
             self.vote = 0
         self.leader = 0
@@ -671,7 +710,7 @@ cdef class RawNode:
         return 0
 
     cdef int _become_candidate(self) except -1:
-        assert self.role != _LEADER, "a leader does not campaign"
+        _invariant(self.role != _LEADER, "a leader does not campaign")
         self._reset(self.term + 1)
         self.election_elapsed = 0
         self.vote = self.id
@@ -680,7 +719,7 @@ cdef class RawNode:
         return 0
 
     cdef int _become_leader(self) except -1:
-        assert self.role == _CANDIDATE, "only a candidate becomes leader"
+        _invariant(self.role == _CANDIDATE, "only a candidate becomes leader")
         cdef uint64_t peer
         cdef uint64_t term = self.term
         self._reset(term)
@@ -814,7 +853,8 @@ cdef class RawNode:
             return 0
         if pr.next < self.log.offset:
             # §7: the entries the follower needs were compacted away.
-            assert self._snapshot is not None and self._snapshot.index == self.log.offset - 1
+            _invariant(self._snapshot is not None and self._snapshot.index == self.log.offset - 1,
+                       "the log is compacted but the snapshot covering it is missing")
             pr.become_snapshot(self._snapshot.index)
             return self._send_snapshot(peer, pr, False)
         prev = pr.next - 1
@@ -1179,6 +1219,7 @@ cdef class RawNode:
                 raise RemoteProtocolError("InstallSnapshot chunk extends past the snapshot's size")
         elif m.data is not None and PyBytes_GET_SIZE(m.data):
             raise RemoteProtocolError("only InstallSnapshot carries data")
+        self._check_roles(m)
         if m.type == _MSG_APP:
             n = PyList_GET_SIZE(m.entries)
             prev_term = m.log_term
@@ -1193,6 +1234,27 @@ cdef class RawNode:
                 raise RemoteProtocolError("prevLogTerm exceeds the message term")
         elif m.entries:
             raise RemoteProtocolError("only AppendEntries carries entries")
+        return 0
+
+    cdef int _check_roles(self, Message m) except -1:
+        """Messages that a correct peer can never send us in our current term
+        (Election Safety, §5.2: at most one leader per term). Refused before any
+        state changes, so a buggy or hostile (but authenticated) peer cannot stop
+        us or make us act on them."""
+        if m.term != self.term:
+            return 0
+        if m.type == _MSG_APP or m.type == _MSG_SNAP:
+            if self.role == _LEADER:
+                raise RemoteProtocolError(
+                    f"{MSG_NAMES[m.type]} from node {m.src} to the leader of its own term {m.term}")
+            if self.leader != 0 and m.src != self.leader:
+                raise RemoteProtocolError(
+                    f"{MSG_NAMES[m.type]} from node {m.src} in term {m.term}, whose leader is {self.leader}")
+        elif m.type == _MSG_APP_RESP and self.role == _LEADER and not m.reject \
+                and m.index > self.log.last():
+            # Our log only grows in our term (Leader Append-Only): nobody can hold more of it.
+            raise RemoteProtocolError(
+                f"node {m.src} acknowledged index {m.index} beyond our last index {self.log.last()}")
         return 0
 
     # -- public API --
@@ -1286,7 +1348,7 @@ cdef class RawNode:
         if m.type == _MSG_APP:
             if self.role == _CANDIDATE:
                 self._become_follower(self.term, m.src)   # §5.2: a leader exists in our term
-            assert self.role != _LEADER, "two leaders in one term"
+            _invariant(self.role != _LEADER, "two leaders in one term")   # _validate refuses it
             self._handle_append(m)
         elif m.type == _MSG_APP_RESP:
             if self.role == _LEADER:
@@ -1299,7 +1361,7 @@ cdef class RawNode:
             # A candidate stays candidate until the snapshot is complete: the
             # role change is part of the install (what the spec's
             # HandleAppendEntries does), so a partial transfer changes no spec state.
-            assert self.role != _LEADER, "two leaders in one term"
+            _invariant(self.role != _LEADER, "two leaders in one term")   # _validate refuses it
             self._handle_snap(m)
         elif m.type == _MSG_SNAP_RESP:
             if self.role == _LEADER:
@@ -1538,6 +1600,7 @@ cdef class RawNode:
             "first_index": self.log.offset,
             "last_index": self.log.last(),
             "snapshot_index": self.log.offset - 1,
+            "log_bytes": self.log.mem_bytes,
             "progress": {p: {"match": pr.match, "next": pr.next,
                              "state": ("probe", "replicate", "snapshot")[pr.state]}
                          for p, pr in self.progress.items()},

@@ -76,6 +76,7 @@ log = logging.getLogger("raft.node")
 SWEEP_PERIOD = 0.1        # expire proposals that waited longer than propose_timeout
 METRICS_PERIOD = 0.5      # refresh the snapshot the metrics endpoint reads
 TRACE_FLUSH_PERIOD = 0.2  # append buffered trace events to the NDJSON file
+BAD_MESSAGE_LOG_PERIOD = 10.0  # at most one warning per peer this often for refused messages
 #: What one applied entry adds to the log size the snapshot threshold is compared
 #: with, beyond its data: the WAL's per-record overhead (raft/storage/segment.py).
 ENTRY_LOG_OVERHEAD = 28
@@ -165,6 +166,7 @@ class RaftNode:
         self._metrics: Any = None
         self._trace: list | None = None
         self._trace_fp: Any = None
+        self._bad_message_logged: dict[int, float] = {}
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -345,13 +347,25 @@ class RaftNode:
             try:
                 core.step(m)
             except RemoteProtocolError as e:
-                self.counters["bad_messages"] += 1
-                log.warning("node %d: dropped a malformed message from node %d: %s",
-                            self.id, m.src, e)
+                self._note_bad_message(m, e)
             except Exception as e:
                 self._fatal(f"the core raised {type(e).__name__} stepping {m!r}: {e}")
                 return
         self._kick.set()
+
+    def _note_bad_message(self, m: Message, e: RemoteProtocolError) -> None:
+        """A peer sent a message the core refused (malformed, or one the protocol says
+        cannot happen): the core changed nothing, so count it and go on. Logged at most
+        once per BAD_MESSAGE_LOG_PERIOD per peer: a peer repeating it must not flood
+        the log (the counter, raft_bad_messages_total, has every one)."""
+        self.counters["bad_messages"] += 1
+        now = time.monotonic()
+        last = self._bad_message_logged.get(m.src)
+        if last is None or now - last >= BAD_MESSAGE_LOG_PERIOD:
+            self._bad_message_logged[m.src] = now
+            log.warning("node %d: dropped a message from node %d that breaks the protocol "
+                        "(RemoteProtocolError, %d so far): %s: %r", self.id, m.src,
+                        self.counters["bad_messages"], e, m)
 
     def _leader_client_addr(self, leader: int | None = None) -> str | None:
         core = self._core

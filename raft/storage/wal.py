@@ -550,7 +550,8 @@ class DiskStorage:
         if rec.compact_pending:
             self._write_batch(None, [], marker=(self._snap_index, self._snap_term))
         if rec.install_pending:
-            assert rec.snapshot is not None
+            if rec.snapshot is None:
+                raise StorageError(f"{self.path}: recovery found an interrupted install without a snapshot")
             what = (f"discarding the log's entries {rec.discarded[0]}..{rec.discarded[1]}"
                     if rec.discarded else "the log was empty")
             log.warning("raft.storage: %s: completing an interrupted snapshot install: the "
@@ -565,7 +566,8 @@ class DiskStorage:
         """Cut the torn final batch: it is the save() in flight at the crash,
         which never returned, so nothing acknowledged is lost."""
         d = rec.damage
-        assert d is not None and d.torn
+        if d is None or not d.torn:
+            raise StorageError(f"{self.path}: only a torn final batch may be cut, not {d}")
         seg = rec.segments[-1]
         if d.batch_offset == 0:  # not even a valid header: the file held nothing
             log.warning("raft.storage: removing %s: torn at creation (%s)", seg.path, d.reason)
@@ -904,7 +906,8 @@ class DiskStorage:
         batch = b.finish()
         if new_segment:
             if reset:
-                assert marker is not None and not entries
+                if marker is None or entries:
+                    raise StorageError("a log reset writes a snapshot marker and no entries")
                 seg_first = marker[0] + 1
             else:
                 seg_first = truncate_at if truncate_at is not None else (
