@@ -858,7 +858,17 @@ cdef class RawNode:
             pr.become_snapshot(self._snapshot.index)
             return self._send_snapshot(peer, pr, False)
         prev = pr.next - 1
-        ents = self.log.slice(pr.next, self.log.last() + 1, self.max_msg_bytes)
+        if heartbeat:
+            # A heartbeat in PROBE state probes without entries; they follow its ack
+            # (as etcd sends entries on the heartbeat response). Resending them every
+            # heartbeat interval would flood a follower still receiving a large entry
+            # (a 17 MiB one takes longer than an interval): it falls behind on the
+            # stream, misses heartbeats and starts an election (issue 15, item 1).
+            ents = []
+        else:
+            # At least one entry, however large: an entry over max_msg_bytes goes
+            # alone (the transport is sized for it: raft/limits.py).
+            ents = self.log.slice(pr.next, self.log.last() + 1, self.max_msg_bytes)
         if not ents and not heartbeat and pr.state == _REPLICATE:
             return 0
         m = self._new_msg(_MSG_APP, peer)

@@ -44,6 +44,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from raft.limits import DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_MULTI_COMMANDS, MAX_MAX_ENTRY_BYTES
 from raft.net.auth import MIN_SECRET_SIZE
 
 __all__ = ["ConfigError", "NodeConfig", "PeerAddress", "TLSConfig", "load_config",
@@ -70,6 +71,9 @@ DEFAULT_SNAPSHOT_THRESHOLD_BYTES = 64 << 20
 #: Entries the log keeps after a snapshot, so a follower that is only slightly behind
 #: is still served by AppendEntries rather than a whole snapshot (etcd keeps 5,000).
 DEFAULT_SNAPSHOT_TRAILING_ENTRIES = 1000
+#: Memory the in-memory log may hold once applied (RaftLog.mem_bytes): beyond it the
+#: node snapshots and compacts early, dropping trailing entries (issue 15, item 5).
+DEFAULT_MAX_LOG_BYTES = 128 << 20
 
 
 class ConfigError(ValueError):
@@ -118,6 +122,10 @@ class NodeConfig:
     max_inflight: int = 256
     snapshot_threshold_bytes: int = DEFAULT_SNAPSHOT_THRESHOLD_BYTES
     snapshot_trailing_entries: int = DEFAULT_SNAPSHOT_TRAILING_ENTRIES
+    # Size limits (raft/limits.py; docs/operations.md "Limits").
+    max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
+    max_multi_commands: int = DEFAULT_MAX_MULTI_COMMANDS
+    max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     trace_file: str | None = None
@@ -356,6 +364,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>",
     if limits is not None:
         kw["max_msg_bytes"] = limits.get("max_msg_bytes", int, 1 << 20)
         kw["max_inflight"] = limits.get("max_inflight", int, 256)
+        kw["max_entry_bytes"] = limits.get("max_entry_bytes", int, DEFAULT_MAX_ENTRY_BYTES)
+        kw["max_multi_commands"] = limits.get("max_multi_commands", int, DEFAULT_MAX_MULTI_COMMANDS)
         limits.finish()
     snapshot = t.table("snapshot")
     if snapshot is not None:
@@ -363,6 +373,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>",
                                                       DEFAULT_SNAPSHOT_THRESHOLD_BYTES)
         kw["snapshot_trailing_entries"] = snapshot.get("trailing_entries", int,
                                                        DEFAULT_SNAPSHOT_TRAILING_ENTRIES)
+        kw["max_log_bytes"] = snapshot.get("max_log_bytes", int, DEFAULT_MAX_LOG_BYTES)
         snapshot.finish()
     t.finish()
     return NodeConfig(node_id=node_id, peers=peers, data_dir=data_dir, source=source, **kw)
@@ -405,6 +416,12 @@ def validate(c: NodeConfig) -> None:
                                               f"got {c.snapshot_threshold_bytes}")
     if c.snapshot_trailing_entries < 0:
         raise bad("snapshot.trailing_entries", f"must be >= 0, got {c.snapshot_trailing_entries}")
+    if not 1 <= c.max_entry_bytes <= MAX_MAX_ENTRY_BYTES:
+        raise bad("limits.max_entry_bytes", f"must be in 1-{MAX_MAX_ENTRY_BYTES}, got {c.max_entry_bytes}")
+    if c.max_multi_commands < 1:
+        raise bad("limits.max_multi_commands", f"must be positive, got {c.max_multi_commands}")
+    if c.max_log_bytes < 1:
+        raise bad("snapshot.max_log_bytes", f"must be positive, got {c.max_log_bytes}")
     if c.metrics_port is not None and not 0 <= c.metrics_port <= 65535:
         raise bad("metrics_port", f"must be in 0-65535, got {c.metrics_port}")
     if c.log_level not in LOG_LEVELS:
@@ -452,9 +469,11 @@ def render_config(c: NodeConfig, secret_file: str | None = None) -> str:
               f"heartbeat_ticks = {c.heartbeat_ticks}", f"pre_vote = {str(c.pre_vote).lower()}",
               f"check_quorum = {str(c.check_quorum).lower()}",
               f"propose_timeout = {c.propose_timeout}"]
-    lines += ["", "[limits]", f"max_msg_bytes = {c.max_msg_bytes}", f"max_inflight = {c.max_inflight}"]
+    lines += ["", "[limits]", f"max_msg_bytes = {c.max_msg_bytes}", f"max_inflight = {c.max_inflight}",
+              f"max_entry_bytes = {c.max_entry_bytes}", f"max_multi_commands = {c.max_multi_commands}"]
     lines += ["", "[snapshot]", f"threshold_bytes = {c.snapshot_threshold_bytes}",
-              f"trailing_entries = {c.snapshot_trailing_entries}"]
+              f"trailing_entries = {c.snapshot_trailing_entries}",
+              f"max_log_bytes = {c.max_log_bytes}"]
     if c.tls is not None:
         lines += ["", "[tls]", f"cert = {_q(c.tls.cert)}", f"key = {_q(c.tls.key)}",
                   f"ca = {_q(c.tls.ca)}"]

@@ -64,7 +64,8 @@ from raft._core import (
 )
 from raft.config import NodeConfig, format_host_port
 from raft.kv import KVStateMachine, SnapshotError
-from raft.net.transport import DEFAULT_MAX_BUFFERED_BYTES, PeerTransport
+from raft.limits import too_large_message, transport_bounds
+from raft.net.transport import PeerTransport
 from raft.resp import NotLeaderError, RespServer, ServerConfig
 from raft.storage.wal import DiskStorage
 
@@ -187,7 +188,9 @@ class RaftNode:
                 asyncio.create_task(self._ready_loop(), name=f"raft-ready-{self.id}"),
                 asyncio.create_task(self._tick_loop(), name=f"raft-tick-{self.id}"),
             ]
-            self._resp = RespServer(self, ServerConfig(password=cfg.client_password))
+            self._resp = RespServer(self, ServerConfig(
+                password=cfg.client_password, max_entry_bytes=cfg.max_entry_bytes,
+                max_multi_commands=cfg.max_multi_commands))
             await self._resp.start(*cfg.me.client)
             if cfg.metrics_port is not None:
                 self._start_metrics()
@@ -247,12 +250,9 @@ class RaftNode:
 
             ssl_server = server_ssl_context(cfg.tls.cert, cfg.tls.key, cfg.tls.ca)
             ssl_client = client_ssl_context(cfg.tls.cert, cfg.tls.key, cfg.tls.ca)
-        # max_frame must hold the largest AppendEntries or snapshot chunk the core
-        # builds (max_msg_bytes of entries or data plus headers), with room to spare;
-        # the send buffer bound must hold the core's window of 4 snapshot chunks plus
-        # the AppendEntries and heartbeats queued alongside them.
-        max_frame = max(64 << 20, 4 * cfg.max_msg_bytes)
-        max_buffered = max(DEFAULT_MAX_BUFFERED_BYTES, 8 * cfg.max_msg_bytes)
+        # Frames and send buffers sized so that any entry the front end accepts
+        # (limits.max_entry_bytes) replicates: raft/limits.py.
+        max_frame, max_buffered = transport_bounds(cfg.max_msg_bytes, cfg.max_entry_bytes)
         return PeerTransport(self.id, cfg.me.raft, cfg.other_peers, cfg.secret,
                              self._on_messages, ssl_server=ssl_server, ssl_client=ssl_client,
                              max_frame=max_frame, max_buffered_bytes=max_buffered)
@@ -314,6 +314,7 @@ class RaftNode:
             if delay > 0:
                 await asyncio.sleep(delay)
             now = loop.time()
+            self._note_stall(now - next_at)
             next_at += interval
             if next_at < now:
                 next_at = now + interval
@@ -333,6 +334,16 @@ class RaftNode:
                 log.exception("node %d: the tick loop failed", self.id)
                 self._fatal(f"{type(e).__name__}: {e}")
                 return
+
+    def _note_stall(self, late: float) -> None:
+        """Warn when the event loop was blocked long enough to threaten elections: a
+        tick that runs half an election timeout late means followers may already have
+        timed out (a long callback: a huge entry parsed, applied or encoded; a snapshot)."""
+        limit = self.config.election_ticks * self.config.tick_ms / 2000.0
+        if late > limit:
+            self.counters["loop_stalls"] = self.counters.get("loop_stalls", 0) + 1
+            log.warning("node %d: the event loop was blocked for %.0f ms (half an election "
+                        "timeout is %.0f ms)", self.id, late * 1000, limit * 1000)
 
     def _on_messages(self, msgs: list[Message]) -> None:
         """PeerTransport delivery: step each message into the core. A malformed message
@@ -379,6 +390,10 @@ class RaftNode:
         core = self._core
         if not self._running or core is None:
             raise NotLeaderError(None)
+        if len(data) > self.config.max_entry_bytes:
+            # The front end refuses these first (raft/limits.py); this is the backstop
+            # for every other path: an entry too large to replicate must never enter the log.
+            raise ValueError(too_large_message(len(data), self.config.max_entry_bytes))
         try:
             index = core.propose(data)
         except NotLeader as e:

@@ -1,0 +1,63 @@
+"""Size limits that the front end, the core and the peer transport must agree on.
+
+They live in one place because they depend on each other: a log entry the front end
+accepts must fit, alone, in one AppendEntries frame (the core sends an entry larger
+than ``max_msg_bytes`` alone in its message: ``RaftLog.slice``), and that frame must
+fit in a peer's send buffer even while the previous one is still in the socket
+buffer. An entry that does not fit is dropped by the transport on every retry: the
+followers stop hearing from the leader (in PROBE state its heartbeat *is* that
+AppendEntries), elect another, and the entry never commits (issue 15, item 1).
+
+So the largest entry is bounded (``limits.max_entry_bytes``, as etcd's
+``--max-request-bytes``; the client gets ``-ERR value too large ...`` like etcd's
+``ErrRequestTooLarge``), and the transport bounds below are derived from it.
+"""
+from __future__ import annotations
+
+#: The largest log entry (an encoded client command) accepted by default. etcd
+#: defaults to 1.5 MiB; larger values cost replication latency for every write
+#: queued behind them, and memory in every node's log until a snapshot.
+DEFAULT_MAX_ENTRY_BYTES = 8 << 20
+#: The largest entry that can be configured.
+MAX_MAX_ENTRY_BYTES = 512 << 20
+#: Commands one MULTI may queue: EXEC applies them all in one step on the event loop
+#: (10,000 SETs take a few tens of ms), which must stay well under an election timeout.
+DEFAULT_MAX_MULTI_COMMANDS = 10_000
+#: Room for everything in a frame besides the entry's data: frame, message and entry
+#: headers (raft/net/codec.pyx), with a wide margin.
+FRAME_ENVELOPE = 64 << 10
+#: The transport's historical floors (kept so small configs behave as before).
+MIN_MAX_FRAME = 64 << 20
+MIN_SEND_BUFFER = 16 << 20
+
+
+def transport_bounds(max_msg_bytes: int, max_entry_bytes: int) -> tuple[int, int]:
+    """(max_frame, max_buffered_bytes per peer) for ``PeerTransport``.
+
+    max_frame holds the largest AppendEntries (``max_msg_bytes`` of entries, or one
+    entry of up to ``max_entry_bytes``) and snapshot chunk. The send buffer holds two
+    of the largest frames (one still in the socket, the next queued) and the core's
+    window of 4 snapshot chunks with the AppendEntries and heartbeats beside them.
+    """
+    largest = max(max_msg_bytes, max_entry_bytes) + FRAME_ENVELOPE
+    max_frame = max(MIN_MAX_FRAME, 4 * max_msg_bytes, largest)
+    max_buffered = max(MIN_SEND_BUFFER, 8 * max_msg_bytes, 2 * largest)
+    return max_frame, max_buffered
+
+
+def command_size_bound(argv: list[bytes]) -> int:
+    """An upper bound of ``len(kv.encode_command(..., argv))``: a version byte, four
+    varints (at most 10 bytes each), and a length varint plus the bytes per argument."""
+    return 51 + sum(len(a) + 10 for a in argv)
+
+
+def exec_item_size_bound(argv: list[bytes]) -> int:
+    """An upper bound of what one queued command adds to a RAFT.EXEC entry: its
+    ``kv.encode_argv`` (a count varint plus length-prefixed arguments) as one argument."""
+    return 20 + sum(len(a) + 10 for a in argv)
+
+
+def too_large_message(size: int, limit: int) -> str:
+    """The client's error (etcd: "request is too large"; Redis: proto-max-bulk-len)."""
+    return (f"ERR value too large: the command would be a log entry of up to {size} bytes, "
+            f"over the limit of {limit} bytes (limits.max_entry_bytes)")
