@@ -518,6 +518,7 @@ class RaftNode:
             "snapshot_term": core.snapshot.term if core.snapshot is not None else 0,
             "snapshot_bytes": len(core.snapshot.data) if core.snapshot is not None else 0,
             "log_bytes_since_snapshot": self._log_bytes,
+            "log_mem_bytes": st["log_bytes"],
             "snapshots_taken": self.counters["snapshots_taken"],
             "snapshots_installed": self.counters["snapshots_installed"],
             "pending_requests": len(self._pending),
@@ -671,15 +672,31 @@ class RaftNode:
         core = self.core
         pending = self._pending_snapshot
         if pending is None:
-            if self._log_bytes < cfg.snapshot_threshold_bytes:
+            if not self._snapshot_due():
                 return
             snap_index = core.snapshot.index if core.snapshot is not None else 0
             if self.applied_index <= snap_index:
                 return
             await self._take_snapshot()
             pending = self._pending_snapshot
-        if pending is not None and self.applied_index >= pending.index + cfg.snapshot_trailing_entries:
+        if pending is not None and (
+                self.applied_index >= pending.index + cfg.snapshot_trailing_entries
+                or core.log.mem_bytes > cfg.max_log_bytes):
+            # Trailing entries are kept for slow followers only while the in-memory
+            # log is under snapshot.max_log_bytes (issue 15, item 5): past it, compact
+            # now; a follower that needs the dropped entries gets the snapshot (§7).
             await self._compact(pending)
+
+    def _snapshot_due(self) -> bool:
+        """Snapshot once threshold_bytes were applied since the last one, or once the
+        in-memory log is over max_log_bytes with a good part of it (a quarter of the
+        budget) applied since the last snapshot: what is not yet applied cannot be
+        compacted, and snapshotting again for a few entries would only burn CPU."""
+        cfg = self.config
+        if self._log_bytes >= cfg.snapshot_threshold_bytes:
+            return True
+        return (self.core.log.mem_bytes > cfg.max_log_bytes
+                and self._log_bytes >= cfg.max_log_bytes // 4)
 
     async def _take_snapshot(self) -> None:
         storage = self._storage
@@ -974,6 +991,8 @@ class NodeMetrics:
             "log_bytes_since_snapshot": ("Bytes applied since the last snapshot (compared "
                                          "with snapshot_threshold_bytes)",
                                          st.get("log_bytes_since_snapshot", 0)),
+            "log_mem_bytes": ("Bytes held by the in-memory log (entry data + 96 an entry), "
+                              "bounded by snapshot.max_log_bytes", st.get("log_mem_bytes", 0)),
             "is_leader": ("1 if this node is the leader", int(st.get("role") == "leader")),
             "leader_id": ("The leader this node knows of (0: none)", st.get("leader", 0)),
             "pending_requests": ("Proposals and barriers waiting to be applied",
