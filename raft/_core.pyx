@@ -1016,6 +1016,18 @@ cdef class RawNode:
             # in SNAPSHOT nothing (we send no AppendEntries).
             if pr.state == _SNAPSHOT:
                 return 0
+            if m.index == pr.match and m.reject_hint < pr.match:
+                # It no longer holds the entry at matchIndex, which it acknowledged:
+                # it lost its log (restarted on an empty data directory with
+                # `raft serve --force-new`), or this rejection is a stale duplicate.
+                # Start again from what it says it has; otherwise every later
+                # rejection would look stale and it would never catch up. Lowering
+                # match is safe: it only delays counting this follower, and the
+                # commit index never goes back (_maybe_commit).
+                pr.match = m.reject_hint
+                pr.become_probe()
+                self._send_append(m.src, pr, False)
+                return 0
             if pr.state == _PROBE and m.index != pr.next - 1:
                 return 0
             if pr.state == _REPLICATE and m.index <= pr.match:

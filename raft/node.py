@@ -67,6 +67,7 @@ from raft.kv import KVStateMachine, SnapshotError
 from raft.limits import too_large_message, transport_bounds
 from raft.net.transport import PeerTransport
 from raft.resp import NotLeaderError, RespServer, ServerConfig
+from raft.storage.guard import DataDirLost
 from raft.storage.wal import DiskStorage
 
 __all__ = ["RaftNode", "NodeStopped"]
@@ -77,6 +78,7 @@ log = logging.getLogger("raft.node")
 SWEEP_PERIOD = 0.1        # expire proposals that waited longer than propose_timeout
 METRICS_PERIOD = 0.5      # refresh the snapshot the metrics endpoint reads
 TRACE_FLUSH_PERIOD = 0.2  # append buffered trace events to the NDJSON file
+DATA_DIR_CHECK_PERIOD = 0.5  # is the data directory still the one we opened? (also on each save)
 BAD_MESSAGE_LOG_PERIOD = 10.0  # at most one warning per peer this often for refused messages
 #: What one applied entry adds to the log size the snapshot threshold is compared
 #: with, beyond its data: the WAL's per-record overhead (raft/storage/segment.py).
@@ -121,8 +123,11 @@ class RaftNode:
     """
 
     def __init__(self, config: NodeConfig, *, state_machine: KVStateMachine | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, force_new: bool = False) -> None:
+        """force_new: start even on an empty data directory that held state before
+        (``raft serve --force-new``; raft/storage/guard.py explains the risk)."""
         self.config = config
+        self._force_new = force_new
         self.id = config.node_id
         #: The replicated state machine; only touched on the loop thread.
         self.state_machine = state_machine if state_machine is not None else KVStateMachine()
@@ -209,7 +214,8 @@ class RaftNode:
         the committed entries after it."""
         cfg = self.config
         self._storage = DiskStorage(cfg.data_dir, durability=cfg.durability,
-                                    voters=tuple(cfg.voters))
+                                    voters=tuple(cfg.voters), node_id=self.id,
+                                    force_new=self._force_new)
         st = self._storage.load()
         snap = st.snapshot
         applied = 0
@@ -308,7 +314,7 @@ class RaftNode:
         core = self._core
         assert core is not None
         next_at = loop.time() + interval
-        sweep_at = metrics_at = trace_at = loop.time()
+        sweep_at = metrics_at = trace_at = data_dir_at = loop.time()
         while True:
             delay = next_at - loop.time()
             if delay > 0:
@@ -330,10 +336,24 @@ class RaftNode:
                 if self._trace_fp is not None and now >= trace_at:
                     trace_at = now + TRACE_FLUSH_PERIOD
                     self._flush_trace()
+                if now >= data_dir_at:
+                    data_dir_at = now + DATA_DIR_CHECK_PERIOD
+                    self._check_data_dir()
+            except DataDirLost as e:
+                self._fatal(str(e))
+                return
             except Exception as e:  # a core assertion, or a full disk for the trace
                 log.exception("node %d: the tick loop failed", self.id)
                 self._fatal(f"{type(e).__name__}: {e}")
                 return
+
+    def _check_data_dir(self) -> None:
+        """Fail-stop if the data directory was deleted or replaced under us: our vote
+        and log are no longer durable, so nothing we acknowledge from now on would be
+        (raft/storage/guard.py). Raises DataDirLost into the tick loop's handler."""
+        storage = self._storage
+        if storage is not None:
+            storage.check_data_dir()
 
     def _note_stall(self, late: float) -> None:
         """Warn when the event loop was blocked long enough to threaten elections: a

@@ -80,15 +80,15 @@ def serve_main(args: argparse.Namespace) -> int:
     from raft.net.transport import new_event_loop
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        return runner.run(_serve(config))
+        return runner.run(_serve(config, force_new=bool(getattr(args, "force_new", False))))
 
 
-async def _serve(config: NodeConfig) -> int:
+async def _serve(config: NodeConfig, force_new: bool = False) -> int:
     from raft.node import RaftNode
     from raft.storage.base import StorageError
 
     log = logging.getLogger("raft.serve")
-    node = RaftNode(config)
+    node = RaftNode(config, force_new=force_new)
     loop = asyncio.get_running_loop()
     try:
         await node.start()
@@ -541,6 +541,9 @@ def add_subcommands(subparsers: Any) -> None:
                    help="append the core's trace events to FILE (NDJSON, for `raft check`)")
     s.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                    help="serve Prometheus metrics on PORT (overrides the config)")
+    s.add_argument("--force-new", action="store_true",
+                   help="start even if the data directory is empty although this node kept "
+                        "state there before (its vote and log are lost: see docs/operations.md)")
     s.set_defaults(func=serve_main)
 
     c = subparsers.add_parser("cluster", help="run a local cluster of node processes on 127.0.0.1")

@@ -159,3 +159,25 @@ def test_log_mem_bytes_follows_append_truncate_compact_and_install() -> None:
                    entries=[Entry(2, 2, 0, b"y")]))
     assert f.log.last_index == 2
     assert f.log.mem_bytes == (100 + ENTRY_MEM_OVERHEAD) + (1 + ENTRY_MEM_OVERHEAD)
+
+
+def test_leader_catches_up_a_follower_that_lost_its_log() -> None:
+    """A follower restarted on an empty data directory (`raft serve --force-new`)
+    rejects the heartbeat at its old matchIndex; the leader used to ignore that as
+    stale forever (match never went back), so the follower never caught up."""
+    from raft.storage.memory import MemoryStorage
+
+    c = _leader_cluster()
+    leader = c.nodes[1]
+    for k in range(5):
+        leader.propose(b"e%d" % k)
+    c.deliver()
+    assert leader.progress_of(2).match == leader.last_index
+    c.disks[2] = MemoryStorage()            # its data directory is gone
+    c.restart(2)
+    assert c.nodes[2].last_index == 0
+    for _ in range(3):                      # heartbeat_tick is 1 in these tests
+        leader.tick()
+    c.deliver()
+    assert c.nodes[2].last_index == leader.last_index
+    assert c.nodes[2].commit == leader.commit
