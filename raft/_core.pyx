@@ -1034,6 +1034,12 @@ cdef class RawNode:
                 return 0
             # Skip back a whole term per round trip using the follower's hint.
             j = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
+            if j > 0 and j == self.log.offset - 1 and self.log.snapshot_term > m.log_term:
+                # The search stopped at our snapshot, whose last entry the follower
+                # does not hold (its term there is lower): the match point is inside
+                # the snapshot, so probe below it, which sends the snapshot (§7).
+                # Without this the leader probed at the snapshot index forever.
+                j -= 1
             pr.become_probe()
             if j + 1 > pr.next:
                 pr.next = j + 1

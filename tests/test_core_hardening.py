@@ -181,3 +181,23 @@ def test_leader_catches_up_a_follower_that_lost_its_log() -> None:
     c.deliver()
     assert c.nodes[2].last_index == leader.last_index
     assert c.nodes[2].commit == leader.commit
+
+
+def test_follower_conflicting_at_the_leaders_snapshot_index_gets_the_snapshot() -> None:
+    """The follower's entry at the leader's snapshot index has a lower term: the match
+    point is inside the snapshot. The leader used to probe at the snapshot index
+    forever (found by `raft sim --seed 87 --nodes 5 --steps 300`)."""
+    c = Cluster({1: [1, 1, 2], 2: [1, 1, 1], 3: [1, 1, 2]})
+    c.isolate(2)
+    c.elect(1)
+    c.deliver()
+    leader = c.nodes[1]
+    assert leader.commit == leader.last_index == 4
+    c.compact(1, 3)
+    c.heal()
+    for _ in range(5):
+        leader.tick()
+        c.deliver()
+    assert c.installed[2] and c.installed[2][-1].index >= 3
+    assert c.nodes[2].last_index == leader.last_index
+    assert c.nodes[2].log.term(c.nodes[2].last_index) == leader.log.term(leader.last_index)
