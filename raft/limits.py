@@ -51,6 +51,11 @@ def command_size_bound(argv: list[bytes]) -> int:
     return 51 + sum(len(a) + 10 for a in argv)
 
 
+#: An upper bound of a RAFT.EXEC entry without its items: ``command_size_bound`` of
+#: ``[b"RAFT.EXEC"]`` (51 + 9 + 10).
+EXEC_ENVELOPE = 70
+
+
 def exec_item_size_bound(argv: list[bytes]) -> int:
     """An upper bound of what one queued command adds to a RAFT.EXEC entry: its
     ``kv.encode_argv`` (a count varint plus length-prefixed arguments) as one argument."""

@@ -33,8 +33,8 @@ from typing import Any, Awaitable, Callable, Protocol, cast
 import hiredis
 
 from . import kv
-from .limits import (DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_MULTI_COMMANDS, command_size_bound,
-                     exec_item_size_bound, too_large_message)
+from .limits import (DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_MULTI_COMMANDS, EXEC_ENVELOPE,
+                     command_size_bound, exec_item_size_bound, too_large_message)
 from .kv import NULL_ARRAY, OK, ErrorReply, KVStateMachine, Reply, Status
 
 __all__ = [
@@ -631,7 +631,7 @@ class RespConnection(asyncio.Protocol):
             return ErrorReply(f"ERR MULTI queue too long: more than {self.cfg.max_multi_commands} "
                               f"commands (limits.max_multi_commands); the transaction is discarded")
         self.multi_bytes += exec_item_size_bound(argv)
-        size = self.multi_bytes + 70      # the RAFT.EXEC command around the items
+        size = self.multi_bytes + EXEC_ENVELOPE
         if size > self.cfg.max_entry_bytes:
             return ErrorReply(too_large_message(size, self.cfg.max_entry_bytes)
                               + "; the transaction is discarded")

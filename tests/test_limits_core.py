@@ -65,6 +65,27 @@ def is_error(reply: object, prefix: str) -> bool:
     return isinstance(reply, hiredis.ReplyError) and str(reply).startswith(prefix)
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_size_bounds_are_upper_bounds_of_the_encodings(seed: int) -> None:
+    """The front end checks sizes before encoding: its bounds must never be below the
+    real encoded size, or an entry over the limit could slip through."""
+    import random
+
+    from raft import kv
+    from raft.limits import EXEC_ENVELOPE, command_size_bound, exec_item_size_bound
+
+    rng = random.Random(seed)
+    for _ in range(500):
+        argv = [rng.randbytes(rng.choice([0, 1, 5, 200, 20000])) for _ in range(rng.randrange(1, 6))]
+        data = kv.encode_command(2**63, 2**63, argv, time_ms=2**60)
+        assert len(data) <= command_size_bound(argv), f"seed {seed}"
+        items = [argv, argv[:1]]
+        exec_data = kv.encode_command(0, 0, [b"RAFT.EXEC", *(kv.encode_argv(q) for q in items)],
+                                      time_ms=2**45)
+        bound = EXEC_ENVELOPE + sum(exec_item_size_bound(q) for q in items)
+        assert len(exec_data) <= bound, f"seed {seed}"
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
     # fsync, as in the report; elections at 0.5-1 s so a loaded test machine's pauses
