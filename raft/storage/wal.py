@@ -1066,8 +1066,16 @@ class DiskStorage:
         self._cache_lo += i - self._cache_start
         self._cache_used = used
         self._cache_start = i
-        if i > 1024 and i * 2 > len(cache):  # reclaim the dead front now and then
-            del cache[:i]
+        self._reclaim_front()
+
+    def _reclaim_front(self) -> None:
+        """Drop the dead front of the cache list once it outnumbers the live part:
+        amortized O(1) per entry, and the dropped entries' data is really freed. (With
+        a fixed "more than 1024 dead" condition, a few hundred large entries stayed
+        referenced forever: 400 x 1 MB SETs kept ~400 MB per node, issue 15 item 5.)"""
+        i = self._cache_start
+        if i * 2 > len(self._cache):
+            del self._cache[:i]
             self._cache_start = 0
 
     def _cache_drop_front(self, new_lo: int) -> None:
@@ -1078,6 +1086,8 @@ class DiskStorage:
         self._cache_start = stop
         if self._cache_start == len(self._cache):
             self._cache, self._cache_start, self._cache_lo = [], 0, new_lo
+        else:
+            self._reclaim_front()
 
     def _terms_append(self, entries: list[Entry]) -> None:
         terms = self._term_values
