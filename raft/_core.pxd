@@ -101,6 +101,11 @@ cdef class Progress:
     cdef int _inflight_cap
     cdef int _inflight_start
     cdef readonly int inflight
+    # ... and the bytes of entry data each carries, and their sum (flow control by
+    # bytes: max_inflight_bytes, as etcd's MaxInflightBytes; 0 = unlimited).
+    cdef Py_ssize_t* _inflight_size
+    cdef readonly Py_ssize_t inflight_bytes
+    cdef Py_ssize_t _max_inflight_bytes
     # SNAPSHOT: sending snapshot `snap_index` in chunks of max_msg_bytes.
     # Invariant: snap_acked <= snap_next (chunk numbers; acked = the follower holds
     # every chunk before it, next = the next chunk to send).
@@ -112,7 +117,7 @@ cdef class Progress:
     cdef void become_replicate(self)
     cdef void become_snapshot(self, uint64_t index)
     cdef void free_le(self, uint64_t index)
-    cdef inline void add_inflight(self, uint64_t last)
+    cdef inline void add_inflight(self, uint64_t last, Py_ssize_t size)
     cdef inline void note_commit_sent(self, uint64_t commit)
     cdef bint is_paused(self)
 
@@ -147,6 +152,7 @@ cdef class RawNode:
     cdef int heartbeat_elapsed
     cdef Py_ssize_t max_msg_bytes
     cdef int max_inflight
+    cdef Py_ssize_t max_inflight_bytes
     cdef bint unsafe_commit_any_term  # test-only: the Figure 8 bug
     # PreVote (diss. §9.6): before campaigning, ask whether a majority would vote
     # for us, without touching our term. A pre-candidate keeps its role (follower or

@@ -125,7 +125,7 @@ class RawNode:
     check_quorum: bool
     def __init__(self, id: int, voters: list[int] | tuple[int, ...], *, seed: int = 0,
                  election_tick: int = 10, heartbeat_tick: int = 1, max_msg_bytes: int = ...,
-                 max_inflight: int = 256, hard_state: HardState | None = None,
+                 max_inflight: int = 256, max_inflight_bytes: int = 0, hard_state: HardState | None = None,
                  entries: list[Entry] | None = None, snapshot: Snapshot | None = None,
                  applied: int = 0, msg_id_start: int = 0,
                  unsafe_commit_any_term: bool = False, pre_vote: bool = False,

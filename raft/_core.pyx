@@ -463,7 +463,7 @@ cdef class RaftLog:
 # --- leader's view of a follower --------------------------------------------
 
 cdef class Progress:
-    def __cinit__(self, uint64_t next, int max_inflight):
+    def __cinit__(self, uint64_t next, int max_inflight, Py_ssize_t max_inflight_bytes=0):
         self.match = 0
         self.next = next
         self.state = _PROBE
@@ -471,13 +471,17 @@ cdef class Progress:
         self.progressed = False
         self._inflight_cap = max_inflight
         self._inflight = <uint64_t*>malloc(max_inflight * sizeof(uint64_t))
-        if self._inflight == NULL:
+        self._inflight_size = <Py_ssize_t*>malloc(max_inflight * sizeof(Py_ssize_t))
+        if self._inflight == NULL or self._inflight_size == NULL:
             raise MemoryError()
+        self._max_inflight_bytes = max_inflight_bytes
+        self.inflight_bytes = 0
         self._inflight_start = 0
         self.inflight = 0
 
     def __dealloc__(self):
         free(self._inflight)
+        free(self._inflight_size)
 
     cdef void become_probe(self):
         # Resume from the last known match: everything after it may be lost.
@@ -485,16 +489,19 @@ cdef class Progress:
         self.next = self.match + 1
         self.probe_sent = False
         self.inflight = 0
+        self.inflight_bytes = 0
 
     cdef void become_replicate(self):
         self.state = _REPLICATE
         self.next = self.match + 1
         self.inflight = 0
+        self.inflight_bytes = 0
 
     cdef void become_snapshot(self, uint64_t index):
         # The entries the follower needs are compacted: send snapshot `index` instead.
         self.state = _SNAPSHOT
         self.inflight = 0
+        self.inflight_bytes = 0
         self.probe_sent = False
         self.snap_index = index
         self.snap_next = 0
@@ -503,6 +510,7 @@ cdef class Progress:
     cdef void free_le(self, uint64_t index):
         """Release in-flight AppendEntries whose last index <= index (acknowledged)."""
         while self.inflight > 0 and self._inflight[self._inflight_start] <= index:
+            self.inflight_bytes -= self._inflight_size[self._inflight_start]
             self._inflight_start = (self._inflight_start + 1) % self._inflight_cap
             self.inflight -= 1
 
@@ -510,9 +518,12 @@ cdef class Progress:
         if commit > self.sent_commit:
             self.sent_commit = commit
 
-    cdef inline void add_inflight(self, uint64_t last):
-        self._inflight[(self._inflight_start + self.inflight) % self._inflight_cap] = last
+    cdef inline void add_inflight(self, uint64_t last, Py_ssize_t size):
+        cdef int slot = (self._inflight_start + self.inflight) % self._inflight_cap
+        self._inflight[slot] = last
+        self._inflight_size[slot] = size
         self.inflight += 1
+        self.inflight_bytes += size
 
     cdef bint is_paused(self):
         """May AppendEntries be sent? (Snapshot chunks have their own window.)"""
@@ -520,7 +531,10 @@ cdef class Progress:
             return self.probe_sent
         if self.state == _SNAPSHOT:
             return True
-        return self.inflight >= self._inflight_cap
+        # By bytes too: pipelining more large entries than the peer's send buffer holds
+        # would only get them dropped and resent. At least one message always goes.
+        return self.inflight >= self._inflight_cap or (
+            self._max_inflight_bytes > 0 and self.inflight_bytes >= self._max_inflight_bytes)
 
     def __repr__(self):
         state = ("probe", "replicate", "snapshot")[self.state]
@@ -545,6 +559,13 @@ cdef class Ready:
 
 # --- the node ----------------------------------------------------------------
 
+cdef Py_ssize_t _entries_bytes(list ents):
+    cdef Py_ssize_t i, total = 0
+    for i in range(PyList_GET_SIZE(ents)):
+        total += PyBytes_GET_SIZE((<Entry>PyList_GET_ITEM(ents, i)).data) + _ENTRY_MEM_OVERHEAD
+    return total
+
+
 cdef inline uint64_t _splitmix64(uint64_t* state):
     state[0] += 0x9E3779B97F4A7C15ULL
     cdef uint64_t z = state[0]
@@ -558,7 +579,8 @@ cdef class RawNode:
 
     def __init__(self, uint64_t id, voters, *, uint64_t seed=0, int election_tick=10,
                  int heartbeat_tick=1, Py_ssize_t max_msg_bytes=1 << 20,
-                 int max_inflight=256, HardState hard_state=None, list entries=None,
+                 int max_inflight=256, Py_ssize_t max_inflight_bytes=0,
+                 HardState hard_state=None, list entries=None,
                  Snapshot snapshot=None, uint64_t applied=0, uint64_t msg_id_start=0,
                  bint unsafe_commit_any_term=False, bint pre_vote=False,
                  bint check_quorum=False, list trace=None):
@@ -568,6 +590,9 @@ cdef class RawNode:
         follow the snapshot; the runtime restores the state machine from it).
         applied: last index already applied to the state machine (>= snapshot.index).
         seed: drives the randomized election timeouts; give each node its own.
+        max_inflight_bytes: a leader pauses pipelining to a follower once the
+        entries it has in flight to it (data + ENTRY_MEM_OVERHEAD each) reach this
+        (0: no byte bound; at least one message always goes).
         pre_vote: run a PreVote round before each election the timer starts
         (diss. §9.6), so a node that was cut off cannot disrupt a working leader
         by forcing a new term when it rejoins.
@@ -596,6 +621,7 @@ cdef class RawNode:
         self.heartbeat_tick = heartbeat_tick
         self.max_msg_bytes = max_msg_bytes
         self.max_inflight = max_inflight
+        self.max_inflight_bytes = max_inflight_bytes if max_inflight_bytes > 0 else 0
         self.unsafe_commit_any_term = unsafe_commit_any_term
         self.pre_vote = pre_vote
         self.check_quorum = check_quorum
@@ -727,7 +753,8 @@ cdef class RawNode:
         self.leader = self.id
         self.election_elapsed = 0            # CheckQuorum counts from here
         for peer in self.peers:
-            self.progress[peer] = Progress(self.log.last() + 1, self.max_inflight)
+            self.progress[peer] = Progress(self.log.last() + 1, self.max_inflight,
+                                           self.max_inflight_bytes)
         if self._trace is not None:
             self._trace.append(("leader", self.id, self.term))
         # diss. §6.4: a no-op entry of the new term lets earlier-term entries commit
@@ -880,7 +907,7 @@ cdef class RawNode:
         pr.note_commit_sent(min(m.commit, prev + <uint64_t>PyList_GET_SIZE(ents)))
         if pr.state == _REPLICATE:
             pr.next = prev + <uint64_t>PyList_GET_SIZE(ents) + 1
-            pr.add_inflight(pr.next - 1)
+            pr.add_inflight(pr.next - 1, _entries_bytes(ents))
         else:
             pr.probe_sent = True
         return 0

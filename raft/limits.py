@@ -45,6 +45,14 @@ def transport_bounds(max_msg_bytes: int, max_entry_bytes: int) -> tuple[int, int
     return max_frame, max_buffered
 
 
+def inflight_bytes_bound(max_msg_bytes: int, max_entry_bytes: int) -> int:
+    """Entry bytes a leader keeps in flight to one follower (``RawNode(max_inflight_bytes=)``):
+    a quarter of its send buffer. One more message may go past it (up to the largest
+    entry, half the buffer), so pipelining alone never overflows the buffer; the rest
+    is for heartbeats and snapshot chunks. 4 MiB by default: thousands of small entries."""
+    return transport_bounds(max_msg_bytes, max_entry_bytes)[1] // 4
+
+
 def command_size_bound(argv: list[bytes]) -> int:
     """An upper bound of ``len(kv.encode_command(..., argv))``: a version byte, four
     varints (at most 10 bytes each), and a length varint plus the bytes per argument."""

@@ -64,7 +64,7 @@ from raft._core import (
 )
 from raft.config import NodeConfig, format_host_port
 from raft.kv import KVStateMachine, SnapshotError
-from raft.limits import too_large_message, transport_bounds
+from raft.limits import inflight_bytes_bound, too_large_message, transport_bounds
 from raft.net.transport import PeerTransport
 from raft.resp import NotLeaderError, RespServer, ServerConfig
 from raft.storage.guard import DataDirLost
@@ -239,6 +239,7 @@ class RaftNode:
             self.id, cfg.voters, seed=self._seed,
             election_tick=cfg.election_ticks, heartbeat_tick=cfg.heartbeat_ticks,
             pre_vote=cfg.pre_vote, check_quorum=cfg.check_quorum, max_msg_bytes=cfg.max_msg_bytes, max_inflight=cfg.max_inflight,
+            max_inflight_bytes=inflight_bytes_bound(cfg.max_msg_bytes, cfg.max_entry_bytes),
             hard_state=st.hard_state, entries=st.entries, snapshot=snap, applied=applied,
             msg_id_start=time.time_ns(), trace=self._trace)
         hs = st.hard_state

@@ -201,3 +201,22 @@ def test_follower_conflicting_at_the_leaders_snapshot_index_gets_the_snapshot() 
     assert c.installed[2] and c.installed[2][-1].index >= 3
     assert c.nodes[2].last_index == leader.last_index
     assert c.nodes[2].log.term(c.nodes[2].last_index) == leader.log.term(leader.last_index)
+
+
+@pytest.mark.parametrize("bound, expected", [(0, 5), (1000, 2)])
+def test_pipelining_is_bounded_by_inflight_bytes(bound: int, expected: int) -> None:
+    """max_inflight_bytes (etcd's MaxInflightBytes): a leader stops pipelining large
+    entries to a follower once that many bytes are unacknowledged, so they are not
+    dropped by a full peer send buffer and resent. One message always goes."""
+    c = Cluster({1: [], 2: [], 3: []}, max_msg_bytes=500, max_inflight_bytes=bound)
+    c.elect(1)
+    c.deliver()
+    leader = c.nodes[1]
+    for k in range(5):
+        leader.propose(b"%d" % k * 600)          # each entry goes alone (> max_msg_bytes)
+    c.process(1)
+    to_2 = [m for m in c.queue if m.dst == 2 and m.type == MSG_APP and m.entries]
+    assert len(to_2) == expected
+    c.deliver()                                   # acks release the window: all commit
+    assert leader.commit == leader.last_index == 6
+    assert c.nodes[2].last_index == 6
