@@ -18,6 +18,7 @@ from raft._core import (
     MSG_VOTE_RESP,
     Entry,
     HardState,
+    InvariantViolation,
     LocalProtocolError,
     Message,
     NotLeader,
@@ -32,7 +33,7 @@ from raft._core import (
 __all__ = [
     "CANDIDATE", "ENTRY_NOOP", "ENTRY_NORMAL", "FOLLOWER", "LEADER",
     "MSG_APP", "MSG_APP_RESP", "MSG_SNAP", "MSG_SNAP_RESP", "MSG_VOTE", "MSG_VOTE_RESP",
-    "Entry", "HardState", "LocalProtocolError", "Message", "NotLeader", "RaftError",
+    "Entry", "HardState", "InvariantViolation", "LocalProtocolError", "Message", "NotLeader", "RaftError",
     "RaftLog", "RawNode", "Ready", "RemoteProtocolError", "Snapshot",
 ]
 __version__ = "0.1.0"

@@ -71,6 +71,8 @@ cdef class RaftLog:
     cdef readonly uint64_t stable
     # First index not yet handed to storage in a Ready.
     cdef readonly uint64_t unstable_from
+    # Memory held by the entries: sum of len(data) + ENTRY_MEM_OVERHEAD over them.
+    cdef readonly Py_ssize_t mem_bytes
 
     cdef inline uint64_t last(self)
     cdef uint64_t term_at(self, uint64_t index) except? 0
@@ -80,6 +82,7 @@ cdef class RaftLog:
     cdef int restore(self, uint64_t index, uint64_t term) except -1
     cdef uint64_t find_conflict_by_term(self, uint64_t index, uint64_t term) except? 0
     cdef list slice(self, uint64_t lo, uint64_t hi, Py_ssize_t max_bytes)
+    cdef Py_ssize_t _bytes_of(self, Py_ssize_t lo, Py_ssize_t hi)
 
 
 cdef class Progress:
@@ -98,6 +101,11 @@ cdef class Progress:
     cdef int _inflight_cap
     cdef int _inflight_start
     cdef readonly int inflight
+    # ... and the bytes of entry data each carries, and their sum (flow control by
+    # bytes: max_inflight_bytes, as etcd's MaxInflightBytes; 0 = unlimited).
+    cdef Py_ssize_t* _inflight_size
+    cdef readonly Py_ssize_t inflight_bytes
+    cdef Py_ssize_t _max_inflight_bytes
     # SNAPSHOT: sending snapshot `snap_index` in chunks of max_msg_bytes.
     # Invariant: snap_acked <= snap_next (chunk numbers; acked = the follower holds
     # every chunk before it, next = the next chunk to send).
@@ -109,7 +117,7 @@ cdef class Progress:
     cdef void become_replicate(self)
     cdef void become_snapshot(self, uint64_t index)
     cdef void free_le(self, uint64_t index)
-    cdef inline void add_inflight(self, uint64_t last)
+    cdef inline void add_inflight(self, uint64_t last, Py_ssize_t size)
     cdef inline void note_commit_sent(self, uint64_t commit)
     cdef bint is_paused(self)
 
@@ -145,6 +153,7 @@ cdef class RawNode:
     cdef int heartbeat_elapsed
     cdef Py_ssize_t max_msg_bytes
     cdef int max_inflight
+    cdef Py_ssize_t max_inflight_bytes
     cdef bint unsafe_commit_any_term  # test-only: the Figure 8 bug
     # PreVote (diss. §9.6): before campaigning, ask whether a majority would vote
     # for us, without touching our term. A pre-candidate keeps its role (follower or
@@ -215,6 +224,7 @@ cdef class RawNode:
     cdef int _handle_snap_resp(self, Message m) except -1
     cdef int _handle_vote_resp(self, Message m) except -1
     cdef int _validate(self, Message m) except -1
+    cdef int _check_roles(self, Message m) except -1
     cdef int _step(self, Message m) except -1
     cdef int _tick(self) except -1
     cdef inline void _send(self, Message m)

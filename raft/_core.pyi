@@ -11,6 +11,7 @@ MSG_PREVOTE: int
 MSG_PREVOTE_RESP: int
 ENTRY_NORMAL: int
 ENTRY_NOOP: int
+ENTRY_MEM_OVERHEAD: int
 FOLLOWER: int
 CANDIDATE: int
 LEADER: int
@@ -23,6 +24,7 @@ MSG_NAMES: dict[int, str]
 class RaftError(Exception): ...
 class LocalProtocolError(RaftError): ...
 class RemoteProtocolError(RaftError): ...
+class InvariantViolation(RaftError): ...
 
 class NotLeader(LocalProtocolError):
     leader: int
@@ -76,6 +78,7 @@ class RaftLog:
     applied: int
     stable: int
     unstable_from: int
+    mem_bytes: int
     def __init__(self, entries: list[Entry] | None = None, snapshot_index: int = 0,
                  snapshot_term: int = 0) -> None: ...
     @property
@@ -124,7 +127,7 @@ class RawNode:
     check_quorum: bool
     def __init__(self, id: int, voters: list[int] | tuple[int, ...], *, seed: int = 0,
                  election_tick: int = 10, heartbeat_tick: int = 1, max_msg_bytes: int = ...,
-                 max_inflight: int = 256, hard_state: HardState | None = None,
+                 max_inflight: int = 256, max_inflight_bytes: int = 0, hard_state: HardState | None = None,
                  entries: list[Entry] | None = None, snapshot: Snapshot | None = None,
                  applied: int = 0, msg_id_start: int = 0,
                  unsafe_commit_any_term: bool = False, pre_vote: bool = False,

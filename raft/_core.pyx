@@ -62,9 +62,14 @@ cdef enum:
 
 ENTRY_NORMAL = 0
 ENTRY_NOOP = 1
+# What one entry adds to RaftLog.mem_bytes beyond its data: roughly the Entry and
+# bytes object headers and the list slot (CPython, 64-bit). The runtime bounds the
+# in-memory log by this count (docs/operations.md, "Limits").
+ENTRY_MEM_OVERHEAD = 96
 cdef enum:
     _ENTRY_NORMAL = 0
     _ENTRY_NOOP = 1
+    _ENTRY_MEM_OVERHEAD = 96
 
 FOLLOWER = 0
 CANDIDATE = 1
@@ -112,7 +117,23 @@ class NotLeader(LocalProtocolError):
 
 
 class RemoteProtocolError(RaftError):
-    """A message is malformed; it was rejected without changing any state."""
+    """A peer's message is malformed or one the protocol says cannot happen (an
+    AppendEntries to a leader in its own term, an ack for entries the leader
+    never had); it was rejected without changing any state."""
+
+
+class InvariantViolation(RaftError):
+    """An internal safety invariant failed (e.g. truncating a committed entry):
+    the local state can no longer be trusted. Fatal: the runtime must stop
+    (fail-stop) rather than go on. These checks are explicit ``if``s, not
+    ``assert``s, so ``python -O`` (or a Cython build without asserts) keeps them."""
+
+
+cdef int _invariant(bint ok, str what) except -1:
+    """Raise InvariantViolation(what) unless ``ok``. Survives ``python -O``."""
+    if not ok:
+        raise InvariantViolation(what)
+    return 0
 
 
 # --- value types -------------------------------------------------------------
@@ -326,7 +347,8 @@ cdef class RaftLog:
 
     cdef int append_entry(self, Entry e) except -1:
         cdef uint64_t* grown
-        assert e.index == self.last() + 1, "log entries must be contiguous"
+        if e.index != self.last() + 1:
+            raise InvariantViolation(f"log entries must be contiguous: {e.index} after {self.last()}")
         if self._len == self._cap:
             grown = <uint64_t*>realloc(self._terms, 2 * self._cap * sizeof(uint64_t))
             if grown == NULL:
@@ -336,16 +358,29 @@ cdef class RaftLog:
         self._terms[self._len] = e.term
         self._len += 1
         self._entries.append(e)
+        self.mem_bytes += PyBytes_GET_SIZE(e.data) + _ENTRY_MEM_OVERHEAD
         return 0
+
+    cdef Py_ssize_t _bytes_of(self, Py_ssize_t lo, Py_ssize_t hi):
+        """mem_bytes of the entries at positions [lo, hi) of _entries."""
+        cdef Py_ssize_t i, total = 0
+        for i in range(lo, hi):
+            total += PyBytes_GET_SIZE((<Entry>PyList_GET_ITEM(self._entries, i)).data) + _ENTRY_MEM_OVERHEAD
+        return total
 
     cdef int truncate_from(self, uint64_t index) except -1:
         """Drop entries index.. (a conflicting suffix, §5.3)."""
-        # Safety (§5.4): a committed entry is never removed.
-        assert index > self.committed, "attempt to truncate a committed entry"
-        assert index >= self.offset
+        # Safety (§5.4, State Machine Safety): a committed entry is never removed.
+        # A leader asking for it is broken, or we are: stop rather than diverge.
+        if index <= self.committed:
+            raise InvariantViolation(f"attempt to truncate committed entry {index} "
+                                     f"(commit index {self.committed}, last index {self.last()})")
+        if index < self.offset:
+            raise InvariantViolation(f"attempt to truncate compacted entry {index} (first {self.offset})")
         if index > self.last():
             return 0
         self._len = index - self.offset
+        self.mem_bytes -= self._bytes_of(self._len, PyList_GET_SIZE(self._entries))
         del self._entries[self._len:]
         if self.stable >= index:
             self.stable = index - 1
@@ -358,9 +393,12 @@ cdef class RaftLog:
         follower's log conflicts with or is shorter than the snapshot). Every index
         up to ``index`` is then committed, applied (the runtime restores the state
         machine from the snapshot) and durable once the Ready holding it is written."""
-        assert index > self.committed, "a snapshot install must move the commit index forward"
+        if index <= self.committed:
+            raise InvariantViolation(f"a snapshot install must move the commit index forward "
+                                     f"({index} <= {self.committed})")
         self._len = 0
         del self._entries[:]
+        self.mem_bytes = 0
         self.offset = index + 1
         self.snapshot_term = term
         self.committed = index
@@ -379,6 +417,7 @@ cdef class RaftLog:
         cdef Py_ssize_t k = index - self.offset + 1
         memmove(self._terms, self._terms + k, (self._len - k) * sizeof(uint64_t))
         self._len -= k
+        self.mem_bytes -= self._bytes_of(0, k)
         del self._entries[:k]
         self.offset = index + 1
         self.snapshot_term = term
@@ -424,7 +463,7 @@ cdef class RaftLog:
 # --- leader's view of a follower --------------------------------------------
 
 cdef class Progress:
-    def __cinit__(self, uint64_t next, int max_inflight):
+    def __cinit__(self, uint64_t next, int max_inflight, Py_ssize_t max_inflight_bytes=0):
         self.match = 0
         self.next = next
         self.state = _PROBE
@@ -432,13 +471,17 @@ cdef class Progress:
         self.progressed = False
         self._inflight_cap = max_inflight
         self._inflight = <uint64_t*>malloc(max_inflight * sizeof(uint64_t))
-        if self._inflight == NULL:
+        self._inflight_size = <Py_ssize_t*>malloc(max_inflight * sizeof(Py_ssize_t))
+        if self._inflight == NULL or self._inflight_size == NULL:
             raise MemoryError()
+        self._max_inflight_bytes = max_inflight_bytes
+        self.inflight_bytes = 0
         self._inflight_start = 0
         self.inflight = 0
 
     def __dealloc__(self):
         free(self._inflight)
+        free(self._inflight_size)
 
     cdef void become_probe(self):
         # Resume from the last known match: everything after it may be lost.
@@ -446,16 +489,19 @@ cdef class Progress:
         self.next = self.match + 1
         self.probe_sent = False
         self.inflight = 0
+        self.inflight_bytes = 0
 
     cdef void become_replicate(self):
         self.state = _REPLICATE
         self.next = self.match + 1
         self.inflight = 0
+        self.inflight_bytes = 0
 
     cdef void become_snapshot(self, uint64_t index):
         # The entries the follower needs are compacted: send snapshot `index` instead.
         self.state = _SNAPSHOT
         self.inflight = 0
+        self.inflight_bytes = 0
         self.probe_sent = False
         self.snap_index = index
         self.snap_next = 0
@@ -464,6 +510,7 @@ cdef class Progress:
     cdef void free_le(self, uint64_t index):
         """Release in-flight AppendEntries whose last index <= index (acknowledged)."""
         while self.inflight > 0 and self._inflight[self._inflight_start] <= index:
+            self.inflight_bytes -= self._inflight_size[self._inflight_start]
             self._inflight_start = (self._inflight_start + 1) % self._inflight_cap
             self.inflight -= 1
 
@@ -471,9 +518,12 @@ cdef class Progress:
         if commit > self.sent_commit:
             self.sent_commit = commit
 
-    cdef inline void add_inflight(self, uint64_t last):
-        self._inflight[(self._inflight_start + self.inflight) % self._inflight_cap] = last
+    cdef inline void add_inflight(self, uint64_t last, Py_ssize_t size):
+        cdef int slot = (self._inflight_start + self.inflight) % self._inflight_cap
+        self._inflight[slot] = last
+        self._inflight_size[slot] = size
         self.inflight += 1
+        self.inflight_bytes += size
 
     cdef bint is_paused(self):
         """May AppendEntries be sent? (Snapshot chunks have their own window.)"""
@@ -481,7 +531,10 @@ cdef class Progress:
             return self.probe_sent
         if self.state == _SNAPSHOT:
             return True
-        return self.inflight >= self._inflight_cap
+        # By bytes too: pipelining more large entries than the peer's send buffer holds
+        # would only get them dropped and resent. At least one message always goes.
+        return self.inflight >= self._inflight_cap or (
+            self._max_inflight_bytes > 0 and self.inflight_bytes >= self._max_inflight_bytes)
 
     def __repr__(self):
         state = ("probe", "replicate", "snapshot")[self.state]
@@ -516,6 +569,13 @@ cdef class Ready:
 
 # --- the node ----------------------------------------------------------------
 
+cdef Py_ssize_t _entries_bytes(list ents):
+    cdef Py_ssize_t i, total = 0
+    for i in range(PyList_GET_SIZE(ents)):
+        total += PyBytes_GET_SIZE((<Entry>PyList_GET_ITEM(ents, i)).data) + _ENTRY_MEM_OVERHEAD
+    return total
+
+
 cdef inline uint64_t _splitmix64(uint64_t* state):
     state[0] += 0x9E3779B97F4A7C15ULL
     cdef uint64_t z = state[0]
@@ -529,7 +589,8 @@ cdef class RawNode:
 
     def __init__(self, uint64_t id, voters, *, uint64_t seed=0, int election_tick=10,
                  int heartbeat_tick=1, Py_ssize_t max_msg_bytes=1 << 20,
-                 int max_inflight=256, HardState hard_state=None, list entries=None,
+                 int max_inflight=256, Py_ssize_t max_inflight_bytes=0,
+                 HardState hard_state=None, list entries=None,
                  Snapshot snapshot=None, uint64_t applied=0, uint64_t msg_id_start=0,
                  bint unsafe_commit_any_term=False, bint pre_vote=False,
                  bint check_quorum=False, list trace=None):
@@ -539,6 +600,9 @@ cdef class RawNode:
         follow the snapshot; the runtime restores the state machine from it).
         applied: last index already applied to the state machine (>= snapshot.index).
         seed: drives the randomized election timeouts; give each node its own.
+        max_inflight_bytes: a leader pauses pipelining to a follower once the
+        entries it has in flight to it (data + ENTRY_MEM_OVERHEAD each) reach this
+        (0: no byte bound; at least one message always goes).
         pre_vote: run a PreVote round before each election the timer starts
         (diss. §9.6), so a node that was cut off cannot disrupt a working leader
         by forcing a new term when it rejoins.
@@ -567,6 +631,7 @@ cdef class RawNode:
         self.heartbeat_tick = heartbeat_tick
         self.max_msg_bytes = max_msg_bytes
         self.max_inflight = max_inflight
+        self.max_inflight_bytes = max_inflight_bytes if max_inflight_bytes > 0 else 0
         self.unsafe_commit_any_term = unsafe_commit_any_term
         self.pre_vote = pre_vote
         self.check_quorum = check_quorum
@@ -651,7 +716,7 @@ cdef class RawNode:
 
     cdef int _reset(self, uint64_t term) except -1:
         if term != self.term:
-            assert term > self.term, "terms only grow"
+            _invariant(term > self.term, f"terms only grow ({self.term} -> {term})")
             self.term = term
             self.vote = 0
         self.leader = 0
@@ -681,7 +746,7 @@ cdef class RawNode:
         return 0
 
     cdef int _become_candidate(self) except -1:
-        assert self.role != _LEADER, "a leader does not campaign"
+        _invariant(self.role != _LEADER, "a leader does not campaign")
         self._reset(self.term + 1)
         self.election_elapsed = 0
         self.vote = self.id
@@ -690,7 +755,7 @@ cdef class RawNode:
         return 0
 
     cdef int _become_leader(self) except -1:
-        assert self.role == _CANDIDATE, "only a candidate becomes leader"
+        _invariant(self.role == _CANDIDATE, "only a candidate becomes leader")
         cdef uint64_t peer
         cdef uint64_t term = self.term
         self._reset(term)
@@ -698,7 +763,8 @@ cdef class RawNode:
         self.leader = self.id
         self.election_elapsed = 0            # CheckQuorum counts from here
         for peer in self.peers:
-            self.progress[peer] = Progress(self.log.last() + 1, self.max_inflight)
+            self.progress[peer] = Progress(self.log.last() + 1, self.max_inflight,
+                                           self.max_inflight_bytes)
         if self._trace is not None:
             self._trace.append(("leader", self.id, self.term))
         # diss. §6.4: a no-op entry of the new term lets earlier-term entries commit
@@ -824,11 +890,22 @@ cdef class RawNode:
             return 0
         if pr.next < self.log.offset:
             # §7: the entries the follower needs were compacted away.
-            assert self._snapshot is not None and self._snapshot.index == self.log.offset - 1
+            _invariant(self._snapshot is not None and self._snapshot.index == self.log.offset - 1,
+                       "the log is compacted but the snapshot covering it is missing")
             pr.become_snapshot(self._snapshot.index)
             return self._send_snapshot(peer, pr, False)
         prev = pr.next - 1
-        ents = self.log.slice(pr.next, self.log.last() + 1, self.max_msg_bytes)
+        if heartbeat:
+            # A heartbeat in PROBE state probes without entries; they follow its ack
+            # (as etcd sends entries on the heartbeat response). Resending them every
+            # heartbeat interval would flood a follower still receiving a large entry
+            # (a 17 MiB one takes longer than an interval): it falls behind on the
+            # stream, misses heartbeats and starts an election (issue 15, item 1).
+            ents = []
+        else:
+            # At least one entry, however large: an entry over max_msg_bytes goes
+            # alone (the transport is sized for it: raft/limits.py).
+            ents = self.log.slice(pr.next, self.log.last() + 1, self.max_msg_bytes)
         if not ents and not heartbeat and pr.state == _REPLICATE:
             return 0
         m = self._new_msg(_MSG_APP, peer)
@@ -840,7 +917,7 @@ cdef class RawNode:
         pr.note_commit_sent(min(m.commit, prev + <uint64_t>PyList_GET_SIZE(ents)))
         if pr.state == _REPLICATE:
             pr.next = prev + <uint64_t>PyList_GET_SIZE(ents) + 1
-            pr.add_inflight(pr.next - 1)
+            pr.add_inflight(pr.next - 1, _entries_bytes(ents))
         else:
             pr.probe_sent = True
         return 0
@@ -976,12 +1053,30 @@ cdef class RawNode:
             # in SNAPSHOT nothing (we send no AppendEntries).
             if pr.state == _SNAPSHOT:
                 return 0
+            if m.index == pr.match and m.reject_hint < pr.match:
+                # It no longer holds the entry at matchIndex, which it acknowledged:
+                # it lost its log (restarted on an empty data directory with
+                # `raft serve --force-new`), or this rejection is a stale duplicate.
+                # Start again from what it says it has; otherwise every later
+                # rejection would look stale and it would never catch up. Lowering
+                # match is safe: it only delays counting this follower, and the
+                # commit index never goes back (_maybe_commit).
+                pr.match = m.reject_hint
+                pr.become_probe()
+                self._send_append(m.src, pr, False)
+                return 0
             if pr.state == _PROBE and m.index != pr.next - 1:
                 return 0
             if pr.state == _REPLICATE and m.index <= pr.match:
                 return 0
             # Skip back a whole term per round trip using the follower's hint.
             j = self.log.find_conflict_by_term(m.reject_hint, m.log_term)
+            if j > 0 and j == self.log.offset - 1 and self.log.snapshot_term > m.log_term:
+                # The search stopped at our snapshot, whose last entry the follower
+                # does not hold (its term there is lower): the match point is inside
+                # the snapshot, so probe below it, which sends the snapshot (§7).
+                # Without this the leader probed at the snapshot index forever.
+                j -= 1
             pr.become_probe()
             if j + 1 > pr.next:
                 pr.next = j + 1
@@ -1189,6 +1284,7 @@ cdef class RawNode:
                 raise RemoteProtocolError("InstallSnapshot chunk extends past the snapshot's size")
         elif m.data is not None and PyBytes_GET_SIZE(m.data):
             raise RemoteProtocolError("only InstallSnapshot carries data")
+        self._check_roles(m)
         if m.type == _MSG_APP:
             n = PyList_GET_SIZE(m.entries)
             prev_term = m.log_term
@@ -1203,6 +1299,27 @@ cdef class RawNode:
                 raise RemoteProtocolError("prevLogTerm exceeds the message term")
         elif m.entries:
             raise RemoteProtocolError("only AppendEntries carries entries")
+        return 0
+
+    cdef int _check_roles(self, Message m) except -1:
+        """Messages that a correct peer can never send us in our current term
+        (Election Safety, §5.2: at most one leader per term). Refused before any
+        state changes, so a buggy or hostile (but authenticated) peer cannot stop
+        us or make us act on them."""
+        if m.term != self.term:
+            return 0
+        if m.type == _MSG_APP or m.type == _MSG_SNAP:
+            if self.role == _LEADER:
+                raise RemoteProtocolError(
+                    f"{MSG_NAMES[m.type]} from node {m.src} to the leader of its own term {m.term}")
+            if self.leader != 0 and m.src != self.leader:
+                raise RemoteProtocolError(
+                    f"{MSG_NAMES[m.type]} from node {m.src} in term {m.term}, whose leader is {self.leader}")
+        elif m.type == _MSG_APP_RESP and self.role == _LEADER and not m.reject \
+                and m.index > self.log.last():
+            # Our log only grows in our term (Leader Append-Only): nobody can hold more of it.
+            raise RemoteProtocolError(
+                f"node {m.src} acknowledged index {m.index} beyond our last index {self.log.last()}")
         return 0
 
     # -- public API --
@@ -1296,7 +1413,7 @@ cdef class RawNode:
         if m.type == _MSG_APP:
             if self.role == _CANDIDATE:
                 self._become_follower(self.term, m.src)   # §5.2: a leader exists in our term
-            assert self.role != _LEADER, "two leaders in one term"
+            _invariant(self.role != _LEADER, "two leaders in one term")   # _validate refuses it
             self._handle_append(m)
         elif m.type == _MSG_APP_RESP:
             if self.role == _LEADER:
@@ -1309,7 +1426,7 @@ cdef class RawNode:
             # A candidate stays candidate until the snapshot is complete: the
             # role change is part of the install (what the spec's
             # HandleAppendEntries does), so a partial transfer changes no spec state.
-            assert self.role != _LEADER, "two leaders in one term"
+            _invariant(self.role != _LEADER, "two leaders in one term")   # _validate refuses it
             self._handle_snap(m)
         elif m.type == _MSG_SNAP_RESP:
             if self.role == _LEADER:
@@ -1600,6 +1717,7 @@ cdef class RawNode:
             "first_index": self.log.offset,
             "last_index": self.log.last(),
             "snapshot_index": self.log.offset - 1,
+            "log_bytes": self.log.mem_bytes,
             "progress": {p: {"match": pr.match, "next": pr.next,
                              "state": ("probe", "replicate", "snapshot")[pr.state]}
                          for p, pr in self.progress.items()},

@@ -44,6 +44,7 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from raft.limits import DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_MULTI_COMMANDS, MAX_MAX_ENTRY_BYTES
 from raft.net.auth import MIN_SECRET_SIZE
 
 __all__ = ["ConfigError", "NodeConfig", "PeerAddress", "TLSConfig", "load_config",
@@ -70,6 +71,9 @@ DEFAULT_SNAPSHOT_THRESHOLD_BYTES = 64 << 20
 #: Entries the log keeps after a snapshot, so a follower that is only slightly behind
 #: is still served by AppendEntries rather than a whole snapshot (etcd keeps 5,000).
 DEFAULT_SNAPSHOT_TRAILING_ENTRIES = 1000
+#: Memory the in-memory log may hold once applied (RaftLog.mem_bytes): beyond it the
+#: node snapshots and compacts early, dropping trailing entries (issue 15, item 5).
+DEFAULT_MAX_LOG_BYTES = 128 << 20
 
 #: Client front end limits (docs/operations.md, "Limits"). max_clients is lowered at
 #: start to what the open file limit leaves after the storage/peer reserve.
@@ -94,6 +98,9 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "limits.preauth_query_buffer": (1024, 1 << 20),
     "snapshot.threshold_bytes": (0, 1 << 50),
     "snapshot.trailing_entries": (0, 1 << 40),
+    "snapshot.max_log_bytes": (1, 1 << 50),
+    "limits.max_entry_bytes": (1, MAX_MAX_ENTRY_BYTES),
+    "limits.max_multi_commands": (1, 10_000_000),
 }
 _OPEN_LOW = frozenset(("timing.tick_ms", "timing.propose_timeout", "limits.auth_timeout"))
 
@@ -147,6 +154,10 @@ class NodeConfig:
     preauth_query_buffer: int = DEFAULT_PREAUTH_QUERY_BUFFER
     snapshot_threshold_bytes: int = DEFAULT_SNAPSHOT_THRESHOLD_BYTES
     snapshot_trailing_entries: int = DEFAULT_SNAPSHOT_TRAILING_ENTRIES
+    # Size limits (raft/limits.py; docs/operations.md "Limits").
+    max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
+    max_multi_commands: int = DEFAULT_MAX_MULTI_COMMANDS
+    max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     trace_file: str | None = None
@@ -387,6 +398,8 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>",
                                               DEFAULT_AUTH_TIMEOUT))
         kw["preauth_query_buffer"] = limits.get("preauth_query_buffer", int,
                                                 DEFAULT_PREAUTH_QUERY_BUFFER)
+        kw["max_entry_bytes"] = limits.get("max_entry_bytes", int, DEFAULT_MAX_ENTRY_BYTES)
+        kw["max_multi_commands"] = limits.get("max_multi_commands", int, DEFAULT_MAX_MULTI_COMMANDS)
         limits.finish()
     snapshot = t.table("snapshot")
     if snapshot is not None:
@@ -394,6 +407,7 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>",
                                                       DEFAULT_SNAPSHOT_THRESHOLD_BYTES)
         kw["snapshot_trailing_entries"] = snapshot.get("trailing_entries", int,
                                                        DEFAULT_SNAPSHOT_TRAILING_ENTRIES)
+        kw["max_log_bytes"] = snapshot.get("max_log_bytes", int, DEFAULT_MAX_LOG_BYTES)
         snapshot.finish()
     t.finish()
     return NodeConfig(node_id=node_id, peers=peers, data_dir=data_dir, source=source, **kw)
@@ -446,6 +460,9 @@ _BOUND_FIELDS = {
     "limits.preauth_query_buffer": "preauth_query_buffer",
     "snapshot.threshold_bytes": "snapshot_threshold_bytes",
     "snapshot.trailing_entries": "snapshot_trailing_entries",
+    "snapshot.max_log_bytes": "max_log_bytes",
+    "limits.max_entry_bytes": "max_entry_bytes",
+    "limits.max_multi_commands": "max_multi_commands",
 }
 
 
@@ -502,9 +519,11 @@ def render_config(c: NodeConfig, secret_file: str | None = None,
               f"propose_timeout = {c.propose_timeout}"]
     lines += ["", "[limits]", f"max_msg_bytes = {c.max_msg_bytes}", f"max_inflight = {c.max_inflight}",
               f"max_clients = {c.max_clients}", f"auth_timeout = {c.auth_timeout}",
-              f"preauth_query_buffer = {c.preauth_query_buffer}"]
+              f"preauth_query_buffer = {c.preauth_query_buffer}",
+              f"max_entry_bytes = {c.max_entry_bytes}", f"max_multi_commands = {c.max_multi_commands}"]
     lines += ["", "[snapshot]", f"threshold_bytes = {c.snapshot_threshold_bytes}",
-              f"trailing_entries = {c.snapshot_trailing_entries}"]
+              f"trailing_entries = {c.snapshot_trailing_entries}",
+              f"max_log_bytes = {c.max_log_bytes}"]
     if c.tls is not None:
         lines += ["", "[tls]", f"cert = {_q(c.tls.cert)}", f"key = {_q(c.tls.key)}",
                   f"ca = {_q(c.tls.ca)}"]

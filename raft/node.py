@@ -64,9 +64,11 @@ from raft._core import (
 )
 from raft.config import NodeConfig, format_host_port
 from raft.kv import KVStateMachine, SnapshotError
-from raft.limits import effective_max_clients, fd_reserve, nofile_limit
-from raft.net.transport import DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_HANDSHAKES, PeerTransport
+from raft.limits import (effective_max_clients, fd_reserve, inflight_bytes_bound, nofile_limit,
+                         too_large_message, transport_bounds)
+from raft.net.transport import DEFAULT_MAX_HANDSHAKES, PeerTransport
 from raft.resp import NotLeaderError, ReadTimeoutError, RespServer, ServerConfig
+from raft.storage.guard import DataDirLost
 from raft.storage.wal import DiskStorage
 
 __all__ = ["RaftNode", "NodeStopped"]
@@ -77,6 +79,8 @@ log = logging.getLogger("raft.node")
 SWEEP_PERIOD = 0.1        # expire proposals that waited longer than propose_timeout
 METRICS_PERIOD = 0.5      # refresh the snapshot the metrics endpoint reads
 TRACE_FLUSH_PERIOD = 0.2  # append buffered trace events to the NDJSON file
+DATA_DIR_CHECK_PERIOD = 0.5  # is the data directory still the one we opened? (also on each save)
+BAD_MESSAGE_LOG_PERIOD = 10.0  # at most one warning per peer this often for refused messages
 #: What one applied entry adds to the log size the snapshot threshold is compared
 #: with, beyond its data: the WAL's per-record overhead (raft/storage/segment.py).
 ENTRY_LOG_OVERHEAD = 28
@@ -156,8 +160,11 @@ class RaftNode:
     """
 
     def __init__(self, config: NodeConfig, *, state_machine: KVStateMachine | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, force_new: bool = False) -> None:
+        """force_new: start even on an empty data directory that held state before
+        (``raft serve --force-new``; raft/storage/guard.py explains the risk)."""
         self.config = config
+        self._force_new = force_new
         self.id = config.node_id
         #: The replicated state machine; only touched on the loop thread.
         self.state_machine = state_machine if state_machine is not None else KVStateMachine()
@@ -211,6 +218,7 @@ class RaftNode:
         self._trace: list | None = None
         self._trace_fp: Any = None
         self._trace_writer: Any = None
+        self._bad_message_logged: dict[int, float] = {}
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -252,7 +260,9 @@ class RaftNode:
         max_clients = effective_max_clients(cfg.max_clients, nofile_limit(), reserve)
         return ServerConfig(password=cfg.client_password, max_clients=max_clients,
                             auth_timeout=cfg.auth_timeout,
-                            preauth_query_buffer=cfg.preauth_query_buffer)
+                            preauth_query_buffer=cfg.preauth_query_buffer,
+                            max_entry_bytes=cfg.max_entry_bytes,
+                            max_multi_commands=cfg.max_multi_commands)
 
     def _open_storage_and_core(self) -> None:
         """Load the durable state and restart the core from it (Figure 2: currentTerm,
@@ -261,7 +271,8 @@ class RaftNode:
         the committed entries after it."""
         cfg = self.config
         self._storage = DiskStorage(cfg.data_dir, durability=cfg.durability,
-                                    voters=tuple(cfg.voters))
+                                    voters=tuple(cfg.voters), node_id=self.id,
+                                    force_new=self._force_new)
         st = self._storage.load()
         snap = st.snapshot
         applied = 0
@@ -285,6 +296,7 @@ class RaftNode:
             self.id, cfg.voters, seed=self._seed,
             election_tick=cfg.election_ticks, heartbeat_tick=cfg.heartbeat_ticks,
             pre_vote=cfg.pre_vote, check_quorum=cfg.check_quorum, max_msg_bytes=cfg.max_msg_bytes, max_inflight=cfg.max_inflight,
+            max_inflight_bytes=inflight_bytes_bound(cfg.max_msg_bytes, cfg.max_entry_bytes),
             hard_state=st.hard_state, entries=st.entries, snapshot=snap, applied=applied,
             msg_id_start=time.time_ns(), trace=self._trace)
         hs = st.hard_state
@@ -302,12 +314,9 @@ class RaftNode:
 
             ssl_server = server_ssl_context(cfg.tls.cert, cfg.tls.key, cfg.tls.ca)
             ssl_client = client_ssl_context(cfg.tls.cert, cfg.tls.key, cfg.tls.ca)
-        # max_frame must hold the largest AppendEntries or snapshot chunk the core
-        # builds (max_msg_bytes of entries or data plus headers), with room to spare;
-        # the send buffer bound must hold the core's window of 4 snapshot chunks plus
-        # the AppendEntries and heartbeats queued alongside them.
-        max_frame = max(64 << 20, 4 * cfg.max_msg_bytes)
-        max_buffered = max(DEFAULT_MAX_BUFFERED_BYTES, 8 * cfg.max_msg_bytes)
+        # Frames and send buffers sized so that any entry the front end accepts
+        # (limits.max_entry_bytes) replicates: raft/limits.py.
+        max_frame, max_buffered = transport_bounds(cfg.max_msg_bytes, cfg.max_entry_bytes)
         return PeerTransport(self.id, cfg.me.raft, cfg.other_peers, cfg.secret,
                              self._on_messages, ssl_server=ssl_server, ssl_client=ssl_client,
                              max_frame=max_frame, max_buffered_bytes=max_buffered)
@@ -363,12 +372,13 @@ class RaftNode:
         core = self._core
         assert core is not None
         next_at = loop.time() + interval
-        sweep_at = metrics_at = trace_at = loop.time()
+        sweep_at = metrics_at = trace_at = data_dir_at = loop.time()
         while True:
             delay = next_at - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             now = loop.time()
+            self._note_stall(now - next_at)
             next_at += interval
             if next_at < now:
                 next_at = now + interval
@@ -384,10 +394,34 @@ class RaftNode:
                 if self._trace_fp is not None and now >= trace_at:
                     trace_at = now + TRACE_FLUSH_PERIOD
                     self._flush_trace()
+                if now >= data_dir_at:
+                    data_dir_at = now + DATA_DIR_CHECK_PERIOD
+                    self._check_data_dir()
+            except DataDirLost as e:
+                self._fatal(str(e))
+                return
             except Exception as e:  # a core assertion, or a full disk for the trace
                 log.exception("node %d: the tick loop failed", self.id)
                 self._fatal(f"{type(e).__name__}: {e}")
                 return
+
+    def _check_data_dir(self) -> None:
+        """Fail-stop if the data directory was deleted or replaced under us: our vote
+        and log are no longer durable, so nothing we acknowledge from now on would be
+        (raft/storage/guard.py). Raises DataDirLost into the tick loop's handler."""
+        storage = self._storage
+        if storage is not None:
+            storage.check_data_dir()
+
+    def _note_stall(self, late: float) -> None:
+        """Warn when the event loop was blocked long enough to threaten elections: a
+        tick that runs half an election timeout late means followers may already have
+        timed out (a long callback: a huge entry parsed, applied or encoded; a snapshot)."""
+        limit = self.config.election_ticks * self.config.tick_ms / 2000.0
+        if late > limit:
+            self.counters["loop_stalls"] = self.counters.get("loop_stalls", 0) + 1
+            log.warning("node %d: the event loop was blocked for %.0f ms (half an election "
+                        "timeout is %.0f ms)", self.id, late * 1000, limit * 1000)
 
     def _on_messages(self, msgs: list[Message]) -> None:
         """PeerTransport delivery: step each message into the core. A malformed message
@@ -402,14 +436,26 @@ class RaftNode:
             try:
                 core.step(m)
             except RemoteProtocolError as e:
-                self.counters["bad_messages"] += 1
-                log.warning("node %d: dropped a malformed message from node %d: %s",
-                            self.id, m.src, e)
+                self._note_bad_message(m, e)
             except Exception as e:
                 self._fatal(f"the core raised {type(e).__name__} stepping {m!r}: {e}")
                 return
         self._kick.set()
         self._schedule_pump()
+
+    def _note_bad_message(self, m: Message, e: RemoteProtocolError) -> None:
+        """A peer sent a message the core refused (malformed, or one the protocol says
+        cannot happen): the core changed nothing, so count it and go on. Logged at most
+        once per BAD_MESSAGE_LOG_PERIOD per peer: a peer repeating it must not flood
+        the log (the counter, raft_bad_messages_total, has every one)."""
+        self.counters["bad_messages"] += 1
+        now = time.monotonic()
+        last = self._bad_message_logged.get(m.src)
+        if last is None or now - last >= BAD_MESSAGE_LOG_PERIOD:
+            self._bad_message_logged[m.src] = now
+            log.warning("node %d: dropped a message from node %d that breaks the protocol "
+                        "(RemoteProtocolError, %d so far): %s: %r", self.id, m.src,
+                        self.counters["bad_messages"], e, m)
 
     def _leader_client_addr(self, leader: int | None = None) -> str | None:
         core = self._core
@@ -423,6 +469,10 @@ class RaftNode:
         core = self._core
         if not self._running or core is None:
             raise NotLeaderError(None)
+        if len(data) > self.config.max_entry_bytes:
+            # The front end refuses these first (raft/limits.py); this is the backstop
+            # for every other path: an entry too large to replicate must never enter the log.
+            raise ValueError(too_large_message(len(data), self.config.max_entry_bytes))
         try:
             index = core.propose(data)
         except NotLeader as e:
@@ -603,6 +653,7 @@ class RaftNode:
             "snapshot_term": core.snapshot.term if core.snapshot is not None else 0,
             "snapshot_bytes": len(core.snapshot.data) if core.snapshot is not None else 0,
             "log_bytes_since_snapshot": self._log_bytes,
+            "log_mem_bytes": st["log_bytes"],
             "snapshots_taken": self.counters["snapshots_taken"],
             "snapshots_installed": self.counters["snapshots_installed"],
             "pending_requests": len(self._pending),
@@ -805,7 +856,7 @@ class RaftNode:
         a second per few hundred MB of state, see docs/operations.md) no tick, message or
         client is served. That is fine for the default threshold and small states;
         a fork-based or incremental snapshot would lift it."""
-        if self._pending_snapshot is not None or self._log_bytes < self.config.snapshot_threshold_bytes:
+        if self._pending_snapshot is not None or not self._snapshot_due():
             return None
         core = self.core
         snap_index = core.snapshot.index if core.snapshot is not None else 0
@@ -828,9 +879,25 @@ class RaftNode:
         if snap is not None and self._pending_snapshot is None:
             await self._save_snapshot(snap)
         pending = self._pending_snapshot
-        if pending is not None and \
-                self.applied_index >= pending.index + self.config.snapshot_trailing_entries:
+        cfg = self.config
+        if pending is not None and (
+                self.applied_index >= pending.index + cfg.snapshot_trailing_entries
+                or self.core.log.mem_bytes > cfg.max_log_bytes):
+            # Trailing entries are kept for slow followers only while the in-memory
+            # log is under snapshot.max_log_bytes (issue 15, item 5): past it, compact
+            # now; a follower that needs the dropped entries gets the snapshot (§7).
             await self._compact(pending)
+
+    def _snapshot_due(self) -> bool:
+        """Snapshot once threshold_bytes were applied since the last one, or once the
+        in-memory log is over max_log_bytes with a good part of it (a quarter of the
+        budget) applied since the last snapshot: what is not yet applied cannot be
+        compacted, and snapshotting again for a few entries would only burn CPU."""
+        cfg = self.config
+        if self._log_bytes >= cfg.snapshot_threshold_bytes:
+            return True
+        return (self.core.log.mem_bytes > cfg.max_log_bytes
+                and self._log_bytes >= cfg.max_log_bytes // 4)
 
     async def _save_snapshot(self, snap: Snapshot) -> None:
         storage = self._storage
@@ -1143,6 +1210,8 @@ class NodeMetrics:
             "log_bytes_since_snapshot": ("Bytes applied since the last snapshot (compared "
                                          "with snapshot_threshold_bytes)",
                                          st.get("log_bytes_since_snapshot", 0)),
+            "log_mem_bytes": ("Bytes held by the in-memory log (entry data + 96 an entry), "
+                              "bounded by snapshot.max_log_bytes", st.get("log_mem_bytes", 0)),
             "is_leader": ("1 if this node is the leader", int(st.get("role") == "leader")),
             "leader_id": ("The leader this node knows of (0: none)", st.get("leader", 0)),
             "pending_requests": ("Proposals and barriers waiting to be applied",

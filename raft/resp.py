@@ -33,6 +33,8 @@ from typing import Any, Awaitable, Callable, Protocol, cast
 import hiredis
 
 from . import kv
+from .limits import (DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_MULTI_COMMANDS, EXEC_ENVELOPE,
+                     command_size_bound, exec_item_size_bound, too_large_message)
 from .kv import NULL_ARRAY, OK, ErrorReply, KVStateMachine, Reply, Status
 
 __all__ = [
@@ -124,6 +126,11 @@ class ServerConfig:
     # auth_timeout seconds of connecting is closed.
     preauth_query_buffer: int = 16 << 10
     auth_timeout: float = 10.0
+    # Issue 15 item 1 (raft/limits.py): the largest log entry a write may become, and
+    # the commands one MULTI may queue (its bytes are bounded by max_entry_bytes: EXEC
+    # is one entry).
+    max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
+    max_multi_commands: int = DEFAULT_MAX_MULTI_COMMANDS
 
 
 def now_ms() -> int:
@@ -505,6 +512,7 @@ class RespConnection(asyncio.Protocol):
         self.proto = 2  # RESP version, 3 after HELLO 3
         self.multi: list[list[bytes]] | None = None  # commands queued since MULTI
         self.multi_failed = False
+        self.multi_bytes = 0  # upper bound of the RAFT.EXEC entry the queue would become
         self.addr = ""
         self.last_command = b""
         self._parser = RequestParser(server.config, preauth=not self.authenticated)
@@ -771,7 +779,8 @@ class RespConnection(asyncio.Protocol):
     def _queue_in_multi(self, argv: list[bytes], local: bool) -> None:
         """Between MULTI and EXEC: check and queue data commands; anything else fails
         the transaction (EXEC then answers EXECABORT, as in Redis)."""
-        assert self.multi is not None
+        if self.multi is None:
+            raise RuntimeError("_queue_in_multi outside MULTI")
         if local:
             self.multi_failed = True
             self.reply(ErrorReply("ERR Command not allowed inside a transaction"))
@@ -780,9 +789,33 @@ class RespConnection(asyncio.Protocol):
         if isinstance(spec, ErrorReply):
             self.multi_failed = True
             self.reply(spec)
-        else:
+            return
+        error = self._multi_limit_error(argv)
+        if error is not None:
+            self.multi_failed = True
+            self.multi.clear()   # EXEC will abort: keep no memory for it
+            self.reply(error)
+        elif not self.multi_failed:
             self.multi.append(argv)
             self.reply(_QUEUED)
+        else:
+            self.reply(_QUEUED)  # as Redis: queued, but EXEC answers EXECABORT
+
+    def _multi_limit_error(self, argv: list[bytes]) -> ErrorReply | None:
+        """Bound a transaction: EXEC makes the whole queue one log entry, so its bytes
+        are bounded by max_entry_bytes, and its length by max_multi_commands (it is
+        applied in one step on the event loop)."""
+        if self.multi_failed:
+            return None
+        if self.multi is not None and len(self.multi) >= self.cfg.max_multi_commands:
+            return ErrorReply(f"ERR MULTI queue too long: more than {self.cfg.max_multi_commands} "
+                              f"commands (limits.max_multi_commands); the transaction is discarded")
+        self.multi_bytes += exec_item_size_bound(argv)
+        size = self.multi_bytes + EXEC_ENVELOPE
+        if size > self.cfg.max_entry_bytes:
+            return ErrorReply(too_large_message(size, self.cfg.max_entry_bytes)
+                              + "; the transaction is discarded")
+        return None
 
     async def _state_machine_command(self, argv: list[bytes], client_id: int, seq: int
                                      ) -> None:
@@ -790,7 +823,11 @@ class RespConnection(asyncio.Protocol):
         if isinstance(spec, ErrorReply):
             self.reply(spec)
         elif spec.write:
-            self._propose(argv, client_id, seq)
+            size = command_size_bound(argv)
+            if size > self.cfg.max_entry_bytes:
+                self.reply(ErrorReply(too_large_message(size, self.cfg.max_entry_bytes)))
+            else:
+                self._propose(argv, client_id, seq)
         elif spec.name == "xread":
             await self._xread(argv)
         else:
@@ -937,7 +974,7 @@ async def _multi(c: RespConnection, argv: list[bytes]) -> None:
     if c.multi is not None:
         c.reply(ErrorReply("ERR MULTI calls can not be nested"))
     else:
-        c.multi, c.multi_failed = [], False
+        c.multi, c.multi_failed, c.multi_bytes = [], False, 0
         c.reply(OK)
 
 
@@ -1000,7 +1037,9 @@ async def _readwrite(c: RespConnection, argv: list[bytes]) -> None:
 
 def _check_password(c: RespConnection, username: bytes, password: bytes) -> ErrorReply | None:
     expected = c.cfg.password
-    assert expected is not None
+    if expected is None:   # callers check first; explicit so that -O cannot turn it into a crash
+        return ErrorReply("ERR AUTH <password> called without any password configured for "
+                          "the default user.")
     ok = username == b"default" and hmac.compare_digest(password, expected.encode())
     if not ok:
         return ErrorReply("WRONGPASS invalid username-password pair or user is disabled.")

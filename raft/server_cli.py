@@ -91,15 +91,15 @@ def serve_main(args: argparse.Namespace) -> int:
     raise_nofile_limit()  # before anything opens: clients get what the reserve leaves
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        return runner.run(_serve(config))
+        return runner.run(_serve(config, force_new=bool(getattr(args, "force_new", False))))
 
 
-async def _serve(config: NodeConfig) -> int:
+async def _serve(config: NodeConfig, force_new: bool = False) -> int:
     from raft.node import RaftNode
     from raft.storage.base import StorageError
 
     log = logging.getLogger("raft.serve")
-    node = RaftNode(config)
+    node = RaftNode(config, force_new=force_new)
     loop = asyncio.get_running_loop()
     try:
         await node.start()
@@ -303,14 +303,17 @@ class LocalCluster:
                  snapshot_threshold_bytes: int = DEFAULT_SNAPSHOT_THRESHOLD_BYTES,
                  snapshot_trailing_entries: int = DEFAULT_SNAPSHOT_TRAILING_ENTRIES,
                  max_msg_bytes: int = 1 << 20,
-                 node_settings: dict[str, Any] | None = None) -> None:
+                 node_settings: dict[str, Any] | None = None, **limits: int) -> None:
+        """``node_settings`` and ``limits``: other NodeConfig settings, e.g.
+        max_entry_bytes, max_log_bytes."""
         if not 1 <= nodes <= 99:
             raise ValueError("a local cluster has 1 to 99 nodes")
         self.owns_dir = directory is None
         self.dir = os.path.abspath(directory or tempfile.mkdtemp(prefix="raft-cluster-"))
         self._node_settings = {"snapshot_threshold_bytes": snapshot_threshold_bytes,
                                "snapshot_trailing_entries": snapshot_trailing_entries,
-                               "max_msg_bytes": max_msg_bytes, **(node_settings or {})}
+                               "max_msg_bytes": max_msg_bytes, **(node_settings or {}),
+                               **limits}
         try:
             self._setup(nodes, base_port, durability, trace_dir, log_level, tick_ms,
                         election_ticks, heartbeat_ticks, password, metrics, propose_timeout)
@@ -598,6 +601,9 @@ def add_subcommands(subparsers: Any) -> None:
                    help="append the core's trace events to FILE (NDJSON, for `raft check`)")
     s.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
                    help="serve Prometheus metrics on PORT (overrides the config)")
+    s.add_argument("--force-new", action="store_true",
+                   help="start even if the data directory is empty although this node kept "
+                        "state there before (its vote and log are lost: see docs/operations.md)")
     s.set_defaults(func=serve_main)
 
     c = subparsers.add_parser("cluster", help="run a local cluster of node processes on 127.0.0.1")

@@ -46,10 +46,12 @@ from raft._core import (
     LEADER,
     MSG_NAMES,
     Entry,
+    InvariantViolation,
     Message,
     NotLeader,
     RawNode,
     Ready,
+    RemoteProtocolError,
     Snapshot,
 )
 from raft.storage.memory import MemoryStorage
@@ -704,7 +706,12 @@ class Simulation:
             if not n.up or (m.src, m.dst) in self.blocked:
                 return
             self.log(f"recv {m!r}")
-            n.core.step(m)
+            try:
+                n.core.step(m)
+            except RemoteProtocolError as e:
+                # Correct peers never send what the core refuses (e.g. a second
+                # leader's AppendEntries in one term): a safety bug somewhere.
+                raise Violation("ProtocolViolation", f"node {m.dst} refused {m!r}: {e}") from None
             self._after(n)
         elif kind == _TICK:
             node_id, inc = payload
@@ -795,9 +802,9 @@ class Simulation:
         except Violation as v:
             res.violations.append(str(v))
             res.liveness = "not run" if res.liveness == "not run" else res.liveness
-        except AssertionError as e:
-            # An assertion inside the core is a safety check failing (e.g. truncating a
-            # committed entry): report it as a violation, not a crash of the tool.
+        except (InvariantViolation, AssertionError) as e:
+            # The core's own safety check failed (e.g. truncating a committed entry):
+            # report it as a violation, not a crash of the tool.
             res.violations.append(f"CoreAssertion: {e}")
         if self.trace is not None:
             self._check_trace()

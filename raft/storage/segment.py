@@ -186,7 +186,8 @@ class BatchBuilder:
     def snapshot(self, index: int, term: int, reset: bool) -> None:
         """The log starts after (index, term) (compaction), or, with ``reset``, is
         replaced by an installed snapshot ending there."""
-        assert self.n_records == 0, "SNAPSHOT must be a batch's first record"
+        if self.n_records != 0:
+            raise ValueError("SNAPSHOT must be a batch's first record")
         self._record_flags(KIND_SNAPSHOT, SNAPSHOT_RESET if reset else 0, index, term)
 
     def _record_flags(self, kind: int, flags: int, index: int, term: int) -> None:
@@ -197,8 +198,8 @@ class BatchBuilder:
         self.head_kinds.append(kind)
 
     def truncate(self, index: int) -> None:
-        assert self.head_kinds in ([], [KIND_SNAPSHOT]), \
-            "TRUNCATE must be a batch's first record, or follow its SNAPSHOT record"
+        if self.head_kinds not in ([], [KIND_SNAPSHOT]):
+            raise ValueError("TRUNCATE must be a batch's first record, or follow its SNAPSHOT record")
         self._record(KIND_TRUNCATE, 0, index, 0, b"")
         self.head_kinds.append(KIND_TRUNCATE)
 
