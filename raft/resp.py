@@ -842,6 +842,9 @@ class RespConnection(asyncio.Protocol):
         except NotLeaderError as e:
             self.reply(_not_leader_reply(e))
             return
+        except ValueError as e:   # refused before it entered the log (e.g. too large)
+            self.reply(ErrorReply(_one_line(str(e) if str(e).startswith("ERR") else f"ERR {e}")))
+            return
         self._last_write = fut
         self._last_write_index = index
         self._push(fut)
