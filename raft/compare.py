@@ -52,13 +52,17 @@ PHASE_TIMEOUT = 120.0
 SYSTEMS = ("pysyncobj", "ours", "redis", "etcd", "tracing")
 
 
+SWEEP = ((1, 1), (4, 4), (8, 8), (16, 8), (32, 16), (64, 64))
+
+
 @dataclass(frozen=True)
 class Plan:
     """What one run measures; ``--quick`` shortens the points, not the sweeps."""
     point_seconds: float = 3.0
     pso_inflight: tuple[int, ...] = (1, 128, 512, 2_000, 8_000, 20_000)
-    ours_sweep: tuple[tuple[int, int], ...] = ((1, 1), (16, 8), (32, 16), (64, 64))
-    etcd_sweep: tuple[tuple[int, int], ...] = ((1, 1), (16, 8), (32, 16), (64, 64))
+    # clients x pipeline; the small points find the best throughput within the budget
+    ours_sweep: tuple[tuple[int, int], ...] = SWEEP
+    etcd_sweep: tuple[tuple[int, int], ...] = SWEEP
     mixed_point: tuple[int, int] = (32, 16)
     read_ratios: tuple[float, ...] = (0.5, 0.9, 1.0)
     redis_n: tuple[int, int] = (10_000, 40_000)       # -n for plain, -P 16
