@@ -193,9 +193,10 @@ def test_find_point():
 # --- smoke run ------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_compare_quick_smoke(tmp_path):
-    """The whole --quick run end to end (about 2 minutes on a loaded 2-core box)."""
+    """The whole --quick run end to end: about 60 s on the loaded 2-core development VM
+    (plus about 60 s once, the first time, to build etcd's load generator; the systems
+    that are not installed are skipped)."""
     pytest.importorskip("hdrh")
     pytest.importorskip("uvloop")
     env = dict(os.environ)
@@ -207,5 +208,5 @@ def test_compare_quick_smoke(tmp_path):
     for dur in ("none", "fsync"):
         sweep = r["ours"][dur]["sweep"]
         assert sweep and peak(sweep) is not None, sweep
-        assert all(p["errors"] == 0 for p in sweep), sweep
+        assert all(p["errors"] == 0 for p in sweep), [p.get("error_samples") for p in sweep]
     assert len(r["ratios"]) == 11
