@@ -280,11 +280,14 @@ def _tracing_lines(r: dict[str, Any]) -> list[str]:
     if "traced" not in t:
         return [t.get("skipped", "not measured")]
     c = t.get("config", {})
+    runs = ", ".join(f"{'traced' if x['trace'] else 'untraced'} {fmt(x['writes_per_s'])}"
+                     for x in t.get("runs", []))
     return [f"`raft bench` {c.get('clients')}x{c.get('pipeline')}, durability "
-            f"{c.get('durability')}, {c.get('duration')} s: traced "
-            f"{fmt(t['traced']['writes_per_s'])} writes/s (trace check: "
+            f"{c.get('durability')}, {c.get('duration')} s per run, "
+            f"{c.get('rounds', 1)} round(s) alternating: traced "
+            f"{fmt(t['traced']['writes_per_s'])} writes/s on average (trace check: "
             f"{t['traced'].get('trace_verdict')}), untraced {fmt(t['untraced']['writes_per_s'])} "
-            "writes/s"]
+            f"writes/s" + (f" (runs in order: {runs})" if runs else "")]
 
 
 def markdown(r: dict[str, Any]) -> str:

@@ -190,6 +190,37 @@ def test_find_point():
     assert find_point(SWEEP, "nope") is None
 
 
+# --- helpers of the run ----------------------------------------------------------------
+
+
+def test_a_failing_phase_is_reported_as_skipped_not_raised():
+    from raft.compare import _guarded
+
+    def boom(_x: int) -> dict:
+        raise RuntimeError("no leader")
+
+    assert _guarded(boom, 1) == {"skipped": "failed: RuntimeError: no leader"}
+    assert _guarded(lambda x: {"a": x}, 2) == {"a": 2}
+
+
+def test_rss_sampler_reads_vmrss():
+    from raft.compare import RssSampler, read_rss_kb
+
+    if read_rss_kb(os.getpid()) is None:
+        pytest.skip("no /proc/PID/status VmRSS here")
+    with RssSampler({"me": os.getpid(), "gone": None}) as s:
+        pass
+    assert s.last["me"] > 1000 and "gone" not in s.last   # kB: a Python process > 1 MB
+
+
+def test_percentiles():
+    from raft.compare import _percentiles
+
+    p = _percentiles([float(x) for x in range(100, 0, -1)])
+    assert (p["p50"], p["p90"], p["p99"], p["max"]) == (51.0, 91.0, 100.0, 100.0)
+    assert _percentiles([])["p99"] is None
+
+
 # --- smoke run ------------------------------------------------------------------------
 
 
