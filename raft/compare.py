@@ -193,6 +193,15 @@ class RssSampler:
         self._thread.join(5)
 
 
+def cpu_seconds_used(who: int) -> float:
+    """User + system CPU seconds of this process (RUSAGE_SELF) or of its waited-for
+    children (RUSAGE_CHILDREN): a load generator's cost is the difference around it."""
+    import resource
+
+    ru = resource.getrusage(who)
+    return ru.ru_utime + ru.ru_stime
+
+
 # --- our cluster ----------------------------------------------------------------------
 
 
@@ -219,12 +228,17 @@ def ours_point(cluster: LocalCluster, clients: int, pipeline: int, seconds: floa
     in flight on each, for ``seconds``; throughput counts every completed request."""
     cfg = BenchConfig(clients=clients, pipeline=pipeline, duration=seconds,
                       max_requests=5_000_000, trace=False, read_ratio=read_ratio)
+    import resource
+
     addr = leader_addr(cluster)
+    cpu0 = cpu_seconds_used(resource.RUSAGE_SELF)
     with RssSampler({f"node{i}": n.pid for i, n in cluster.nodes.items()}) as rss:
         res = run_load_sync([addr], cfg)
+    cpu = cpu_seconds_used(resource.RUSAGE_SELF) - cpu0
     return {"label": f"{clients}x{pipeline}", "clients": clients, "pipeline": pipeline,
             "inflight": clients * pipeline, "read_ratio": read_ratio,
             "ops_per_s": round(res.ok_ops / res.seconds, 1) if res.seconds else 0.0,
+            "client_cpu": round(cpu / res.seconds, 2) if res.seconds else None,
             "ops": res.ok_ops, "errors": res.errors, "error_samples": res.error_samples,
             "latency_us": latency_summary(res.hist), "rss_kb": rss.last}
 
@@ -484,6 +498,8 @@ def etcd_phase(tmp: str, plan: Plan) -> dict[str, Any]:
 
 
 def etcd_sweep(binary: str, durability: str, tmp: str, plan: Plan) -> dict[str, Any]:
+    import resource
+
     base = compare_etcd.data_parent(durability, tmp)
     cluster = compare_etcd.EtcdCluster(base)
     try:
@@ -492,10 +508,14 @@ def etcd_sweep(binary: str, durability: str, tmp: str, plan: Plan) -> dict[str, 
         endpoint = f"127.0.0.1:{cluster.client[leader]}"
         points = []
         for c, p in plan.etcd_sweep:
+            cpu0 = cpu_seconds_used(resource.RUSAGE_CHILDREN)
             with RssSampler(dict(cluster.pids)) as rss:
                 res = compare_etcd.run_load(binary, endpoint, c, p, plan.point_seconds)
+            cpu = cpu_seconds_used(resource.RUSAGE_CHILDREN) - cpu0
             points.append({"label": f"{c}x{p}", "clients": c, "pipeline": p,
                            "inflight": c * p, "ops_per_s": round(res["ops_per_s"], 1),
+                           "client_cpu": round(cpu / res["seconds"], 2)
+                           if res.get("seconds") else None,
                            "ops": res["ops"], "errors": res["errors"],
                            "error_samples": [res["error_sample"]] if res.get("error_sample")
                            else [], "latency_us": res["latency_us"], "rss_kb": rss.last})

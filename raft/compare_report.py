@@ -201,12 +201,14 @@ def _sweep_tables(r: dict[str, Any]) -> list[str]:
     for name, sec in _systems(r):
         if not sec or "sweep" not in sec:
             continue
-        lines += ["", f"### {name}", "", "| in flight | ops/s | p50 ms | p90 ms | p99 ms | errors |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", f"### {name}", "",
+                  "| in flight | ops/s | p50 ms | p90 ms | p99 ms | errors | load generator CPU |",
+                  "|---|---|---|---|---|---|---|"]
         for p in sec["sweep"]:
             lat = p.get("latency_us", {})
             lines.append(f"| {p['label']} | {fmt(p['ops_per_s'])} | {_ms(lat.get('p50'))} | "
-                         f"{_ms(lat.get('p90'))} | {_ms(lat.get('p99'))} | {p.get('errors', 0)} |")
+                         f"{_ms(lat.get('p90'))} | {_ms(lat.get('p99'))} | {p.get('errors', 0)} | "
+                         f"{fmt(p.get('client_cpu'))} |")
         if sec.get("note"):
             lines.append(f"\n{sec['note']}")
     return lines

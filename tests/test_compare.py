@@ -92,7 +92,8 @@ def _results() -> dict:
         "ours": {
             "none": {"sweep": [pt("1x1", 1_000, 2_000), pt("32x16", 24_000, 30_000,
                                                            rss={"node1": 40 * 1024})]},
-            "fsync": {"sweep": [pt("1x1", 400, 5_000, p50_us=2_000), pt("16x8", 9_000, 9_000),
+            "fsync": {"sweep": [pt("1x1", 400, 5_000, p50_us=2_000),
+                                dict(pt("16x8", 9_000, 9_000), client_cpu=0.45),
                                 pt("32x16", 12_000, 50_000)],
                       "mixed": {"0": pt("32x16", 10_000, 1), "0.5": pt("32x16", 11_000, 1),
                                 "0.9": pt("32x16", 9_000, 1), "1": pt("32x16", 30_000, 1)}},
@@ -150,7 +151,7 @@ def _table_row(md: str, first_cell: str, section: str = "") -> list[str]:
     """The cells of the first table row starting with ``first_cell`` after the heading
     ``section`` (the whole document without one)."""
     if section:
-        md = md[md.index(f"## {section}\n"):]
+        md = md[md.index(f"\n{section}\n"):]
     for line in md.splitlines():
         if line.startswith(f"| {first_cell} |"):
             return [c.strip() for c in line.strip("|").split("|")]
@@ -173,10 +174,12 @@ def test_markdown_renders_summary_ratios_and_details():
     assert row[1:4] == ["2.25", ">= 3", "**no**"]
     row = _table_row(md, "tracing cost: 1 - traced / untraced")
     assert row[1:4] == ["0.1", "<= 0.1", "yes"]
-    assert _table_row(md, "ours, durability none (RESP, Python load)", "Memory")[1] == "node1: 40"
+    assert _table_row(md, "ours, durability none (RESP, Python load)", "## Memory")[1] == "node1: 40"
     assert _table_row(md, "redis-server (no persistence)")[1:] == ["40,000 (0.5)",
                                                                    "400,000 (1.0)"]
     assert "trace check: ok" in md
+    row = _table_row(md, "16x8", "### ours, durability fsync (RESP, Python load)")
+    assert row == ["16x8", "9,000", "2.25", "4.50", "9.00", "0", "0.45"]
 
 
 def test_markdown_of_an_empty_run_says_what_is_missing():
@@ -240,4 +243,5 @@ def test_compare_quick_smoke(tmp_path):
         sweep = r["ours"][dur]["sweep"]
         assert sweep and peak(sweep) is not None, sweep
         assert all(p["errors"] == 0 for p in sweep), [p.get("error_samples") for p in sweep]
+        assert all(p["client_cpu"] > 0 for p in sweep), sweep
     assert len(r["ratios"]) == 11
