@@ -86,13 +86,14 @@ def _results() -> dict:
         "settings": {"point_seconds": 3.0, "budget_p99_us": 10_000.0},
         "machine": {"loopback_rtt": {"p50_us": 30.0, "p99_us": 100.0},
                     "redis_ping": {"p50_us": 25.0, "p99_us": 50.0},
-                    "fdatasync": {"p50_us": 975.0, "p99_us": 5000.0}},
+                    "fdatasync": {"p50_us": 475.0, "p99_us": 5000.0}},
         "pysyncobj": {"sweep": [pt("1", 10, 105_000, p50_us=100_000),
                                 pt("20000", 4_000, 600_000)]},
         "ours": {
             "none": {"sweep": [pt("1x1", 1_000, 2_000), pt("32x16", 24_000, 30_000,
                                                            rss={"node1": 40 * 1024})]},
-            "fsync": {"sweep": [pt("1x1", 400, 5_000, p50_us=2_000),
+            "fsync": {"fdatasync": {"p50_us": 975.0, "p99_us": 3000.0},
+                      "sweep": [pt("1x1", 400, 5_000, p50_us=2_000),
                                 dict(pt("16x8", 9_000, 9_000), client_cpu=0.45),
                                 pt("32x16", 12_000, 50_000)],
                       "mixed": {"0": pt("32x16", 10_000, 1), "0.5": pt("32x16", 11_000, 1),
@@ -132,6 +133,15 @@ def test_compute_ratios_from_a_known_run():
     for name, (value, met) in expect.items():
         assert rows[name]["value"] == pytest.approx(value), name
         assert rows[name]["met"] is met, name
+
+
+def test_the_fdatasync_probe_next_to_the_durable_sweep_is_preferred():
+    r = _results()
+    name = "ours sequential durable p50 / (RTT + fdatasync)"
+    assert {x["name"]: x for x in compute_ratios(r)}[name]["value"] == 2.0   # 2000/(25+975)
+    del r["ours"]["fsync"]["fdatasync"]
+    assert {x["name"]: x for x in compute_ratios(r)}[name]["value"] == 4.0   # 2000/(25+475)
+    assert {x["name"]: x for x in compute_ratios(r)}[name]["met"] is False
 
 
 def test_missing_systems_give_missing_ratios_not_errors():
