@@ -1,25 +1,31 @@
-"""Side-by-side comparison on this machine, in one run:
+"""Side-by-side comparison on this machine, in one run (``raft bench --compare``):
 
-    python benchmarks/compare.py [--out-dir DIR] [--quick]
+    python benchmarks/compare.py [--out-dir DIR] [--quick] [--systems LIST]
 
 1. the machine's limits: loopback round trip (a uvloop echo server in another process,
-   one 16-byte message at a time) and raw write+fdatasync latency in a temp data dir;
-2. PySyncObj (3 processes on loopback, a ReplCounter, its defaults: in-memory journal)
-   vs our 3-node cluster with durability none and fsync: max sustained throughput with
-   many requests in flight, and sequential single-client latency;
-3. plain redis-server (``--save '' --appendonly no``) vs our 3-node cluster under
-   ``redis-benchmark -t set,get -c 50 -n N``, non-pipelined and ``-P 16``;
-4. our sequential commit latency as a multiple of (RTT + fdatasync).
+   and ``redis-benchmark -t ping -c 1`` against plain redis-server, a C client) and raw
+   write+fdatasync latency in a temp data dir;
+2. sweeps of requests in flight, each system reported at its peak and at its best
+   within a p99 <= 10 ms budget: PySyncObj (3 processes, ReplCounter, its defaults:
+   in-memory journal, load in the leader's process), our 3-node cluster (durability none
+   and fsync; clients x pipeline through RESP), etcd 3.4 (3 nodes, Go clientv3 load;
+   data dirs on tmpfs for the no-fsync row);
+3. ours with 50%, 90% and 100% linearizable reads against writes alone;
+4. plain redis-server vs our durable leader under ``redis-benchmark -t set -c 50``,
+   non-pipelined and ``-P 16``;
+5. ``raft bench`` traced vs untraced; each node's RSS at the end of its peak point;
+6. the ratios of the issue against their targets (raft/compare_report.py).
 
 Writes ``compare.json`` and ``compare.md`` into --out-dir (default: the current dir).
 Every phase is bounded in time and request count; every process it starts is stopped
-by PID. docs/benchmarks.md describes the method and the figures.
+by PID. docs/benchmarks.md describes the method and how to read the results.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import csv
+import functools
 import io
 import json
 import os
@@ -31,13 +37,41 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
-from raft.bench import BenchConfig, latency_summary, run_load_sync
+from raft import compare_etcd
+from raft.bench import BenchConfig, latency_summary, run_bench, run_load_sync
+from raft.compare_report import (DEFAULT_BUDGET_P99_US, compute_ratios, markdown,
+                                 summarize_sweep)
 from raft.server_cli import LocalCluster, free_ports, stop_process
 
 PHASE_TIMEOUT = 120.0
+SYSTEMS = ("pysyncobj", "ours", "redis", "etcd", "tracing")
+
+
+SWEEP = ((1, 1), (4, 4), (8, 8), (16, 8), (32, 16), (64, 64))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run measures; ``--quick`` shortens the points, not the sweeps."""
+    point_seconds: float = 3.0
+    pso_inflight: tuple[int, ...] = (1, 128, 512, 2_000, 8_000, 20_000)
+    # clients x pipeline; the small points find the best throughput within the budget
+    ours_sweep: tuple[tuple[int, int], ...] = SWEEP
+    etcd_sweep: tuple[tuple[int, int], ...] = SWEEP
+    mixed_point: tuple[int, int] = (32, 16)
+    read_ratios: tuple[float, ...] = (0.5, 0.9, 1.0)
+    redis_n: tuple[int, int] = (10_000, 40_000)       # -n for plain, -P 16
+    tracing_seconds: float = 3.0
+    tracing_rounds: int = 2
+    budget_p99_us: float = DEFAULT_BUDGET_P99_US
+
+
+QUICK = Plan(point_seconds=1.0, redis_n=(3_000, 10_000), tracing_seconds=1.5, tracing_rounds=1)
 
 
 # --- machine limits -------------------------------------------------------------------
@@ -81,8 +115,8 @@ def loopback_rtt(rounds: int = 3000) -> dict[str, float]:
     proc = subprocess.Popen([sys.executable, "-c", _ECHO_SERVER, str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        assert proc.stdout is not None
-        proc.stdout.readline()          # "ready" (the server exits by itself after 60 s)
+        if proc.stdout is None or not proc.stdout.readline():   # "ready"; exits after 60 s
+            raise RuntimeError("the echo server did not start")
         samples = uvloop.run(_echo_client(port, rounds))
     finally:
         stop_process(proc, 2.0)
@@ -115,6 +149,59 @@ def _us_summary(seconds: list[float]) -> dict[str, float]:
             "mean_us": round(statistics.fmean(us), 1)}
 
 
+# --- memory ---------------------------------------------------------------------------
+
+
+def read_rss_kb(pid: int) -> int | None:
+    """VmRSS of a process in kB (None if it is gone or /proc has no such line)."""
+    try:
+        with open(f"/proc/{pid}/status") as fp:
+            for line in fp:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+class RssSampler:
+    """Samples the RSS of some processes every ``period`` s in a thread while a load
+    point runs; ``last`` is the sample taken closest to the point's end."""
+
+    def __init__(self, pids: dict[str, int | None], period: float = 0.2) -> None:
+        self.pids = {k: v for k, v in pids.items() if v is not None}
+        self.period = period
+        self.last: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _sample(self) -> None:
+        rss = {k: read_rss_kb(pid) for k, pid in self.pids.items()}
+        self.last = {k: v for k, v in rss.items() if v is not None}
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period):
+            self._sample()
+
+    def __enter__(self) -> RssSampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def cpu_seconds_used(who: int) -> float:
+    """User + system CPU seconds of this process (RUSAGE_SELF) or of its waited-for
+    children (RUSAGE_CHILDREN): a load generator's cost is the difference around it."""
+    import resource
+
+    ru = resource.getrusage(who)
+    return ru.ru_utime + ru.ru_stime
+
+
 # --- our cluster ----------------------------------------------------------------------
 
 
@@ -135,43 +222,145 @@ def leader_addr(cluster: LocalCluster) -> tuple[str, int]:
     return cluster.nodes[leader].client
 
 
-def ours_load(cluster: LocalCluster, clients: int, pipeline: int, seconds: float,
-              max_requests: int) -> dict[str, Any]:
+def ours_point(cluster: LocalCluster, clients: int, pipeline: int, seconds: float,
+               read_ratio: float = 0.0) -> dict[str, Any]:
+    """One sweep point: ``clients`` RESP connections to the leader, ``pipeline`` requests
+    in flight on each, for ``seconds``; throughput counts every completed request."""
     cfg = BenchConfig(clients=clients, pipeline=pipeline, duration=seconds,
-                      max_requests=max_requests, trace=False)
-    res = run_load_sync([leader_addr(cluster)], cfg)
-    return {"ops_per_s": round(res.writes / res.seconds, 1), "ops": res.writes,
-            "errors": res.errors, "latency_us": latency_summary(res.write_hist)}
+                      max_requests=5_000_000, trace=False, read_ratio=read_ratio)
+    import resource
+
+    addr = leader_addr(cluster)
+    cpu0 = cpu_seconds_used(resource.RUSAGE_SELF)
+    with RssSampler({f"node{i}": n.pid for i, n in cluster.nodes.items()}) as rss:
+        res = run_load_sync([addr], cfg)
+    cpu = cpu_seconds_used(resource.RUSAGE_SELF) - cpu0
+    return {"label": f"{clients}x{pipeline}", "clients": clients, "pipeline": pipeline,
+            "inflight": clients * pipeline, "read_ratio": read_ratio,
+            "ops_per_s": round(res.ok_ops / res.seconds, 1) if res.seconds else 0.0,
+            "client_cpu": round(cpu / res.seconds, 2) if res.seconds else None,
+            "ops": res.ok_ops, "errors": res.errors, "error_samples": res.error_samples,
+            "latency_us": latency_summary(res.hist), "rss_kb": rss.last}
 
 
-def ours_phase(durability: str, tmp: str, quick: bool) -> dict[str, Any]:
-    secs = 3.0 if quick else 6.0
+def ours_phase(durability: str, tmp: str, plan: Plan, with_redis: bool) -> dict[str, Any]:
+    """The sweep; with fsync also the mixed read/write points and redis-benchmark
+    against the leader (same cluster, so one start)."""
     cluster = start_cluster(durability, tmp)
     try:
-        return {
-            "throughput": ours_load(cluster, 32, 16, secs, 2_000_000),
-            "sequential": ours_load(cluster, 1, 1, secs / 2, 20_000),
-        }
+        out: dict[str, Any] = {}
+        if durability == "fsync":
+            # the disk is shared and its latency drifts: probe it right before the
+            # sequential point that is compared with it
+            out["fdatasync"] = fdatasync_latency(tmp)
+        out["sweep"] = [ours_point(cluster, c, p, plan.point_seconds)
+                        for c, p in plan.ours_sweep]
+        if durability == "fsync":
+            out["mixed"] = mixed_points(cluster, plan)
+            if with_redis:
+                out["redis_benchmark"] = redis_benchmark_pair(
+                    leader_addr(cluster)[1], plan.redis_n)
+        return out
     finally:
         cluster.close()
+
+
+def mixed_points(cluster: LocalCluster, plan: Plan) -> dict[str, Any]:
+    """Writes alone (measured again, right before the mixes, at the same concurrency)
+    and each read ratio; keyed by the ratio as text ("0", "0.5", "0.9", "1")."""
+    c, p = plan.mixed_point
+    out = {"0": ours_point(cluster, c, p, plan.point_seconds)}
+    for rr in plan.read_ratios:
+        out[f"{rr:g}"] = ours_point(cluster, c, p, plan.point_seconds, read_ratio=rr)
+    return out
 
 
 # --- PySyncObj ------------------------------------------------------------------------
 
 
+class _Window:
+    """At most ``size`` requests outstanding; callbacks release from PySyncObj's thread."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.out = size, 0
+        self.cv = threading.Condition()
+
+    def acquire(self, timeout: float) -> bool:
+        with self.cv:
+            if not self.cv.wait_for(lambda: self.out < self.size, timeout):
+                return False
+            self.out += 1
+            return True
+
+    def release(self) -> None:
+        with self.cv:
+            self.out -= 1
+            self.cv.notify()
+
+    def drain(self, timeout: float) -> bool:
+        with self.cv:
+            return self.cv.wait_for(lambda: self.out == 0, timeout)
+
+
+def _pso_pids(path: str) -> dict[str, int]:
+    try:
+        with open(path) as fp:
+            return {f"node{i}": int(x) for i, x in enumerate(fp.read().split(), 1)}
+    except (OSError, ValueError):
+        return {}
+
+
+def _pso_point(counter: Any, inflight: int, secs: float, pids: dict[str, int]) -> dict[str, Any]:
+    """``inflight`` ``counter.inc`` calls outstanding for ``secs``, then a drain; the
+    throughput counts every completed call over the time to the last completion."""
+    from pysyncobj import FAIL_REASON
+
+    win, lat, failed = _Window(inflight), [], [0]
+
+    def done(t0: float, _result: Any, err: Any) -> None:
+        if err == FAIL_REASON.SUCCESS:
+            lat.append(time.perf_counter() - t0)
+        else:
+            failed[0] += 1
+        win.release()
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < secs and len(lat) < 5_000_000:
+        if win.acquire(timeout=5):
+            counter.inc(callback=functools.partial(done, time.perf_counter()))
+    rss = {k: read_rss_kb(p) for k, p in pids.items()}
+    win.drain(15)
+    elapsed = time.monotonic() - t0
+    us = [s * 1e6 for s in lat]
+    return {"label": str(inflight), "inflight": inflight, "ops": len(lat), "errors": failed[0],
+            "ops_per_s": round(len(lat) / elapsed, 1), "latency_us": _percentiles(us),
+            "rss_kb": {k: v for k, v in rss.items() if v is not None}}
+
+
+def _percentiles(us: list[float]) -> dict[str, float | None]:
+    if not us:
+        return {k: None for k in ("p50", "p90", "p99", "max", "mean")}
+    us = sorted(us)
+
+    def at(q: float) -> float:
+        return round(us[min(len(us) - 1, int(len(us) * q))], 1)
+
+    return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": round(us[-1], 1),
+            "mean": round(statistics.fmean(us), 1)}
+
+
 def pso_node_main(argv: list[str]) -> int:
     """One PySyncObj node (run as a child process): a ReplCounter, defaults. The node
-    that is leader once the cluster is ready drives the load in-process (PySyncObj has
+    that is leader once the cluster is ready drives the sweep in-process (PySyncObj has
     no client protocol) and writes its figures to ``out``; the others wait for it."""
-    import threading
-
-    from pysyncobj import FAIL_REASON, SyncObj
+    from pysyncobj import SyncObj
     from pysyncobj.batteries import ReplCounter
 
     me, others, out, secs = argv[0], argv[1].split(","), argv[2], float(argv[3])
+    sweep = [int(x) for x in argv[4].split(",")]
     counter = ReplCounter()
     obj = SyncObj(me, others, consumers=[counter])
-    deadline = time.monotonic() + 30 + 4 * secs
+    deadline = time.monotonic() + 30 + len(sweep) * (secs + 20)
     while not (obj.isReady() and obj._getLeader() is not None):
         if time.monotonic() > deadline:
             return 1
@@ -179,55 +368,35 @@ def pso_node_main(argv: list[str]) -> int:
     if str(obj._getLeader()) != me:
         while not os.path.exists(out) and time.monotonic() < deadline:
             time.sleep(0.1)
-        time.sleep(0.5)           # let the leader's last round finish
         return 0
-    inflight = threading.BoundedSemaphore(512)
-    done = {"ok": 0, "failed": 0}
-
-    def cb(_result: Any, err: Any) -> None:
-        done["ok" if err == FAIL_REASON.SUCCESS else "failed"] += 1
-        inflight.release()
-
-    t0 = time.monotonic()
-    sent = 0
-    while time.monotonic() - t0 < secs and sent < 2_000_000:
-        if inflight.acquire(timeout=5):
-            counter.inc(callback=cb)
-            sent += 1
-    for _ in range(512):
-        if not inflight.acquire(timeout=10):
-            break
-    elapsed = time.monotonic() - t0
-    lat, t1 = [], time.monotonic()
-    while time.monotonic() - t1 < secs / 2 and len(lat) < 20_000:
-        s = time.perf_counter()
-        counter.inc(sync=True, timeout=5)
-        lat.append(time.perf_counter() - s)
-    result = {"throughput": {"ops_per_s": round(done["ok"] / elapsed, 1), "ops": done["ok"],
-                             "errors": done["failed"]},
-              "sequential": {"latency_us": _us_summary(lat), "ops": len(lat)}}
+    pids = _pso_pids(out + ".pids")
+    result = {"sweep": [_pso_point(counter, n, secs, pids) for n in sweep]}
     with open(out + ".tmp", "w") as fp:
         json.dump(result, fp)
     os.rename(out + ".tmp", out)
     return 0
 
 
-def pysyncobj_phase(tmp: str, quick: bool) -> dict[str, Any]:
+def pysyncobj_phase(tmp: str, plan: Plan) -> dict[str, Any]:
     try:
         import pysyncobj  # noqa: F401
     except ImportError:
         return {"skipped": "pysyncobj is not installed (pip install 'raft[bench]')"}
-    secs = 3.0 if quick else 6.0
+    secs = plan.point_seconds
     addrs = [f"127.0.0.1:{p}" for p in free_ports(3)]
     out = os.path.join(tmp, "pso.json")
+    sweep = ",".join(map(str, plan.pso_inflight))
     procs = []
-    for i, a in enumerate(addrs):
+    for a in addrs:
         others = ",".join(x for x in addrs if x != a)
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "raft.compare", "--pso-node", a, others, out, str(secs)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            [sys.executable, "-m", "raft.compare", "--pso-node", a, others, out, str(secs),
+             sweep], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL))
+    with open(out + ".pids", "w") as fp:
+        fp.write(" ".join(str(p.pid) for p in procs))
     try:
-        deadline = time.monotonic() + 40 + 4 * secs
+        deadline = time.monotonic() + 40 + len(plan.pso_inflight) * (secs + 20)
         while not os.path.exists(out) and time.monotonic() < deadline:
             if all(p.poll() is not None for p in procs):
                 break
@@ -244,9 +413,11 @@ def pysyncobj_phase(tmp: str, quick: bool) -> dict[str, Any]:
 # --- redis-benchmark: redis-server vs ours --------------------------------------------
 
 
-def redis_benchmark(port: int, n: int, pipeline: int) -> dict[str, Any]:
-    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "set,get",
-           "-c", "50", "-n", str(n), "-P", str(pipeline), "--csv"]
+def redis_benchmark(port: int, tests: str, n: int, clients: int = 50,
+                    pipeline: int = 1) -> dict[str, Any]:
+    """redis-benchmark's CSV, per test: requests/s and p50/p99 in ms."""
+    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", tests,
+           "-c", str(clients), "-n", str(n), "-P", str(pipeline), "--csv"]
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=PHASE_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -262,6 +433,12 @@ def redis_benchmark(port: int, n: int, pipeline: int) -> dict[str, Any]:
     if not out:
         out["error"] = (p.stderr or p.stdout)[-300:]
     return out
+
+
+def redis_benchmark_pair(port: int, n: tuple[int, int]) -> dict[str, Any]:
+    """``-t set -c 50`` without pipelining and with ``-P 16``."""
+    return {"plain": redis_benchmark(port, "set", n[0]),
+            "P16": redis_benchmark(port, "set", n[1], pipeline=16)}
 
 
 def start_redis(tmp: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -281,139 +458,201 @@ def start_redis(tmp: str) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("redis-server did not start")
 
 
-def redis_phase(tmp: str, quick: bool, durability: str) -> dict[str, Any]:
-    if not (shutil.which("redis-server") and shutil.which("redis-benchmark")):
-        return {"skipped": "redis-server / redis-benchmark not installed (apt install redis)"}
-    n_plain, n_pipe = (5000, 20000) if quick else (20000, 100000)
-    out: dict[str, Any] = {"n": {"plain": n_plain, "P16": n_pipe}}
+def redis_available() -> bool:
+    return bool(shutil.which("redis-server") and shutil.which("redis-benchmark"))
+
+
+def plain_redis_phase(tmp: str, plan: Plan) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the C client's loopback RTT: PING p50 with one connection, redis-server's SET
+    figures) from one redis-server."""
+    if not redis_available():
+        why = "redis-server / redis-benchmark not installed (apt install redis)"
+        return {"skipped": why}, {"skipped": why}
     proc, port = start_redis(tmp)
     try:
-        out["redis"] = {"plain": redis_benchmark(port, n_plain, 1),
-                        "P16": redis_benchmark(port, n_pipe, 16)}
+        ping = redis_benchmark(port, "ping", 5000, clients=1).get("ping_mbulk")
+        sets = redis_benchmark_pair(port, plan.redis_n)
     finally:
         stop_process(proc, 5.0)
-    cluster = start_cluster(durability, tmp)
+    rtt = ({"p50_us": round(ping["p50_ms"] * 1000, 1), "p99_us": round(ping["p99_ms"] * 1000, 1)}
+           if ping else {"skipped": "redis-benchmark -t ping gave no result"})
+    return rtt, sets
+
+
+# --- etcd -----------------------------------------------------------------------------
+
+
+def etcd_phase(tmp: str, plan: Plan) -> dict[str, Any]:
+    why = compare_etcd.unavailable()
+    if why:
+        return {"skipped": why}
     try:
-        port = leader_addr(cluster)[1]
-        out[f"ours_{durability}"] = {"plain": redis_benchmark(port, n_plain, 1),
-                                     "P16": redis_benchmark(port, n_pipe, 16)}
-    finally:
-        cluster.close()
+        _say("etcd: building the load generator (cached after the first run) ...")
+        binary = compare_etcd.build_load_generator()
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        return {"skipped": f"could not build benchmarks/etcd_load: {e}"}
+    out: dict[str, Any] = {}
+    for dur in ("none", "fsync"):
+        _say(f"etcd, {'fsync' if dur == 'fsync' else 'data dir on tmpfs'} ...")
+        try:
+            out[dur] = etcd_sweep(binary, dur, tmp, plan)
+        except (RuntimeError, TimeoutError, OSError, ValueError,
+                subprocess.TimeoutExpired) as e:
+            out[dur] = {"skipped": f"etcd run failed: {e}"}
     return out
 
 
-# --- report ---------------------------------------------------------------------------
+def etcd_sweep(binary: str, durability: str, tmp: str, plan: Plan) -> dict[str, Any]:
+    import resource
+
+    base = compare_etcd.data_parent(durability, tmp)
+    cluster = compare_etcd.EtcdCluster(base)
+    try:
+        cluster.start()
+        leader = cluster.leader()
+        endpoint = f"127.0.0.1:{cluster.client[leader]}"
+        points = []
+        for c, p in plan.etcd_sweep:
+            cpu0 = cpu_seconds_used(resource.RUSAGE_CHILDREN)
+            with RssSampler(dict(cluster.pids)) as rss:
+                res = compare_etcd.run_load(binary, endpoint, c, p, plan.point_seconds)
+            cpu = cpu_seconds_used(resource.RUSAGE_CHILDREN) - cpu0
+            points.append({"label": f"{c}x{p}", "clients": c, "pipeline": p,
+                           "inflight": c * p, "ops_per_s": round(res["ops_per_s"], 1),
+                           "client_cpu": round(cpu / res["seconds"], 2)
+                           if res.get("seconds") else None,
+                           "ops": res["ops"], "errors": res["errors"],
+                           "error_samples": [res["error_sample"]] if res.get("error_sample")
+                           else [], "latency_us": res["latency_us"], "rss_kb": rss.last})
+        note = ("data dirs on tmpfs (/dev/shm): etcd 3.4 has no --unsafe-no-fsync"
+                if durability == "none" and base.startswith(compare_etcd.TMPFS) else "")
+        return {"sweep": points, "note": note, "leader_endpoint": endpoint}
+    finally:
+        cluster.close()
+        shutil.rmtree(base, ignore_errors=True)
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 2) if a and b else None
+# --- tracing cost ---------------------------------------------------------------------
 
 
-def derive(r: dict[str, Any]) -> dict[str, Any]:
-    rtt, fs = r["machine"]["loopback_rtt"]["p50_us"], r["machine"]["fdatasync"]["p50_us"]
-    d: dict[str, Any] = {"rtt_plus_fdatasync_us": round(rtt + fs, 1)}
-    for dur in ("none", "fsync"):
-        seq = r["ours"][dur]["sequential"]["latency_us"]["p50"]
-        d[f"ours_{dur}_seq_p50_over_rtt_plus_fsync"] = _ratio(seq, rtt + fs)
-        d[f"ours_{dur}_seq_p50_over_rtt"] = _ratio(seq, rtt)
-    pso = r.get("pysyncobj", {})
-    if "throughput" in pso:
-        for dur in ("none", "fsync"):
-            d[f"throughput_ours_{dur}_over_pysyncobj"] = _ratio(
-                r["ours"][dur]["throughput"]["ops_per_s"], pso["throughput"]["ops_per_s"])
-            d[f"seq_latency_ours_{dur}_over_pysyncobj"] = _ratio(
-                r["ours"][dur]["sequential"]["latency_us"]["p50"],
-                pso["sequential"]["latency_us"]["p50_us"])
-    red = r.get("redis", {})
-    ours_key = next((k for k in red if k.startswith("ours_")), None)
-    if "redis" in red and ours_key:
-        for mode in ("plain", "P16"):
-            for t in ("set", "get"):
-                d[f"redis_bench_{t}_{mode}_ours_over_redis"] = _ratio(
-                    red[ours_key][mode].get(t, {}).get("rps"), red["redis"][mode].get(t, {}).get("rps"))
-    return d
+def tracing_phase(plan: Plan) -> dict[str, Any]:
+    """``raft bench`` (its own cluster, clients spread over all nodes) untraced and
+    traced with the same settings, alternating for ``plan.tracing_rounds`` rounds so
+    that a burst of load from elsewhere hits both sides; each side's figure is the mean
+    of its runs. The traced runs' traces are checked against the spec as usual."""
+    base = BenchConfig(duration=plan.tracing_seconds, durability="fsync")
+    out: dict[str, Any] = {"config": {"clients": base.clients, "pipeline": base.pipeline,
+                                      "durability": base.durability,
+                                      "duration": base.duration,
+                                      "rounds": plan.tracing_rounds}, "runs": []}
+    for _ in range(plan.tracing_rounds):
+        for trace in (False, True):
+            rep = run_bench(BenchConfig(duration=base.duration, durability=base.durability,
+                                        trace=trace))
+            out["runs"].append({"trace": trace, "writes_per_s": rep["writes_per_s"],
+                                "errors": rep["errors"], "latency_us": rep["latency_us"],
+                                "trace_verdict": rep["trace"]["verdict"]})
+    for key, trace in (("untraced", False), ("traced", True)):
+        runs = [x for x in out["runs"] if x["trace"] is trace]
+        out[key] = {"writes_per_s": round(statistics.fmean(x["writes_per_s"] for x in runs), 1),
+                    "errors": sum(x["errors"] for x in runs),
+                    "trace_verdict": ", ".join(sorted({x["trace_verdict"] for x in runs}))}
+    return out
 
 
-def _f(v: Any, unit: str = "") -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float) and v >= 100:
-        return f"{v:,.0f}{unit}"
-    return f"{v}{unit}"
+# --- the run --------------------------------------------------------------------------
 
 
-def markdown(r: dict[str, Any]) -> str:
-    m, d, ours = r["machine"], r["derived"], r["ours"]
-    lines = [f"# raft vs PySyncObj vs redis-server on {r['host']}", "",
-             f"{r['when']}, {r['cpus']} CPUs, Python {r['python']}", "",
-             "## Machine limits", "", "| probe | p50 | p99 |", "|---|---|---|",
-             f"| loopback RTT (uvloop echo, 16 B) | {m['loopback_rtt']['p50_us']} us | "
-             f"{m['loopback_rtt']['p99_us']} us |",
-             f"| write 256 B + fdatasync (data dir fs) | {m['fdatasync']['p50_us']} us | "
-             f"{m['fdatasync']['p99_us']} us |", "",
-             "## Replicated counter/SET: PySyncObj vs ours (3 nodes, loopback)", "",
-             "| system | max throughput (ops/s) | sequential p50 | sequential p99 |",
-             "|---|---|---|---|"]
-    pso = r.get("pysyncobj", {})
-    if "throughput" in pso:
-        lines.append(f"| PySyncObj 0.3 (in-process client, in-memory journal) | "
-                     f"{_f(pso['throughput']['ops_per_s'])} | "
-                     f"{_f(pso['sequential']['latency_us']['p50_us'])} us | "
-                     f"{_f(pso['sequential']['latency_us']['p99_us'])} us |")
-    else:
-        lines.append(f"| PySyncObj | {pso.get('skipped', 'n/a')} | | |")
-    for dur in ("none", "fsync"):
-        t, s = ours[dur]["throughput"], ours[dur]["sequential"]["latency_us"]
-        lines.append(f"| ours, durability {dur} (RESP client, 32x16 in flight) | "
-                     f"{_f(t['ops_per_s'])} | {_f(s['p50'])} us | {_f(s['p99'])} us |")
-    red = r.get("redis", {})
-    lines += ["", "## redis-benchmark -c 50 (requests/s; p50 ms)", ""]
-    if "redis" in red:
-        lines += ["| server | SET | GET | SET -P 16 | GET -P 16 |", "|---|---|---|---|---|"]
-        for key in [k for k in red if k == "redis" or k.startswith("ours_")]:
-            cells = []
-            for mode in ("plain", "P16"):
-                for t in ("set", "get"):
-                    v = red[key][mode].get(t)
-                    cells.append(f"{_f(v['rps'])} ({v['p50_ms']})" if v else "n/a")
-            lines.append(f"| {key} | " + " | ".join(cells) + " |")
-        lines.append(f"\nn = {red['n']['plain']} (plain), {red['n']['P16']} (-P 16)")
-    else:
-        lines.append(red.get("skipped", "n/a"))
-    lines += ["", "## Ratios", "", "| ratio | value |", "|---|---|"]
-    lines += [f"| {k} | {_f(v)} |" for k, v in d.items()]
-    return "\n".join(lines) + "\n"
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def run(plan: Plan, systems: set[str]) -> dict[str, Any]:
+    """Every phase of ``systems``; the results dict compare_report renders."""
+    r: dict[str, Any] = {"host": platform.node(), "cpus": os.cpu_count(),
+                         "python": platform.python_version(),
+                         "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                         "loadavg_start": _loadavg(),
+                         "settings": {"point_seconds": plan.point_seconds,
+                                      "budget_p99_us": plan.budget_p99_us,
+                                      "systems": sorted(systems)}}
+    tmp = tempfile.mkdtemp(prefix="raft-compare-")
+    try:
+        _say("machine limits ...")
+        r["machine"] = {"loopback_rtt": loopback_rtt(), "fdatasync": fdatasync_latency(tmp)}
+        rtt, redis_sets = plain_redis_phase(tmp, plan)
+        r["machine"]["redis_ping"] = rtt
+        if "pysyncobj" in systems:
+            _say("PySyncObj sweep ...")
+            r["pysyncobj"] = _guarded(pysyncobj_phase, tmp, plan)
+        if "ours" in systems:
+            r["ours"] = {}
+            for dur in ("none", "fsync"):
+                _say(f"ours, durability {dur} ...")
+                want_redis = "redis" in systems and dur == "fsync" and redis_available()
+                r["ours"][dur] = _guarded(ours_phase, dur, tmp, plan, want_redis)
+        if "redis" in systems:
+            ours_rb = (r.get("ours") or {}).get("fsync", {}).pop("redis_benchmark", None)
+            r["redis"] = ({"n": {"plain": plan.redis_n[0], "P16": plan.redis_n[1]},
+                           "redis": redis_sets, "ours": ours_rb}
+                          if ours_rb else {"skipped": redis_sets.get("skipped", "needs ours")})
+        if "etcd" in systems:
+            r["etcd"] = _guarded(etcd_phase, tmp, plan)
+        if "tracing" in systems:
+            _say("raft bench traced vs untraced ...")
+            r["tracing"] = _guarded(tracing_phase, plan)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    r["loadavg_end"] = _loadavg()
+    r["summary"] = _summaries(r, plan.budget_p99_us)
+    r["ratios"] = compute_ratios(r)
+    return r
+
+
+def _guarded(phase: Any, *args: Any) -> dict[str, Any]:
+    """Run one phase; a phase that fails (a cluster that never elects, a crashed
+    process) is reported as skipped with the reason, and the other phases still run."""
+    try:
+        return phase(*args)
+    except Exception as e:        # noqa: BLE001 - any failure of one phase, reported
+        _say(f"{phase.__name__} failed: {type(e).__name__}: {e}")
+        return {"skipped": f"failed: {type(e).__name__}: {e}"}
+
+
+def _summaries(r: dict[str, Any], budget: float) -> dict[str, Any]:
+    out = {}
+    for name, sec in (("pysyncobj", r.get("pysyncobj")),
+                      ("ours_none", (r.get("ours") or {}).get("none")),
+                      ("ours_fsync", (r.get("ours") or {}).get("fsync")),
+                      ("etcd_none", (r.get("etcd") or {}).get("none")),
+                      ("etcd_fsync", (r.get("etcd") or {}).get("fsync"))):
+        if sec and "sweep" in sec:
+            s = summarize_sweep(sec["sweep"], budget)
+            out[name] = {k: (None if p is None else {"label": p["label"],
+                                                      "ops_per_s": p["ops_per_s"],
+                                                      "p99_us": p["latency_us"].get("p99")})
+                         for k, p in s.items()}
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--pso-node":
         return pso_node_main(argv[1:])
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--out-dir", default=".")
-    ap.add_argument("--quick", action="store_true", help="shorter phases (about half)")
-    ap.add_argument("--redis-durability", choices=("none", "fsync"), default="none",
-                    help="our cluster's durability under redis-benchmark (default none)")
+    ap.add_argument("--quick", action="store_true", help="1 s sweep points instead of 3 s")
+    ap.add_argument("--systems", default=",".join(SYSTEMS),
+                    help=f"comma-separated subset of {','.join(SYSTEMS)} (default: all)")
     args = ap.parse_args(argv)
+    systems = {s.strip() for s in args.systems.split(",") if s.strip()}
+    if not systems <= set(SYSTEMS):
+        ap.error(f"unknown systems: {', '.join(sorted(systems - set(SYSTEMS)))}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    tmp = tempfile.mkdtemp(prefix="raft-compare-")
-    try:
-        r: dict[str, Any] = {"host": platform.node(), "cpus": os.cpu_count(),
-                             "python": platform.python_version(),
-                             "when": time.strftime("%Y-%m-%d %H:%M:%S")}
-        _say("machine limits ...")
-        r["machine"] = {"loopback_rtt": loopback_rtt(), "fdatasync": fdatasync_latency(tmp)}
-        _say("PySyncObj ...")
-        r["pysyncobj"] = pysyncobj_phase(tmp, args.quick)
-        r["ours"] = {}
-        for dur in ("none", "fsync"):
-            _say(f"ours, durability {dur} ...")
-            r["ours"][dur] = ours_phase(dur, tmp, args.quick)
-        _say("redis-server vs ours under redis-benchmark ...")
-        r["redis"] = redis_phase(tmp, args.quick, args.redis_durability)
-        r["derived"] = derive(r)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    r = run(QUICK if args.quick else Plan(), systems)
     os.makedirs(args.out_dir, exist_ok=True)
     with open(os.path.join(args.out_dir, "compare.json"), "w") as fp:
         json.dump(r, fp, indent=2)
