@@ -228,6 +228,11 @@ class _Cursor:
 
 _CMD_VERSION = 1
 
+try:   # the compiled codec (raft/_kvcodec.pyx); the Python code below is its reference
+    from raft import _kvcodec
+except ImportError:  # a source tree without compiled extensions
+    _kvcodec = None
+
 
 class CommandDecodeError(ValueError):
     """A log entry that is not an encoded command."""
@@ -251,8 +256,15 @@ class Command:
 def encode_command(client_id: int, seq: int, argv: list[bytes], *, time_ms: int) -> bytes:
     """``version, client_id, seq, time_ms, argc, (len, bytes) * argc`` as unsigned varints.
 
-    Deterministic: equal inputs give equal bytes, on every platform.
+    Deterministic: equal inputs give equal bytes, on every platform. The compiled
+    codec (raft/_kvcodec.pyx) writes the same bytes; this code is its reference.
     """
+    if _kvcodec is not None:
+        try:
+            return _kvcodec.encode(client_id, seq, argv if type(argv) is list else list(argv),
+                                   time_ms)
+        except (TypeError, OverflowError):
+            pass   # not bytes, or beyond 64 bits: the reference below decides
     out = bytearray((_CMD_VERSION,))
     _put_uvarint(out, client_id)
     _put_uvarint(out, seq)
@@ -265,6 +277,16 @@ def encode_command(client_id: int, seq: int, argv: list[bytes], *, time_ms: int)
 
 def decode_command(data: bytes) -> Command:
     """Inverse of :func:`encode_command`; raises :class:`CommandDecodeError` on anything else."""
+    if _kvcodec is not None and type(data) is bytes:
+        fast = _kvcodec.decode(data)
+        if fast is not None:
+            return Command(*fast)
+    return _decode_command_reference(data)
+
+
+def _decode_command_reference(data: bytes) -> Command:
+    """decode_command in Python: what the compiled codec must agree with, and what
+    names the problem in a malformed entry."""
     cur = _Cursor(data, CommandDecodeError)
     version = cur.byte()
     if version != _CMD_VERSION:
