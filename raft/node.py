@@ -119,8 +119,11 @@ class RaftNode:
     """
 
     def __init__(self, config: NodeConfig, *, state_machine: KVStateMachine | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, serve_clients: bool = True) -> None:
         self.config = config
+        #: False: no RESP server on the client address (an embedded state machine,
+        #: raft.embed, serves its own callers there).
+        self.serve_clients = serve_clients
         self.id = config.node_id
         #: The replicated state machine; only touched on the loop thread.
         self.state_machine = state_machine if state_machine is not None else KVStateMachine()
@@ -185,8 +188,9 @@ class RaftNode:
                 asyncio.create_task(self._ready_loop(), name=f"raft-ready-{self.id}"),
                 asyncio.create_task(self._tick_loop(), name=f"raft-tick-{self.id}"),
             ]
-            self._resp = RespServer(self, ServerConfig(password=cfg.client_password))
-            await self._resp.start(*cfg.me.client)
+            if self.serve_clients:
+                self._resp = RespServer(self, ServerConfig(password=cfg.client_password))
+                await self._resp.start(*cfg.me.client)
             if cfg.metrics_port is not None:
                 self._start_metrics()
         except BaseException:
