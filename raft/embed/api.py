@@ -169,6 +169,7 @@ class EmbeddedNode:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sync_thread: int | None = None   # set by SyncNode: its loop's thread
         self._stopped = False
+        self._inflight: set[asyncio.Future[Any]] = set()   # proposals waiting here
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -262,6 +263,14 @@ class EmbeddedNode:
             if core is not None:
                 info = LeaderInfo(core.leader, core.term, self.raft.is_leader)
                 if info != self._last_leader:
+                    if self._inflight and (not info.is_leader or info.term != self._last_leader.term):
+                        # Deposed (or a new term): our proposals may never commit, and
+                        # RaftNode only fails them once overwritten or after
+                        # propose_timeout. Fail them now so callers retry on the new
+                        # leader (the session makes the retry safe).
+                        inflight, self._inflight = self._inflight, set()
+                        for t in inflight:
+                            t.cancel()
                     self._last_leader = info
                     ev, self._leader_changed = self._leader_changed, asyncio.Event()
                     ev.set()
@@ -423,10 +432,22 @@ class EmbeddedNode:
         """Propose one entry on this node (the leader stamps its clock, as raft.kv does);
         the outcome bytes once applied. NotLeader / TimeoutError (outcome unknown)."""
         data = encode_entry(op, version, cid, seq, ack, _now_ms(), target, name, args, kwargs)
+        task = asyncio.ensure_future(self.raft.propose(data))
+        self._inflight.add(task)
         try:
-            out = await self.raft.propose(data)
+            out = await task
         except NotLeaderError:
             raise NotLeader(self.leader_id, self.leader_addr) from None
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if task.cancelled() and me is not None and not me.cancelling():
+                # _watch_leadership cancelled it: we stopped leading, so the entry may
+                # never commit. The outcome is unknown; a retry elsewhere is safe.
+                raise NotLeader(self.leader_id, self.leader_addr) from None
+            task.cancel()
+            raise
+        finally:
+            self._inflight.discard(task)
         if not isinstance(out, bytes):
             raise EmbedError(f"the state machine returned {type(out).__name__}")
         return out
