@@ -88,6 +88,21 @@ class ClusterClient:
         return decode_outcome(await self._request(deadline, "query", target, name,
                                                   list(args), kwargs))
 
+    async def leader(self) -> int:
+        """The leader some node knows of (0: none yet); it becomes the next target."""
+        for node in [self._leader] + [n for n in self._order if n != self._leader]:
+            try:
+                status, payload = await self._pool.request(node, "leader",
+                                                           timeout=self.try_timeout)
+            except (OSError, AuthError, TimeoutError, DecodeError):
+                self._pool.drop(node)
+                continue
+            if status == ST_OK and isinstance(payload, list) and payload and payload[0]:
+                if payload[0] in self.nodes:
+                    self._leader = payload[0]
+                return int(payload[0])
+        return 0
+
     async def _request(self, deadline: float, op: str, *fields: Any) -> bytes:
         loop = asyncio.get_running_loop()
         while True:
