@@ -59,8 +59,13 @@ async def wait_for_leader(client: ClusterClient, timeout: float = 30.0) -> int:
     raise TimeoutError(f"no leader after {timeout}s")
 
 
-def serve(config_path: str, machines: MachinesFactory, **node_kw: Any) -> None:
-    """Run one EmbeddedNode from a config file until SIGTERM or SIGINT."""
+NodeWork = Callable[[EmbeddedNode], Awaitable[None]]
+
+
+def serve(config_path: str, machines: MachinesFactory, work: NodeWork | None = None,
+          **node_kw: Any) -> None:
+    """Run one EmbeddedNode from a config file until SIGTERM or SIGINT; ``work(node)``,
+    if given, runs alongside (the node keeps serving after it returns)."""
     cfg = load_config(config_path)
     logging.basicConfig(level=cfg.log_level.upper(),
                         format=f"%(asctime)s node{cfg.node_id} %(name)s %(levelname)s %(message)s")
@@ -73,6 +78,9 @@ def serve(config_path: str, machines: MachinesFactory, **node_kw: Any) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         print(f"node {cfg.node_id} started pid={os.getpid()}", flush=True)
+        if work is not None:
+            job = asyncio.ensure_future(work(node))
+            job.add_done_callback(_report)
         stopped = asyncio.ensure_future(node.raft.wait_stopped())
         await asyncio.wait([asyncio.ensure_future(stop.wait()), stopped],
                            return_when=asyncio.FIRST_COMPLETED)
@@ -82,11 +90,17 @@ def serve(config_path: str, machines: MachinesFactory, **node_kw: Any) -> None:
         runner.run(main())
 
 
+def _report(job: "asyncio.Future[None]") -> None:
+    if not job.cancelled() and job.exception() is not None:
+        logging.getLogger("raft.embed").error("the node's work failed: %r", job.exception())
+
+
 def example_main(description: str, machines: MachinesFactory,
                  demo: Callable[[ClusterClient, EmbedLocalCluster, argparse.Namespace],
                                 Awaitable[None]],
                  argv: list[str] | None = None,
-                 add_args: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+                 add_args: Callable[[argparse.ArgumentParser], None] | None = None,
+                 work: NodeWork | None = None) -> None:
     """``script.py --cluster 3``: start 3 processes of this script on loopback, run
     ``demo`` against them, stop them. ``script.py --node-config node.toml``: be one
     node (what the cluster's processes run)."""
@@ -100,7 +114,7 @@ def example_main(description: str, machines: MachinesFactory,
         add_args(p)
     args = p.parse_args(argv)
     if args.node_config:
-        serve(args.node_config, machines)
+        serve(args.node_config, machines, work)
         return
     script = os.path.abspath(sys.argv[0])
     with EmbedLocalCluster([sys.executable, script], args.cluster, directory=args.dir,
