@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable, Iterable
 
@@ -80,11 +81,15 @@ class ClientSession:
         self.id = session_id
         self._next = 1
         self._outstanding: set[int] = set()
+        # Seqs are begun in ascending order, so the unanswered ones form a FIFO whose
+        # head, once answered ones are skipped, is the lowest: O(1) amortized.
+        self._order: deque[int] = deque()
 
     def begin(self) -> int:
         seq = self._next
         self._next += 1
         self._outstanding.add(seq)
+        self._order.append(seq)
         return seq
 
     def end(self, seq: int) -> None:
@@ -92,7 +97,10 @@ class ClientSession:
 
     @property
     def ack(self) -> int:
-        return min(self._outstanding) if self._outstanding else self._next
+        order, outstanding = self._order, self._outstanding
+        while order and order[0] not in outstanding:
+            order.popleft()
+        return order[0] if order else self._next
 
 
 @dataclass(frozen=True)
@@ -387,9 +395,14 @@ class EmbeddedNode:
             ack = session.ack if session is not None else 0
             leader = self.leader_id
             if self.raft.is_leader:
+                propose = self._propose_here(op, version, cid, seq, ack, target, name, args,
+                                             kwargs)
                 try:
-                    return await asyncio.wait_for(self._propose_here(
-                        op, version, cid, seq, ack, target, name, args, kwargs), remaining)
+                    # RaftNode times proposals out after propose_timeout itself; a
+                    # wait_for (a timer and a task per call) only for shorter deadlines.
+                    if remaining < self.config.propose_timeout:
+                        return await asyncio.wait_for(propose, remaining)
+                    return await propose
                 except (NotLeader, TimeoutError):
                     await asyncio.sleep(RETRY_PAUSE)
                     continue

@@ -100,9 +100,9 @@ def decode_entry(data: bytes) -> Entry:
     if not isinstance(v, list) or len(v) != 11 or v[0] != ENTRY_VERSION:
         raise DecodeError("not a raft.embed log entry (or a newer envelope version)")
     _, op, version, cid, seq, ack, time_ms, target, name, args, kwargs = v
-    if op not in (OP_CALL, OP_OPEN) or not all(
-            isinstance(x, int) and x >= 0 for x in (version, cid, seq, ack, time_ms)) \
-            or not isinstance(target, str) or not isinstance(name, str) \
+    if op not in (OP_CALL, OP_OPEN) or type(version) is not int or type(cid) is not int \
+            or type(seq) is not int or type(ack) is not int or type(time_ms) is not int \
+            or min(version, cid, seq, ack, time_ms) < 0 or not isinstance(target, str) or not isinstance(name, str) \
             or not isinstance(args, list) or not isinstance(kwargs, dict) \
             or not all(isinstance(k, str) for k in kwargs):
         raise DecodeError("malformed raft.embed log entry")

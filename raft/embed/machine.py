@@ -183,9 +183,17 @@ class _Session:
         self.outcomes[seq] = outcome
         # The caller has every answer below ack (it sends the lowest seq it still waits
         # for), and we keep at most `window` outcomes.
-        self.floor = max(self.floor, ack - 1, seq - window)
-        for old in [s for s in self.outcomes if s <= self.floor]:
-            del self.outcomes[old]
+        floor = self.floor = max(self.floor, ack - 1, seq - window)
+        # Outcomes are inserted in (nearly always) ascending seq order, so the ones to
+        # drop are at the front: O(1) per call, not a scan of the window.
+        outcomes = self.outcomes
+        while outcomes:
+            oldest = next(iter(outcomes))
+            if oldest > floor and len(outcomes) <= window:
+                break
+            del outcomes[oldest]
+            if oldest > floor:
+                self.floor = oldest
 
 
 class Replica:
