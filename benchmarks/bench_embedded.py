@@ -1,7 +1,7 @@
 """@replicated calls/s on 3 nodes: raft.embed (durability none and fsync) side by side
 with PySyncObj's @replicated (its in-memory journal, and its file journal), in one run.
 
-    python benchmarks/bench_embedded.py            # ~40 s; --secs, --levels to change
+    python benchmarks/bench_embedded.py            # ~45 s; --secs, --levels to change
     python benchmarks/bench_embedded.py --json out.json
 
 Each system runs as 3 processes on loopback; the leader's process drives the load
@@ -29,8 +29,8 @@ from raft.embed import Counter, EmbeddedNode  # noqa: E402
 from raft.embed.launch import EmbedLocalCluster, serve  # noqa: E402
 from raft.server_cli import free_ports, stop_process  # noqa: E402
 
-DEFAULT_LEVELS = "1,16,64,256,1024"
-DEFAULT_SECS = 1.2
+DEFAULT_LEVELS = "1,16,64,256,1024,4096"
+DEFAULT_SECS = 1.0
 
 
 # --- ours -------------------------------------------------------------------------------
