@@ -448,3 +448,31 @@ def test_lock_goes_to_a_new_holder_only_after_the_partitioned_holders_lease(tmp_
     except BaseException:
         print(f"seed={seed} lease_ms={lease_ms} (rerun with EMBED_SEED={seed})")
         raise
+
+
+def test_more_calls_in_flight_than_the_session_window(tmp_path):
+    """Callers beyond session_window wait for a slot. Without that, calls retried
+    after the leader change below would find that newer calls had pushed the
+    session's floor past them, and fail with SessionExpired on a first apply."""
+    async def body(c: EmbedCluster):
+        leader = await c.leader()
+        follower = c.followers(leader)[0]
+        fj = c.machines[follower.id][0]
+        in_flight = []
+        real_route = follower._route
+
+        async def route(op, version, session, *rest):
+            if session is not None:
+                in_flight.append(len(session._outstanding))
+            return await real_route(op, version, session, *rest)
+
+        follower._route = route
+        calls = [asyncio.ensure_future(fj.add(i)) for i in range(300)]
+        await wait_until(lambda: len(fj.items) >= 20, what="calls under way")
+        await c.stop(leader.id)
+        results = await asyncio.gather(*calls)
+        assert len(set(results)) == 300
+        await wait_until(lambda: len(fj.items) == 300, what="all applied")
+        assert sorted(fj.items) == list(range(300))
+        assert max(in_flight) == 4, max(in_flight)
+    with_cluster(tmp_path, journals, body, node_kw={"session_window": 4})

@@ -77,8 +77,12 @@ class ClientSession:
     """A caller's session id and call numbering (diss. §6.3). ``ack`` is the lowest
     number still waiting for an answer: the state machine may forget outcomes below."""
 
-    def __init__(self, session_id: int) -> None:
+    def __init__(self, session_id: int, window: int = 1024) -> None:
         self.id = session_id
+        #: At most ``window`` calls in flight (the state machine's session_window). With
+        #: more, a call retried after a leader change could find that newer calls had
+        #: already pushed the session's floor past it, and fail with SessionExpired.
+        self.slots = asyncio.Semaphore(window)
         self._next = 1
         self._outstanding: set[int] = set()
         # Seqs are begun in ascending order, so the unanswered ones form a FIFO whose
@@ -344,12 +348,13 @@ class EmbeddedNode:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout if timeout is not None else self.call_timeout)
         session = await self._get_session(deadline)
-        seq = session.begin()
-        try:
-            outcome = await self._route(OP_CALL, version, session, seq, target, name,
-                                        list(args), kwargs, deadline)
-        finally:
-            session.end(seq)
+        async with session.slots:
+            seq = session.begin()
+            try:
+                outcome = await self._route(OP_CALL, version, session, seq, target, name,
+                                            list(args), kwargs, deadline)
+            finally:
+                session.end(seq)
         try:
             return decode_outcome(outcome)
         except SessionExpired:
@@ -375,7 +380,7 @@ class EmbeddedNode:
         loop = asyncio.get_running_loop()
         outcome = await self._route(OP_OPEN, 0, None, 0, "", "", [], {},
                                     loop.time() + 3600.0)
-        return ClientSession(int(decode_outcome(outcome)))
+        return ClientSession(int(decode_outcome(outcome)), self.replica.session_window)
 
     async def _route(self, op: int, version: int, session: ClientSession | None, seq: int,
                      target: str, name: str, args: list[Any], kwargs: dict[str, Any],

@@ -25,11 +25,13 @@ class ClusterClient:
     address); ``secret``: the cluster secret."""
 
     def __init__(self, nodes: dict[int, tuple[str, int]], secret: bytes, *,
-                 timeout: float = 10.0, try_timeout: float = FORWARD_TRY_TIMEOUT) -> None:
+                 timeout: float = 10.0, try_timeout: float = FORWARD_TRY_TIMEOUT,
+                 window: int = 1024) -> None:
         if not nodes:
             raise ValueError("no nodes")
         self.nodes = dict(nodes)
         self.timeout = timeout
+        self.window = window   # calls in flight: at most the nodes' session_window
         self.try_timeout = try_timeout
         self._pool = ConnectionPool(self.nodes, secret)
         self._order = sorted(self.nodes)
@@ -55,18 +57,19 @@ class ClusterClient:
     async def _open(self) -> ClientSession:
         loop = asyncio.get_running_loop()
         out = await self._request(loop.time() + self.timeout, "open")
-        return ClientSession(int(decode_outcome(out)))
+        return ClientSession(int(decode_outcome(out)), self.window)
 
     async def call(self, target: str, name: str, *args: Any, timeout: float | None = None,
                    version: int = 1, **kwargs: Any) -> Any:
         """Call ``target.name(*args, **kwargs)`` (a @replicated method) through the log."""
         sess = await self.open_session()
-        seq = sess.begin()
-        try:
-            return await self.invoke(target, name, list(args), kwargs, seq=seq,
-                                     timeout=timeout, version=version)
-        finally:
-            sess.end(seq)
+        async with sess.slots:
+            seq = sess.begin()
+            try:
+                return await self.invoke(target, name, list(args), kwargs, seq=seq,
+                                         timeout=timeout, version=version)
+            finally:
+                sess.end(seq)
 
     async def invoke(self, target: str, name: str, args: list[Any], kwargs: dict[str, Any], *,
                      seq: int, timeout: float | None = None, version: int = 1) -> Any:
