@@ -112,6 +112,9 @@ def test_encoding_errors_and_replicated_exceptions(tmp_path):
         j = c.machines[leader.id][0]
         with pytest.raises(EncodeError, match="argument 1 of Journal.add"):
             await j.add({1, 2})                      # a set: rejected before proposing
+        fj = c.machines[c.followers(leader)[0].id][0]
+        with pytest.raises(EncodeError, match="argument 'x' of Journal.add"):
+            await fj.add(x=object())                 # on a follower: before forwarding
         with pytest.raises(EncodeError, match="result of Journal.bad_result"):
             await j.bad_result()
         with pytest.raises(ReplicatedError) as e:

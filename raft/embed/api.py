@@ -43,6 +43,7 @@ from raft.embed.codec import (
     OP_CALL,
     OP_OPEN,
     DecodeError,
+    EncodeError,
     check_args,
     decode_entry,
     encode_entry,
@@ -181,7 +182,8 @@ class EmbeddedNode:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sync_thread: int | None = None   # set by SyncNode: its loop's thread
         self._stopped = False
-        self._inflight: set[asyncio.Future[Any]] = set()   # proposals waiting here
+        # Proposals waiting here -> why we cancelled them ("" until we do).
+        self._inflight: dict[asyncio.Future[Any], str] = {}
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -280,8 +282,9 @@ class EmbeddedNode:
                         # RaftNode only fails them once overwritten or after
                         # propose_timeout. Fail them now so callers retry on the new
                         # leader (the session makes the retry safe).
-                        inflight, self._inflight = self._inflight, set()
+                        inflight, self._inflight = self._inflight, {}
                         for t in inflight:
+                            inflight[t] = "deposed"
                             t.cancel()
                     self._last_leader = info
                     ev, self._leader_changed = self._leader_changed, asyncio.Event()
@@ -344,7 +347,6 @@ class EmbeddedNode:
 
     async def _call(self, target: str, version: int, name: str, args: tuple[Any, ...],
                     kwargs: dict[str, Any], timeout: float | None) -> Any:
-        check_args(args, kwargs, f"{target}.{name or 'submit'}")   # EncodeError up front
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout if timeout is not None else self.call_timeout)
         session = await self._get_session(deadline)
@@ -353,6 +355,11 @@ class EmbeddedNode:
             try:
                 outcome = await self._route(OP_CALL, version, session, seq, target, name,
                                             list(args), kwargs, deadline)
+            except EncodeError:
+                # Name the culprit (encoding happens once, where the entry or the
+                # forwarded request is built; nothing was proposed).
+                check_args(args, kwargs, f"{target}.{name or 'submit'}")
+                raise
             finally:
                 session.end(seq)
         try:
@@ -400,14 +407,9 @@ class EmbeddedNode:
             ack = session.ack if session is not None else 0
             leader = self.leader_id
             if self.raft.is_leader:
-                propose = self._propose_here(op, version, cid, seq, ack, target, name, args,
-                                             kwargs)
                 try:
-                    # RaftNode times proposals out after propose_timeout itself; a
-                    # wait_for (a timer and a task per call) only for shorter deadlines.
-                    if remaining < self.config.propose_timeout:
-                        return await asyncio.wait_for(propose, remaining)
-                    return await propose
+                    return await self._propose_here(op, version, cid, seq, ack, target, name,
+                                                    args, kwargs, deadline)
                 except (NotLeader, TimeoutError):
                     await asyncio.sleep(RETRY_PAUSE)
                     continue
@@ -445,30 +447,50 @@ class EmbeddedNode:
         return None
 
     async def _propose_here(self, op: int, version: int, cid: int, seq: int, ack: int,
-                            target: str, name: str, args: list[Any],
-                            kwargs: dict[str, Any]) -> bytes:
+                            target: str, name: str, args: list[Any], kwargs: dict[str, Any],
+                            deadline: float | None = None) -> bytes:
         """Propose one entry on this node (the leader stamps its clock, as raft.kv does);
         the outcome bytes once applied. NotLeader / TimeoutError (outcome unknown)."""
         data = encode_entry(op, version, cid, seq, ack, _now_ms(), target, name, args, kwargs)
         task = asyncio.ensure_future(self.raft.propose(data))
-        self._inflight.add(task)
+        inflight = self._inflight
+        inflight[task] = ""
+        timer = None
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            # RaftNode times proposals out after propose_timeout by itself; a timer
+            # (no wait_for: no second task per call) only for a shorter deadline.
+            if deadline < loop.time() + self.config.propose_timeout:
+                timer = loop.call_at(deadline, self._cancel_proposal, task, "timeout")
         try:
             out = await task
         except NotLeaderError:
             raise NotLeader(self.leader_id, self.leader_addr) from None
         except asyncio.CancelledError:
             me = asyncio.current_task()
-            if task.cancelled() and me is not None and not me.cancelling():
+            reason = inflight.get(task) or self._inflight.get(task)
+            if task.cancelled() and reason and me is not None and not me.cancelling():
+                if reason == "timeout":
+                    raise TimeoutError("the proposal was not applied in time") from None
                 # _watch_leadership cancelled it: we stopped leading, so the entry may
                 # never commit. The outcome is unknown; a retry elsewhere is safe.
                 raise NotLeader(self.leader_id, self.leader_addr) from None
             task.cancel()
             raise
         finally:
-            self._inflight.discard(task)
+            inflight.pop(task, None)
+            self._inflight.pop(task, None)
+            if timer is not None:
+                timer.cancel()
         if not isinstance(out, bytes):
             raise EmbedError(f"the state machine returned {type(out).__name__}")
         return out
+
+    def _cancel_proposal(self, task: "asyncio.Future[Any]", reason: str) -> None:
+        if not task.done():
+            if task in self._inflight:
+                self._inflight[task] = reason
+            task.cancel()
 
     # --- reads ----------------------------------------------------------------------------
 
