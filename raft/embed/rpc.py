@@ -115,6 +115,11 @@ class RpcServer:
             status, payload = await self._dispatch(req)
         except (TypeError, ValueError, IndexError, EncodeError) as e:
             status, payload = ST_BAD, f"bad request: {e}"
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # answer rather than leave the caller to time out
+            log.exception("node %d: embed RPC request failed", self.node.config.node_id)
+            status, payload = ST_BAD, f"{type(e).__name__}: {e}"
         if not writer.is_closing():
             writer.write(frame([req_id, status, payload]))
 
