@@ -31,6 +31,7 @@ leader over the embed RPC (``forward=True``, the default) or fails with ``NotLea
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import deque
@@ -65,6 +66,8 @@ from raft.node import RaftNode
 from raft.resp import NotLeaderError
 
 __all__ = ["EmbeddedNode", "ClientSession", "LeaderInfo", "TailEntry", "DEFAULT_CALL_TIMEOUT"]
+
+log = logging.getLogger("raft.embed")
 
 DEFAULT_CALL_TIMEOUT = 10.0
 #: How long one attempt of a forwarded call may take before it is retried elsewhere
@@ -224,10 +227,17 @@ class EmbeddedNode:
     def is_leader(self) -> bool:
         return self.raft.is_leader
 
+    def _core(self) -> Any:
+        """RaftNode.core, or None before start (its property asserts it is set)."""
+        try:
+            return self.raft.core
+        except AssertionError:
+            return None
+
     @property
     def leader_id(self) -> int:
         """The leader this node knows of; 0 when none is (an election is under way)."""
-        core = self.raft._core
+        core = self._core()
         return core.leader if core is not None else 0
 
     @property
@@ -273,7 +283,7 @@ class EmbeddedNode:
         loop is not ours to change): a change is seen within a tick."""
         period = self.config.tick_ms / 1000.0
         while True:
-            core = self.raft._core
+            core = self._core()
             if core is not None:
                 info = LeaderInfo(core.leader, core.term, self.raft.is_leader)
                 if info != self._last_leader:
@@ -290,7 +300,10 @@ class EmbeddedNode:
                     ev, self._leader_changed = self._leader_changed, asyncio.Event()
                     ev.set()
                     for cb in list(self._leader_cbs):
-                        cb(info)
+                        try:
+                            cb(info)
+                        except Exception:   # a user callback must not stop the watch
+                            log.exception("node %d: a leader-change callback failed", self.id)
             await asyncio.sleep(period)
 
     # --- applied index ------------------------------------------------------------------
