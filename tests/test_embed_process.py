@@ -9,7 +9,6 @@ import os
 import random
 import sys
 
-import pytest
 
 from embed_cluster import run
 from raft.embed.launch import EmbedLocalCluster, wait_for_leader

@@ -31,7 +31,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from raft.embed.errors import NotLeader
-from raft.embed.codec import OP_CALL, OP_OPEN, DecodeError, EncodeError, error_outcome, ok_outcome, pack, unpack
+from raft.embed.codec import OP_CALL, OP_OPEN, DecodeError, EncodeError, pack, unpack
 from raft.net.auth import AuthError, client_handshake, server_handshake
 
 if TYPE_CHECKING:
