@@ -511,3 +511,25 @@ def test_traces_of_an_embedded_run_pass_the_checker(tmp_path):
         voters.update(v)
     events = merge_by_causality(streams)
     assert Checker(sorted(voters)).check(events) == len(events) > 100
+
+
+def test_a_deposed_leaders_waiting_calls_move_to_the_new_leader(tmp_path):
+    """Calls waiting on a leader that is cut off: once it steps down (CheckQuorum),
+    they are retried on the new leader (forwarded) at once, not after
+    propose_timeout, and each is applied exactly once."""
+    async def body(c: EmbedCluster):
+        leader = await c.leader()
+        j = c.machines[leader.id][0]
+        await j.add(-1)
+        isolate(leader)
+        results = await asyncio.gather(*(j.add(i) for i in range(20)))
+        # Not one waited for propose_timeout (60 s here): the deposition path answered.
+        assert leader.raft.counters["proposals_timed_out"] == 0
+        assert len(set(results)) == 20
+        heal(leader)
+        new = await c.leader()
+        nj = c.machines[new.id][0]
+        items = await new.read(lambda: list(nj.items))
+        assert sorted(items) == list(range(-1, 20)), items
+    with_cluster(tmp_path, journals, body, limit=150, propose_timeout=60.0,
+                 node_kw={"call_timeout": 80.0})

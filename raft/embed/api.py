@@ -75,6 +75,8 @@ DEFAULT_CALL_TIMEOUT = 10.0
 FORWARD_TRY_TIMEOUT = 3.0
 #: Pause between attempts while no leader is known (an election is under way).
 RETRY_PAUSE = 0.02
+#: How often a node that knows no leader asks its peers for one (seconds).
+HINT_PERIOD = 0.2
 
 
 class ClientSession:
@@ -187,6 +189,8 @@ class EmbeddedNode:
         self._stopped = False
         # Proposals waiting here -> why we cancelled them ("" until we do).
         self._inflight: dict[asyncio.Future[Any], str] = {}
+        self._hint_task: asyncio.Future[int] | None = None
+        self._hint_at = 0.0
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -427,8 +431,12 @@ class EmbeddedNode:
                     await asyncio.sleep(RETRY_PAUSE)
                     continue
             if not leader or leader == self.id:
-                await asyncio.sleep(RETRY_PAUSE)   # an election is under way
-                continue
+                # An election is under way, or we are cut off from the other voters
+                # (a deposed leader hears from no one): ask the peers' embed RPC.
+                leader = await self._leader_hint(min(remaining, 1.0)) if self.forward else 0
+                if not leader:
+                    await asyncio.sleep(RETRY_PAUSE)
+                    continue
             if not self.forward:
                 raise NotLeader(leader, self.leader_addr)
             got = await self._forward(leader, op, version, cid, seq, ack, target, name, args,
@@ -436,6 +444,33 @@ class EmbeddedNode:
             if got is not None:
                 return got
             await asyncio.sleep(RETRY_PAUSE)
+
+    async def _leader_hint(self, timeout: float) -> int:
+        """A leader named by another node's embed RPC, when our core knows none; probes
+        are shared by concurrent callers and at most every HINT_PERIOD."""
+        loop = asyncio.get_running_loop()
+        if self._hint_task is None or (self._hint_task.done()
+                                       and loop.time() >= self._hint_at + HINT_PERIOD):
+            self._hint_at = loop.time()
+            self._hint_task = asyncio.ensure_future(self._probe_leader(timeout))
+        try:
+            return await asyncio.shield(self._hint_task)
+        except Exception:
+            return 0
+
+    async def _probe_leader(self, timeout: float) -> int:
+        for peer in self.config.peers:
+            if peer == self.id:
+                continue
+            try:
+                status, payload = await self._pool.request(peer, "leader", timeout=timeout)
+            except (OSError, AuthError, TimeoutError, DecodeError):
+                self._pool.drop(peer)
+                continue
+            if status == ST_OK and isinstance(payload, list) and payload \
+                    and payload[0] in self.config.peers and payload[0] != self.id:
+                return int(payload[0])
+        return 0
 
     async def _forward(self, leader: int, op: int, version: int, cid: int, seq: int, ack: int,
                        target: str, name: str, args: list[Any], kwargs: dict[str, Any],
@@ -465,45 +500,35 @@ class EmbeddedNode:
         """Propose one entry on this node (the leader stamps its clock, as raft.kv does);
         the outcome bytes once applied. NotLeader / TimeoutError (outcome unknown)."""
         data = encode_entry(op, version, cid, seq, ack, _now_ms(), target, name, args, kwargs)
-        task = asyncio.ensure_future(self.raft.propose(data))
+        me = asyncio.current_task()
+        if me is None:
+            raise RuntimeError("_propose_here must run in a task")
+        # RaftNode times proposals out after propose_timeout by itself; a timer only for
+        # a shorter deadline. No task per call: _watch_leadership cancels *this* task
+        # if we are deposed while waiting, and we turn that into NotLeader (the pattern
+        # of asyncio.timeout, which also cancels the current task and uncancels it).
+        loop = asyncio.get_running_loop()
+        if deadline is not None and deadline >= loop.time() + self.config.propose_timeout:
+            deadline = None
         inflight = self._inflight
-        inflight[task] = ""
-        timer = None
-        if deadline is not None:
-            loop = asyncio.get_running_loop()
-            # RaftNode times proposals out after propose_timeout by itself; a timer
-            # (no wait_for: no second task per call) only for a shorter deadline.
-            if deadline < loop.time() + self.config.propose_timeout:
-                timer = loop.call_at(deadline, self._cancel_proposal, task, "timeout")
+        inflight[me] = ""
         try:
-            out = await task
+            async with asyncio.timeout_at(deadline):
+                out = await self.raft.propose(data)
         except NotLeaderError:
             raise NotLeader(self.leader_id, self.leader_addr) from None
         except asyncio.CancelledError:
-            me = asyncio.current_task()
-            reason = inflight.get(task) or self._inflight.get(task)
-            if task.cancelled() and reason and me is not None and not me.cancelling():
-                if reason == "timeout":
-                    raise TimeoutError("the proposal was not applied in time") from None
-                # _watch_leadership cancelled it: we stopped leading, so the entry may
-                # never commit. The outcome is unknown; a retry elsewhere is safe.
+            if inflight.get(me) == "deposed" and me.uncancel() == 0:
+                # We stopped leading, so the entry may never commit. The outcome is
+                # unknown; a retry on the new leader is safe (sessions).
                 raise NotLeader(self.leader_id, self.leader_addr) from None
-            task.cancel()
             raise
         finally:
-            inflight.pop(task, None)
-            self._inflight.pop(task, None)
-            if timer is not None:
-                timer.cancel()
+            inflight.pop(me, None)
+            self._inflight.pop(me, None)
         if not isinstance(out, bytes):
             raise EmbedError(f"the state machine returned {type(out).__name__}")
         return out
-
-    def _cancel_proposal(self, task: "asyncio.Future[Any]", reason: str) -> None:
-        if not task.done():
-            if task in self._inflight:
-                self._inflight[task] = reason
-            task.cancel()
 
     # --- reads ----------------------------------------------------------------------------
 
