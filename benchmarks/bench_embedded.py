@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import glob
 import os
 import subprocess
 import sys
@@ -23,7 +24,10 @@ import threading
 import time
 from typing import Any
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if glob.glob(os.path.join(_ROOT, "raft", "_core.*.so")) \
+        or glob.glob(os.path.join(_ROOT, "raft", "_core.*.pyd")):
+    sys.path.insert(0, _ROOT)   # a source checkout built in place; else the installed raft
 
 from raft.embed import Counter, EmbeddedNode  # noqa: E402
 from raft.embed.launch import EmbedLocalCluster, serve  # noqa: E402

@@ -9,10 +9,14 @@ each; then this process reads the total linearizably: 300.
 from __future__ import annotations
 
 import asyncio
+import glob
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if glob.glob(os.path.join(_ROOT, "raft", "_core.*.so")) \
+        or glob.glob(os.path.join(_ROOT, "raft", "_core.*.pyd")):
+    sys.path.insert(0, _ROOT)   # a source checkout built in place; else the installed raft
 
 from raft.embed import EmbeddedNode, StateMachine, query, replicated  # noqa: E402
 from raft.embed.codec import pack, unpack  # noqa: E402

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import subprocess
 import sys
 
+import pytest
 
 from embed_cluster import run
 from raft.embed.launch import EmbedLocalCluster, wait_for_leader
@@ -86,3 +88,20 @@ def test_leader_sigkill_during_a_stream_of_calls(tmp_path):
         raise
     finally:
         cluster.close(keep_dir=True)
+
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+@pytest.mark.parametrize("script, expect", [
+    ("counter.py", "counter = 300"),
+    ("log_consumer.py", "node 1 consumed 20 entries"),
+    ("locks.py", "after the lease expired: holder"),
+])
+def test_examples_run_as_three_processes(tmp_path, script, expect):
+    """Each example starts its 3-process cluster in one command and does its job."""
+    out = subprocess.run([sys.executable, os.path.join(EXAMPLES, script), "--cluster", "3",
+                          "--durability", "none", "--dir", str(tmp_path / "cluster")],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert expect in out.stdout, out.stdout + out.stderr
