@@ -533,3 +533,31 @@ def test_a_deposed_leaders_waiting_calls_move_to_the_new_leader(tmp_path):
         assert sorted(items) == list(range(-1, 20)), items
     with_cluster(tmp_path, journals, body, limit=150, propose_timeout=60.0,
                  node_kw={"call_timeout": 80.0})
+
+
+def test_linearizable_read_on_a_follower(tmp_path):
+    """A follower's read() asks the leader for a read index and waits to apply up to
+    it (diss. §6.4.1): it sees a write the leader acknowledged just before, although
+    the follower learns of that commit only with the next message."""
+    async def body(c: EmbedCluster):
+        leader = await c.leader()
+        j = c.machines[leader.id][0]
+        follower = c.followers(leader)[0]
+        fj = c.machines[follower.id][0]
+        # Slow the follower's Raft inbound: the leader's read-index round is answered
+        # by the other follower, and our follower learns the commit only later.
+        t = follower.raft.transport
+        deliver = t._on_messages
+        loop = asyncio.get_running_loop()
+        t._on_messages = lambda msgs: loop.call_later(0.1, deliver, msgs)
+        for i in range(20):
+            await j.add(i)
+            assert (await follower.read(lambda: list(fj.items)))[-1] == i
+        client_nodes = {i: cfg.client for i, cfg in c.peers.items()}
+        from raft.embed import ClusterClient
+        client = ClusterClient(client_nodes, c.configs[1].secret)
+        try:
+            assert await client.query("Journal", "all") == list(range(20))
+        finally:
+            await client.close()
+    with_cluster(tmp_path, journals, body)

@@ -532,17 +532,65 @@ class EmbeddedNode:
 
     # --- reads ----------------------------------------------------------------------------
 
-    async def read(self, fn: Callable[[], Any] | None = None) -> Any:
-        """Linearizable read: wait for a ReadIndex barrier (diss. §6.4: this node is
-        still the leader and has applied every write committed before the call), then
-        return ``fn()``. On a follower: NotLeader."""
+    async def read(self, fn: Callable[[], Any] | None = None, *,
+                   timeout: float | None = None) -> Any:
+        """Linearizable read, then ``fn()`` on this replica.
+
+        On the leader: a ReadIndex barrier (diss. §6.4: it confirms with a heartbeat
+        round that it still leads, and waits until it has applied every write
+        committed before the call). On a follower (``forward=True``): the follower
+        asks the leader for a read index over the embed RPC and waits until it has
+        applied up to it itself (§6.4.1), so ``fn`` sees every write committed
+        before the call. With ``forward=False`` a follower raises NotLeader."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout if timeout is not None else self.call_timeout)
+        while True:
+            if self.raft.is_leader or not self.forward:
+                try:
+                    await self._read_index_here()
+                    return fn() if fn is not None else None
+                except NotLeader:
+                    if not self.forward:
+                        raise
+            index = await self._remote_read_index(deadline)
+            if index is not None:
+                remaining = deadline - loop.time()
+                if not await self.wait_applied(index, remaining):
+                    raise CallTimeout(f"log index {index} not applied here in time")
+                return fn() if fn is not None else None
+
+    async def _read_index_here(self) -> int:
+        """The local ReadIndex barrier; the applied index it guarantees."""
         try:
             await self.raft.read_barrier()
         except NotLeaderError:
             raise NotLeader(self.leader_id, self.leader_addr) from None
         except TimeoutError:
             raise CallTimeout("the read barrier was not confirmed in time") from None
-        return fn() if fn is not None else None
+        return self.raft.applied_index
+
+    async def _remote_read_index(self, deadline: float) -> int | None:
+        """A read index from the leader's embed RPC (None: we lead now, read here)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise CallTimeout("no read index from the leader in time")
+            if self.raft.is_leader:
+                return None
+            leader = self.leader_id
+            if not leader or leader == self.id:
+                leader = await self._leader_hint(min(remaining, 1.0))
+            if leader and leader != self.id:
+                try:
+                    status, payload = await self._pool.request(
+                        leader, "readindex", timeout=min(remaining, FORWARD_TRY_TIMEOUT))
+                except (OSError, AuthError, TimeoutError, DecodeError):
+                    self._pool.drop(leader)
+                    status, payload = -1, None
+                if status == ST_OK and isinstance(payload, int):
+                    return payload
+            await asyncio.sleep(RETRY_PAUSE)
 
     def read_stale(self, fn: Callable[[], Any]) -> Any:
         """A local read of this replica: fast, on any node, but it may miss writes
@@ -554,7 +602,7 @@ class EmbeddedNode:
         m = self.machines.get(target)
         if m is None or name not in m._query_methods:
             return error_outcome("LookupError", f"{target}.{name} is not a @query method")
-        await self.read(None)
+        await self._read_index_here()
         try:
             return ok_outcome(getattr(m, name)(*args, **kwargs), f"{target}.{name}")
         except Exception as e:

@@ -14,6 +14,7 @@ op          fields                                                      OK paylo
 "call"      version, client_id, seq, ack, target, name, args, kwargs   outcome bytes
 "open"      (none): opens a client session                             outcome bytes
 "query"     target, name, args, kwargs: a @query method after ReadIndex outcome bytes
+"readindex" (none): a ReadIndex barrier on the leader (diss. §6.4.1)    an applied index
 "leader"    (none)                                                     [leader id, addr]
 ==========  ==========================================================  ===============
 
@@ -140,11 +141,13 @@ class RpcServer:
                 _, _, target, name, args, kwargs = req
                 return ST_OK, await node._query_here(str(target), str(name), list(args),
                                                      dict(kwargs))
+            if op == "readindex":
+                return ST_OK, await node._read_index_here()
             if op == "leader":
                 return ST_OK, [node.leader_id, node.leader_addr]
         except NotLeader as e:
             return ST_NOT_LEADER, [e.leader_id, e.leader_addr]
-        except TimeoutError:
+        except TimeoutError:   # CallTimeout too
             return ST_RETRY, "not answered in time; the outcome is unknown"
         return ST_BAD, f"unknown op {op!r}"
 
