@@ -407,7 +407,7 @@ def test_lock_goes_to_a_new_holder_only_after_the_partitioned_holders_lease(tmp_
     after it, with a larger fencing token; the old holder cannot renew."""
     seed = int(os.environ.get("EMBED_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
-    lease_ms = rng.choice([1500, 2000, 2500])
+    lease_ms = rng.choice([3000, 3500, 4000])   # room for an election under load
 
     async def body(c: EmbedCluster):
         leader = await c.leader()
