@@ -160,11 +160,15 @@ class RaftNode:
     """
 
     def __init__(self, config: NodeConfig, *, state_machine: KVStateMachine | None = None,
-                 seed: int | None = None, force_new: bool = False) -> None:
+                 seed: int | None = None, force_new: bool = False,
+                 serve_clients: bool = True) -> None:
         """force_new: start even on an empty data directory that held state before
-        (``raft serve --force-new``; raft/storage/guard.py explains the risk)."""
+        (``raft serve --force-new``; raft/storage/guard.py explains the risk).
+        serve_clients: False for no RESP server on the client address (an embedded
+        state machine, raft.embed, serves its own callers there)."""
         self.config = config
         self._force_new = force_new
+        self.serve_clients = serve_clients
         self.id = config.node_id
         #: The replicated state machine; only touched on the loop thread.
         self.state_machine = state_machine if state_machine is not None else KVStateMachine()
@@ -239,8 +243,9 @@ class RaftNode:
                 asyncio.create_task(self._ready_loop(), name=f"raft-ready-{self.id}"),
                 asyncio.create_task(self._tick_loop(), name=f"raft-tick-{self.id}"),
             ]
-            self._resp = RespServer(self, self._resp_config())
-            await self._resp.start(*cfg.me.client)
+            if self.serve_clients:
+                self._resp = RespServer(self, self._resp_config())
+                await self._resp.start(*cfg.me.client)
             if cfg.metrics_port is not None:
                 self._start_metrics()
         except BaseException:
