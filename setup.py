@@ -21,8 +21,8 @@ extensions = [
         define_macros=[("CYTHON_TRACE_NOGIL", "1")] if debug else [],
     ),
     Extension(
-        "raft._kvcodec",
-        ["raft/_kvcodec.pyx"],
+        "raft._fastpath",
+        ["raft/_fastpath.pyx"],
         extra_compile_args=["-O0", "-g"] if debug else ["-O2"],
         define_macros=[("CYTHON_TRACE_NOGIL", "1")] if debug else [],
     ),

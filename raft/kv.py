@@ -228,8 +228,8 @@ class _Cursor:
 
 _CMD_VERSION = 1
 
-try:   # the compiled codec (raft/_kvcodec.pyx); the Python code below is its reference
-    from raft import _kvcodec
+try:   # the compiled codec (raft/_fastpath.pyx); the Python code below is its reference
+    from raft import _fastpath as _kvcodec
 except ImportError:  # a source tree without compiled extensions
     _kvcodec = None
 
@@ -257,7 +257,7 @@ def encode_command(client_id: int, seq: int, argv: list[bytes], *, time_ms: int)
     """``version, client_id, seq, time_ms, argc, (len, bytes) * argc`` as unsigned varints.
 
     Deterministic: equal inputs give equal bytes, on every platform. The compiled
-    codec (raft/_kvcodec.pyx) writes the same bytes; this code is its reference.
+    codec (raft/_fastpath.pyx) writes the same bytes; this code is its reference.
     """
     if _kvcodec is not None:
         try:

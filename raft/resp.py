@@ -32,6 +32,8 @@ from typing import Any, Awaitable, Callable, Protocol, cast
 
 import hiredis
 
+from raft import _fastpath
+
 from . import kv
 from .limits import (DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_MULTI_COMMANDS, EXEC_ENVELOPE,
                      command_size_bound, exec_item_size_bound, too_large_message)
@@ -253,6 +255,15 @@ class RequestParser:
                 if self._args_left < 0:
                     if self._pos >= len(self._buf):
                         break
+                    if self._buf[self._pos] == 42 and not self._preauth:   # "*"
+                        # The compiled scanner takes every complete, well-formed
+                        # command it can; we read what it stops at.
+                        run_start = self._hiredis(run_start)
+                        pos = _fastpath.scan_requests(self._buf, self._pos, self._max_args,
+                                                      self._max_bulk, self.pending)
+                        if pos != self._pos:
+                            self._pos = self._cmd_start = pos
+                            continue
                     if self._buf[self._pos] != ord("*"):
                         run_start = self._hiredis(run_start)  # keep commands in order
                         if not self._inline():
@@ -724,12 +735,15 @@ class RespConnection(asyncio.Protocol):
     async def _run(self) -> None:
         try:
             while True:
-                item = await self._next_item()
+                item = self._next_item_now()
+                if item is None:
+                    item = await self._next_item()
                 if isinstance(item, _Fatal):
                     self._finish(item.message)
                     return
-                self.last_command = item[0].lower()
-                await self._handle(item)
+                self.last_command = name = item[0].lower()
+                if not self._handle_now(item, name):
+                    await self._handle(item)
                 if self._close_when_flushed:  # QUIT
                     return
         except asyncio.CancelledError:
@@ -737,6 +751,37 @@ class RespConnection(asyncio.Protocol):
         except Exception:
             log.exception("client %d: connection handler failed", self.client_id)
             self.abort()
+
+    def _next_item_now(self) -> list[bytes] | _Fatal | None:
+        """_next_item without awaiting, when an item is there and may run: a pipeline's
+        commands then cost no coroutine switch each."""
+        if self._queue and self._can_write.is_set() \
+                and len(self._replies) < self.cfg.max_pipeline:
+            item = self._queue.popleft()
+            self._maybe_resume_reading()
+            return item
+        return None
+
+    def _handle_now(self, argv: list[bytes], name: bytes) -> bool:
+        """The hot commands without a coroutine: an authenticated client's write, or
+        linearizable read that need not wait (RaftNode.read). False: not handled,
+        use _handle."""
+        if self.multi is not None or not self.authenticated or name in _LOCAL_COMMANDS:
+            return False
+        spec = kv.lookup_command(argv)
+        if isinstance(spec, ErrorReply):
+            self.reply(spec)
+            return True
+        if spec.write:
+            size = command_size_bound(argv)
+            if size > self.cfg.max_entry_bytes:
+                self.reply(ErrorReply(too_large_message(size, self.cfg.max_entry_bytes)))
+            else:
+                self._propose(argv, 0, 0)
+            return True
+        if spec.name == "xread" or self.readonly:
+            return False
+        return self._read_without_waiting(argv)
 
     async def _next_item(self) -> list[bytes] | _Fatal:
         while True:

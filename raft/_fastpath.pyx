@@ -1,8 +1,15 @@
 # cython: language_level=3
-"""The KV log-entry command codec, compiled: the hot path of every write (encoded on the
-leader's front end, decoded by every node's state machine when it applies the entry).
+"""The client front end's hot path, compiled: every write passes through both parts.
 
-Byte for byte the format of ``raft.kv.encode_command``/``decode_command`` (which stay
+1. ``scan_requests``: RESP request framing for well-formed multibulk commands (what
+   every client library sends); anything else stops it, and ``raft.resp.RequestParser``
+   handles it in Python, with Redis's error messages.
+2. ``encode``/``decode``: the KV log-entry command codec (encoded on the leader's front
+   end, decoded by every node's state machine when it applies the entry).
+
+Both are checked against their Python reference (tests/test_fastpath.py).
+
+The command codec: byte for byte the format of ``raft.kv.encode_command``/``decode_command`` (which stay
 the reference and the fallback): ``version, client_id, seq, time_ms, argc, (len, bytes)
 * argc``, every integer an unsigned LEB128 varint. ``decode`` returns None for anything
 it does not accept, and the caller then runs the Python decoder, which names the
@@ -106,3 +113,65 @@ def decode(bytes data not None):
     if pos != end:
         return None
     return client_id, seq, time_ms, tuple(argv)
+
+
+# --- RESP requests ----------------------------------------------------------------------
+
+cdef inline Py_ssize_t _find_crlf(const unsigned char* buf, Py_ssize_t pos, Py_ssize_t end) noexcept:
+    while pos + 1 < end:
+        if buf[pos] == 13 and buf[pos + 1] == 10:
+            return pos
+        pos += 1
+    return -1
+
+
+cdef inline Py_ssize_t _strict_int(const unsigned char* buf, Py_ssize_t lo, Py_ssize_t hi) noexcept:
+    """The non-negative decimal in buf[lo:hi] without sign or leading zeros, at most 18
+    digits; -1 if it is not one."""
+    cdef Py_ssize_t n = 0, i
+    if hi <= lo or hi - lo > 18 or (buf[lo] == 48 and hi - lo > 1):
+        return -1
+    for i in range(lo, hi):
+        if buf[i] < 48 or buf[i] > 57:
+            return -1
+        n = n * 10 + (buf[i] - 48)
+    return n
+
+
+def scan_requests(bytearray buf not None, Py_ssize_t pos, Py_ssize_t max_args,
+                  Py_ssize_t max_bulk, list out not None):
+    """Append the argv of every complete, well-formed multibulk command in buf from pos
+    on to ``out``; return the position after the last one. Stops (returns where it
+    stopped) at an incomplete command or anything it does not accept -- an inline
+    command, a count <= 0 or over max_args, a malformed length, a bulk over max_bulk,
+    a missing CRLF -- which RequestParser then reads, or rejects with Redis's error."""
+    cdef const unsigned char* b = <const unsigned char*>buf
+    cdef Py_ssize_t end = len(buf), eol, count, n, p, k
+    cdef list argv
+    while pos < end and b[pos] == 42:          # "*"
+        eol = _find_crlf(b, pos + 1, end)
+        if eol < 0:
+            return pos
+        count = _strict_int(b, pos + 1, eol)
+        if count <= 0 or count > max_args:
+            return pos
+        p = eol + 2
+        argv = []
+        for k in range(count):
+            if p >= end or b[p] != 36:         # "$"
+                return pos
+            eol = _find_crlf(b, p + 1, end)
+            if eol < 0:
+                return pos
+            n = _strict_int(b, p + 1, eol)
+            if n < 0 or n > max_bulk:
+                return pos
+            if eol + 2 + n + 2 > end:
+                return pos
+            if b[eol + 2 + n] != 13 or b[eol + 3 + n] != 10:
+                return pos
+            argv.append(PyBytes_FromStringAndSize(<const char*>b + eol + 2, n))
+            p = eol + 4 + n
+        out.append(argv)
+        pos = p
+    return pos
