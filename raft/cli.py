@@ -5,6 +5,7 @@
     raft sim --seed S --trace-out FILE          also write the run's trace (NDJSON)
     raft check TRACE [TRACE ...]                validate trace(s) against spec/Raft.tla
     raft storage check|repair DIR               inspect / repair a node's data directory
+    raft lincheck HISTORY                       check a client history for linearizability
 """
 from __future__ import annotations
 
@@ -185,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_subcommands(sub)
     from raft.bench import add_bench_subcommand  # bench
     add_bench_subcommand(sub)
+    from raft.lincheck import add_lincheck_subcommand  # lincheck
+    add_lincheck_subcommand(sub)
     return p
 
 
