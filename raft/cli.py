@@ -188,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_subcommand(sub)
     from raft.lincheck import add_lincheck_subcommand  # lincheck
     add_lincheck_subcommand(sub)
+    from raft.torture import add_torture_subcommand  # torture
+    add_torture_subcommand(sub)
     return p
 
 

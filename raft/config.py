@@ -118,6 +118,9 @@ class NodeConfig:
     max_inflight: int = 256
     snapshot_threshold_bytes: int = DEFAULT_SNAPSHOT_THRESHOLD_BYTES
     snapshot_trailing_entries: int = DEFAULT_SNAPSHOT_TRAILING_ENTRIES
+    # [debug] stale_reads: TEST ONLY. Serve reads from the local state machine on any
+    # node, without ReadIndex: a planted linearizability bug for `raft torture` to find.
+    debug_stale_reads: bool = False
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     trace_file: str | None = None
@@ -364,6 +367,10 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>",
         kw["snapshot_trailing_entries"] = snapshot.get("trailing_entries", int,
                                                        DEFAULT_SNAPSHOT_TRAILING_ENTRIES)
         snapshot.finish()
+    debug = t.table("debug")
+    if debug is not None:
+        kw["debug_stale_reads"] = debug.get("stale_reads", bool, False)
+        debug.finish()
     t.finish()
     return NodeConfig(node_id=node_id, peers=peers, data_dir=data_dir, source=source, **kw)
 
@@ -455,6 +462,8 @@ def render_config(c: NodeConfig, secret_file: str | None = None) -> str:
     lines += ["", "[limits]", f"max_msg_bytes = {c.max_msg_bytes}", f"max_inflight = {c.max_inflight}"]
     lines += ["", "[snapshot]", f"threshold_bytes = {c.snapshot_threshold_bytes}",
               f"trailing_entries = {c.snapshot_trailing_entries}"]
+    if c.debug_stale_reads:
+        lines += ["", "[debug]", "stale_reads = true   # TEST ONLY: reads are not linearizable"]
     if c.tls is not None:
         lines += ["", "[tls]", f"cert = {_q(c.tls.cert)}", f"key = {_q(c.tls.key)}",
                   f"ca = {_q(c.tls.ca)}"]

@@ -185,7 +185,8 @@ class RaftNode:
                 asyncio.create_task(self._ready_loop(), name=f"raft-ready-{self.id}"),
                 asyncio.create_task(self._tick_loop(), name=f"raft-tick-{self.id}"),
             ]
-            self._resp = RespServer(self, ServerConfig(password=cfg.client_password))
+            self._resp = RespServer(self, ServerConfig(password=cfg.client_password,
+                                                       debug_stale_reads=cfg.debug_stale_reads))
             await self._resp.start(*cfg.me.client)
             if cfg.metrics_port is not None:
                 self._start_metrics()

@@ -101,6 +101,8 @@ class ServerConfig:
     # Commands queued plus replies not yet sent, per connection: beyond this we stop
     # reading from the socket until the client catches up.
     max_pipeline: int = 1024
+    # TEST ONLY ([debug] stale_reads): answer reads locally, without ReadIndex.
+    debug_stale_reads: bool = False
 
 
 def now_ms() -> int:
@@ -643,7 +645,7 @@ class RespConnection(asyncio.Protocol):
         linearizable (unless READONLY). Returns an error reply if it cannot be served."""
         if self._pending_writes:
             await asyncio.wait(list(self._pending_writes))
-        if self.readonly:
+        if self.readonly or self.cfg.debug_stale_reads:   # the latter: a planted bug
             return None
         try:
             await self.api.read_barrier()

@@ -260,14 +260,15 @@ class LocalCluster:
                  metrics: bool = False, propose_timeout: float = 10.0,
                  snapshot_threshold_bytes: int = DEFAULT_SNAPSHOT_THRESHOLD_BYTES,
                  snapshot_trailing_entries: int = DEFAULT_SNAPSHOT_TRAILING_ENTRIES,
-                 max_msg_bytes: int = 1 << 20) -> None:
+                 max_msg_bytes: int = 1 << 20, debug_stale_reads: bool = False) -> None:
         if not 1 <= nodes <= 99:
             raise ValueError("a local cluster has 1 to 99 nodes")
         self.owns_dir = directory is None
         self.dir = os.path.abspath(directory or tempfile.mkdtemp(prefix="raft-cluster-"))
         self._node_settings = {"snapshot_threshold_bytes": snapshot_threshold_bytes,
                                "snapshot_trailing_entries": snapshot_trailing_entries,
-                               "max_msg_bytes": max_msg_bytes}
+                               "max_msg_bytes": max_msg_bytes,
+                               "debug_stale_reads": debug_stale_reads}
         try:
             self._setup(nodes, base_port, durability, trace_dir, log_level, tick_ms,
                         election_ticks, heartbeat_ticks, password, metrics, propose_timeout)
