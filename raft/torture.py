@@ -624,6 +624,7 @@ def run_torture(cfg: TortureConfig) -> TortureResult:
                             {i: cluster.gid_base + i for i in cluster.nodes},  # type: ignore[operator]
                             {i: n.config.me.raft[1] for i, n in cluster.nodes.items()})
         atexit.register(firewall.heal)
+        _say(f"raft torture: iptables rules tagged {firewall.tag}")
     nem = Nemesis(cluster, firewall, random.Random(seed))
     in_main = threading.current_thread() is threading.main_thread()
     old_term = signal.signal(signal.SIGTERM, _raise_exit) if in_main else None
