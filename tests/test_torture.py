@@ -111,3 +111,21 @@ def test_long_runs(seed: int, tmp_path) -> None:
     p = _torture("--nodes", "5", "--duration", "180", "--seed", str(seed),
                  "--dir", str(tmp_path / "run"), timeout=1200)
     assert p.returncode == 0, f"seed {seed}\n" + (p.stdout + p.stderr)[-6000:]
+
+
+def test_debug_stale_reads_key_is_off_by_default_and_round_trips(tmp_path) -> None:
+    from raft.config import ConfigError, NodeConfig, PeerAddress, load_config, render_config
+
+    peers = {1: PeerAddress(("127.0.0.1", 7101), ("127.0.0.1", 7001))}
+    c = NodeConfig(node_id=1, peers=peers, data_dir=str(tmp_path / "d"), secret=b"x" * 32)
+    assert c.debug_stale_reads is False
+    text = render_config(c)
+    assert "[debug]" not in text                      # nothing written when off
+    c.debug_stale_reads = True
+    path = tmp_path / "n.toml"
+    path.write_text(render_config(c))
+    assert "stale_reads = true" in path.read_text()
+    assert load_config(path).debug_stale_reads is True
+    path.write_text(render_config(c).replace("stale_reads", "stale_read"))
+    with pytest.raises(ConfigError, match="stale_read"):
+        load_config(path)
