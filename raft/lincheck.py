@@ -644,25 +644,23 @@ def write_json_history(ops: Iterable[Operation], fp: Any, meta: dict | None = No
 
 # --- EDN (Jepsen) ---
 
-_EDN_TOKEN = re.compile(r"""\s*(?:([,\s]+)|(\#\{|[\[\]{}()])|"((?:[^"\\]|\\.)*)"|([^\s,\[\]{}()"]+))""")
+_EDN_TOKEN = re.compile(r"""[\s,]+|(\#\{|[\[\]{}()])|("(?:[^"\\]|\\.)*")|([^\s,\[\]{}()"]+)|(.)""",
+                        re.S)
 
 
-def _edn_tokens(text: str) -> Iterator[tuple[str, str]]:
-    pos = 0
-    n = len(text)
-    while pos < n:
-        m = _EDN_TOKEN.match(text, pos)
-        if m is None or m.end() == pos:
-            if text[pos:].strip() == "":
-                return
-            raise ValueError(f"EDN: cannot parse at {text[pos:pos + 30]!r}")
-        pos = m.end()
-        if m.group(2):
-            yield "punct", m.group(2)
-        elif m.group(3) is not None:
-            yield "str", m.group(3)
-        elif m.group(4):
-            yield "atom", m.group(4)
+def _edn_tokens(text: str) -> list[tuple[str, str]]:
+    toks = []
+    append = toks.append
+    for punct, string, atom, bad in _EDN_TOKEN.findall(text):
+        if punct:
+            append(("punct", punct))
+        elif atom:
+            append(("atom", atom))
+        elif string:
+            append(("str", string[1:-1]))
+        elif bad:
+            raise ValueError(f"EDN: cannot parse {bad!r}")
+    return toks
 
 
 def _edn_atom(a: str) -> Any:
@@ -692,7 +690,7 @@ def _edn_parse(toks: list[tuple[str, str]], pos: int) -> tuple[Any, int]:
         raise ValueError("EDN: unexpected end of input")
     kind, tok = toks[pos]
     if kind == "str":
-        return json.loads('"' + tok + '"'), pos + 1
+        return (json.loads('"' + tok + '"') if "\\" in tok else tok), pos + 1
     if kind == "atom":
         return _edn_atom(tok), pos + 1
     close = {"[": "]", "(": ")", "{": "}", "#{": "}"}.get(tok)
@@ -717,7 +715,7 @@ def _edn_parse(toks: list[tuple[str, str]], pos: int) -> tuple[Any, int]:
 
 def read_edn(text: str) -> list[Any]:
     """Every top-level EDN form in ``text`` (the small subset Jepsen histories use)."""
-    toks = list(_edn_tokens(text))
+    toks = _edn_tokens(text)
     forms = []
     pos = 0
     while pos < len(toks):
