@@ -702,12 +702,13 @@ def _finish(cfg: TortureConfig, seed: int, w: Workload, nem: Nemesis,
         _say("acknowledged writes: all present in the final state")
     html_path = cfg.html or os.path.join(directory, "counterexample.html")
     lincheck.report(res, h, html_path=html_path if res.violations else None, out=sys.stdout)
-    _say(f"history: {hist_path} (and history.edn); node logs in {directory}/cluster")
     verdict = "FAILED" if result.failed else "unknown" if res.verdict == "unknown" else "passed"
-    _say(f"raft torture: {verdict} (seed {seed})")
-    if not cfg.keep and not result.failed and cfg.directory is None:
+    if not cfg.keep and verdict == "passed" and cfg.directory is None:
         shutil.rmtree(directory, ignore_errors=True)
         result.history_path = None
+    else:
+        _say(f"history: {hist_path} (and history.edn); node logs in {directory}/cluster")
+    _say(f"raft torture: {verdict} (seed {seed})")
     return result
 
 
