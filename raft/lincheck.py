@@ -808,6 +808,8 @@ def parse_edn_history(text: str) -> list[Operation]:
             raise ValueError(f"EDN event {n} is not a map")
         typ = str(ev.get(Keyword("type")))
         proc = ev.get(Keyword("process"))
+        if not isinstance(proc, int) or isinstance(proc, bool):
+            continue   # :nemesis and other non-client processes
         if typ == "invoke":
             open_[proc] = (len(ops), ev)
             ops.append(None)
@@ -829,8 +831,7 @@ def _edn_operation(inv: dict, done: dict | None, typ: str, index: int) -> Operat
     if typ == OK and done is not None:
         _, out = _key_value(done.get(K("value")))
         output = _normalize_output(f, out) if f != WRITE else "OK"
-    proc = inv.get(K("process"))
-    client = proc if isinstance(proc, int) else abs(hash(proc)) % 1_000_000
+    client = int(inv[K("process")])
     ret = float(done[K("time")]) if done is not None and typ != INFO else None
     err = done.get(K("error")) if done is not None else None
     return Operation(client, str(key), f, _norm_value(value), output, float(inv[K("time")]),

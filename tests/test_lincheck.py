@@ -291,6 +291,7 @@ def test_jepsen_edn_lines_are_read() -> None:
     text = """{:type :invoke, :f :write, :value [:k 1], :process 0, :time 10}
 {:type :ok, :f :write, :value [:k 1], :process 0, :time 20}
 {:type :invoke, :f :write, :value [:k 2], :process 1, :time 30}
+{:type :info, :f :start-partition, :value nil, :process :nemesis, :time 40}
 {:type :invoke, :f :read, :value [:k nil], :process 2, :time 50}
 {:type :info, :f :write, :value [:k 2], :process 1, :time 60, :error :timeout}
 {:type :ok, :f :read, :value [:k 2], :process 2, :time 70}
