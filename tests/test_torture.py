@@ -59,6 +59,14 @@ def test_firewall_rules_are_tagged_and_removed() -> None:
     finally:
         fw.heal()
     assert _rules_tagged(tag) == []
+    # A rule left by an earlier crash of the same run (not in fw.rules) is swept too.
+    stray = Firewall(tag, {1: 4_000_001, 2: 4_000_002}, {1: 1, 2: 2})
+    try:
+        stray.cut(1, 2)
+    finally:
+        stray.rules.clear()   # forget it, as a crashed process would
+        fw.heal()
+    assert _rules_tagged(tag) == []
 
 
 def _counts(out: str) -> dict[str, int]:
