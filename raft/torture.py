@@ -275,6 +275,11 @@ class Nemesis:
         raise ValueError(ev.kind)
 
     def heal(self) -> None:
+        self.reconnect()
+        self.restart()
+
+    def reconnect(self) -> None:
+        """Remove the partitions and resume paused nodes (safe from any thread)."""
         if self.fw is not None:
             self.fw.heal()
         for i in sorted(self.paused):
@@ -282,6 +287,13 @@ class Nemesis:
             if n.pid is not None and n.running:
                 os.kill(n.pid, signal.SIGCONT)
         self.paused.clear()
+
+    def restart(self) -> None:
+        """Restart killed nodes. Call it from the main thread only: a node's parent-death
+        signal (PR_SET_PDEATHSIG) fires when the *thread* that spawned it exits, so a node
+        started from a worker thread would be SIGTERMed when that thread is retired."""
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("Nemesis.restart must run on the main thread")
         for i in sorted(self.killed):
             self.cluster.start(i)
         self.killed.clear()
@@ -335,6 +347,7 @@ class Workload:
         self.kv_keys = [f"k{i}" for i in range(cfg.keys)]
         self.counter = "counter"
         self.stream_keys = [f"s{i}" for i in range(cfg.streams)]
+        self.crashed: list[str] = []
 
     def now(self) -> int:
         return time.monotonic_ns() - self.t0
@@ -488,12 +501,13 @@ class TortureResult:
     longest_unavailable: dict[str, float]
     missing: list[str]
     history_path: str | None
+    crashed: list[str] = field(default_factory=list)
     check: lincheck.CheckResult | None = None
     schedule: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> bool:
-        return self.verdict == "violation" or bool(self.missing)
+        return self.verdict == "violation" or bool(self.missing) or bool(self.crashed)
 
 
 def _say(msg: str) -> None:
@@ -520,7 +534,8 @@ async def _run_nemesis(nem: Nemesis, schedule: list[NemesisEvent], start: float,
             await asyncio.wait_for(stop.wait(), ev.duration)
         except TimeoutError:
             pass
-        await asyncio.to_thread(nem.heal)
+        await asyncio.to_thread(nem.reconnect)
+        nem.restart()   # on the loop's (main) thread: see Nemesis.restart
         end = time.monotonic() - start
         nem.log.append((t, end, ev.kind, what))
         _say(f"nemesis: t={end:6.2f}s healed")
@@ -638,6 +653,9 @@ def run_torture(cfg: TortureConfig) -> TortureResult:
         nem.heal()
         leader = cluster.wait_for_leader(60)
         asyncio.run(_final_reads(w, leader))
+        # Every node was healed and restarted: one that is not running crashed by itself.
+        w.crashed = [f"node {i} exited with status {n.proc.returncode if n.proc else '?'} "
+                     f"(see {n.log_path})" for i, n in cluster.nodes.items() if not n.running]
     finally:
         try:
             nem.heal()
@@ -686,14 +704,16 @@ def _finish(cfg: TortureConfig, seed: int, w: Workload, nem: Nemesis,
     res = lincheck.check(h, budget=cfg.check_budget)
     gaps = unavailability(h, nem.log, int(cfg.duration * 1e9))
     result = TortureResult(seed, res.verdict, counts, nem_counts,
-                           counts[OK] / total if total else 0.0, gaps, missing, hist_path, res,
-                           [e.describe() for e in schedule])
+                           counts[OK] / total if total else 0.0, gaps, missing, hist_path,
+                           w.crashed, res, [e.describe() for e in schedule])
     _say(f"operations: {total}  ok {counts[OK]}  fail {counts[FAIL]}  info {counts[INFO]}")
     _say("nemesis events: " + (", ".join(f"{k} {v}" for k, v in sorted(nem_counts.items()))
                                or "none"))
     _say(f"availability: {result.availability:.1%} of operations ok")
     _say("longest unavailability (s) by fault in progress: "
          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(gaps.items())))
+    for line in w.crashed:
+        _say(f"NODE CRASHED: {line}")
     if missing:
         _say(f"ACKNOWLEDGED WRITES MISSING: {len(missing)}")
         for line in missing[:20]:
