@@ -256,11 +256,22 @@ def _search(ops: list[Operation], step: Callable, init: Any, deadline: float,
             collect: set | None = None) -> bool:
     """Lowe's just-in-time linearization search with memoization. True if ``ops`` can be
     linearized from ``init``. With ``collect``, explore every linearization instead and
-    add (final state, bitmap of the info operations used) to it."""
+    add (final state, bitmap of the info operations used) to it.
+
+    Operations with a known outcome live in the linked list of call and return events.
+    Candidates at a state are the calls before the first return entry (Lowe), tried
+    in any order: known-outcome ones first (phase 0), unknown-outcome ones (phase 1)
+    only when those are exhausted, so a timed-out INCR is not applied at every step to
+    let the search run ahead through reads it does not explain. Unknown-outcome
+    operations have no return event and are kept out of the list, in groups of
+    identical ones (same kind and input), each group used in call order: any
+    linearization using a later-called twin while an earlier-called one is unused can
+    swap the two (symmetry reduction), so k timed-out INCRs give k + 1 choices, not 2^k.
+    """
     events = []
     for i, op in enumerate(ops):
-        events.append((op.call, 0, i))
         if op.ret is not None:
+            events.append((op.call, 0, i))
             events.append((op.ret, 1, i))
     # At equal times a call sorts before a return: the two are treated as concurrent,
     # which can only make the check more permissive (never a false violation).
@@ -274,15 +285,20 @@ def _search(ops: list[Operation], step: Callable, init: Any, deadline: float,
     if m:
         prv[0] = head
     is_call = [e[1] == 0 for e in events]
+    ev_time = [e[0] for e in events]
     opid = [e[2] for e in events]
     ret_pos = [-1] * len(ops)
     for p, e in enumerate(events):
         if e[1] == 1:
             ret_pos[e[2]] = p
+    by_sig: dict[Any, list[int]] = {}
     info_mask = 0
-    for i, op in enumerate(ops):
-        if op.ret is None:
+    for i in sorted(range(len(ops)), key=lambda i: (ops[i].call, i)):
+        if ops[i].ret is None:
             info_mask |= 1 << i
+            by_sig.setdefault((ops[i].f, _hashable(ops[i].value)), []).append(i)
+    groups = list(by_sig.values())
+    used = [0] * len(groups)      # how many of each group are linearized (a prefix)
 
     def remove(p: int) -> None:
         n = nxt[p]
@@ -297,48 +313,79 @@ def _search(ops: list[Operation], step: Callable, init: Any, deadline: float,
             prv[n] = p
 
     cache: set = set()
-    stack: list[tuple[int, Any]] = []
+    # (entry p, or -1 - group for an unknown-outcome choice; state; deadline time tR)
+    stack: list[tuple[int, Any, float]] = []
     state = init
     lin = 0
     p = nxt[head]
+    g = -1                # >= 0: in phase 1, the next group to try
+    t_ret = INF           # phase 1: time of the return entry that blocked phase 0
     steps = 0
     while True:
         steps += 1
         if steps & 1023 == 0 and time.monotonic() > deadline:
             raise BudgetExceeded
-        if p == -1 or not is_call[p]:
-            if p == -1:  # every ok operation is placed
+        if g < 0:
+            # Phase 0: scan the list for a known-outcome call the model accepts.
+            if p != -1 and is_call[p]:
+                i = opid[p]
+                accepted, new_state = step(state, ops[i])
+                if accepted:
+                    new_lin = lin | (1 << i)
+                    memo = (new_lin, new_state)
+                    if memo not in cache:
+                        cache.add(memo)
+                        stack.append((p, state, INF))
+                        state, lin = new_state, new_lin
+                        remove(p)
+                        remove(ret_pos[i])
+                        p = nxt[head]
+                        continue
+                p = nxt[p]
+                continue
+            if p == -1:  # no return left: every ok operation is placed
                 if collect is None:
                     return True
                 collect.add((state, lin & info_mask))
-            if not stack:
-                return False if collect is None else bool(collect)
-            p, state = stack.pop()
-            i = opid[p]
-            lin &= ~(1 << i)
-            r = ret_pos[i]
-            if r != -1:
-                restore(r)
-            restore(p)
-            p = nxt[p]
-            continue
-        i = opid[p]
-        accepted, new_state = step(state, ops[i])
-        if accepted:
-            new_lin = lin | (1 << i)
-            memo = (new_lin, new_state)
-            if memo not in cache:
-                cache.add(memo)
-                stack.append((p, state))
-                state = new_state
-                lin = new_lin
-                remove(p)
-                r = ret_pos[i]
-                if r != -1:
-                    remove(r)
-                p = nxt[head]
+            elif groups:
+                g, t_ret = 0, ev_time[p]
                 continue
-        p = nxt[p]
+        else:
+            # Phase 1: the next unused member of each group, if called before t_ret.
+            while g < len(groups):
+                k = used[g]
+                if k < len(groups[g]):
+                    i = groups[g][k]
+                    if ops[i].call <= t_ret:
+                        accepted, new_state = step(state, ops[i])
+                        if accepted:
+                            new_lin = lin | (1 << i)
+                            memo = (new_lin, new_state)
+                            if memo not in cache:
+                                cache.add(memo)
+                                stack.append((-1 - g, state, t_ret))
+                                state, lin = new_state, new_lin
+                                used[g] = k + 1
+                                break
+                g += 1
+            if g < len(groups):   # linearized one: back to phase 0 from the head
+                g, p = -1, nxt[head]
+                continue
+        # Nothing left to try at this state: undo the last choice.
+        if not stack:
+            return False if collect is None else bool(collect)
+        top, state, t_ret = stack.pop()
+        if top >= 0:
+            i = opid[top]
+            lin &= ~(1 << i)
+            restore(ret_pos[i])
+            restore(top)
+            g, p = -1, nxt[top]
+        else:
+            g = -1 - top
+            used[g] -= 1
+            lin &= ~(1 << groups[g][used[g]])
+            g += 1
 
 
 # --------------------------------------------------------------------------- results
@@ -418,11 +465,20 @@ def check(history: Iterable[Operation], budget: float = 30.0, minimize: bool = T
     for op in history:
         by_key.setdefault(op.key, []).append(op)
         n += 1
-    results = []
-    for key in sorted(by_key):
-        left = max(0.05, budget - (time.monotonic() - t0))
-        shrink = minimize and sum(r.verdict == "violation" for r in results) < max_minimized
-        results.append(check_key(by_key[key], budget=left, minimize=shrink))
+    keys = sorted(by_key)
+    res: dict[str, KeyResult] = {}
+    # Two passes, so one hard key cannot starve the others: each key first gets an equal
+    # share of half the budget; the keys left unknown then share what remains.
+    first = max(0.05, budget / (2 * max(1, len(keys))))
+    for key in keys:
+        shrink = minimize and sum(r.verdict == "violation" for r in res.values()) < max_minimized
+        res[key] = check_key(by_key[key], budget=first, minimize=shrink)
+    hard = [k for k in keys if res[k].verdict == "unknown"]
+    for done, key in enumerate(hard):
+        left = max(0.05, (budget - (time.monotonic() - t0)) / (len(hard) - done))
+        shrink = minimize and sum(r.verdict == "violation" for r in res.values()) < max_minimized
+        res[key] = check_key(by_key[key], budget=left, minimize=shrink)
+    results = [res[k] for k in keys]
     verdicts = {r.verdict for r in results}
     verdict = "violation" if "violation" in verdicts else "unknown" if "unknown" in verdicts else "ok"
     return CheckResult(verdict, n, len(by_key), time.monotonic() - t0, results)
