@@ -27,7 +27,9 @@ Algorithm (as in Porcupine, after Lowe's refinement of Wing & Gong):
   real concurrency, not in the history's length.
 * **Unknown outcomes.** An ``info`` operation has no return event: it can be linearized
   at any point after its call, or never; reads with unknown outcome are dropped (they
-  change nothing).
+  change nothing). Identical ones are used in call order only (symmetry reduction) and
+  are tried after the known-outcome candidates (see ``_search``); unique-valued writes
+  are pinned exactly where a read observed them (``_pin_unknowns``).
 * **Budget.** A time budget per check; when it runs out the verdict is ``unknown``,
   never a guess.
 * **Counterexample.** For a key that is not linearizable, a short failing sub-history:
