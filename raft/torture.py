@@ -445,6 +445,11 @@ class Client:
             self.leader = self.rng.choice(list(w.addrs))   # it may be paused or cut off
             op.error = "timeout" if isinstance(e, TimeoutError) else str(e)
             return op   # info: no return time
+        except Exception as e:   # a reply we cannot parse: unknown outcome, say so
+            self._drop_all_suspect()
+            op.error = f"client error: {e!r}"
+            print(f"raft torture: client {self.cid}: {f} {key}: {e!r}", file=sys.stderr)
+            return op
         op.status, op.output, op.error = status, out, err
         if status != INFO:
             op.ret = w.now()
@@ -595,8 +600,9 @@ def acknowledged_missing(history: list[Operation], w: Workload) -> list[str]:
 
 def unavailability(history: list[Operation], log: list[tuple[float, float, str, str]],
                    duration_ns: int) -> dict[str, float]:
-    """The longest stretch with no ok operation completing, per nemesis kind (a gap is
-    charged to the fault in progress, or last healed, when it began)."""
+    """The longest stretch with no ok operation completing, per nemesis kind: a gap is
+    charged to the last fault that started before it ended (the fault that opened it or
+    the one it is recovering from); "none" for gaps before the first fault."""
     done = sorted(op.ret for op in history if op.status == OK and op.ret is not None
                   and op.client != FINAL_CLIENT)
     points = [0] + done + [duration_ns]
@@ -604,10 +610,10 @@ def unavailability(history: list[Operation], log: list[tuple[float, float, str, 
     for a, b in zip(points, points[1:]):
         if b <= a:
             continue
-        start = a / 1e9
+        end = b / 1e9
         kind = "none"
-        for s, e, k, _ in log:
-            if s <= start:
+        for s, _, k, _ in log:
+            if s < end:
                 kind = k
         worst[kind] = max(worst.get(kind, 0.0), (b - a) / 1e9)
     return worst
@@ -698,7 +704,8 @@ def _finish(cfg: TortureConfig, seed: int, w: Workload, nem: Nemesis,
     missing = acknowledged_missing(h, w)
     hist_path = os.path.join(directory, "history.json")
     with open(hist_path, "w") as fp:
-        lincheck.write_json_history(h, fp, {"seed": seed, "time_unit": "ns"})
+        lincheck.write_json_history(h, fp, {"seed": seed, "time_unit": "ns",
+                                            "nemesis": [list(e) for e in nem.log]})
     with open(os.path.join(directory, "history.edn"), "w") as fp:
         lincheck.write_edn_history(h, fp)
     res = lincheck.check(h, budget=cfg.check_budget)
@@ -710,7 +717,7 @@ def _finish(cfg: TortureConfig, seed: int, w: Workload, nem: Nemesis,
     _say("nemesis events: " + (", ".join(f"{k} {v}" for k, v in sorted(nem_counts.items()))
                                or "none"))
     _say(f"availability: {result.availability:.1%} of operations ok")
-    _say("longest unavailability (s) by fault in progress: "
+    _say("longest unavailability (s), by the fault last started before the gap ended: "
          + ", ".join(f"{k} {v:.2f}" for k, v in sorted(gaps.items())))
     for line in w.crashed:
         _say(f"NODE CRASHED: {line}")

@@ -137,3 +137,49 @@ def test_debug_stale_reads_key_is_off_by_default_and_round_trips(tmp_path) -> No
     path.write_text(render_config(c).replace("stale_reads", "stale_read"))
     with pytest.raises(ConfigError, match="stale_read"):
         load_config(path)
+
+
+def test_restarts_are_refused_off_the_main_thread() -> None:
+    """A node started from a worker thread gets SIGTERM when that thread exits (its
+    parent-death signal follows the spawning thread): the nemesis must restart nodes on
+    the main thread, and says so if asked otherwise."""
+    import threading
+
+    from raft.torture import Nemesis
+
+    nem = Nemesis(cluster=None, firewall=None, rng=None)  # type: ignore[arg-type]
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            nem.restart()
+        except RuntimeError as e:
+            errors.append(e)
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join(10)
+    assert len(errors) == 1 and "main thread" in str(errors[0])
+
+
+def test_accounting_and_unavailability_on_a_hand_made_history() -> None:
+    from raft.lincheck import INFO, OK, Operation
+    from raft.torture import FINAL_CLIENT, Workload, acknowledged_missing, unavailability
+
+    w = Workload(TortureConfig(keys=1, streams=1), 1, {1: ("127.0.0.1", 1)})
+    s = 1_000_000_000
+    h = [Operation(1, "s0", "xadd", "a", "5-0", 0, s, OK),
+         Operation(1, "s0", "xadd", "b", "6-0", 2 * s, 3 * s, OK),     # acknowledged...
+         Operation(2, "counter", "incr", None, 1, 0, s, OK),
+         Operation(2, "counter", "incr", None, 2, 4 * s, 7 * s, OK),
+         Operation(2, "counter", "incr", None, None, 6 * s, None, INFO),
+         Operation(FINAL_CLIENT, "s0", "xrange", None, (("5-0", "a"),), 9 * s, 10 * s, OK),
+         Operation(FINAL_CLIENT, "counter", "read", None, "1", 9 * s, 10 * s, OK)]
+    missing = acknowledged_missing(h, w)
+    assert len(missing) == 2, missing                  # ...but lost; and one INCR lost
+    assert any("XADD s0 b" in m for m in missing) and any("2 INCRs" in m for m in missing)
+    log = [(3.5, 4.0, "kill-leader", "SIGKILL node 1")]
+    gaps = unavailability(h, log, 8 * s)
+    # ok completions at 1, 1, 3, 7 s: the 3-7 s gap contains the fault (kill-leader),
+    # the 1-3 s gap precedes every fault (none).
+    assert gaps == {"none": pytest.approx(2.0), "kill-leader": pytest.approx(4.0)}, gaps
