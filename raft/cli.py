@@ -6,6 +6,7 @@
     raft check TRACE [TRACE ...]                validate trace(s) against spec/Raft.tla
     raft storage check|repair DIR               inspect / repair a node's data directory
     raft lincheck HISTORY                       check a client history for linearizability
+    raft torture [--seed S] [--nemesis K,...]   clients + faults on a local cluster, checked
 """
 from __future__ import annotations
 
