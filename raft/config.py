@@ -371,6 +371,10 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>",
     if debug is not None:
         kw["debug_stale_reads"] = debug.get("stale_reads", bool, False)
         debug.finish()
+        if kw["debug_stale_reads"]:
+            import logging
+            logging.getLogger("raft.config").warning(
+                "%s: [debug] stale_reads is on: reads are NOT linearizable (test only)", source)
     t.finish()
     return NodeConfig(node_id=node_id, peers=peers, data_dir=data_dir, source=source, **kw)
 
