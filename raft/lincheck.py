@@ -88,7 +88,10 @@ class Operation:
 
     def describe(self) -> str:
         arg = "" if self.value is None else f" {self.value!r}"
-        if self.status == OK:
+        if self.status == OK and self.f == XRANGE and len(self.output) > 4:
+            tail = ", ".join(f"{i} {v!r}" for i, v in self.output[-3:])
+            out = f" -> [{len(self.output)} entries: ..., {tail}]"
+        elif self.status == OK:
             out = f" -> {self.output!r}"
         elif self.status == INFO:
             out = f" -> ? ({self.error or 'unknown outcome'})"
