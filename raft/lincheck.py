@@ -53,7 +53,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 __all__ = ["Operation", "CheckResult", "KeyResult", "check", "check_key", "load_history",
            "parse_edn_history", "parse_json_history", "write_json_history", "write_edn_history",

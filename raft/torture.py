@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import atexit
-import json
 import os
 import random
 import shutil

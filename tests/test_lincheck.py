@@ -14,7 +14,7 @@ import time
 import pytest
 
 from raft.lincheck import (
-    DELETE, INCR, INFO, OK, READ, WRITE, XADD, XRANGE, KeyResult, Operation, _search,
+    DELETE, INCR, INFO, OK, READ, WRITE, XADD, XRANGE, Operation, _search,
     check, check_key, load_history, model_for, parse_edn_history, parse_json_history,
     render_html, write_edn_history, write_json_history,
 )
