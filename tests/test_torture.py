@@ -93,6 +93,16 @@ def test_planted_stale_reads_are_caught_with_a_counterexample(tmp_path) -> None:
     assert _counts(out)["ok"] > 100
 
 
+def test_the_same_run_without_the_planted_bug_passes(tmp_path) -> None:
+    """The control: the planted-bug run's settings (shorter) with ReadIndex left on."""
+    p = _torture("--nodes", "3", "--duration", "5", "--seed", "7", "--clients", "6",
+                 "--nemesis", "partition-one", "--read-any", "0.8",
+                 "--dir", str(tmp_path / "run"), timeout=300)
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, out[-4000:]
+    assert "lincheck: ok" in out and _counts(out)["ok"] > 100, out[-4000:]
+
+
 def test_bounded_run_with_every_fault_on_five_nodes(tmp_path) -> None:
     """About 40 s of load on 5 fsync'ed nodes with kills, pauses and partitions (seed
     4 draws each kind): the history must be linearizable and nothing acknowledged lost."""
