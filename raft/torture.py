@@ -159,6 +159,16 @@ class Firewall:
             return f"iptables failed: {e}"
         if p.returncode != 0:
             return f"iptables failed: {p.stderr.strip()}"
+        # The owner and comment matches must exist too (xt_owner, xt_comment): try one.
+        probe = Firewall(f"raft-torture-probe-{os.getpid()}", {1: 4_000_001, 2: 4_000_002},
+                         {1: 1, 2: 2})
+        try:
+            probe.cut(1, 2)
+        except (OSError, subprocess.SubprocessError) as e:
+            err = getattr(e, "stderr", b"") or b""
+            return f"iptables cannot match on owner/comment: {err.decode(errors='replace').strip() or e}"
+        finally:
+            probe.heal()
         return None
 
     def _rule(self, src: int, dst: int) -> list[str]:
