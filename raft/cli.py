@@ -5,6 +5,8 @@
     raft sim --seed S --trace-out FILE          also write the run's trace (NDJSON)
     raft check TRACE [TRACE ...]                validate trace(s) against spec/Raft.tla
     raft storage check|repair DIR               inspect / repair a node's data directory
+    raft lincheck HISTORY                       check a client history for linearizability
+    raft torture [--seed S] [--nemesis K,...]   clients + faults on a local cluster, checked
 """
 from __future__ import annotations
 
@@ -185,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_subcommands(sub)
     from raft.bench import add_bench_subcommand  # bench
     add_bench_subcommand(sub)
+    from raft.lincheck import add_lincheck_subcommand  # lincheck
+    add_lincheck_subcommand(sub)
+    from raft.torture import add_torture_subcommand  # torture
+    add_torture_subcommand(sub)
     return p
 
 

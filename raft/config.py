@@ -158,6 +158,9 @@ class NodeConfig:
     max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
     max_multi_commands: int = DEFAULT_MAX_MULTI_COMMANDS
     max_log_bytes: int = DEFAULT_MAX_LOG_BYTES
+    # [debug] stale_reads: TEST ONLY. Serve reads from the local state machine on any
+    # node, without ReadIndex: a planted linearizability bug for `raft torture` to find.
+    debug_stale_reads: bool = False
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     trace_file: str | None = None
@@ -409,6 +412,14 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>",
                                                        DEFAULT_SNAPSHOT_TRAILING_ENTRIES)
         kw["max_log_bytes"] = snapshot.get("max_log_bytes", int, DEFAULT_MAX_LOG_BYTES)
         snapshot.finish()
+    debug = t.table("debug")
+    if debug is not None:
+        kw["debug_stale_reads"] = debug.get("stale_reads", bool, False)
+        debug.finish()
+        if kw["debug_stale_reads"]:
+            import logging
+            logging.getLogger("raft.config").warning(
+                "%s: [debug] stale_reads is on: reads are NOT linearizable (test only)", source)
     t.finish()
     return NodeConfig(node_id=node_id, peers=peers, data_dir=data_dir, source=source, **kw)
 
@@ -524,6 +535,8 @@ def render_config(c: NodeConfig, secret_file: str | None = None,
     lines += ["", "[snapshot]", f"threshold_bytes = {c.snapshot_threshold_bytes}",
               f"trailing_entries = {c.snapshot_trailing_entries}",
               f"max_log_bytes = {c.max_log_bytes}"]
+    if c.debug_stale_reads:
+        lines += ["", "[debug]", "stale_reads = true   # TEST ONLY: reads are not linearizable"]
     if c.tls is not None:
         lines += ["", "[tls]", f"cert = {_q(c.tls.cert)}", f"key = {_q(c.tls.key)}",
                   f"ca = {_q(c.tls.ca)}"]

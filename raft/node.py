@@ -267,7 +267,8 @@ class RaftNode:
                             auth_timeout=cfg.auth_timeout,
                             preauth_query_buffer=cfg.preauth_query_buffer,
                             max_entry_bytes=cfg.max_entry_bytes,
-                            max_multi_commands=cfg.max_multi_commands)
+                            max_multi_commands=cfg.max_multi_commands,
+                            debug_stale_reads=cfg.debug_stale_reads)
 
     def _open_storage_and_core(self) -> None:
         """Load the durable state and restart the core from it (Figure 2: currentTerm,

@@ -133,6 +133,8 @@ class ServerConfig:
     # is one entry).
     max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES
     max_multi_commands: int = DEFAULT_MAX_MULTI_COMMANDS
+    # TEST ONLY ([debug] stale_reads): answer reads locally, without ReadIndex.
+    debug_stale_reads: bool = False
 
 
 def now_ms() -> int:
@@ -779,7 +781,7 @@ class RespConnection(asyncio.Protocol):
             else:
                 self._propose(argv, 0, 0)
             return True
-        if spec.name == "xread" or self.readonly:
+        if spec.name == "xread" or self.readonly or self.cfg.debug_stale_reads:
             return False
         return self._read_without_waiting(argv)
 
@@ -906,7 +908,7 @@ class RespConnection(asyncio.Protocol):
             if not last.done():
                 await asyncio.wait((last,))
             self._last_write = None
-        if self.readonly:
+        if self.readonly or self.cfg.debug_stale_reads:   # the latter: a planted bug
             return None
         try:
             await self.api.read_barrier()
@@ -917,7 +919,7 @@ class RespConnection(asyncio.Protocol):
         return None
 
     async def _read(self, argv: list[bytes]) -> None:
-        if not self.readonly and self._read_without_waiting(argv):
+        if not (self.readonly or self.cfg.debug_stale_reads) and self._read_without_waiting(argv):
             return
         err = await self._before_read()
         self.reply(err if err is not None else self.api.state_machine.read(argv, now_ms()))

@@ -303,9 +303,10 @@ class LocalCluster:
                  snapshot_threshold_bytes: int = DEFAULT_SNAPSHOT_THRESHOLD_BYTES,
                  snapshot_trailing_entries: int = DEFAULT_SNAPSHOT_TRAILING_ENTRIES,
                  max_msg_bytes: int = 1 << 20,
-                 node_settings: dict[str, Any] | None = None, **limits: int) -> None:
+                 node_settings: dict[str, Any] | None = None, debug_stale_reads: bool = False,
+                 **limits: int) -> None:
         """``node_settings`` and ``limits``: other NodeConfig settings, e.g.
-        max_entry_bytes, max_log_bytes."""
+        max_entry_bytes, max_log_bytes. ``debug_stale_reads``: TEST ONLY (raft torture)."""
         if not 1 <= nodes <= 99:
             raise ValueError("a local cluster has 1 to 99 nodes")
         self.owns_dir = directory is None
@@ -313,7 +314,7 @@ class LocalCluster:
         self._node_settings = {"snapshot_threshold_bytes": snapshot_threshold_bytes,
                                "snapshot_trailing_entries": snapshot_trailing_entries,
                                "max_msg_bytes": max_msg_bytes, **(node_settings or {}),
-                               **limits}
+                               "debug_stale_reads": debug_stale_reads, **limits}
         try:
             self._setup(nodes, base_port, durability, trace_dir, log_level, tick_ms,
                         election_ticks, heartbeat_ticks, password, metrics, propose_timeout)
