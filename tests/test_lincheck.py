@@ -324,11 +324,12 @@ def test_cli_verdicts_and_exit_status(tmp_path) -> None:
     assert len(load_history(str(bad))) == len(impossible_order(7))
     run = [sys.executable, "-c", "import sys; from raft.cli import main; sys.exit(main(sys.argv[1:]))",
            "lincheck"]
-    p = subprocess.run(run + [str(good)], capture_output=True, text=True, timeout=120)
+    p = subprocess.run(run + [str(good)], capture_output=True, text=True, timeout=120,
+                       cwd=str(tmp_path))   # not the source tree: no compiled core there
     assert p.returncode == 0, p.stdout + p.stderr
     html_path = tmp_path / "t.html"
     p = subprocess.run(run + [str(bad), "--html", str(html_path), "--json"],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
     assert p.returncode == 1, p.stdout + p.stderr
     assert "not linearizable" in p.stdout and html_path.exists()
     assert json.loads(p.stdout.strip().splitlines()[-1])["violating_keys"] == ["x"]

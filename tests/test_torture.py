@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
 import sys
 
 import pytest
@@ -22,8 +23,9 @@ CI_SEED, CI_DURATION = 4, 40.0
 
 def _torture(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
+    # Outside the source tree, which has no compiled core after `pip install .`.
     return subprocess.run(CHILD + ["torture", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env)
+                          timeout=timeout, env=env, cwd=tempfile.gettempdir())
 
 
 def _rules_tagged(tag: str) -> list[str]:
