@@ -701,12 +701,19 @@ def add_bench_subcommand(sub: Any) -> None:
     b.add_argument("--compare", action="store_true",
                    help="instead: measure side by side with PySyncObj and Redis and the machine's "
                         "limits; writes compare.json and compare.md (see docs/benchmarks.md)")
+    b.add_argument("--embedded", action="store_true",
+                   help="instead: @replicated calls/s of raft.embed vs PySyncObj "
+                        "(benchmarks/bench_embedded.py; --quick for a short run)")
     b.add_argument("--out-dir", default=".", help="--compare: where to write the results")
     b.add_argument("--quick", action="store_true", help="--compare: shorter phases")
     b.set_defaults(func=bench_main)
 
 
 def bench_main(args: argparse.Namespace) -> int:
+    if args.embedded:
+        from raft.embed.bench import main as embedded_main
+
+        return embedded_main(["--quick"] if args.quick else [])
     if args.compare:
         from raft.compare import main as compare_main
 

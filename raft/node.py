@@ -7,37 +7,48 @@ all on one event loop (uvloop when installed). It implements the ``NodeAPI`` tha
 ``raft.resp`` serves clients through.
 
 The Ready loop (raft/_core.pyx module docstring; docs/protocol.md "Persistence
-contract") is the heart of it::
+contract") is the heart of it; the simulator (raft/sim.py) and the scenario tests'
+harness (tests/harness.py) drive the core with the same shape::
 
     rd = core.ready()
     transport.send(rd.messages)            # leader appends: before our own fsync (diss. §10.2.1)
     if rd.snapshot:                        # installed from the leader (§7)
         kv.restore(rd.snapshot.data); storage.install_snapshot(rd.snapshot)
-    storage.save(rd.hard_state, rd.entries)   # ONE write + ONE fdatasync, in a worker thread
+    apply(rd.committed_entries)            # committed and locally durable already
+    deliver(rd.read_states)                # ReadIndex reads confirmed by a majority
+    if rd.must_fsync:                      # entries, snapshot, term or vote
+        storage.save(rd.hard_state, rd.entries)   # ONE write + ONE fdatasync, disk thread
+    elif rd.hard_state:                    # only the commit hint: volatile, not synced
+        storage.save(rd.hard_state, [], sync=False)
     transport.send(rd.messages_after_persist) # votes and acks promise durability: after it
-    apply(rd.committed_entries)            # on the loop thread; resolves waiting proposals
     core.advance(rd)
     maybe snapshot + compact               # the log since the last snapshot is over a threshold
 
-While the fsync runs in the worker thread, the loop keeps ticking and stepping
-messages and clients keep proposing; the core allows one outstanding Ready, so all
-of that waits in the core and goes out in the *next* Ready, in one write and one
-fsync: group commit comes for free, and an idle node adds no latency because a
+While the fsync runs in the worker thread, the loop keeps ticking, stepping messages
+and taking proposals; the core allows one outstanding Ready, so new entries wait for
+the next Ready's write (group commit: one write and one fsync for all of them). What
+needs no disk does not wait (``_pump``): the messages the core produced since the
+Ready in hand (a leader's AppendEntries for new proposals, heartbeats of a ReadIndex
+round), confirmed reads and newly committed entries are taken from the core at once
+(``RawNode.take_messages/take_read_states/take_committed``), so a leader replicates,
+answers reads and applies while its own write runs. An idle node adds no latency: a
 proposal kicks the Ready loop at once.
 
-Log compaction (§7): once the entries applied since the last snapshot add up to
-``snapshot_threshold_bytes``, the node takes ``KVStateMachine.snapshot()`` at its
-applied index, makes it durable (``storage.save_snapshot``) and, once
-``snapshot_trailing_entries`` more entries have been applied (so slightly lagging
-followers are still served from the log), hands it to the core (``core.compact``),
-which drops the entries it covers and sends it to followers that need them
-(InstallSnapshot), and then compacts the WAL (``storage.compact``). A restart
-restores the state machine from the newest snapshot and re-applies only the log
-after it.
+Reads (``read``/``read_barrier``): ReadIndex (diss. §6.4). ``read`` evaluates a client's
+read at its place in the applied log and answers it once a heartbeat round started
+after it confirms leadership, so a connection's pipeline never stops for a read.
 
-What this runtime does not do yet (each needs core support first): PreVote and
-CheckQuorum (a partitioned node rejoining with a higher term disrupts the leader,
-§9.6 of the dissertation), and membership changes.
+Log compaction (§7): once the entries applied since the last snapshot add up to
+``snapshot_threshold_bytes`` (or the in-memory log passes ``max_log_bytes``), the node
+takes ``KVStateMachine.snapshot()`` at its applied index when a Ready is handed out
+(so the snapshot never runs ahead of the commit index that Ready persists), makes it
+durable (``storage.save_snapshot``) and, once ``snapshot_trailing_entries`` more
+entries have been applied, hands it to the core (``core.compact``), which drops the
+entries it covers and sends it to followers that need them (InstallSnapshot), and then
+compacts the WAL (``storage.compact``). A restart restores the state machine from the
+newest snapshot and re-applies only the log after it.
+
+Not done yet: membership changes (issue 12).
 """
 from __future__ import annotations
 
