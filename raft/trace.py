@@ -178,12 +178,23 @@ def merge_by_causality(streams: list[list]) -> list:
 
 # -- the fast writer --------------------------------------------------------------------
 
-def _entries_text(entries: Any) -> str:
-    return ",".join("[%d,%d,%d,\"%s\"]" % (e.index, e.term, e.type, e.data.hex())
-                    for e in entries)
+def _entries_text(entries: Any, cache: dict[int, str] | None) -> str:
+    """The entries' JSON rows. ``cache`` (id(entry) -> row, for one batch of events whose
+    entries stay alive meanwhile) formats each entry once: a leader's entry appears in
+    its propose event and in the AppendEntries to every follower."""
+    if cache is None:
+        return ",".join("[%d,%d,%d,\"%s\"]" % (e.index, e.term, e.type, e.data.hex())
+                        for e in entries)
+    rows = []
+    for e in entries:
+        row = cache.get(id(e))
+        if row is None:
+            row = cache[id(e)] = "[%d,%d,%d,\"%s\"]" % (e.index, e.term, e.type, e.data.hex())
+        rows.append(row)
+    return ",".join(rows)
 
 
-def _msg_text(m: Any) -> str:
+def _msg_text(m: Any, cache: dict[int, str] | None = None) -> str:
     """``json.dumps(_msg_to_json(m), separators=(",", ":"))``, formatted directly."""
     out = '{"type":%d,"src":%d,"dst":%d,"term":%d,"id":%d' % (m.type, m.src, m.dst, m.term,
                                                                m.msg_id)
@@ -198,7 +209,7 @@ def _msg_text(m: Any) -> str:
     if m.reject_hint:
         out += ',"hint":%d' % m.reject_hint
     if m.entries:
-        out += ',"entries":[%s]' % _entries_text(m.entries)
+        out += ',"entries":[%s]' % _entries_text(m.entries, cache)
     if m.data:
         out += ',"data_len":%d' % len(m.data)
     return out + "}"
@@ -209,9 +220,10 @@ _RESTART = ('{"e":"restart","n":%d,"term":%d,"vote":%d,"commit":%d,"first":%d,"l
             '"last_term":%d}')
 
 
-def format_event(ev: tuple) -> str:
+def format_event(ev: tuple, cache: dict[int, str] | None = None) -> str:
     """One event as its NDJSON line (without the newline): the same text as
-    ``json.dumps(event_to_json(ev), separators=(",", ":"))``."""
+    ``json.dumps(event_to_json(ev), separators=(",", ":"))``. ``cache``: see
+    _entries_text."""
     kind = ev[0]
     if kind == "state":
         return _STATE % ev[1:]
@@ -219,11 +231,11 @@ def format_event(ev: tuple) -> str:
         return '{"e":"%s","n":%d,"seq":%d}' % ev
     if kind == "send":
         return '{"e":"send","n":%d,"m":%s,"after_persist":%s}' % (
-            ev[1], _msg_text(ev[2]), "true" if ev[3] else "false")
+            ev[1], _msg_text(ev[2], cache), "true" if ev[3] else "false")
     if kind == "recv":
-        return '{"e":"recv","n":%d,"m":%s}' % (ev[1], _msg_text(ev[2]))
+        return '{"e":"recv","n":%d,"m":%s}' % (ev[1], _msg_text(ev[2], cache))
     if kind == "propose":
-        return '{"e":"propose","n":%d,"entries":[%s]}' % (ev[1], _entries_text(ev[2]))
+        return '{"e":"propose","n":%d,"entries":[%s]}' % (ev[1], _entries_text(ev[2], cache))
     if kind == "commit":
         return '{"e":"commit","n":%d,"commit":%d}' % (ev[1], ev[2])
     if kind == "restart":
@@ -243,5 +255,6 @@ class NdjsonWriter:
 
     def write(self, events: list) -> None:
         if events:
-            self.fp.write("\n".join(map(format_event, events)) + "\n")
+            cache: dict[int, str] = {}
+            self.fp.write("\n".join([format_event(ev, cache) for ev in events]) + "\n")
             self.fp.flush()
