@@ -490,7 +490,7 @@ def etcd_phase(tmp: str, plan: Plan) -> dict[str, Any]:
         _say("etcd: building the load generator (cached after the first run) ...")
         binary = compare_etcd.build_load_generator()
     except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
-        return {"skipped": f"could not build benchmarks/etcd_load: {e}"}
+        return {"skipped": f"could not build raft/etcd_load: {e}"}
     out: dict[str, Any] = {}
     for dur in ("none", "fsync"):
         _say(f"etcd, {'fsync' if dur == 'fsync' else 'data dir on tmpfs'} ...")

@@ -1,5 +1,5 @@
 """etcd as a third system for ``raft bench --compare``: a 3-node etcd cluster on
-loopback and the Go load generator of benchmarks/etcd_load/main.go.
+loopback and the Go load generator of raft/etcd_load/main.go (installed with the package).
 
 Debian's ``etcd-server`` (3.4, /usr/bin/etcd) runs the cluster; the load generator is
 built on demand, offline, from the clientv3 sources Debian's ``golang-etcd-server-dev``
@@ -27,7 +27,7 @@ from raft.server_cli import free_ports, stop_process
 
 GOPATH = "/usr/share/gocode"
 CLIENTV3 = os.path.join(GOPATH, "src/go.etcd.io/etcd/clientv3")
-SOURCE = Path(__file__).resolve().parent.parent / "benchmarks" / "etcd_load" / "main.go"
+SOURCE = Path(__file__).resolve().parent / "etcd_load" / "main.go"
 BUILD_TIMEOUT = 600.0
 TMPFS = "/dev/shm"
 
