@@ -214,6 +214,8 @@ cdef class RawNode:
     cdef int _broadcast_append(self) except -1
     cdef int _broadcast_heartbeat(self) except -1
     cdef int _maybe_send_commit(self, uint64_t peer, Progress pr) except -1
+    cdef inline bint _is_quorum(self, Py_ssize_t n) noexcept
+    cdef uint64_t _quorum_index(self, list matches) except? 0
     cdef bint _maybe_commit(self) except -1
     cdef int _handle_append(self, Message m) except -1
     cdef int _handle_append_resp(self, Message m) except -1

@@ -844,7 +844,7 @@ cdef class RawNode:
         for v in self._prevotes.values():
             if v:
                 granted += 1
-        if granted > len(self.voters) // 2:
+        if self._is_quorum(granted):
             self._pre_candidate = False
             self._campaign()
         return 0
@@ -979,14 +979,25 @@ cdef class RawNode:
             self._send_append(peer, pr, True)
         return 0
 
+    # -- quorum: the one place that counts majorities (elections, PreVote, commit,
+    # ReadIndex, CheckQuorum); joint majorities (diss. §4.3) will go here --
+
+    cdef inline bint _is_quorum(self, Py_ssize_t n) noexcept:
+        """Do ``n`` voters (ourselves included) make a majority of the configuration?"""
+        return n > len(self.voters) // 2
+
+    cdef uint64_t _quorum_index(self, list matches) except? 0:
+        """The largest index a majority holds, given one match index per voter."""
+        matches.sort(reverse=True)
+        return matches[len(self.voters) // 2]
+
     cdef bint _maybe_commit(self) except -1:
         """§5.3/§5.4.2: commit the largest index a majority holds, if it is of our term."""
         cdef list matches = [self.log.stable]
         cdef uint64_t peer, n
         for peer in self.peers:
             matches.append((<Progress>self.progress[peer]).match)
-        matches.sort(reverse=True)
-        n = matches[len(self.voters) // 2]
+        n = self._quorum_index(matches)
         if n <= self.log.committed:
             return False
         # Figure 8: never commit an earlier term's entry by counting replicas.
@@ -1259,7 +1270,7 @@ cdef class RawNode:
                 granted += 1
         # A candidate that cannot win stays candidate until its timer fires again
         # (Figure 2 has no other way out of candidacy).
-        if granted > len(self.voters) // 2:
+        if self._is_quorum(granted):
             self._become_leader()
         return 0
 
@@ -1340,7 +1351,7 @@ cdef class RawNode:
             if pr.recent_active:
                 active += 1
             pr.recent_active = False
-        return active > len(self.voters) // 2
+        return self._is_quorum(active)
 
     cdef int _tick(self) except -1:
         if self.role == _LEADER:
@@ -1482,7 +1493,7 @@ cdef class RawNode:
             for peer in self.peers:
                 if (<Progress>self.progress[peer]).read_acked >= rnd:
                     acks += 1
-            if acks <= len(self.voters) // 2:
+            if not self._is_quorum(acks):
                 break
             self._read_states.append((read[0], read[1]))
             k += 1

@@ -40,7 +40,7 @@ MUTANTS = [
      "        r.index = last_new\n        self._send(r)\n"),
     ("read_without_quorum",
      "diss. §6.4: answer a ReadIndex read without confirming leadership with a majority",
-     "            if acks <= len(self.voters) // 2:\n",
+     "            if not self._is_quorum(acks):\n",
      "            if False:\n"),
     ("install_ignores_snapshot_term",
      "Figure 13 step 6: keep the log (and commit through the snapshot's index) when it "
