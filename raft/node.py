@@ -121,15 +121,22 @@ class _LinearizableRead:
     is confirmed (RaftNode.read): the value and the confirmation may come in
     either order; the result future resolves when both are in."""
 
-    __slots__ = ("evaluate", "result", "value", "evaluated", "confirmed")
+    __slots__ = ("evaluate", "result", "value", "evaluated", "confirmed", "deadline")
 
-    def __init__(self, evaluate: Callable[[], Any], confirm: asyncio.Future[int]) -> None:
+    def __init__(self, evaluate: Callable[[], Any], confirm: asyncio.Future[int],
+                 deadline: float) -> None:
         self.evaluate = evaluate
+        self.deadline = deadline
         self.result: asyncio.Future[Any] = confirm.get_loop().create_future()
+        self.result.add_done_callback(_retrieve)
         self.value: Any = None
         self.evaluated = False
         self.confirmed = False
         confirm.add_done_callback(self._on_confirm)
+
+    def fail(self, exc: Exception) -> None:
+        if not self.result.done():
+            self.result.set_exception(exc)
 
     def evaluate_now(self) -> None:
         if self.result.done():
@@ -602,8 +609,11 @@ class RaftNode:
         if core.log.term(commit) != core.term:
             return None
         confirm = self._read_request()
-        read = _LinearizableRead(evaluate, confirm)
-        need = max(commit, after_index)
+        loop = asyncio.get_running_loop()
+        read = _LinearizableRead(evaluate, confirm, loop.time() + self.config.propose_timeout)
+        # The connection's last write, if it is still in our log (a write lost with an
+        # earlier term of ours may lie beyond it: nothing to wait for there).
+        need = max(commit, min(after_index, core.last_index))
         if self.applied_index >= need:
             read.evaluate_now()
         else:
@@ -626,8 +636,8 @@ class RaftNode:
         """This node stopped leading: its unconfirmed reads were dropped by the core."""
         reads, self._reads = self._reads, {}
         self._open_read = None
-        self._reads_at.clear()   # their confirmations fail below
         err_addr = self._leader_client_addr()
+        self._fail_reads_at(NotLeaderError(err_addr))
         for p in reads.values():
             if not p.future.done():
                 p.future.set_exception(NotLeaderError(err_addr))
@@ -1049,7 +1059,7 @@ class RaftNode:
     def _expire_pending(self, now: float) -> None:
         """Time out waiters past propose_timeout: their outcome is unknown (the entry
         may still commit later), which RESP reports as -TRYAGAIN."""
-        if self._reads:
+        if self._reads or self._reads_at:
             self._expire_reads(now)
         pending = self._pending
         if not pending:
@@ -1066,7 +1076,19 @@ class RaftNode:
                 p.future.set_exception(asyncio.TimeoutError())
 
     def _expire_reads(self, now: float) -> None:
-        """ReadIndex requests no majority confirmed within propose_timeout."""
+        """ReadIndex requests no majority confirmed within propose_timeout, and reads
+        whose index was not applied in that time."""
+        for index in [i for i, rs in self._reads_at.items() if rs[0].deadline <= now]:
+            keep = []
+            for read in self._reads_at[index]:
+                if read.deadline <= now:
+                    read.fail(ReadTimeoutError())
+                else:
+                    keep.append(read)
+            if keep:
+                self._reads_at[index] = keep
+            else:
+                del self._reads_at[index]
         reads = self._reads
         expired = []
         for ctx, p in reads.items():
@@ -1080,10 +1102,17 @@ class RaftNode:
             if not p.future.done():
                 p.future.set_exception(ReadTimeoutError())
 
+    def _fail_reads_at(self, exc: Exception) -> None:
+        """Reads waiting for their index to be applied (confirmed or not)."""
+        waiting, self._reads_at = self._reads_at, {}
+        for reads in waiting.values():
+            for read in reads:
+                read.fail(exc)
+
     def _fail_all_pending(self, exc: Exception) -> None:
         reads, self._reads = self._reads, {}
         self._open_read = None
-        self._reads_at.clear()
+        self._fail_reads_at(exc)
         for p in reads.values():
             if not p.future.done():
                 p.future.set_exception(exc)

@@ -745,3 +745,36 @@ def test_config_snapshot_defaults(tmp_path):
 def test_config_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_config(tmp_path / "missing.toml")
+
+
+def test_reads_waiting_for_their_index_fail_or_expire_and_never_hang(tmp_path):
+    """A read confirmed but waiting for its index to be applied is answered when the
+    node stops leading (NotLeaderError) or after propose_timeout (-TRYAGAIN), and a
+    connection's write lost beyond our log is not waited for."""
+    from raft.node import _LinearizableRead
+    from raft.resp import ReadTimeoutError
+
+    async def body(c: Cluster):
+        leader = await c.leader()
+        loop = asyncio.get_running_loop()
+        # A write index beyond the log (lost with an earlier term): served at once.
+        fut = leader.read(lambda: "now", after_index=leader.core.last_index + 1000)
+        assert await asyncio.wait_for(fut, 5) == "now"
+
+        def waiting(deadline: float) -> _LinearizableRead:
+            confirmed = loop.create_future()
+            confirmed.set_result(0)
+            read = _LinearizableRead(lambda: "never", confirmed, deadline)
+            leader._reads_at.setdefault(10 ** 9, []).append(read)   # an index never applied
+            return read
+
+        stale = waiting(loop.time() - 1)
+        leader._expire_pending(loop.time())
+        with pytest.raises(ReadTimeoutError):
+            await stale.result
+        deposed = waiting(loop.time() + 60)
+        leader._fail_reads()
+        with pytest.raises(NotLeaderError):
+            await deposed.result
+        assert not leader._reads_at
+    with_cluster(tmp_path, body)
