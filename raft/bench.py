@@ -378,6 +378,18 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def rss_mb(pid: int) -> float | None:
+    """Resident set size of a process in MB (/proc/PID/status VmRSS), or None."""
+    try:
+        with open(f"/proc/{pid}/status") as fp:
+            for line in fp:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def scrape_metrics(port: int, timeout: float = 2.0) -> dict[str, float]:
     """The unlabelled samples of a node's Prometheus endpoint ({} if it does not answer)."""
     try:
@@ -400,6 +412,7 @@ def node_snapshot(cluster: Any) -> dict[int, dict[str, Any]]:
     snap = {}
     for i, n in cluster.nodes.items():
         snap[i] = {"cpu": cpu_seconds(n.pid) if n.running else None,
+                   "rss_mb": rss_mb(n.pid) if n.running else None,
                    "metrics": scrape_metrics(n.config.metrics_port) if n.running else {}}
     return snap
 
@@ -422,6 +435,7 @@ def node_deltas(before: dict, after: dict, seconds: float, durability: str) -> d
     elections_load = [delta(i, "raft_elections_total") for i in after]
     return {
         "cpu_seconds": cpu,
+        "rss_mb": {i: after[i].get("rss_mb") for i in after},   # at the end of the load
         "fsyncs_per_s": (round(fsyncs / seconds, 1) if have and durability == "fsync"
                          and seconds > 0 else None),
         "fsync_mean_ms": (round(1000 * sum(fsync_sum) / fsyncs, 3)  # type: ignore[arg-type]
@@ -584,6 +598,7 @@ def _report(cfg: BenchConfig, load: LoadResult, nodes: dict[str, Any],
         "per_second": load.per_second,
         "node_exit_codes": {str(k): v for k, v in exit_codes.items()},
         "cpu_seconds": {str(k): v for k, v in nodes["cpu_seconds"].items()},
+        "rss_mb": {str(k): v for k, v in nodes["rss_mb"].items()},
         "fsyncs_per_s": nodes["fsyncs_per_s"],
         "fsync_mean_ms": nodes["fsync_mean_ms"],
         "elections": nodes["elections"],
@@ -612,6 +627,9 @@ def report_rows(r: dict[str, Any]) -> list[tuple[str, str]]:
         ("latency max", _ms(lat["max"])),
         ("bytes/s (client in+out)", f"{r['bytes_per_s'] / 1e6:,.2f} MB/s"),
         ("CPU seconds per node", cpu),
+        ("RSS per node (end of load)", ", ".join(
+            f"node{k} {'n/a' if v is None else f'{v:.0f} MB'}"
+            for k, v in r.get("rss_mb", {}).items())),
         ("fsyncs/s (all nodes)", "n/a" if r["fsyncs_per_s"] is None
          else f"{r['fsyncs_per_s']:,.0f} (mean {r['fsync_mean_ms']} ms)"),
         ("elections", "n/a" if r["elections"] is None
