@@ -2,7 +2,11 @@
 scanner raft._fastpath.scan_requests in front of it).
 
 Input: byte 0 picks the limits and the client's state, byte 1 seeds where the
-stream is cut into reads; the rest is the byte stream a client sends.
+stream is cut into reads; the rest is the byte stream a client sends, or (bit 6 of
+byte 0) a description of one: commands separated by 0xFF, their arguments by 0xFE,
+framed as well-formed multibulk requests. The compiled scanner is not instrumented
+for coverage, so without this form the mutator rarely keeps a "$<len>" header in step
+with its argument and never reaches the scanner's paths for longer arguments.
 Properties:
 * ``feed`` raises nothing but ``ProtocolError``;
 * the commands produced, and the error the stream ends with, are the same with the
@@ -61,12 +65,25 @@ def _parse_all(chunks: list[bytes], fast: bool, cfg: resp.ServerConfig, preauth:
         resp._fastpath = saved
 
 
+def _frame(desc: bytes) -> bytes:
+    """0xFF-separated commands of 0xFE-separated arguments -> RESP multibulk requests."""
+    out = []
+    for cmd in desc.split(b"\xff"):
+        args = cmd.split(b"\xfe")
+        out.append(b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
+    return b"".join(out)
+
+
 @atheris.instrument_func
 def test_one_input(data: bytes) -> None:
     if len(data) < 3:
         return
     ctl, rng, stream = data[0], random.Random(data[1]), data[2:]
     cfg, preauth, auth_ok = _LIMITS[ctl & 3], bool(ctl & 0x10), bool(ctl & 0x20)
+    if ctl & 0x40:
+        stream = _frame(stream)
+    if not stream:
+        return
     cuts = sorted(rng.sample(range(1, len(stream)), min(len(stream) - 1, rng.randrange(0, 6))))
     chunks = [stream[a:b] for a, b in zip([0] + cuts, cuts + [len(stream)])]
     fast = _parse_all(chunks, True, cfg, preauth, auth_ok)

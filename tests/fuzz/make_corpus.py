@@ -49,6 +49,9 @@ def resp_seeds() -> None:
         (0x50, b"set k \"quoted v\"\r\nget k\n"),
     ]:
         _put("resp", bytes([ctl, 0x5A]) + stream)
+    for ctl, desc in [(0x40, b"SET\xfekey\xfevalue\xffGET\xfekey"), (0x41, b"PING\xffECHO\xfe" + b"e" * 20),
+                      (0x72, b"AUTH\xfepw\xffSET\xfek\xfev"), (0x43, b"MSET\xfea\xfe1\xfeb\xfe2")]:
+        _put("resp", bytes([ctl, 0x33]) + desc)
 
 
 def kv_seeds() -> None:
