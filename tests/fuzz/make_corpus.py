@@ -35,6 +35,8 @@ def codec_seeds() -> None:
     for i, b in enumerate(batches):
         _put("codec", bytes([i * 4]) + codec.encode(b))
     _put("codec", bytes([1]) + codec.encode(batches[0])[:7])
+    for i in range(6):   # described batches (fuzz_codec.py, bit 7 of byte 0)
+        _put("codec", bytes([0x80 | i]) + bytes((i * 37 + k * 11) & 0xFF for k in range(120)))
 
 
 def resp_seeds() -> None:
