@@ -24,7 +24,9 @@ def test_fuzz_target(target: str, tmp_path: Path) -> None:
     seed = int(os.environ.get("RAFT_FUZZ_SEED", random.randrange(1, 1 << 31)))
     scratch = tmp_path / "corpus"
     scratch.mkdir()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    (tmp_path / "tmp").mkdir()
+    # TMPDIR: the WAL harness's scratch directories go under pytest's tmp_path
+    env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"), PYTHONPATH=os.pathsep.join(
         [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
     cmd = [sys.executable, str(FUZZ / f"fuzz_{target}.py"), f"-seed={seed}",
            f"-max_total_time={SECONDS}", "-timeout=60", "-rss_limit_mb=1024",
@@ -32,7 +34,7 @@ def test_fuzz_target(target: str, tmp_path: Path) -> None:
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True,
                           timeout=SECONDS * 10 + 120)
     out = proc.stdout + proc.stderr
-    crashes = [p for p in tmp_path.iterdir() if p.is_file()]
+    crashes = [p for p in tmp_path.iterdir() if p.is_file()]   # crash-*, timeout-*, oom-*
     detail = "".join(f"\n{p.name}: {p.read_bytes()[:400]!r}" for p in crashes)
     assert proc.returncode == 0 and not crashes, (
         f"fuzz_{target} failed (seed {seed}, rerun: RAFT_FUZZ_SEED={seed}; "
