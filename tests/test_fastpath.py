@@ -4,7 +4,7 @@ accepts, and a refusal (None: the reference then names the problem) for the rest
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from raft import _fastpath as _kvcodec, kv
 
@@ -35,8 +35,13 @@ def _reference_decode(data):
         return None
 
 
+# Found by tests/fuzz/fuzz_kv.py: client_id as an 11-byte varint, zero-padded (0x80 0x00).
+OVERLONG_VARINT = b"\x01\xd7\xee\xff\xd6\xd6\xf8\xfa\xf8\xfa\x80\x001{\x01\x00"
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=64))
+@example(OVERLONG_VARINT)
 def test_decode_agrees_with_the_reference_on_arbitrary_bytes(data):
     fast = _kvcodec.decode(data)
     ref = _reference_decode(data)
@@ -44,9 +49,20 @@ def test_decode_agrees_with_the_reference_on_arbitrary_bytes(data):
         assert ref is not None and kv.Command(*fast) == ref
     elif ref is not None:
         # Refused by the compiled decoder but accepted by the reference: only varints
-        # beyond 64 bits may do that (the reference decides them).
+        # beyond 64 bits or longer than 10 bytes (a non-canonical encoding) may do that
+        # (the reference decides them).
         assert max(ref.client_id, ref.seq, ref.time_ms) >= 1 << 64 or \
-            any(len(a) >= 1 << 64 for a in ref.argv)
+            any(len(a) >= 1 << 64 for a in ref.argv) or \
+            _kvcodec.encode(ref.client_id, ref.seq, list(ref.argv), ref.time_ms) != data
+
+
+def test_overlong_varint_is_left_to_the_reference():
+    """The compiled decoder refuses a varint longer than 10 bytes; decode_command then
+    runs the reference, so every replica still gets the same command."""
+    assert _kvcodec.decode(OVERLONG_VARINT) is None
+    want = kv.Command(8859121175148623703, 49, 123, (b"",))
+    assert kv._decode_command_reference(OVERLONG_VARINT) == want
+    assert kv.decode_command(OVERLONG_VARINT) == want
 
 
 @pytest.mark.parametrize("seed", range(5))
