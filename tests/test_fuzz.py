@@ -26,12 +26,13 @@ def test_fuzz_target(target: str, tmp_path: Path) -> None:
     scratch.mkdir()
     (tmp_path / "tmp").mkdir()
     # TMPDIR: the WAL harness's scratch directories go under pytest's tmp_path
-    env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"), PYTHONPATH=os.pathsep.join(
-        [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
+    # raft comes from the installed package (or the caller's PYTHONPATH): the source
+    # tree has no compiled core after `pip install .`.
+    env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"))
     cmd = [sys.executable, str(FUZZ / f"fuzz_{target}.py"), f"-seed={seed}",
            f"-max_total_time={SECONDS}", "-timeout=60", "-rss_limit_mb=1024",
            f"-artifact_prefix={tmp_path}/", str(scratch), str(FUZZ / "corpus" / target)]
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True,
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=SECONDS * 10 + 120)
     out = proc.stdout + proc.stderr
     crashes = [p for p in tmp_path.iterdir() if p.is_file()]   # crash-*, timeout-*, oom-*

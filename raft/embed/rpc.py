@@ -175,13 +175,18 @@ class RpcConnection:
         return cls(reader, writer)
 
     async def request(self, op: str, *fields: Any, timeout: float) -> tuple[int, Any]:
-        if self.closed:
+        if self.closed or self._writer.is_closing():
             raise ConnectionError("connection closed")
         req_id = next(self._ids)
         fut: asyncio.Future[tuple[int, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[req_id] = fut
         try:
-            self._writer.write(frame([op, req_id, *fields]))
+            try:
+                self._writer.write(frame([op, req_id, *fields]))
+            except RuntimeError as e:
+                # uvloop: the transport was closed under us (the node died) before
+                # the read loop noticed: a connection error, which callers retry.
+                raise ConnectionError(str(e)) from None
             return await asyncio.wait_for(fut, timeout)
         finally:
             self._waiting.pop(req_id, None)
