@@ -159,6 +159,18 @@ class _LinearizableRead:
                 self.result.set_result(self.value)
 
 
+def _pop_expired(waiters: dict[int, _Pending], now: float) -> list[_Pending]:
+    """Remove and return the waiters whose deadline has passed. Insertion order is
+    deadline order (every waiter gets now + propose_timeout), so the scan stops at
+    the first one still waiting."""
+    expired = []
+    for key, p in waiters.items():
+        if p.deadline > now:
+            break
+        expired.append(key)
+    return [waiters.pop(key) for key in expired]
+
+
 def _data_of(e: Entry) -> bytes:
     return e.data
 
@@ -1061,16 +1073,7 @@ class RaftNode:
         may still commit later), which RESP reports as -TRYAGAIN."""
         if self._reads or self._reads_at:
             self._expire_reads(now)
-        pending = self._pending
-        if not pending:
-            return
-        expired = []
-        for index, p in pending.items():
-            if p.deadline > now:
-                break
-            expired.append(index)
-        for index in expired:
-            p = pending.pop(index)
+        for p in _pop_expired(self._pending, now):
             if not p.future.done():
                 self.counters["proposals_timed_out"] += 1
                 p.future.set_exception(asyncio.TimeoutError())
@@ -1089,14 +1092,7 @@ class RaftNode:
                 self._reads_at[index] = keep
             else:
                 del self._reads_at[index]
-        reads = self._reads
-        expired = []
-        for ctx, p in reads.items():
-            if p.deadline > now:
-                break
-            expired.append(ctx)
-        for ctx in expired:
-            p = reads.pop(ctx)
+        for p in _pop_expired(self._reads, now):
             if p.future is self._open_read:
                 self._open_read = None
             if not p.future.done():

@@ -775,11 +775,7 @@ class RespConnection(asyncio.Protocol):
             self.reply(spec)
             return True
         if spec.write:
-            size = command_size_bound(argv)
-            if size > self.cfg.max_entry_bytes:
-                self.reply(ErrorReply(too_large_message(size, self.cfg.max_entry_bytes)))
-            else:
-                self._propose(argv, 0, 0)
+            self._write(argv, 0, 0)
             return True
         if spec.name == "xread" or self.readonly or self.cfg.debug_stale_reads:
             return False
@@ -870,17 +866,21 @@ class RespConnection(asyncio.Protocol):
         if isinstance(spec, ErrorReply):
             self.reply(spec)
         elif spec.write:
-            size = command_size_bound(argv)
-            if size > self.cfg.max_entry_bytes:
-                self.reply(ErrorReply(too_large_message(size, self.cfg.max_entry_bytes)))
-            else:
-                self._propose(argv, client_id, seq)
+            self._write(argv, client_id, seq)
         elif spec.name == "xread":
             await self._xread(argv)
         else:
             await self._read(argv)
 
     # ----------------------------------------------------------------- writes and reads
+
+    def _write(self, argv: list[bytes], client_id: int, seq: int) -> None:
+        """A write command: refused if its entry would be too large, else proposed."""
+        size = command_size_bound(argv)
+        if size > self.cfg.max_entry_bytes:
+            self.reply(ErrorReply(too_large_message(size, self.cfg.max_entry_bytes)))
+        else:
+            self._propose(argv, client_id, seq)
 
     def _propose(self, argv: list[bytes], client_id: int, seq: int) -> None:
         data = kv.encode_command(client_id, seq, argv, time_ms=now_ms())
