@@ -161,6 +161,12 @@ class NodeConfig:
     # [debug] stale_reads: TEST ONLY. Serve reads from the local state machine on any
     # node, without ReadIndex: a planted linearizability bug for `raft torture` to find.
     debug_stale_reads: bool = False
+    # [debug] power_loss: TEST ONLY. Journal what the disk was told to keep, so that
+    # `raft torture` can roll the data directory back to it after a kill
+    # (raft/storage/fileio.py). [debug] failpoints: TEST ONLY. Arm the storage
+    # failpoints from <data_dir>.failpoints, polled while it runs.
+    debug_power_loss: bool = False
+    debug_failpoints: bool = False
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     trace_file: str | None = None
@@ -415,11 +421,16 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>",
     debug = t.table("debug")
     if debug is not None:
         kw["debug_stale_reads"] = debug.get("stale_reads", bool, False)
+        kw["debug_power_loss"] = debug.get("power_loss", bool, False)
+        kw["debug_failpoints"] = debug.get("failpoints", bool, False)
         debug.finish()
-        if kw["debug_stale_reads"]:
-            import logging
-            logging.getLogger("raft.config").warning(
-                "%s: [debug] stale_reads is on: reads are NOT linearizable (test only)", source)
+        import logging
+        for key, what in (("stale_reads", "reads are NOT linearizable"),
+                          ("power_loss", "every data-directory change is journaled"),
+                          ("failpoints", "storage failpoints can be armed")):
+            if kw[f"debug_{key}"]:
+                logging.getLogger("raft.config").warning(
+                    "%s: [debug] %s is on: %s (test only)", source, key, what)
     t.finish()
     return NodeConfig(node_id=node_id, peers=peers, data_dir=data_dir, source=source, **kw)
 
@@ -535,8 +546,10 @@ def render_config(c: NodeConfig, secret_file: str | None = None,
     lines += ["", "[snapshot]", f"threshold_bytes = {c.snapshot_threshold_bytes}",
               f"trailing_entries = {c.snapshot_trailing_entries}",
               f"max_log_bytes = {c.max_log_bytes}"]
-    if c.debug_stale_reads:
-        lines += ["", "[debug]", "stale_reads = true   # TEST ONLY: reads are not linearizable"]
+    debug = [f"{key} = true   # TEST ONLY" for key in ("stale_reads", "power_loss", "failpoints")
+             if getattr(c, f"debug_{key}")]
+    if debug:
+        lines += ["", "[debug]"] + debug
     if c.tls is not None:
         lines += ["", "[tls]", f"cert = {_q(c.tls.cert)}", f"key = {_q(c.tls.key)}",
                   f"ca = {_q(c.tls.ca)}"]

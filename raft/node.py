@@ -79,6 +79,7 @@ from raft.limits import (effective_max_clients, fd_reserve, inflight_bytes_bound
                          too_large_message, transport_bounds)
 from raft.net.transport import DEFAULT_MAX_HANDSHAKES, PeerTransport
 from raft.resp import NotLeaderError, ReadTimeoutError, RespServer, ServerConfig
+from raft.storage import fileio
 from raft.storage.guard import DataDirLost
 from raft.storage.wal import DiskStorage
 
@@ -300,12 +301,24 @@ class RaftNode:
                             max_multi_commands=cfg.max_multi_commands,
                             debug_stale_reads=cfg.debug_stale_reads)
 
+    def _arm_test_facilities(self) -> None:
+        """[debug] power_loss / failpoints (TEST ONLY; raft/storage/fileio.py)."""
+        cfg = self.config
+        if cfg.debug_power_loss:
+            os.makedirs(cfg.data_dir, exist_ok=True)
+            fileio.record_durability(cfg.data_dir)
+            log.warning("node %d: [debug] power_loss: journaling %s", self.id,
+                        fileio.powerloss_dir(cfg.data_dir))
+        if cfg.debug_failpoints:
+            fileio.enable_failpoints(cfg.data_dir, log)
+
     def _open_storage_and_core(self) -> None:
         """Load the durable state and restart the core from it (Figure 2: currentTerm,
         votedFor and the log survive crashes; everything else is rebuilt). The state
         machine is restored from the newest snapshot, and the first Ready re-applies
         the committed entries after it."""
         cfg = self.config
+        self._arm_test_facilities()
         self._storage = DiskStorage(cfg.data_dir, durability=cfg.durability,
                                     voters=tuple(cfg.voters), node_id=self.id,
                                     force_new=self._force_new)
@@ -381,6 +394,8 @@ class RaftNode:
             self._disk.shutdown(wait=True)
         if self._storage is not None:
             self._storage.close()
+        if self.config.debug_power_loss:
+            fileio.stop_recording(self.config.data_dir)
         self._stopped_event.set()
         log.info("node %d: stopped", self.id)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 
+from raft.storage import fileio
 from raft.storage.base import StorageError
 
 __all__ = ["DataDirGuard", "DataDirLost", "marker_path"]
@@ -110,13 +111,9 @@ def write_marker(data_dir: str, node_id: int | None) -> None:
         fp.write(f"node_id = {node_id if node_id is not None else 0}\n"
                  f"# raft: {data_dir} holds this node's durable state; see docs/operations.md\n")
         fp.flush()
-        os.fsync(fp.fileno())
-    os.replace(tmp, path)
-    parent = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(parent)
-    finally:
-        os.close(parent)
+        fileio.fsync(fp.fileno())
+    fileio.replace(tmp, path)
+    fileio.fsync_dir(os.path.dirname(path) or ".")
 
 
 def _marked_id(text: str) -> int | None:

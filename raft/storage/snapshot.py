@@ -27,6 +27,7 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable
 
+from raft.storage import fileio
 from raft.storage.base import StorageError
 from raft.storage.segment import CHECKSUM_CRC32C, CRC_RESIDUE, checksum
 
@@ -70,11 +71,7 @@ def snapshot_name(index: int, term: int) -> str:
 
 
 def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fileio.fsync_dir(path)
 
 
 def list_snapshots(directory: str | os.PathLike) -> list[str]:
@@ -104,16 +101,17 @@ def write_snapshot(directory: str | os.PathLike, index: int, term: int, voters: 
     head += _CRC.pack(checksum(head))
     final = os.path.join(directory, snapshot_name(index, term))
     tmp = final + ".tmp"
+    fileio.failpoint("snapshot.write")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         view = memoryview(head + body)
         while view:
             view = view[os.write(fd, view):]
         if durability == "fsync":
-            os.fsync(fd)
+            fileio.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, final)
+    fileio.replace(tmp, final)
     if durability == "fsync":
         _fsync_dir(directory)
     _prune(directory, keep, durability)
@@ -122,10 +120,10 @@ def write_snapshot(directory: str | os.PathLike, index: int, term: int, voters: 
 
 def _prune(directory: str, keep: int, durability: str) -> None:
     for path in list_snapshots(directory)[:-keep] if keep > 0 else []:
-        os.unlink(path)
+        fileio.unlink(path)
     for name in os.listdir(directory):
         if name.endswith(".snap.tmp"):  # debris of a write that crashed
-            os.unlink(os.path.join(directory, name))
+            fileio.unlink(os.path.join(directory, name))
     if durability == "fsync":
         _fsync_dir(directory)
 

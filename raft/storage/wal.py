@@ -59,6 +59,7 @@ from typing import Iterator
 
 from raft._core import Entry, HardState
 from raft._core import Snapshot as CoreSnapshot
+from raft.storage import fileio
 from raft.storage.base import PersistedState, StorageError
 from raft.storage.guard import DataDirGuard, check_marker, marker_path, write_marker
 from raft.storage.segment import (
@@ -89,7 +90,6 @@ from raft.storage.segment import (
 )
 from raft.storage.snapshot import (
     SnapshotMeta,
-    _fsync_dir,
     latest_snapshot_meta,
     read_snapshot,
     write_snapshot,
@@ -527,7 +527,7 @@ class DiskStorage:
                 raise StorageError(f"corrupt write-ahead log: {rec.damage.describe()}. {REPAIR_HINT}")
             self._cut_torn_tail(rec)
         for tmp in rec.temp_files:  # a segment or snapshot whose creation crashed
-            os.unlink(tmp)
+            fileio.unlink(tmp)
 
         self._segments: list[SegmentInfo] = rec.segments
         self._hard_state: HardState = rec.hard_state
@@ -606,7 +606,7 @@ class DiskStorage:
         seg = rec.segments[-1]
         if d.batch_offset == 0:  # not even a valid header: the file held nothing
             log.warning("raft.storage: removing %s: torn at creation (%s)", seg.path, d.reason)
-            os.unlink(seg.path)
+            fileio.unlink(seg.path)
             rec.segments.pop()
             self._sync_dir()
         else:
@@ -615,9 +615,9 @@ class DiskStorage:
                         seg.path, seg.file_size - d.batch_offset, d.batch_offset, d.reason)
             fd = os.open(seg.path, os.O_WRONLY | os.O_CLOEXEC)
             try:
-                os.ftruncate(fd, d.batch_offset)
+                fileio.ftruncate(fd, d.batch_offset)
                 if self.durability == "fsync":
-                    os.fsync(fd)
+                    fileio.fsync(fd)
             finally:
                 os.close(fd)
             seg.size = d.batch_offset
@@ -902,7 +902,7 @@ class DiskStorage:
         front = [s for s in older[:first_live]]
         superseded = [s for s in reversed(older[first_live:]) if not s.live]
         for seg in front + superseded:
-            os.unlink(seg.path)
+            fileio.unlink(seg.path)
             self._indexes.pop(seg.seq, None)
             self._sync_dir()
         gone = set(map(id, front + superseded))
@@ -965,9 +965,11 @@ class DiskStorage:
             seg, batch_at_offset = self._create_segment(seq, seg_first, batch), SEG_HEADER_SIZE
         else:
             seg, batch_at_offset = active, active.size
+            fileio.failpoint("wal.write")
             _write_all(self._fd, [batch])
             if self.durability == "fsync" and sync:
-                os.fdatasync(self._fd)
+                fileio.failpoint("wal.sync")
+                fileio.fdatasync(self._fd)
                 self.syncs += 1
             seg.size += len(batch)
         seg.batches += 1
@@ -997,11 +999,13 @@ class DiskStorage:
         tmp = path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o644)
         try:
+            fileio.failpoint("wal.write")
             _write_all(fd, [encode_segment_header(seq, first), batch])
             if self.durability == "fsync":
-                os.fdatasync(fd)
+                fileio.failpoint("wal.sync")
+                fileio.fdatasync(fd)
                 self.syncs += 1
-            os.rename(tmp, path)
+            fileio.rename(tmp, path)
             self._sync_dir()
         except BaseException:
             os.close(fd)
@@ -1015,7 +1019,7 @@ class DiskStorage:
 
     def _sync_dir(self) -> None:
         if self.durability == "fsync":
-            _fsync_dir(self.path)
+            fileio.fsync_dir(self.path)
             self.syncs += 1
 
     def _apply(self, seg: SegmentInfo, truncate_at: int | None, entries: list[Entry],
