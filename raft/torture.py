@@ -51,13 +51,17 @@ import hiredis
 from raft import lincheck
 from raft.lincheck import FAIL, INFO, OK, Operation
 from raft.server_cli import LocalCluster
+from raft.storage import fileio
 
 __all__ = ["TortureConfig", "NEMESIS_KINDS", "Firewall", "nemesis_schedule", "run_torture",
            "add_torture_subcommand"]
 
 NEMESIS_KINDS = ("kill", "kill-leader", "pause", "pause-leader", "partition-one",
-                 "partition-split", "partition-oneway")
+                 "partition-split", "partition-oneway", "power-loss", "power-loss-all",
+                 "disk-slow", "disk-fail")
 PARTITION_KINDS = ("partition-one", "partition-split", "partition-oneway")
+POWER_KINDS = ("power-loss", "power-loss-all")      # need [debug] power_loss on the nodes
+DISK_KINDS = ("disk-slow", "disk-fail")             # need [debug] failpoints
 FINAL_CLIENT = 1_000_000        # the client id of the final read-back
 
 
@@ -96,13 +100,18 @@ class NemesisEvent:
     duration: float
     node: int                   # the random node (for the *-leader kinds: a fallback)
     group: tuple[int, ...] = () # partition-split: the minority side
-    to_leader: bool = False     # partition-one / partition-oneway: aim at the leader
+    to_leader: bool = False     # partition-one / -oneway, power-loss, disk-*: aim at the leader
+    slow_ms: float = 0.0        # disk-slow: each WAL sync sleeps this long first
 
     def describe(self) -> str:
         extra = f" minority={list(self.group)}" if self.group else ""
         target = "leader" if self.kind.endswith("-leader") or self.to_leader else f"node {self.node}"
         if self.kind == "partition-split":
             target = "split"
+        if self.kind == "power-loss-all":
+            target = "every node"
+        if self.kind == "disk-slow":
+            extra = f" +{self.slow_ms:.0f} ms per sync"
         return f"t={self.at:6.2f}s {self.kind:<17} {target}{extra} for {self.duration:.2f}s"
 
 
@@ -124,8 +133,11 @@ def nemesis_schedule(seed: int, kinds: tuple[str, ...], nodes: int, duration: fl
         to_leader = rng.random() < 0.5
         if t + dur > duration - 1.0:
             break
+        # Drawn for every event (used or not), so adding kinds keeps older draws.
+        slow_ms = float(rng.choice((5, 20, 50, 200)))
         events.append(NemesisEvent(t, kind, dur, node,
-                                   group if kind == "partition-split" else (), to_leader))
+                                   group if kind == "partition-split" else (), to_leader,
+                                   slow_ms if kind == "disk-slow" else 0.0))
         t += dur + rng.uniform(cfg.gap_min, cfg.gap_max)
     return events
 
@@ -206,16 +218,25 @@ class TortureCluster(LocalCluster):
     firewall's owner match)."""
 
     gid_base: int | None = None
+    #: nodes whose next start is ``raft serve --force-new`` (a power loss under
+    #: durability none leaves an empty directory: only the operator's override starts it)
+    force_new: set[int]
 
     def spawn(self, config_path: str, log_path: str) -> subprocess.Popen[bytes]:
         node = next(n for n in self.nodes.values() if n.config_path == config_path)
-        if self.gid_base is None:
-            return super().spawn(config_path, log_path)
+        command = self.serve_command(config_path)
+        if node.id in getattr(self, "force_new", ()):
+            self.force_new.discard(node.id)
+            command.append("--force-new")
+        group = {} if self.gid_base is None else {"group": self.gid_base + node.id}
         with open(log_path, "ab") as log_fp:
             return subprocess.Popen(
-                self.serve_command(config_path), cwd=self.dir, stdin=subprocess.DEVNULL,
+                command, cwd=self.dir, stdin=subprocess.DEVNULL,
                 stdout=log_fp, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=self._preexec, group=self.gid_base + node.id)
+                preexec_fn=self._preexec, **group)
+
+    def data_dir(self, node_id: int) -> str:
+        return os.path.join(self.dir, self.nodes[node_id].config.data_dir)
 
 
 class Nemesis:
@@ -226,6 +247,8 @@ class Nemesis:
         self.rng = rng
         self.paused: set[int] = set()
         self.killed: set[int] = set()
+        self.disk_armed: set[int] = set()     # failpoints armed (disk-slow / disk-fail)
+        self.power_lost: set[int] = set()     # killed AND rolled back to their last syncs
         self.log: list[tuple[float, float, str, str]] = []   # (start, end, kind, what)
 
     def leader(self) -> int | None:
@@ -259,6 +282,16 @@ class Nemesis:
                 os.kill(pid, signal.SIGSTOP)
                 self.paused.add(i)
             return f"SIGSTOP node {i}"
+        if ev.kind in POWER_KINDS:
+            return self._power_loss(ids if ev.kind == "power-loss-all"
+                                    else [self._target(ev, ev.to_leader)])
+        if ev.kind in DISK_KINDS:
+            i = self._target(ev, ev.to_leader)
+            action = f"sleep({ev.slow_ms:g})" if ev.kind == "disk-slow" else "error"
+            fileio.write_failpoints(self.cluster.data_dir(i), f"wal.sync={action}\n")
+            self.disk_armed.add(i)
+            return (f"node {i}: every WAL sync +{ev.slow_ms:g} ms" if ev.kind == "disk-slow"
+                    else f"node {i}: WAL syncs fail (EIO: the node must fail-stop)")
         assert self.fw is not None
         if ev.kind == "partition-one":
             i = self._target(ev, ev.to_leader)
@@ -283,12 +316,31 @@ class Nemesis:
             return f"drop everything node {i} sends"
         raise ValueError(ev.kind)
 
+    def _power_loss(self, victims: list[int]) -> str:
+        """SIGKILL every victim at once, then roll each one's data directory back to what
+        it had made durable (raft/storage/fileio.py), as a power cut would."""
+        for i in victims:
+            self.cluster.kill(i)
+            self.killed.add(i)
+        done = []
+        for i in victims:
+            undone = fileio.simulate_power_loss(self.cluster.data_dir(i))
+            self.power_lost.add(i)
+            if self.cluster.nodes[i].config.durability == "none":
+                self.cluster.force_new.add(i)
+            done.append(f"node {i} (-{undone['removed']} files, +{undone['restored']} restored, "
+                        f"-{undone['truncated_bytes']} B)")
+        return "power loss: " + ", ".join(done)
+
     def heal(self) -> None:
         self.reconnect()
         self.restart()
 
     def reconnect(self) -> None:
-        """Remove the partitions and resume paused nodes (safe from any thread)."""
+        """Remove the partitions, disarm the disks and resume paused nodes (safe from any
+        thread)."""
+        for i in sorted(self.disk_armed):
+            fileio.write_failpoints(self.cluster.data_dir(i), "")
         if self.fw is not None:
             self.fw.heal()
         for i in sorted(self.paused):
@@ -303,6 +355,12 @@ class Nemesis:
         started from a worker thread would be SIGTERMed when that thread is retired."""
         if threading.current_thread() is not threading.main_thread():
             raise RuntimeError("Nemesis.restart must run on the main thread")
+        # A node whose disk failed has fail-stopped (or will at its next sync): an
+        # operator restarts it once the disk is back.
+        for i in sorted(self.disk_armed):
+            if not self.cluster.nodes[i].running:
+                self.killed.add(i)
+        self.disk_armed.clear()
         for i in sorted(self.killed):
             self.cluster.start(i)
         self.killed.clear()
@@ -645,7 +703,11 @@ def run_torture(cfg: TortureConfig) -> TortureResult:
     cluster = TortureCluster(cfg.nodes, directory=os.path.join(directory, "cluster"),
                              durability=cfg.durability, election_ticks=cfg.election_ticks,
                              propose_timeout=cfg.propose_timeout,
-                             debug_stale_reads=cfg.debug_stale_reads)
+                             debug_stale_reads=cfg.debug_stale_reads,
+                             node_settings={
+                                 "debug_power_loss": any(k in POWER_KINDS for k in kinds),
+                                 "debug_failpoints": any(k in DISK_KINDS for k in kinds)})
+    cluster.force_new = set()
     if os.geteuid() == 0:
         cluster.gid_base = 100_000 + (os.getpid() % 100_000) * 10
     firewall = None
@@ -784,7 +846,8 @@ def add_torture_subcommand(sub: Any) -> None:
                                        "then a linearizability check")
     p.add_argument("--nodes", type=int, default=5, choices=(3, 5, 7))
     p.add_argument("--clients", type=int, default=10)
-    p.add_argument("--duration", type=float, default=30.0, help="seconds of load (default 30)")
+    p.add_argument("--duration", "--seconds", type=float, default=30.0,
+                   help="seconds of load (default 30)")
     p.add_argument("--seed", type=int, default=None, help="drives the nemesis and the clients")
     p.add_argument("--nemesis", type=_kinds, default=NEMESIS_KINDS,
                    help=f"comma-separated faults (default all: {','.join(NEMESIS_KINDS)}; "
