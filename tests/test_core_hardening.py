@@ -128,7 +128,8 @@ def test_committed_truncation_check_survives_python_O(tmp_path) -> None:
 def test_no_bare_assert_in_data_paths() -> None:
     """The core and the storage guard data with explicit checks (raft/node.py keeps
     only type-narrowing asserts whose failure would raise anyway)."""
-    for rel in ("raft/_core.pyx", "raft/storage/wal.py", "raft/storage/segment.py"):
+    for rel in ("raft/_core.pyx", "raft/storage/wal.py", "raft/storage/recovery.py",
+                "raft/storage/segment.py", "raft/storage/fileio.py"):
         with open(os.path.join(ROOT, rel)) as f:
             offenders = [(rel, i + 1, line.strip()) for i, line in enumerate(f)
                          if line.lstrip().startswith("assert ")]

@@ -31,7 +31,7 @@ from raft.storage.segment import (
     find_valid_batch,
 )
 from raft.storage.snapshot import read_snapshot
-from raft.storage.wal import Recovery, SegmentInfo, recover
+from raft.storage.recovery import Recovery, SegmentInfo, recover
 
 
 # --- what a damaged region held ------------------------------------------------
