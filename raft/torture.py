@@ -72,7 +72,8 @@ class TortureConfig:
     duration: float = 30.0
     seed: int | None = None
     keys: int = 6               # string keys k0..; plus one INCR-only counter and streams
-    streams: int = 2
+    streams: int = 2            # stream keys written at a time
+    stream_appends: int = 200   # XADDs a stream key takes before a fresh key replaces it
     nemesis: tuple[str, ...] = NEMESIS_KINDS
     fault_min: float = 1.0      # seconds a fault lasts
     fault_max: float = 3.0
@@ -413,11 +414,27 @@ class Workload:
         self.t0 = time.monotonic_ns()
         self.kv_keys = [f"k{i}" for i in range(cfg.keys)]
         self.counter = "counter"
-        self.stream_keys = [f"s{i}" for i in range(cfg.streams)]
+        # Streams are rotated: a key that took ``stream_appends`` XADDs is replaced by a
+        # fresh one, so every XRANGE (which returns the whole stream) and every key's
+        # history stay bounded however long the run (a 300 s run with two streams had
+        # 400 MB of XRANGE replies and a checker that ran for minutes).
+        self.live_streams = [f"s{i}" for i in range(cfg.streams)]
+        self.stream_keys = list(self.live_streams)       # every stream key ever used
+        self._appends = dict.fromkeys(self.live_streams, 0)
         self.crashed: list[str] = []
 
     def now(self) -> int:
         return time.monotonic_ns() - self.t0
+
+    def stream_for_append(self, slot: int) -> str:
+        key = self.live_streams[slot]
+        self._appends[key] += 1
+        if self._appends[key] >= self.cfg.stream_appends:
+            fresh = f"s{len(self.stream_keys)}"
+            self.live_streams[slot] = fresh
+            self.stream_keys.append(fresh)
+            self._appends[fresh] = 0
+        return key
 
     def record(self, op: Operation) -> None:
         op.index = len(self.history)
@@ -427,9 +444,11 @@ class Workload:
 def _choose(rng: random.Random, w: Workload, cid: int, n: int) -> tuple[str, str, Any]:
     """(kind, key, value) of the next operation."""
     r = rng.random()
-    if w.stream_keys and r < 0.2:
-        key = rng.choice(w.stream_keys)
-        return ("xadd", key, f"c{cid}-{n}") if rng.random() < 0.5 else ("xrange", key, None)
+    if w.live_streams and r < 0.2:
+        slot = rng.randrange(len(w.live_streams))
+        if rng.random() < 0.5:
+            return "xadd", w.stream_for_append(slot), f"c{cid}-{n}"
+        return "xrange", w.live_streams[slot], None
     if r < 0.3:
         return ("incr", w.counter, None) if rng.random() < 0.6 else ("read", w.counter, None)
     key = rng.choice(w.kv_keys)
@@ -827,6 +846,7 @@ def _kinds(text: str) -> tuple[str, ...]:
 def torture_main(args: argparse.Namespace) -> int:
     cfg = TortureConfig(nodes=args.nodes, clients=args.clients, duration=args.duration,
                         seed=args.seed, nemesis=args.nemesis, keys=args.keys,
+                        stream_appends=max(1, args.stream_appends),
                         durability=args.durability, debug_stale_reads=args.debug_stale_reads,
                         directory=args.dir, keep=args.keep, html=args.html,
                         read_any=args.read_any, election_ticks=args.election_ticks,
@@ -853,6 +873,8 @@ def add_torture_subcommand(sub: Any) -> None:
                    help=f"comma-separated faults (default all: {','.join(NEMESIS_KINDS)}; "
                         f"'none' for no faults)")
     p.add_argument("--keys", type=int, default=6, help="string keys (default 6)")
+    p.add_argument("--stream-appends", type=int, default=200,
+                   help="XADDs a stream key takes before a fresh key replaces it (default 200)")
     p.add_argument("--read-any", type=float, default=0.5,
                    help="probability that a read goes to a random node (default 0.5)")
     p.add_argument("--durability", choices=("fsync", "none"), default="fsync")

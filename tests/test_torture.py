@@ -213,3 +213,14 @@ def test_accounting_and_unavailability_on_a_hand_made_history() -> None:
     # ok completions at 1, 1, 3, 7 s: the 3-7 s gap contains the fault (kill-leader),
     # the 1-3 s gap precedes every fault (none).
     assert gaps == {"none": pytest.approx(2.0), "kill-leader": pytest.approx(4.0)}, gaps
+
+
+def test_stream_keys_rotate_so_histories_stay_bounded() -> None:
+    """A stream key takes ``stream_appends`` XADDs, then a fresh key replaces it (an
+    XRANGE returns the whole stream: unbounded streams made a 300 s run's history
+    400 MB and its check run out of budget)."""
+    from raft.torture import Workload
+    w = Workload(TortureConfig(streams=2, stream_appends=3), 1, {1: ("127.0.0.1", 1)})
+    got = [w.stream_for_append(0) for _ in range(7)]
+    assert got == ["s0", "s0", "s0", "s2", "s2", "s2", "s3"]
+    assert w.live_streams == ["s3", "s1"] and w.stream_keys == ["s0", "s1", "s2", "s3"]
