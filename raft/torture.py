@@ -74,6 +74,7 @@ class TortureConfig:
     keys: int = 6               # string keys k0..; plus one INCR-only counter and streams
     streams: int = 2            # stream keys written at a time
     stream_appends: int = 200   # XADDs a stream key takes before a fresh key replaces it
+    key_ops: int = 2000         # operations a string/counter key takes before it is replaced
     nemesis: tuple[str, ...] = NEMESIS_KINDS
     fault_min: float = 1.0      # seconds a fault lasts
     fault_max: float = 3.0
@@ -402,6 +403,29 @@ class _Sent(Exception):
     """The request may have been sent: an error now leaves the outcome unknown."""
 
 
+class KeyRotation:
+    """``slots`` keys in use at a time; each is replaced by a fresh key (``<prefix><n>``)
+    once it has taken ``limit`` counted operations."""
+
+    def __init__(self, prefix: str, slots: int, limit: int) -> None:
+        self.prefix, self.limit = prefix, max(1, limit)
+        self.live = [f"{prefix}{i}" for i in range(slots)]
+        self.all = list(self.live)              # every key ever used, in order
+        self._ops = dict.fromkeys(self.live, 0)
+
+    def use(self, slot: int, count: bool = True) -> str:
+        """The key in ``slot`` for one operation (counted unless ``count`` is false)."""
+        key = self.live[slot]
+        if count:
+            self._ops[key] += 1
+            if self._ops[key] >= self.limit:
+                fresh = f"{self.prefix}{len(self.all)}"
+                self.live[slot] = fresh
+                self.all.append(fresh)
+                self._ops[fresh] = 0
+        return key
+
+
 class Workload:
     """Shared state of the clients: the cluster's addresses, the history, the clock."""
 
@@ -412,29 +436,18 @@ class Workload:
         self.by_port = {port: i for i, (_, port) in addrs.items()}
         self.history: list[Operation] = []
         self.t0 = time.monotonic_ns()
-        self.kv_keys = [f"k{i}" for i in range(cfg.keys)]
-        self.counter = "counter"
-        # Streams are rotated: a key that took ``stream_appends`` XADDs is replaced by a
-        # fresh one, so every XRANGE (which returns the whole stream) and every key's
-        # history stay bounded however long the run (a 300 s run with two streams had
-        # 400 MB of XRANGE replies and a checker that ran for minutes).
-        self.live_streams = [f"s{i}" for i in range(cfg.streams)]
-        self.stream_keys = list(self.live_streams)       # every stream key ever used
-        self._appends = dict.fromkeys(self.live_streams, 0)
+        # Keys are rotated (Jepsen's "independent" keys): a key that took its share of
+        # operations is replaced by a fresh one, so every key's history, and so its
+        # check, stays bounded however long the run. Unrotated, a 300 s run had 400 MB
+        # of XRANGE replies (each returns the whole stream) and string keys of 18,000
+        # operations whose unknown-outcome writes took the checker minutes.
+        self.kv = KeyRotation("k", cfg.keys, cfg.key_ops)
+        self.counters = KeyRotation("counter", 1, cfg.key_ops)
+        self.streams = KeyRotation("s", cfg.streams, cfg.stream_appends)
         self.crashed: list[str] = []
 
     def now(self) -> int:
         return time.monotonic_ns() - self.t0
-
-    def stream_for_append(self, slot: int) -> str:
-        key = self.live_streams[slot]
-        self._appends[key] += 1
-        if self._appends[key] >= self.cfg.stream_appends:
-            fresh = f"s{len(self.stream_keys)}"
-            self.live_streams[slot] = fresh
-            self.stream_keys.append(fresh)
-            self._appends[fresh] = 0
-        return key
 
     def record(self, op: Operation) -> None:
         op.index = len(self.history)
@@ -444,14 +457,15 @@ class Workload:
 def _choose(rng: random.Random, w: Workload, cid: int, n: int) -> tuple[str, str, Any]:
     """(kind, key, value) of the next operation."""
     r = rng.random()
-    if w.live_streams and r < 0.2:
-        slot = rng.randrange(len(w.live_streams))
+    if w.streams.live and r < 0.2:
+        slot = rng.randrange(len(w.streams.live))
         if rng.random() < 0.5:
-            return "xadd", w.stream_for_append(slot), f"c{cid}-{n}"
-        return "xrange", w.live_streams[slot], None
+            return "xadd", w.streams.use(slot), f"c{cid}-{n}"
+        return "xrange", w.streams.use(slot, count=False), None
     if r < 0.3:
-        return ("incr", w.counter, None) if rng.random() < 0.6 else ("read", w.counter, None)
-    key = rng.choice(w.kv_keys)
+        key = w.counters.use(0)
+        return ("incr", key, None) if rng.random() < 0.6 else ("read", key, None)
+    key = w.kv.use(rng.randrange(len(w.kv.live)))
     r = rng.random()
     if r < 0.45:
         return "read", key, None
@@ -638,9 +652,9 @@ async def _final_reads(w: Workload, leader: int) -> None:
     """Read every key back from the leader (recorded in the history too)."""
     client = Client(w, FINAL_CLIENT, time.monotonic() + 60)
     client.leader = leader
-    for key in w.kv_keys + [w.counter]:
+    for key in w.kv.all + w.counters.all:
         await _read_until_ok(client, w, "read", key)
-    for key in w.stream_keys:
+    for key in w.streams.all:
         await _read_until_ok(client, w, "xrange", key)
     for c in client.conns.values():
         c.close()
@@ -666,21 +680,22 @@ def acknowledged_missing(history: list[Operation], w: Workload) -> list[str]:
         if op.client == FINAL_CLIENT and op.status == OK:
             final[op.key] = op.output
     missing = []
-    for key in w.stream_keys:
+    for key in w.streams.all:
         present = {v: i for i, v in final.get(key, ())}
         for op in history:
             if op.key == key and op.f == "xadd" and op.status == OK:
                 if present.get(op.value) != op.output:
                     missing.append(f"XADD {key} {op.value} acknowledged with id {op.output}, "
                                    f"final stream has {present.get(op.value, 'no such entry')}")
-    acked = sum(1 for op in history if op.key == w.counter and op.f == "incr" and op.status == OK)
-    maybe = sum(1 for op in history if op.key == w.counter and op.f == "incr" and op.status == INFO)
-    value = int(final.get(w.counter) or 0)
-    if value < acked:
-        missing.append(f"{w.counter}: {acked} INCRs acknowledged but the final value is {value}")
-    if value > acked + maybe:
-        missing.append(f"{w.counter}: final value {value} exceeds the {acked} acknowledged and "
-                       f"{maybe} unknown INCRs")
+    for key in w.counters.all:
+        acked = sum(1 for op in history if op.key == key and op.f == "incr" and op.status == OK)
+        maybe = sum(1 for op in history if op.key == key and op.f == "incr" and op.status == INFO)
+        value = int(final.get(key) or 0)
+        if value < acked:
+            missing.append(f"{key}: {acked} INCRs acknowledged but the final value is {value}")
+        if value > acked + maybe:
+            missing.append(f"{key}: final value {value} exceeds the {acked} acknowledged and "
+                           f"{maybe} unknown INCRs")
     return missing
 
 
@@ -847,6 +862,7 @@ def torture_main(args: argparse.Namespace) -> int:
     cfg = TortureConfig(nodes=args.nodes, clients=args.clients, duration=args.duration,
                         seed=args.seed, nemesis=args.nemesis, keys=args.keys,
                         stream_appends=max(1, args.stream_appends),
+                        key_ops=max(1, args.key_ops),
                         durability=args.durability, debug_stale_reads=args.debug_stale_reads,
                         directory=args.dir, keep=args.keep, html=args.html,
                         read_any=args.read_any, election_ticks=args.election_ticks,
@@ -875,6 +891,9 @@ def add_torture_subcommand(sub: Any) -> None:
     p.add_argument("--keys", type=int, default=6, help="string keys (default 6)")
     p.add_argument("--stream-appends", type=int, default=200,
                    help="XADDs a stream key takes before a fresh key replaces it (default 200)")
+    p.add_argument("--key-ops", type=int, default=2000,
+                   help="operations a string or counter key takes before a fresh key "
+                        "replaces it (default 2000)")
     p.add_argument("--read-any", type=float, default=0.5,
                    help="probability that a read goes to a random node (default 0.5)")
     p.add_argument("--durability", choices=("fsync", "none"), default="fsync")

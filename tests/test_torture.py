@@ -200,11 +200,11 @@ def test_accounting_and_unavailability_on_a_hand_made_history() -> None:
     s = 1_000_000_000
     h = [Operation(1, "s0", "xadd", "a", "5-0", 0, s, OK),
          Operation(1, "s0", "xadd", "b", "6-0", 2 * s, 3 * s, OK),     # acknowledged...
-         Operation(2, "counter", "incr", None, 1, 0, s, OK),
-         Operation(2, "counter", "incr", None, 2, 4 * s, 7 * s, OK),
-         Operation(2, "counter", "incr", None, None, 6 * s, None, INFO),
+         Operation(2, "counter0", "incr", None, 1, 0, s, OK),
+         Operation(2, "counter0", "incr", None, 2, 4 * s, 7 * s, OK),
+         Operation(2, "counter0", "incr", None, None, 6 * s, None, INFO),
          Operation(FINAL_CLIENT, "s0", "xrange", None, (("5-0", "a"),), 9 * s, 10 * s, OK),
-         Operation(FINAL_CLIENT, "counter", "read", None, "1", 9 * s, 10 * s, OK)]
+         Operation(FINAL_CLIENT, "counter0", "read", None, "1", 9 * s, 10 * s, OK)]
     missing = acknowledged_missing(h, w)
     assert len(missing) == 2, missing                  # ...but lost; and one INCR lost
     assert any("XADD s0 b" in m for m in missing) and any("2 INCRs" in m for m in missing)
@@ -215,12 +215,26 @@ def test_accounting_and_unavailability_on_a_hand_made_history() -> None:
     assert gaps == {"none": pytest.approx(2.0), "kill-leader": pytest.approx(4.0)}, gaps
 
 
-def test_stream_keys_rotate_so_histories_stay_bounded() -> None:
-    """A stream key takes ``stream_appends`` XADDs, then a fresh key replaces it (an
-    XRANGE returns the whole stream: unbounded streams made a 300 s run's history
-    400 MB and its check run out of budget)."""
-    from raft.torture import Workload
-    w = Workload(TortureConfig(streams=2, stream_appends=3), 1, {1: ("127.0.0.1", 1)})
-    got = [w.stream_for_append(0) for _ in range(7)]
+def test_keys_rotate_so_histories_stay_bounded() -> None:
+    """A key takes its share of operations, then a fresh key replaces it (an XRANGE
+    returns the whole stream: unbounded streams made a 300 s run's history 400 MB, and
+    string keys of 18,000 operations ran the check out of budget)."""
+    from raft.torture import KeyRotation, Workload
+    r = KeyRotation("s", 2, 3)
+    got = [r.use(0) for _ in range(7)]
     assert got == ["s0", "s0", "s0", "s2", "s2", "s2", "s3"]
-    assert w.live_streams == ["s3", "s1"] and w.stream_keys == ["s0", "s1", "s2", "s3"]
+    assert r.use(1, count=False) == "s1" and r.live == ["s3", "s1"]
+    assert r.all == ["s0", "s1", "s2", "s3"]
+    w = Workload(TortureConfig(keys=2, streams=1, key_ops=5, stream_appends=4), 1,
+                 {1: ("127.0.0.1", 1)})
+    import random
+    from raft.torture import _choose
+    rng = random.Random(1)
+    ops = [_choose(rng, w, 0, n) for n in range(400)]
+    assert len(w.kv.all) > 2 and len(w.counters.all) > 1 and len(w.streams.all) > 1
+    per_key = {}
+    for f, key, _ in ops:
+        if f != "xrange":
+            per_key[key] = per_key.get(key, 0) + 1
+    assert max(n for k, n in per_key.items() if not k.startswith("s")) <= 5
+    assert max(n for k, n in per_key.items() if k.startswith("s")) <= 4
