@@ -23,7 +23,7 @@ from raft.config import NodeConfig, PeerAddress
 from raft.kv import KVStateMachine, encode_command
 from raft.net.transport import new_event_loop
 from raft.node import RaftNode
-from raft.resp import NotLeaderError
+from raft.resp import NotLeaderError, resp_frontend
 from raft.server_cli import free_ports
 from raft.storage import DiskStorage
 
@@ -112,7 +112,7 @@ async def _catchup(n: int, durability: str, directory: str, threshold: int) -> N
     nodes: dict[int, RaftNode] = {}
     try:
         for i, cfg in configs.items():
-            nodes[i] = RaftNode(cfg)
+            nodes[i] = RaftNode(cfg, frontend=resp_frontend)
             await nodes[i].start()
         leader = await _leader(nodes)
         fid = next(i for i in nodes if i != leader.id)
@@ -126,7 +126,7 @@ async def _catchup(n: int, durability: str, directory: str, threshold: int) -> N
         await _wait_until(lambda: leader.counters["compactions"] >= 1, 60, "a compaction")
         snap = leader.core.snapshot
         t0 = time.perf_counter()
-        node = nodes[fid] = RaftNode(configs[fid])
+        node = nodes[fid] = RaftNode(configs[fid], frontend=resp_frontend)
         await node.start()
         await _wait_until(lambda: node.applied_index >= leader.core.commit, 120,
                           "the follower to catch up")

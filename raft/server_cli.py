@@ -96,10 +96,11 @@ def serve_main(args: argparse.Namespace) -> int:
 
 async def _serve(config: NodeConfig, force_new: bool = False) -> int:
     from raft.node import RaftNode
+    from raft.resp import resp_frontend
     from raft.storage.base import StorageError
 
     log = logging.getLogger("raft.serve")
-    node = RaftNode(config, force_new=force_new)
+    node = RaftNode(config, force_new=force_new, frontend=resp_frontend)
     loop = asyncio.get_running_loop()
     try:
         await node.start()

@@ -21,7 +21,7 @@ from raft.config import ConfigError, NodeConfig, PeerAddress, load_config, rende
 from raft.kv import encode_command
 from raft.net.transport import new_event_loop
 from raft.node import RaftNode
-from raft.resp import NotLeaderError
+from raft.resp import NotLeaderError, resp_frontend
 
 redis = pytest.importorskip("redis")
 import redis.asyncio as aioredis  # noqa: E402
@@ -75,7 +75,7 @@ class Cluster:
 
     async def start(self, *ids: int) -> None:
         for i in ids or tuple(self.configs):
-            node = RaftNode(self.configs[i])
+            node = RaftNode(self.configs[i], frontend=resp_frontend)
             await node.start()
             self.nodes[i] = node
 
