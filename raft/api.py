@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from raft.errors import RaftError
+
 if TYPE_CHECKING:
     from raft.kv import KVStateMachine
 
 __all__ = ["ClientFrontend", "NodeAPI", "NotLeaderError", "ReadTimeoutError"]
 
 
-class NotLeaderError(Exception):
+class NotLeaderError(RaftError):
     """Raised by NodeAPI when this node cannot serve the request: not the leader.
 
     ``leader_addr`` is the leader's *client* (RESP) address, ``"host:port"``, or None if
@@ -23,7 +25,7 @@ class NotLeaderError(Exception):
         self.leader_addr = leader_addr
 
 
-class ReadTimeoutError(asyncio.TimeoutError):
+class ReadTimeoutError(RaftError, asyncio.TimeoutError):
     """No majority confirmed a linearizable read's leadership check in time."""
 
 

@@ -43,6 +43,8 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from raft.errors import RaftError
+
 __all__ = ["BenchConfig", "LoadResult", "add_bench_subcommand", "bench_main", "run_bench",
            "run_load"]
 
@@ -488,7 +490,7 @@ def check_traces(paths: dict[int, str], exit_codes: dict[int, int | None]) -> di
 # --- the whole run --------------------------------------------------------------------
 
 
-class BenchError(Exception):
+class BenchError(RaftError):
     """The cluster could not be started or elected no leader."""
 
 

@@ -81,9 +81,9 @@ from raft.limits import (effective_max_clients, fd_reserve, inflight_bytes_bound
 from raft.net.transport import DEFAULT_MAX_HANDSHAKES, PeerTransport
 from raft.metrics import NodeMetrics
 from raft.storage.guard import DataDirLost
-from raft.storage.wal import DiskStorage
+from raft.storage.wal import DiskStorage, _data_of
 
-__all__ = ["RaftNode", "NodeStopped"]
+__all__ = ["RaftNode"]
 
 log = logging.getLogger("raft.node")
 
@@ -96,10 +96,6 @@ BAD_MESSAGE_LOG_PERIOD = 10.0  # at most one warning per peer this often for ref
 #: What one applied entry adds to the log size the snapshot threshold is compared
 #: with, beyond its data: the WAL's per-record overhead (raft/storage/segment.py).
 ENTRY_LOG_OVERHEAD = 28
-
-
-class NodeStopped(Exception):
-    """The node stopped (or failed) while a request was waiting."""
 
 
 class _Pending:
@@ -170,10 +166,6 @@ def _pop_expired(waiters: dict[int, _Pending], now: float) -> list[_Pending]:
             break
         expired.append(key)
     return [waiters.pop(key) for key in expired]
-
-
-def _data_of(e: Entry) -> bytes:
-    return e.data
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from raft.errors import RaftError
 from raft.config import (
     DEFAULT_ELECTION_TICKS,
     DEFAULT_HEARTBEAT_TICKS,
@@ -124,7 +125,7 @@ async def _serve(config: NodeConfig, force_new: bool = False) -> int:
 # --- a tiny RESP client (status and readiness probes; no redis-py needed) -------------
 
 
-class RespClientError(Exception):
+class RespClientError(RaftError):
     """An error reply (``-ERR ...``), or a connection that failed."""
 
 

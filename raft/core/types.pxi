@@ -42,8 +42,8 @@ PROGRESS_SNAPSHOT = _SNAPSHOT
 
 # --- errors (h11 style: our caller's mistake vs. the remote's) ----------------
 
-class RaftError(Exception):
-    """Base class of the core's errors."""
+# RaftError (raft/errors.py) is the base of every error in the project, the core's too.
+from raft.errors import RaftError
 
 
 class LocalProtocolError(RaftError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from raft.errors import RaftError
 from raft.kv.replies import NULL_ARRAY, ErrorReply, Reply, Status
 
 
@@ -99,7 +100,7 @@ except ImportError:  # a source tree without compiled extensions
     _kvcodec = None
 
 
-class CommandDecodeError(ValueError):
+class CommandDecodeError(RaftError, ValueError):
     """A log entry that is not an encoded command."""
 
 

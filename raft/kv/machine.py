@@ -32,6 +32,7 @@ import logging
 from collections import OrderedDict
 from typing import Union
 
+from raft.errors import RaftError
 from raft.kv.args import (_MAX_ID, INT64_MAX, INT64_MIN, UINT64_MAX, StreamID, XReadArgs, _decr_id,
                           _fmt_id, _incr_id, _next_stream_id, _parse_expire_flags,
                           _parse_interval_id, _parse_set_options, _parse_stream_id, _parse_xadd,
@@ -121,7 +122,7 @@ class Session:
 # --------------------------------------------------------------------------- state machine
 
 
-class SnapshotError(ValueError):
+class SnapshotError(RaftError, ValueError):
     """A snapshot that this state machine did not produce (or that was damaged)."""
 
 

@@ -27,6 +27,7 @@ from libc.string cimport memcpy
 # _MSG_SNAP (the only message type that carries data) is the core's own enum.
 from raft._core cimport _MSG_SNAP, Entry, Message
 
+from raft.errors import RaftError
 from raft._core import (MSG_APP, MSG_APP_RESP, MSG_PREVOTE, MSG_PREVOTE_RESP, MSG_SNAP,
                         MSG_SNAP_RESP, MSG_VOTE, MSG_VOTE_RESP)
 
@@ -167,7 +168,7 @@ _fast_entry_ok()
 FAST_ENTRY = _fast_entry
 
 
-class FrameError(ValueError):
+class FrameError(RaftError, ValueError):
     """A frame is malformed, truncated, oversized or of an unknown kind.
 
     Raised by decoding (the remote's fault: close the connection) and by encoding

@@ -16,6 +16,7 @@ from typing import Any
 
 import hiredis
 
+from raft.errors import RaftError
 from raft import _fastpath
 from raft.kv import NULL_ARRAY, ErrorReply, Reply, Status
 from raft.limits import DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_MULTI_COMMANDS
@@ -109,7 +110,7 @@ PREAUTH_MAX_ARGS = 10  # Redis 7's limit on a request before AUTH
 _AUTH_COMMANDS = frozenset((b"auth", b"hello"))
 
 
-class ProtocolError(Exception):
+class ProtocolError(RaftError):
     """A client sent something that is not RESP; the message is the reply (Redis's text)."""
 
 
