@@ -350,7 +350,7 @@ def test_metrics_endpoint(tmp_path):
 
 
 def test_traces_of_a_real_run_pass_the_checker(tmp_path):
-    from spec.checker import Checker, merge_by_causality, read_ndjson_file
+    from raft.trace_checker import Checker, merge_by_causality, read_ndjson_file
 
     async def body(c: Cluster):
         leader = await c.leader()
@@ -516,7 +516,7 @@ def test_trailing_entries_keep_slightly_lagging_followers_on_the_log(tmp_path):
 def test_traces_of_a_run_with_snapshots_pass_the_checker(tmp_path):
     """Compactions on every node and an InstallSnapshot to a restarted follower, as
     traced by the real runtime, replay against the spec's actions."""
-    from spec.checker import Checker, merge_by_causality, read_ndjson_file
+    from raft.trace_checker import Checker, merge_by_causality, read_ndjson_file
 
     trace_files = {}
 

@@ -21,7 +21,7 @@ What it does, in order:
    fsyncs with durability fsync, elections) before and after the load;
 4. stops the nodes with SIGTERM (a clean stop flushes each node's trace), prints the
    table, then merges the per-node traces in causal order and replays them through the
-   spec checker (``spec.checker.Checker``).
+   trace checker (``raft.trace_checker.Checker``).
 
 Exit status: 0 if the run had no client errors and the traces check (or ``--no-trace``),
 1 otherwise, 2 for bad arguments or a cluster that never elected a leader.
@@ -146,7 +146,7 @@ def check_traces(paths: dict[int, str], exit_codes: dict[int, int | None]) -> di
     """Merge the per-node traces and replay them through the spec checker. A node that
     did not stop cleanly (its last buffered events are lost) makes the verdict
     "incomplete", never a violation."""
-    from spec.checker import Checker, TraceViolation, merge_by_causality, read_ndjson_file
+    from raft.trace_checker import Checker, TraceViolation, merge_by_causality, read_ndjson_file
 
     unclean = {i: c for i, c in exit_codes.items() if c != 0}
     if unclean:

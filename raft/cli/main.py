@@ -108,7 +108,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     import time
 
-    from spec.checker import Checker, TraceViolation, merge_by_causality, read_ndjson_file
+    from raft.trace_checker import Checker, TraceViolation, merge_by_causality, read_ndjson_file
 
     streams, voters = [], set()
     for path in args.traces:

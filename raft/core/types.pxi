@@ -29,7 +29,8 @@ CANDIDATE = _CANDIDATE
 LEADER = _LEADER
 ROLE_NAMES = ("follower", "candidate", "leader")
 
-# The message-name table (trace files and the spec checker use these names).
+# The message-name table: the one copy (raft/trace.py re-exports it for the trace
+# checker and spec/tla_trace.py).
 MSG_NAMES = {_MSG_APP: "AppendEntries", _MSG_APP_RESP: "AppendEntriesResp",
              _MSG_VOTE: "RequestVote", _MSG_VOTE_RESP: "RequestVoteResp",
              _MSG_SNAP: "InstallSnapshot", _MSG_SNAP_RESP: "InstallSnapshotResp",
