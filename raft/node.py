@@ -2,13 +2,15 @@
 
 One ``RaftNode`` is one Raft server: the core, its write-ahead log
 (``DiskStorage``), the peer transport (``PeerTransport``), the replicated KV state
-machine (``KVStateMachine``) and the Redis-protocol front end (``RespServer``),
-all on one event loop (uvloop when installed). It implements the ``NodeAPI`` that
-``raft.resp`` serves clients through.
+machine (``KVStateMachine``) and a client front end, all on one event loop (uvloop
+when installed). It implements ``raft.api.NodeAPI``; the front end is built by the
+caller (``RaftNode(config, frontend=raft.resp.resp_frontend)`` for the Redis
+protocol), so this module imports no client protocol.
 
 The Ready loop (raft/_core.pyx module docstring; docs/protocol.md "Persistence
-contract") is the heart of it; the simulator (raft/sim.py) and the scenario tests'
-harness (tests/harness.py) drive the core with the same shape::
+contract") is the heart of it. Its one shape is documented in docs/ready-loop.md,
+which the simulator (raft/sim.py) and the scenario tests' harness (tests/harness.py)
+follow too; here it is as this node runs it::
 
     rd = core.ready()
     transport.send(rd.messages)            # leader appends: before our own fsync (diss. §10.2.1)
