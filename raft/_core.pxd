@@ -157,6 +157,20 @@ cdef class Progress:
     cdef bint maybe_update(self, uint64_t index)
 
 
+cdef class ReadOnly:
+    # ReadIndex (diss. §6.4). Invariant: rounds in `pending` never decrease.
+    cdef readonly uint64_t seq       # latest read round started
+    cdef list pending                # [[ctx, read_index, round]]; round 0 = not started yet
+    cdef list states                 # confirmed, to hand out in the next Ready
+
+    cdef inline void add(self, object ctx)
+    cdef inline bint has_unstarted(self)
+    cdef uint64_t start_round(self, uint64_t committed)
+    cdef void confirm_first(self, Py_ssize_t k)
+    cdef list take_states(self)
+    cdef inline void drop_pending(self)
+
+
 cdef class Ready:
     cdef readonly HardState hard_state
     cdef readonly list entries
@@ -218,10 +232,7 @@ cdef class _Raft:
     # that a snapshot install may move log.applied past it (normalized on use).
     cdef uint64_t _handed
     cdef list _trace                 # None: tracing off
-    # ReadIndex (diss. §6.4). Invariant: rounds in _pending_reads never decrease.
-    cdef uint64_t _read_seq          # latest read round started
-    cdef list _pending_reads         # [[ctx, read_index, round]]; round 0 = not started yet
-    cdef list _read_states           # confirmed, to hand out in the next Ready
+    cdef ReadOnly _ro                # ReadIndex requests and rounds (core/read_only.pxi)
     # Snapshots (§7, diss. §5). Invariant: log.offset > 1 => _snapshot.index == log.offset - 1.
     cdef Snapshot _snapshot          # our latest snapshot: what we send to lagging followers
     cdef Snapshot _pending_snapshot  # installed, not yet handed out in a Ready

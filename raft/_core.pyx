@@ -46,5 +46,6 @@ from libc.string cimport memmove
 include "core/types.pxi"       # constants, errors, Entry/HardState/Snapshot/Message
 include "core/log.pxi"         # RaftLog
 include "core/tracker.pxi"     # Progress + in-flight ring, majority counting
-include "core/raft.pxi"        # _Raft: roles, elections, replication, snapshots, ReadIndex
+include "core/read_only.pxi"   # ReadOnly: ReadIndex requests and rounds
+include "core/raft.pxi"        # _Raft: roles, elections, replication, snapshots
 include "core/rawnode.pxi"     # RawNode (public API) and Ready

@@ -44,7 +44,7 @@ cdef class _Raft:
         self.next_msg_id += 1
         m.msg_id = self.next_msg_id
         if type == _MSG_APP:
-            m.context = self._read_seq
+            m.context = self._ro.seq
         return m
 
     cdef inline void _send(self, Message m):
@@ -85,7 +85,7 @@ cdef class _Raft:
         self._pre_candidate = False
         # Reads not yet confirmed die with the leadership; the runtime fails them
         # when it sees the role change. Confirmed ones (read_states) stay valid.
-        self._pending_reads = []
+        self._ro.drop_pending()
         return 0
 
     cdef int _become_follower(self, uint64_t term, uint64_t leader) except -1:
@@ -407,7 +407,7 @@ cdef class _Raft:
         # Any reply in our term confirms we were still leader when it was sent.
         if m.context > pr.read_acked:
             pr.read_acked = m.context
-            if self._pending_reads:
+            if self._ro.pending:
                 self._confirm_reads()
         if m.reject:
             # A rejection is stale unless it refuses what we are asking now:
@@ -775,24 +775,21 @@ cdef class _Raft:
     cdef int _start_read_round(self) except -1:
         """Give every read not yet in a round the current commit index and a
         new round, and send that round to every follower."""
-        cdef list read
         cdef uint64_t peer
-        self._read_seq += 1
-        for read in self._pending_reads:
-            if read[2] == 0:
-                read[1] = self.log.committed
-                read[2] = self._read_seq
+        self._ro.start_round(self.log.committed)
         for peer in self.peers:
             self._send_append(peer, <Progress>self.progress[peer], True)
         self._confirm_reads()
         return 0
 
     cdef int _confirm_reads(self) except -1:
+        """Confirm, in order, the reads whose round a majority has answered."""
         cdef list read
+        cdef list pending = self._ro.pending
         cdef Py_ssize_t k = 0, acks
         cdef uint64_t peer, rnd
-        while k < len(self._pending_reads):
-            read = self._pending_reads[k]
+        while k < len(pending):
+            read = pending[k]
             rnd = read[2]
             if rnd == 0:
                 break
@@ -802,9 +799,8 @@ cdef class _Raft:
                     acks += 1
             if not self._is_quorum(acks):
                 break
-            self._read_states.append((read[0], read[1]))
             k += 1
         if k:
-            del self._pending_reads[:k]
+            self._ro.confirm_first(k)
         return 0
 

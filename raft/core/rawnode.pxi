@@ -108,9 +108,7 @@ cdef class RawNode(_Raft):
         self._broadcast_pending = False
         self._ready_outstanding = False
         self._ready_seq = 0
-        self._read_seq = 0
-        self._pending_reads = []
-        self._read_states = []
+        self._ro = ReadOnly()
         self._pending_snapshot = None
         self._rx_buf = None
         self._trace = trace
@@ -158,7 +156,7 @@ cdef class RawNode(_Raft):
         """
         if self.role != _LEADER:
             raise NotLeader(self.leader)
-        self._pending_reads.append([ctx, 0, 0])
+        self._ro.add(ctx)
         if len(self.voters) == 1 and self._reads_can_start():
             self._start_read_round()
 
@@ -218,8 +216,8 @@ cdef class RawNode(_Raft):
             return False
         if self._broadcast_pending and self.role == _LEADER:
             return True
-        if self._read_states or (self._pending_reads and self.role == _LEADER
-                                 and self._pending_reads[len(self._pending_reads) - 1][2] == 0 and self._reads_can_start()):
+        if self._ro.states or (self.role == _LEADER and self._ro.has_unstarted()
+                               and self._reads_can_start()):
             return True
         return (bool(self._msgs) or bool(self._msgs_after_persist)
                 or self._pending_snapshot is not None
@@ -235,7 +233,7 @@ cdef class RawNode(_Raft):
             raise LocalProtocolError("ready() called again before advance()")
         if self._broadcast_pending and self.role == _LEADER:
             self._broadcast_append()
-        if (self._pending_reads and self.role == _LEADER and self._pending_reads[len(self._pending_reads) - 1][2] == 0
+        if (self.role == _LEADER and self._ro.has_unstarted()
                 and self._reads_can_start()):
             self._start_read_round()
         cdef Ready rd = Ready.__new__(Ready)
@@ -258,8 +256,7 @@ cdef class RawNode(_Raft):
             rd.entries = []
         rd.messages = self._msgs
         rd.messages_after_persist = self._msgs_after_persist
-        rd.read_states = self._read_states
-        self._read_states = []
+        rd.read_states = self._ro.take_states()
         self._msgs = []
         self._msgs_after_persist = []
         cdef uint64_t limit = self._apply_limit()
@@ -320,7 +317,7 @@ cdef class RawNode(_Raft):
         if self.role == _LEADER:
             if self._broadcast_pending:
                 self._broadcast_append()
-            if (self._pending_reads and self._pending_reads[len(self._pending_reads) - 1][2] == 0
+            if (self._ro.has_unstarted()
                     and self._reads_can_start()):
                 self._start_read_round()
         cdef list msgs = self._msgs
@@ -329,9 +326,7 @@ cdef class RawNode(_Raft):
 
     def take_read_states(self):
         """Reads confirmed since the last ready(): [(ctx, read_index)]."""
-        cdef list rs = self._read_states
-        self._read_states = []
-        return rs
+        return self._ro.take_states()
 
     def take_committed(self):
         """Committed, locally durable entries not yet handed out. The caller applies
