@@ -1,6 +1,7 @@
 """Build the compiled Raft core (raft._core) from raft/_core.pyx.
 
-`pip install .` compiles it; Cython is a build requirement (pyproject.toml), so a
+`pip install .` compiles it (raft/_core.pyx includes its parts, raft/core/*.pxi, which
+the sdist and wheel ship as package data); Cython is a build requirement (pyproject.toml), so a
 fresh machine needs only a C compiler. Set RAFT_DEBUG=1 for a build with C asserts
 on and line tracing, RAFT_ANNOTATE=1 to write the Cython HTML annotation
 (raft/_core.html) showing where Python objects are touched.
@@ -8,7 +9,7 @@ on and line tracing, RAFT_ANNOTATE=1 to write the Cython HTML annotation
 import os
 
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 
 debug = os.environ.get("RAFT_DEBUG") == "1"
 annotate = os.environ.get("RAFT_ANNOTATE") == "1"
@@ -35,6 +36,10 @@ extensions = [
 ]
 
 setup(
+    # spec/ (the TLA+ side) installs as `raft_spec`, not as a generic top-level `spec`;
+    # the runtime does not need it (the trace checker is raft.trace_checker).
+    packages=find_packages(include=["raft", "raft.*"]) + ["raft_spec"],
+    package_dir={"raft_spec": "spec"},
     ext_modules=cythonize(
         extensions,
         language_level=3,

@@ -14,7 +14,7 @@ import sys
 import time
 
 from raft.sim import SimConfig, Simulation
-from spec.checker import Checker, read_ndjson, write_ndjson
+from raft.trace_checker import Checker, read_ndjson, write_ndjson
 
 
 def make_trace(seed: int = 3, nodes: int = 5, steps: int = 600):

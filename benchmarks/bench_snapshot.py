@@ -16,15 +16,13 @@ import asyncio
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 
 from raft._core import Entry, HardState, Snapshot
-from raft.config import NodeConfig, PeerAddress
 from raft.kv import KVStateMachine, encode_command
 from raft.net.transport import new_event_loop
 from raft.node import RaftNode
-from raft.resp import NotLeaderError
-from raft.server_cli import free_ports
+from raft.resp import NotLeaderError, resp_frontend
+from raft.testing.inproc import InProcessCluster, wait_until
 from raft.storage import DiskStorage
 
 VALUE_BYTES = 100
@@ -72,63 +70,36 @@ def storage_figures(n: int, directory: str) -> None:
           f"{t_install * ms:.0f} ms, open + load {t_open * ms:.0f} ms", flush=True)
 
 
-HOST = "127.0.0.1"
 SECRET = b"bench-snapshot-secret-0123456789"
-
-
-async def _wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-async def _leader(nodes: dict[int, RaftNode], timeout: float = 30.0) -> RaftNode:
-    """A leader that serves a read barrier (so it leads a working majority)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for node in list(nodes.values()):
-            if node.is_leader:
-                try:
-                    await asyncio.wait_for(node.read_barrier(), 2.0)
-                    return node
-                except (NotLeaderError, asyncio.TimeoutError):
-                    pass
-        await asyncio.sleep(0.02)
-    raise RuntimeError("no leader elected")
 
 
 async def _catchup(n: int, durability: str, directory: str, threshold: int) -> None:
     """Three RaftNodes on this loop (real TCP on 127.0.0.1, real DiskStorage): stop a
     follower, write ``n`` keys through the leader, restart the follower and time how
     long it takes to apply the leader's commit index (InstallSnapshot, then the log)."""
-    ports = free_ports(6, HOST)
-    peers = {i: PeerAddress((HOST, ports[i - 1]), (HOST, ports[2 + i])) for i in (1, 2, 3)}
-    configs = {i: NodeConfig(node_id=i, peers=peers, data_dir=f"{directory}/node{i}",
-                             secret=SECRET, durability=durability,
-                             snapshot_threshold_bytes=threshold, snapshot_trailing_entries=0)
-               for i in peers}
-    nodes: dict[int, RaftNode] = {}
+    cluster = InProcessCluster(directory, lambda i, cfg: RaftNode(cfg, frontend=resp_frontend),
+                               lambda node: node.read_barrier(), (NotLeaderError, asyncio.TimeoutError),
+                               n=3, secret=SECRET, durability=durability,
+                               snapshot_threshold_bytes=threshold,
+                               snapshot_trailing_entries=0)
+    nodes = cluster.nodes
     try:
-        for i, cfg in configs.items():
-            nodes[i] = RaftNode(cfg)
-            await nodes[i].start()
-        leader = await _leader(nodes)
+        await cluster.start()
+        leader = await cluster.leader(30.0)
         fid = next(i for i in nodes if i != leader.id)
-        await nodes.pop(fid).stop()
+        await cluster.stop(fid)
         t = time.perf_counter()
         for lo in range(0, n, 2000):  # pipelined, as a client's pipeline would be
             await asyncio.gather(*(leader.propose(encode_command(
                 0, 0, [b"SET", b"key%d" % i, b"v" * VALUE_BYTES], time_ms=1))
                 for i in range(lo, min(n, lo + 2000))))
         t_writes = time.perf_counter() - t
-        await _wait_until(lambda: leader.counters["compactions"] >= 1, 60, "a compaction")
+        await wait_until(lambda: leader.counters["compactions"] >= 1, 60, "a compaction")
         snap = leader.core.snapshot
         t0 = time.perf_counter()
-        node = nodes[fid] = RaftNode(configs[fid])
-        await node.start()
-        await _wait_until(lambda: node.applied_index >= leader.core.commit, 120,
+        await cluster.start(fid)
+        node = nodes[fid]
+        await wait_until(lambda: node.applied_index >= leader.core.commit, 120,
                           "the follower to catch up")
         dt = time.perf_counter() - t0
         ls, fs = leader.last_snapshot, node.last_snapshot
@@ -140,8 +111,7 @@ async def _catchup(n: int, durability: str, directory: str, threshold: int) -> N
               f"{fs.get('restore_seconds', 0):.3f}s, save {fs.get('save_seconds', 0):.3f}s; "
               f"then {leader.core.commit - snap.index} entries by AppendEntries)", flush=True)
     finally:
-        for node in nodes.values():
-            await node.stop()
+        await cluster.close()
 
 
 def catchup_figure(n: int, durability: str, directory: str, threshold: int = 4 << 20) -> None:

@@ -1,9 +1,43 @@
-# cdef class layouts of the compiled Raft core (raft/_core.pyx).
+# C enums and cdef class layouts of the compiled Raft core (raft/_core.pyx, which
+# includes its parts from raft/core/).
 #
 # Kept apart from the implementation so other Cython modules (the wire codec, the
 # trace checker) can cimport these types and read their fields at C speed.
 
 from libc.stdint cimport uint64_t
+
+
+# --- constants: written once here, as C enums ----------------------------------
+# raft/core/types.pxi gives them their Python names (MSG_APP = _MSG_APP, ...);
+# raft/net/codec.pyx cimports them. Message type values are part of the wire
+# format: never reuse one. Reserved for later issues: 9 MSG_TIMEOUT_NOW.
+
+cdef enum:
+    _MSG_APP = 1
+    _MSG_APP_RESP = 2
+    _MSG_VOTE = 3
+    _MSG_VOTE_RESP = 4
+    _MSG_SNAP = 5          # InstallSnapshot chunk (§7)
+    _MSG_SNAP_RESP = 6     # chunk acknowledgement (the install itself is acked by MSG_APP_RESP)
+    _MSG_PREVOTE = 7       # "would you vote for me in term + 1?" (diss. §9.6)
+    _MSG_PREVOTE_RESP = 8
+
+cdef enum:
+    _ENTRY_NORMAL = 0
+    _ENTRY_NOOP = 1
+    _ENTRY_MEM_OVERHEAD = 96   # see ENTRY_MEM_OVERHEAD in core/types.pxi
+
+cdef enum:
+    _FOLLOWER = 0
+    _CANDIDATE = 1
+    _LEADER = 2
+
+cdef enum:
+    _PROBE = 0
+    _REPLICATE = 1
+    _SNAPSHOT = 2
+    # Snapshot chunks a leader keeps in flight to one follower.
+    _SNAP_WINDOW = 4
 
 
 cdef class Entry:
@@ -120,6 +154,21 @@ cdef class Progress:
     cdef inline void add_inflight(self, uint64_t last, Py_ssize_t size)
     cdef inline void note_commit_sent(self, uint64_t commit)
     cdef bint is_paused(self)
+    cdef bint maybe_update(self, uint64_t index)
+
+
+cdef class ReadOnly:
+    # ReadIndex (diss. §6.4). Invariant: rounds in `pending` never decrease.
+    cdef readonly uint64_t seq       # latest read round started
+    cdef list pending                # [[ctx, read_index, round]]; round 0 = not started yet
+    cdef list states                 # confirmed, to hand out in the next Ready
+
+    cdef inline void add(self, object ctx)
+    cdef inline bint has_unstarted(self)
+    cdef uint64_t start_round(self, uint64_t committed)
+    cdef void confirm_first(self, Py_ssize_t k)
+    cdef list take_states(self)
+    cdef inline void drop_pending(self)
 
 
 cdef class Ready:
@@ -137,7 +186,8 @@ cdef class Ready:
     cdef bint _fsync                 # entries, snapshot, term or vote: must be fsynced
 
 
-cdef class RawNode:
+cdef class _Raft:
+    # The protocol state and every cdef method (raft/core/raft.pxi).
     cdef readonly uint64_t id
     cdef readonly tuple voters       # all voter ids, self included, sorted
     cdef readonly uint64_t term
@@ -182,10 +232,7 @@ cdef class RawNode:
     # that a snapshot install may move log.applied past it (normalized on use).
     cdef uint64_t _handed
     cdef list _trace                 # None: tracing off
-    # ReadIndex (diss. §6.4). Invariant: rounds in _pending_reads never decrease.
-    cdef uint64_t _read_seq          # latest read round started
-    cdef list _pending_reads         # [[ctx, read_index, round]]; round 0 = not started yet
-    cdef list _read_states           # confirmed, to hand out in the next Ready
+    cdef ReadOnly _ro                # ReadIndex requests and rounds (core/read_only.pxi)
     # Snapshots (§7, diss. §5). Invariant: log.offset > 1 => _snapshot.index == log.offset - 1.
     cdef Snapshot _snapshot          # our latest snapshot: what we send to lagging followers
     cdef Snapshot _pending_snapshot  # installed, not yet handed out in a Ready
@@ -232,7 +279,11 @@ cdef class RawNode:
     cdef inline void _send(self, Message m)
     cdef inline void _send_after_persist(self, Message m)
     cdef void _trace_state(self)
-    cdef inline uint64_t _apply_limit(self)
     cdef int _start_read_round(self) except -1
     cdef int _confirm_reads(self) except -1
     cdef bint _reads_can_start(self)
+
+
+cdef class RawNode(_Raft):
+    # The public API and Ready/advance (raft/core/rawnode.pxi).
+    cdef inline uint64_t _apply_limit(self)

@@ -24,16 +24,17 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ClusterDownError, MovedError, ResponseError, TryAgainError
 from redis.retry import Retry
 
+from raft.errors import RaftError
 from .kv import is_write
 
 __all__ = ["RaftClient", "SessionExpiredError", "NoLeaderError"]
 
 
-class SessionExpiredError(ResponseError):
+class SessionExpiredError(RaftError, ResponseError):
     """A retried write found its session expired: it may or may not have been applied."""
 
 
-class NoLeaderError(ConnectionError):
+class NoLeaderError(RaftError, ConnectionError):
     """No leader answered within the retry budget."""
 
 

@@ -44,13 +44,14 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Any
 
+from raft.errors import RaftError
 from raft.limits import DEFAULT_MAX_ENTRY_BYTES, DEFAULT_MAX_MULTI_COMMANDS, MAX_MAX_ENTRY_BYTES
 from raft.net.auth import MIN_SECRET_SIZE
+from raft.storage.wal import DURABILITY_MODES  # the WAL owns its modes
 
 __all__ = ["ConfigError", "NodeConfig", "PeerAddress", "TLSConfig", "load_config",
            "config_from_dict", "parse_host_port", "format_host_port"]
 
-DURABILITY_MODES = ("fsync", "none")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 #: Timing defaults. With a 10 ms tick, elections time out after 200-400 ms
@@ -105,7 +106,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
 _OPEN_LOW = frozenset(("timing.tick_ms", "timing.propose_timeout", "limits.auth_timeout"))
 
 
-class ConfigError(ValueError):
+class ConfigError(RaftError, ValueError):
     """The configuration is unusable; the message names the file, the key and the problem."""
 
 

@@ -2,13 +2,15 @@
 
 One ``RaftNode`` is one Raft server: the core, its write-ahead log
 (``DiskStorage``), the peer transport (``PeerTransport``), the replicated KV state
-machine (``KVStateMachine``) and the Redis-protocol front end (``RespServer``),
-all on one event loop (uvloop when installed). It implements the ``NodeAPI`` that
-``raft.resp`` serves clients through.
+machine (``KVStateMachine``) and a client front end, all on one event loop (uvloop
+when installed). It implements ``raft.api.NodeAPI``; the front end is built by the
+caller (``RaftNode(config, frontend=raft.resp.resp_frontend)`` for the Redis
+protocol), so this module imports no client protocol.
 
 The Ready loop (raft/_core.pyx module docstring; docs/protocol.md "Persistence
-contract") is the heart of it; the simulator (raft/sim.py) and the scenario tests'
-harness (tests/harness.py) drive the core with the same shape::
+contract") is the heart of it. Its one shape is documented in docs/ready-loop.md,
+which the simulator (raft/sim.py) and the scenario tests' harness (tests/harness.py)
+follow too; here it is as this node runs it::
 
     rd = core.ready()
     transport.send(rd.messages)            # leader appends: before our own fsync (diss. §10.2.1)
@@ -73,17 +75,18 @@ from raft._core import (
     RemoteProtocolError,
     Snapshot,
 )
+from raft.api import ClientFrontend, NotLeaderError, ReadTimeoutError
 from raft.config import NodeConfig, format_host_port
 from raft.kv import KVStateMachine, SnapshotError
 from raft.limits import (effective_max_clients, fd_reserve, inflight_bytes_bound, nofile_limit,
                          too_large_message, transport_bounds)
 from raft.net.transport import DEFAULT_MAX_HANDSHAKES, PeerTransport
-from raft.resp import NotLeaderError, ReadTimeoutError, RespServer, ServerConfig
+from raft.metrics import NodeMetrics
 from raft.storage import fileio
 from raft.storage.guard import DataDirLost
-from raft.storage.wal import DiskStorage
+from raft.storage.wal import DiskStorage, _data_of
 
-__all__ = ["RaftNode", "NodeStopped"]
+__all__ = ["RaftNode"]
 
 log = logging.getLogger("raft.node")
 
@@ -96,10 +99,6 @@ BAD_MESSAGE_LOG_PERIOD = 10.0  # at most one warning per peer this often for ref
 #: What one applied entry adds to the log size the snapshot threshold is compared
 #: with, beyond its data: the WAL's per-record overhead (raft/storage/segment.py).
 ENTRY_LOG_OVERHEAD = 28
-
-
-class NodeStopped(Exception):
-    """The node stopped (or failed) while a request was waiting."""
 
 
 class _Pending:
@@ -172,10 +171,6 @@ def _pop_expired(waiters: dict[int, _Pending], now: float) -> list[_Pending]:
     return [waiters.pop(key) for key in expired]
 
 
-def _data_of(e: Entry) -> bytes:
-    return e.data
-
-
 def _retrieve(fut: asyncio.Future[Any]) -> None:
     """Mark a shared future's exception as retrieved (its waiters may all be gone)."""
     if not fut.cancelled():
@@ -183,7 +178,7 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
 
 
 class RaftNode:
-    """One Raft server on the running event loop. Implements ``raft.resp.NodeAPI``.
+    """One Raft server on the running event loop. Implements ``raft.api.NodeAPI``.
 
     ``await start()`` opens the data directory, restarts the core from it, and
     starts the transport, timers and client server; ``await stop()`` undoes it.
@@ -192,14 +187,17 @@ class RaftNode:
 
     def __init__(self, config: NodeConfig, *, state_machine: KVStateMachine | None = None,
                  seed: int | None = None, force_new: bool = False,
-                 serve_clients: bool = True) -> None:
+                 frontend: Callable[[RaftNode], ClientFrontend] | None = None) -> None:
         """force_new: start even on an empty data directory that held state before
         (``raft serve --force-new``; raft/storage/guard.py explains the risk).
-        serve_clients: False for no RESP server on the client address (an embedded
-        state machine, raft.embed, serves its own callers there)."""
+        frontend: builds the server for clients on the client address, given this
+        node (``raft.resp.resp_frontend``: the Redis protocol); None for none (an
+        embedded state machine, raft.embed, serves its own callers there). The node
+        does not know the protocol: only that it starts and closes."""
         self.config = config
         self._force_new = force_new
-        self.serve_clients = serve_clients
+        self._frontend_factory = frontend
+        self.serve_clients = frontend is not None
         self.id = config.node_id
         #: The replicated state machine; only touched on the loop thread.
         self.state_machine = state_machine if state_machine is not None else KVStateMachine()
@@ -207,7 +205,7 @@ class RaftNode:
         self._core: RawNode | None = None
         self._storage: DiskStorage | None = None
         self._transport: PeerTransport | None = None
-        self._resp: RespServer | None = None
+        self._frontend: ClientFrontend | None = None
         self._disk: concurrent.futures.ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -274,9 +272,9 @@ class RaftNode:
                 asyncio.create_task(self._ready_loop(), name=f"raft-ready-{self.id}"),
                 asyncio.create_task(self._tick_loop(), name=f"raft-tick-{self.id}"),
             ]
-            if self.serve_clients:
-                self._resp = RespServer(self, self._resp_config())
-                await self._resp.start(*cfg.me.client)
+            if self._frontend_factory is not None:
+                self._frontend = self._frontend_factory(self)
+                await self._frontend.start(*cfg.me.client)
             if cfg.metrics_port is not None:
                 self._start_metrics()
         except BaseException:
@@ -287,19 +285,13 @@ class RaftNode:
                  format_host_port(cfg.me.client), format_host_port(cfg.me.raft),
                  cfg.durability, cfg.tick_ms, cfg.election_ticks, cfg.heartbeat_ticks)
 
-    def _resp_config(self) -> ServerConfig:
-        """The client front end's limits; max_clients lowered to leave the descriptors
-        storage and peers need (raft.limits), so a client flood cannot make a WAL or
-        snapshot write fail with EMFILE."""
+    def max_clients(self) -> int:
+        """Client connections a front end may serve: ``[limits] max_clients`` lowered to
+        leave the descriptors storage and peers need (raft.limits), so a client flood
+        cannot make a WAL or snapshot write fail with EMFILE."""
         cfg = self.config
         reserve = fd_reserve(len(cfg.other_peers), DEFAULT_MAX_HANDSHAKES)
-        max_clients = effective_max_clients(cfg.max_clients, nofile_limit(), reserve)
-        return ServerConfig(password=cfg.client_password, max_clients=max_clients,
-                            auth_timeout=cfg.auth_timeout,
-                            preauth_query_buffer=cfg.preauth_query_buffer,
-                            max_entry_bytes=cfg.max_entry_bytes,
-                            max_multi_commands=cfg.max_multi_commands,
-                            debug_stale_reads=cfg.debug_stale_reads)
+        return effective_max_clients(cfg.max_clients, nofile_limit(), reserve)
 
     def _arm_test_facilities(self) -> None:
         """[debug] power_loss / failpoints (TEST ONLY; raft/storage/fileio.py)."""
@@ -378,8 +370,8 @@ class RaftNode:
             return
         self._stopping = True
         self._running = False
-        if self._resp is not None:
-            await self._resp.close()
+        if self._frontend is not None:
+            await self._frontend.close()
         self._kick.set()
         for task in self._tasks:
             if task.get_name().startswith("raft-tick"):
@@ -542,7 +534,7 @@ class RaftNode:
 
     def submit(self, data: bytes) -> tuple[int, asyncio.Future[Any]]:
         """Append ``data`` (an encoded command) to the log now; return its index and
-        the future of the state machine's reply: NodeAPI.submit (raft/resp.py).
+        the future of the state machine's reply: NodeAPI.submit (raft/api.py).
         Raises NotLeaderError (with the leader's client address) at once on a follower."""
         if not isinstance(data, bytes) or not data:
             # Commands are never empty (an empty entry is the leader's no-op).
@@ -616,7 +608,7 @@ class RaftNode:
 
     def read(self, evaluate: Callable[[], Any], after_index: int = 0) -> asyncio.Future[Any] | None:
         """A linearizable read that does not hold up the caller's pipeline: NodeAPI.read
-        (raft/resp.py). ``evaluate`` runs against the state machine once every entry
+        (raft/api.py). ``evaluate`` runs against the state machine once every entry
         up to max(commit index now, ``after_index``) is applied -- at once if it
         already is -- and exactly there, before any later entry is applied; the
         future gets its value once a ReadIndex round started after this call
@@ -1173,148 +1165,3 @@ class RaftNode:
     def _stop_metrics(self) -> None:
         if self._metrics is not None:
             self._metrics.close()
-
-
-_TRANSPORT_GAUGES = frozenset(("buffered_bytes", "max_buffered_bytes_per_peer",
-                               "inbound_connections"))
-
-
-class NodeMetrics:
-    """Prometheus metrics of one node, on their own registry (several nodes may share
-    a process in tests) and HTTP endpoint (prometheus-client's server thread).
-
-    Counters and gauges are read at scrape time from a snapshot that the loop thread
-    refreshes every METRICS_PERIOD: the scrape runs on the HTTP thread, which must not
-    call into the core (not thread-safe). The save (fsync) latency is a histogram
-    observed on the loop thread.
-    """
-
-    def __init__(self, node: RaftNode) -> None:
-        try:
-            import prometheus_client as prom
-            from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-        except ImportError:
-            raise RuntimeError("metrics_port is set but prometheus-client is not installed "
-                               "(pip install prometheus-client)") from None
-        self._node = node
-        self._snapshot: dict[str, Any] = {}
-        self._httpd: Any = None
-        self.address: tuple[str, int] = ("", 0)
-        self.registry = prom.CollectorRegistry()
-        self._counter_family = CounterMetricFamily
-        self._gauge_family = GaugeMetricFamily
-        self.fsync_seconds = prom.Histogram(
-            "raft_fsync_seconds", "Time to make one Ready durable (one write + one fdatasync)",
-            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                     0.25, 0.5, 1.0), registry=self.registry)
-        self.batch_entries = prom.Histogram(
-            "raft_save_batch_entries", "Entries made durable per save (group commit size)",
-            buckets=(0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096),
-            registry=self.registry)
-        self.registry.register(self)
-
-    def observe_save(self, seconds: float, entries: int) -> None:
-        self.fsync_seconds.observe(seconds)
-        self.batch_entries.observe(entries)
-
-    def refresh(self) -> None:
-        """On the loop thread: copy what the scrape will report."""
-        node = self._node
-        snap: dict[str, Any] = {"counters": dict(node.counters), "status": node.status()}
-        if node.transport is not None:
-            stats = node.transport.stats()
-            snap["transport"] = {k: v for k, v in stats.items() if isinstance(v, int)}
-        self._snapshot = snap
-
-    # prometheus_client collector protocol (called on the HTTP thread).
-    def collect(self) -> Any:
-        snap = self._snapshot
-        if not snap:
-            return
-        c, st = snap["counters"], snap["status"]
-        help_ = {
-            "proposals": "Client writes proposed on this node while leader",
-            "proposals_failed": "Proposals whose entry was overwritten (not applied)",
-            "proposals_timed_out": "Proposals that outlived propose_timeout (outcome unknown)",
-            "read_barriers": "Linearizable reads served through a log barrier",
-            "entries_applied": "Committed log entries applied (commits seen by this node)",
-            "commands_applied": "Client commands applied to the state machine",
-            "saves": "Durable writes (Ready batches persisted)",
-            "entries_saved": "Log entries written to the WAL",
-            "messages_sent": "Raft messages handed to the transport",
-            "messages_received": "Raft messages received from peers",
-            "bad_messages": "Malformed messages dropped (RemoteProtocolError)",
-            "elections": "Elections this node started (became candidate)",
-            "leader_changes": "Times this node learned of a new leader",
-            "became_leader": "Times this node became leader",
-            "snapshots_taken": "State machine snapshots taken and saved by this node",
-            "snapshots_installed": "Snapshots installed from a leader (InstallSnapshot)",
-            "compactions": "Log compactions (entries covered by a snapshot dropped)",
-        }
-        for name, text in help_.items():
-            fam = self._counter_family(f"raft_{name}", text)
-            fam.add_metric([], c.get(name, 0))
-            yield fam
-        gauges = {
-            "term": ("Current term", st.get("term", 0)),
-            "commit_index": ("Highest log index known committed", st.get("commit_index", 0)),
-            "applied_index": ("Highest log index applied", st.get("applied_index", 0)),
-            "last_index": ("Last index in the log", st.get("last_index", 0)),
-            "stable_index": ("Last index known durable", st.get("stable_index", 0)),
-            "snapshot_index": ("Last index covered by this node's newest snapshot",
-                               st.get("snapshot_index", 0)),
-            "snapshot_bytes": ("Size of this node's newest snapshot", st.get("snapshot_bytes", 0)),
-            "log_bytes_since_snapshot": ("Bytes applied since the last snapshot (compared "
-                                         "with snapshot_threshold_bytes)",
-                                         st.get("log_bytes_since_snapshot", 0)),
-            "log_mem_bytes": ("Bytes held by the in-memory log (entry data + 96 an entry), "
-                              "bounded by snapshot.max_log_bytes", st.get("log_mem_bytes", 0)),
-            "is_leader": ("1 if this node is the leader", int(st.get("role") == "leader")),
-            "leader_id": ("The leader this node knows of (0: none)", st.get("leader", 0)),
-            "pending_requests": ("Proposals and barriers waiting to be applied",
-                                 st.get("pending_requests", 0)),
-        }
-        for name, (text, value) in gauges.items():
-            fam = self._gauge_family(f"raft_{name}", text)
-            fam.add_metric([], value)
-            yield fam
-        lag = self._gauge_family("raft_replication_lag_entries",
-                                 "Leader only: entries a peer is behind the leader's log",
-                                 labels=["peer"])
-        match = self._gauge_family("raft_peer_match_index",
-                                   "Leader only: highest index known replicated on a peer",
-                                   labels=["peer"])
-        connected = self._gauge_family("raft_peer_connected",
-                                       "1 if the outbound connection to a peer is up",
-                                       labels=["peer"])
-        for key, value in st.items():
-            if key.startswith("peer_"):
-                _, peer, what = key.split("_", 2)
-                if what == "lag":
-                    lag.add_metric([peer], value)
-                elif what == "match":
-                    match.add_metric([peer], value)
-                elif what == "connected":
-                    connected.add_metric([peer], value)
-        yield lag
-        yield match
-        yield connected
-        for name, value in snap.get("transport", {}).items():
-            family = self._gauge_family if name in _TRANSPORT_GAUGES else self._counter_family
-            fam = family(f"raft_transport_{name}", f"PeerTransport stats(): {name}")
-            fam.add_metric([], value)
-            yield fam
-
-    def serve(self, host: str, port: int) -> None:
-        import prometheus_client as prom
-
-        started = prom.start_http_server(port, addr=host, registry=self.registry)
-        self._httpd = started[0] if isinstance(started, tuple) else None
-        bound = self._httpd.server_address[:2] if self._httpd is not None else (host, port)
-        self.address = (host, int(bound[1]))
-
-    def close(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None

@@ -815,7 +815,7 @@ class Simulation:
 
 
     def _check_trace(self) -> None:
-        from spec.checker import Checker, TraceViolation
+        from raft.trace_checker import Checker, TraceViolation
 
         checker = Checker(self.ids)
         try:

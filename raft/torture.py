@@ -50,8 +50,8 @@ import hiredis
 
 from raft import lincheck
 from raft.lincheck import FAIL, INFO, OK, Operation
-from raft.server_cli import LocalCluster
 from raft.storage import fileio
+from raft.testing.cluster import LocalCluster
 
 __all__ = ["TortureConfig", "NEMESIS_KINDS", "Firewall", "nemesis_schedule", "run_torture",
            "add_torture_subcommand"]

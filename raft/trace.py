@@ -1,22 +1,28 @@
 """Trace events: the schema the core emits and NDJSON files of them.
 
 The core (``RawNode(trace=list)``) appends one tuple per event; ``spec/README.md``
-documents each kind and how ``spec/checker.py`` maps it to spec actions. This
+documents each kind and how ``raft/trace_checker.py`` maps it to spec actions. This
 module is the one place that knows their file form: one JSON object per line,
 a first ``meta`` line naming the voters. The runtime writes traces with
 ``NdjsonWriter`` (hand-formatted lines, byte for byte what ``json.dumps`` of
 ``event_to_json`` gives, several times cheaper: the node traces every message);
 tools read them with ``read_ndjson`` and order per-node files with
-``merge_by_causality``. Nothing here imports ``spec``: the checker depends on
-this module, never the reverse.
+``merge_by_causality``. Nothing here imports ``spec``; the trace checker
+(raft/trace_checker.py) depends on this module, never the reverse.
 """
 from __future__ import annotations
 
 import json
 from typing import IO, Any
 
-__all__ = ["NdjsonWriter", "event_from_json", "event_to_json", "format_event",
+#: Message type -> name, as traces, the spec and error messages name them. The
+#: core holds the one copy of the table (raft/core/types.pxi); the trace checker and
+#: spec/tla_trace.py take it from here.
+from raft._core import MSG_NAMES
+
+__all__ = ["MSG_NAMES", "NdjsonWriter", "event_from_json", "event_to_json", "format_event",
            "merge_by_causality", "read_ndjson", "read_ndjson_file", "write_ndjson"]
+
 
 
 def _msg_to_json(m) -> dict:

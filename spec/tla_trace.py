@@ -1,11 +1,11 @@
-"""Trace validation with TLC: the TLA+ counterpart of spec/checker.py.
+"""Trace validation with TLC: the TLA+ counterpart of raft/trace_checker.py.
 
-`trace_module` writes traces of the core (the event tuples spec/checker.py
+`trace_module` writes traces of the core (the event tuples raft/trace_checker.py
 reads, e.g. from `raft sim --trace-out` NDJSON) as TLA+ sequences of records
 into a module `TraceData`; `run_tlc` model-checks spec/TraceRaft.tla over
 them (all traces in one TLC run) and returns one `Verdict` per trace:
 accepted, or rejected at the first event no behaviour of Raft.tla explains.
-`checker_verdict` gives spec/checker.py's verdict in the same form, so the two
+`checker_verdict` gives raft/trace_checker.py's verdict in the same form, so the two
 can be compared (tests/test_trace_tla.py).
 
 Entry data is abstracted: every distinct (type, data) of a client entry
@@ -33,16 +33,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from raft.trace import MSG_NAMES
+
 SPEC_DIR = Path(__file__).resolve().parent
 
-MSG_TYPES = {1: "AppendEntries", 2: "AppendEntriesResp", 3: "RequestVote", 4: "RequestVoteResp",
-             5: "InstallSnapshot", 6: "InstallSnapshotResp", 7: "PreVote", 8: "PreVoteResp"}
+MSG_TYPES = MSG_NAMES                # the one message-name table (raft/trace.py)
 SNAP_TYPES = (5, 6)                 # InstallSnapshot chunk, acknowledgement
 PREVOTE_TYPES = (7, 8)              # PreVote, PreVoteResp (diss. §9.6): no spec step
 # Not Raft.tla messages: their records carry the message id.
 ID_TYPES = SNAP_TYPES + PREVOTE_TYPES
 TLC_INT_MAX = 2 ** 31 - 1           # TLC's integers are 32-bit
-NOOP = (1, b"")                     # (type, data) of a leader's no-op entry, as spec/checker.py
+NOOP = (1, b"")                     # (type, data) of a leader's no-op entry, as raft/trace_checker.py
 NOOP_VALUE = "noop"
 
 # TLC (or SANY) output that means the spec or model is broken, not a verdict
@@ -152,7 +153,7 @@ def _msg(m, values: _Values, ids: _Ids) -> str:
 
 
 def event_to_tla(ev, values: _Values, ids: _Ids | None = None) -> str:
-    """One trace event (a spec/checker.py tuple) as a TLA+ record."""
+    """One trace event (a raft/trace_checker.py tuple) as a TLA+ record."""
     kind, n = ev[0], ev[1]
     head = f'e |-> "{kind}", n |-> {n}'
     if ids is None:
@@ -301,8 +302,8 @@ def run_tlc(traces: list[list], servers: list[int], *, workdir: Path | None = No
 
 
 def checker_verdict(events: list, servers: list[int]) -> Verdict:
-    """spec/checker.py's verdict on `events`, as a Verdict."""
-    from spec.checker import Checker, TraceViolation
+    """raft/trace_checker.py's verdict on `events`, as a Verdict."""
+    from raft.trace_checker import Checker, TraceViolation
 
     try:
         Checker(servers).check(events)
@@ -312,7 +313,7 @@ def checker_verdict(events: list, servers: list[int]) -> Verdict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from spec.checker import read_ndjson_file
+    from raft.trace_checker import read_ndjson_file
 
     p = argparse.ArgumentParser(prog="python -m spec.tla_trace", description=__doc__.split("\n\n")[0])
     p.add_argument("traces", nargs="+", help="NDJSON traces (raft sim --trace-out) of one cluster")

@@ -1,5 +1,6 @@
 """A tiny in-process cluster for scripted scenario tests: instant persistence,
-and a network the test controls message by message."""
+and a network the test controls message by message. ``Cluster.process`` is the Ready
+loop of docs/ready-loop.md with an instant disk."""
 from __future__ import annotations
 
 from raft import Entry, HardState, RawNode

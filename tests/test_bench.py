@@ -50,7 +50,7 @@ def test_bench_small_run(tmp_path):
 
 
 def test_trace_check_reports_unclean_stop_as_incomplete(tmp_path):
-    from raft.bench import check_traces
+    from raft.cli.bench import check_traces
 
     paths = {i: str(tmp_path / f"node{i}.ndjson") for i in (1, 2, 3)}
     r = check_traces(paths, {1: 0, 2: -9, 3: 0})

@@ -31,7 +31,7 @@ redis = pytest.importorskip("redis")
 
 from raft.client import RaftClient  # noqa: E402
 from raft.config import NodeConfig, format_host_port, render_config  # noqa: E402
-from raft.server_cli import LocalCluster, stop_process  # noqa: E402
+from raft.testing.cluster import LocalCluster, stop_process  # noqa: E402
 
 CHILD_MAIN = "import sys; from raft.cli import main; sys.exit(main(sys.argv[1:]))"
 READY_TIMEOUT = 60.0

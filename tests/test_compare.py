@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from raft.compare_report import (best_under_budget, compute_ratios, find_point, markdown,
+from raft.cli.compare_report import (best_under_budget, compute_ratios, find_point, markdown,
                                  peak, ratio, ratio_row, summarize_sweep, valid_points)
 
 
@@ -207,7 +207,7 @@ def test_find_point():
 
 
 def test_a_failing_phase_is_reported_as_skipped_not_raised():
-    from raft.compare import _guarded
+    from raft.cli.compare import _guarded
 
     def boom(_x: int) -> dict:
         raise RuntimeError("no leader")
@@ -217,7 +217,7 @@ def test_a_failing_phase_is_reported_as_skipped_not_raised():
 
 
 def test_rss_sampler_reads_vmrss():
-    from raft.compare import RssSampler, read_rss_kb
+    from raft.cli.compare import RssSampler, read_rss_kb
 
     if read_rss_kb(os.getpid()) is None:
         pytest.skip("no /proc/PID/status VmRSS here")
@@ -227,7 +227,7 @@ def test_rss_sampler_reads_vmrss():
 
 
 def test_percentiles():
-    from raft.compare import _percentiles
+    from raft.cli.compare import _percentiles
 
     p = _percentiles([float(x) for x in range(100, 0, -1)])
     assert (p["p50"], p["p90"], p["p99"], p["max"]) == (51.0, 91.0, 100.0, 100.0)
@@ -244,7 +244,7 @@ def test_compare_quick_smoke(tmp_path):
     pytest.importorskip("hdrh")
     pytest.importorskip("uvloop")
     env = dict(os.environ)
-    proc = subprocess.run([sys.executable, "-m", "raft.compare", "--quick", "--out-dir",
+    proc = subprocess.run([sys.executable, "-m", "raft.cli.compare", "--quick", "--out-dir",
                            str(tmp_path)], capture_output=True, text=True, timeout=400, env=env,
                           cwd=str(tmp_path))   # not the source tree: it has no compiled core
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -147,7 +147,7 @@ def test_raft_cluster_password_file_keeps_the_password_out_of_ps_and_configs(tmp
         assert password not in toml and "client_password_file" in toml
         for f in ("node1.toml", "client.password", "cluster.secret"):
             assert stat.S_IMODE(os.stat(d / f).st_mode) == 0o600, f
-        from raft.server_cli import resp_command
+        from raft.resp.probe import resp_command
         port = int(toml.split('client = "127.0.0.1:')[1].split('"')[0])
         assert resp_command("127.0.0.1", port, "PING", password=password) == "PONG"
     finally:

@@ -15,7 +15,8 @@ import time
 import pytest
 
 from raft import Entry, HardState
-from raft.server_cli import LocalCluster, resp_command
+from raft.testing.cluster import LocalCluster
+from raft.resp.probe import resp_command
 from raft.storage.base import StorageError
 from raft.storage.guard import DataDirLost, marker_path
 from raft.storage.wal import DiskStorage

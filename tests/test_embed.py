@@ -484,7 +484,7 @@ def test_more_calls_in_flight_than_the_session_window(tmp_path):
 def test_traces_of_an_embedded_run_pass_the_checker(tmp_path):
     """The embedded node is the same runtime: its core traces (trace_file) replay
     against the TLA+ spec's actions, including a leader change mid-stream."""
-    from spec.checker import Checker, merge_by_causality, read_ndjson_file
+    from raft.trace_checker import Checker, merge_by_causality, read_ndjson_file
 
     trace_files: dict[int, str] = {}
 

@@ -6,7 +6,9 @@ import random
 import pytest
 from hypothesis import example, given, settings, strategies as st
 
-from raft import _fastpath as _kvcodec, kv
+from raft import _fastpath as _kvcodec
+from raft.kv import KVStateMachine
+from raft.kv import codec as kv
 
 U64 = st.integers(min_value=0, max_value=(1 << 64) - 1)
 ARGV = st.lists(st.binary(max_size=300), min_size=1, max_size=8)
@@ -83,13 +85,13 @@ def test_decode_of_corrupted_commands_matches_the_reference(seed):
 
 
 def test_malformed_entry_error_names_the_problem():
-    reply = kv.KVStateMachine().apply(1, b"\x01\x00\x00\x00\x05")
+    reply = KVStateMachine().apply(1, b"\x01\x00\x00\x00\x05")
     assert "malformed log entry at index 1" in str(reply)
 
 
 # --- RESP request scanning ------------------------------------------------------------
 
-from raft import resp  # noqa: E402
+from raft.resp import protocol as resp  # noqa: E402
 
 
 class _NoFastPath:

@@ -24,7 +24,7 @@ from raft import MSG_APP, Message
 from raft.net import codec
 from raft.net.auth import client_handshake
 from raft.limits import DEFAULT_MAX_ENTRY_BYTES
-from raft.server_cli import LocalCluster
+from raft.testing.cluster import LocalCluster
 
 MiB = 1 << 20
 MAX_ENTRY = DEFAULT_MAX_ENTRY_BYTES       # the cluster runs with the default limits

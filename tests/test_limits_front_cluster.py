@@ -10,7 +10,8 @@ import stat
 import sys
 import time
 
-from raft.server_cli import LocalCluster, parse_info
+from raft.testing.cluster import LocalCluster
+from raft.resp.probe import parse_info
 
 PASSWORD = "flood-test-password"
 SOFT, HARD = 200, 400  # the nodes start with these RLIMIT_NOFILE limits

@@ -60,7 +60,7 @@ def test_mutant_is_caught(patch, tmp_path):
     _copy_sources(work)
     applied = subprocess.run(["git", "apply", "--whitespace=nowarn", patch], cwd=work,
                              capture_output=True, text=True)
-    assert applied.returncode == 0, (f"{os.path.basename(patch)} no longer applies to raft/_core.pyx: "
+    assert applied.returncode == 0, (f"{os.path.basename(patch)} no longer applies to the core sources: "
                                      f"regenerate with python tests/mutants/make_patches.py\n{applied.stderr}")
     built = subprocess.run([sys.executable, "-c", BUILD], cwd=work, capture_output=True, text=True,
                            timeout=600)

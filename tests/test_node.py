@@ -15,13 +15,13 @@ import urllib.request
 
 import pytest
 
-from raft.server_cli import free_ports as _free_ports
+from raft.testing.cluster import free_ports as _free_ports
 from raft import Message, MSG_VOTE, Entry
-from raft.config import ConfigError, NodeConfig, PeerAddress, load_config, render_config
+from raft.config import ConfigError, load_config, render_config
 from raft.kv import encode_command
-from raft.net.transport import new_event_loop
+from raft.testing.inproc import InProcessCluster, run as _run, wait_until
 from raft.node import RaftNode
-from raft.resp import NotLeaderError
+from raft.resp import NotLeaderError, resp_frontend
 
 redis = pytest.importorskip("redis")
 import redis.asyncio as aioredis  # noqa: E402
@@ -35,21 +35,11 @@ TIME_LIMIT = 60.0
 
 def run(coro, limit: float = TIME_LIMIT):
     """Run a test coroutine on a fresh (uvloop) loop under a time limit."""
-    with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        return runner.run(asyncio.wait_for(coro, limit))
+    return _run(coro, limit)
 
 
 def free_ports(n: int) -> list[int]:
     return _free_ports(n, HOST)
-
-
-async def wait_until(pred, timeout: float = 10.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pred():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def cmd(*argv: str | bytes) -> bytes:
@@ -57,52 +47,20 @@ def cmd(*argv: str | bytes) -> bytes:
                           time_ms=1)
 
 
-class Cluster:
-    """n RaftNodes sharing this loop; nodes can be stopped and restarted from disk."""
+class Cluster(InProcessCluster[RaftNode]):
+    """n RaftNodes (RESP front end on) sharing this loop (raft.testing.inproc); nodes
+    can be stopped and restarted from disk."""
 
     def __init__(self, tmp_path, n: int = 3, durability: str = "none", **cfg) -> None:
-        ports = free_ports(2 * n)
-        self.peers = {i: PeerAddress((HOST, ports[i - 1]), (HOST, ports[n + i - 1]))
-                      for i in range(1, n + 1)}
-        cfg.setdefault("election_ticks", 20)
-        cfg.setdefault("heartbeat_ticks", 2)
-        self.configs = {i: NodeConfig(node_id=i, peers=self.peers,
-                                      data_dir=str(tmp_path / f"node{i}"), secret=SECRET,
-                                      durability=durability, **cfg)
-                        for i in self.peers}
-        self.nodes: dict[int, RaftNode] = {}
+        super().__init__(tmp_path, lambda i, config: RaftNode(config, frontend=resp_frontend),
+                         lambda node: node.read_barrier(), (NotLeaderError, asyncio.TimeoutError),
+                         n=n, secret=SECRET, durability=durability, **cfg)
         self.clients: list = []
-
-    async def start(self, *ids: int) -> None:
-        for i in ids or tuple(self.configs):
-            node = RaftNode(self.configs[i])
-            await node.start()
-            self.nodes[i] = node
-
-    async def stop(self, i: int) -> None:
-        node = self.nodes.pop(i)
-        await node.stop()
 
     async def close(self) -> None:
         for c in self.clients:
             await c.aclose()
-        for i in list(self.nodes):
-            await self.stop(i)
-
-    async def leader(self, timeout: float = 15.0) -> RaftNode:
-        """A leader that serves a read barrier (so it leads a working majority)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            for node in list(self.nodes.values()):
-                if node.is_leader:
-                    try:
-                        await asyncio.wait_for(node.read_barrier(), 2.0)
-                        return node
-                    except (NotLeaderError, asyncio.TimeoutError):
-                        pass
-            await asyncio.sleep(0.02)
-        raise AssertionError("no leader elected")
+        await super().close()
 
     def redis(self, i: int, **kw):
         host, port = self.peers[i].client
@@ -392,7 +350,7 @@ def test_metrics_endpoint(tmp_path):
 
 
 def test_traces_of_a_real_run_pass_the_checker(tmp_path):
-    from spec.checker import Checker, merge_by_causality, read_ndjson_file
+    from raft.trace_checker import Checker, merge_by_causality, read_ndjson_file
 
     async def body(c: Cluster):
         leader = await c.leader()
@@ -558,7 +516,7 @@ def test_trailing_entries_keep_slightly_lagging_followers_on_the_log(tmp_path):
 def test_traces_of_a_run_with_snapshots_pass_the_checker(tmp_path):
     """Compactions on every node and an InstallSnapshot to a restarted follower, as
     traced by the real runtime, replay against the spec's actions."""
-    from spec.checker import Checker, merge_by_causality, read_ndjson_file
+    from raft.trace_checker import Checker, merge_by_causality, read_ndjson_file
 
     trace_files = {}
 

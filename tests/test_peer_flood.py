@@ -16,7 +16,8 @@ import time
 import pytest
 from test_transport import Node, free_ports, hb, run, wait_until
 
-from raft.server_cli import LocalCluster, resp_command
+from raft.testing.cluster import LocalCluster
+from raft.resp.probe import resp_command
 
 HOST = "127.0.0.1"
 

@@ -8,7 +8,7 @@ import pytest
 
 from raft import MSG_APP, MSG_VOTE, MSG_VOTE_RESP, Entry
 from raft.sim import SimConfig, Simulation
-from spec.checker import (
+from raft.trace_checker import (
     Checker, TraceViolation, merge_by_causality, read_ndjson, write_ndjson,
 )
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import pytest
 
-from spec.checker import read_ndjson_file, write_ndjson
+from raft.trace_checker import read_ndjson_file, write_ndjson
 from spec.tla_trace import TLCError, Verdict, checker_verdict, run_tlc, tla2tools_jar
 
 pytestmark = pytest.mark.tlc

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from raft.server_cli import free_ports as _free_ports
+from raft.testing.cluster import free_ports as _free_ports
 from raft import MSG_APP, MSG_APP_RESP, MSG_SNAP, MSG_SNAP_RESP, MSG_VOTE, Entry, Message
 from raft.net import auth, codec
 from raft.net.transport import PeerTransport, install_event_loop_policy, new_event_loop

@@ -19,7 +19,7 @@
     node.read_stale(lambda: counter.value)      # this replica's state, maybe behind
 
 The node is a ``raft.node.RaftNode`` (its WAL, transport, tracing, snapshots and
-metrics, exactly as ``raft serve``) with ``serve_clients=False``; the embed RPC
+metrics, exactly as ``raft serve``) with no ``frontend`` (no RESP server); the embed RPC
 (raft/embed/rpc.py) listens on the config's client address instead of RESP.
 
 Calls run under a client session (diss. §6.3): each node opens one through the log on
@@ -63,7 +63,7 @@ from raft.embed.machine import Replica, StateMachine
 from raft.embed.rpc import ST_NOT_LEADER, ST_OK, ConnectionPool, RpcServer
 from raft.net.auth import AuthError
 from raft.node import RaftNode
-from raft.resp import NotLeaderError
+from raft.api import NotLeaderError
 
 __all__ = ["EmbeddedNode", "ClientSession", "LeaderInfo", "TailEntry", "DEFAULT_CALL_TIMEOUT"]
 
@@ -172,7 +172,7 @@ class EmbeddedNode:
         self.call_timeout = call_timeout
         self.replica = Replica(by_name, max_sessions=max_sessions, session_window=session_window)
         self.raft = RaftNode(config, state_machine=self.replica,  # type: ignore[arg-type]
-                             seed=seed, serve_clients=False)
+                             seed=seed)
         for m in by_name.values():
             m._node = self
         self._rpc: RpcServer | None = None

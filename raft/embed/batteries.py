@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from raft.errors import RaftError
 from raft.embed.codec import pack, unpack
 from raft.embed.machine import StateMachine, query, replicated
 
@@ -165,7 +166,7 @@ class Queue(StateMachine):
         self.maxsize, self._items = int(maxsize), deque(items)
 
 
-class LockNotHeld(Exception):
+class LockNotHeld(RaftError):
     """renew/release by someone who does not hold the lock (or whose lease expired)."""
 
 

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,7 +27,8 @@ from typing import Any
 # The installed package (pip install .), as every benchmark here: no sys.path changes.
 from raft.embed import Counter, EmbeddedNode
 from raft.embed.launch import EmbedLocalCluster, serve
-from raft.server_cli import free_ports, stop_process
+from raft.testing.pysyncobj import lead_or_wait
+from raft.testing.pysyncobj import run_cluster as run_pso_cluster
 
 DEFAULT_LEVELS = "1,16,64,256,1024,4096"
 # How a node process of the benchmark is started: this module's child_main, from the
@@ -107,14 +107,10 @@ def pso_node(me: str, others: list[str], out: str, levels: list[int], secs: floa
             return self.value
 
     obj = PCounter()
-    deadline = time.monotonic() + 30 + 2 * secs * len(levels)
-    while not (obj.isReady() and obj._getLeader() is not None):
-        if time.monotonic() > deadline:
-            return 1
-        time.sleep(0.05)
-    if str(obj._getLeader()) != me:
-        while not os.path.exists(out) and time.monotonic() < deadline:
-            time.sleep(0.1)
+    leads = lead_or_wait(obj, me, out, time.monotonic() + 30 + 2 * secs * len(levels))
+    if leads is None:
+        return 1
+    if not leads:
         time.sleep(0.5)
         return 0
     obj.incr(sync=True, timeout=10)
@@ -150,20 +146,12 @@ def pysyncobj(journal: bool, levels: str, secs: float, tmp: str) -> dict[str, An
         return {"skipped": "pysyncobj is not installed (pip install 'raft[bench]')"}
     name = "pso-journal" if journal else "pso-memory"
     out = os.path.join(tmp, f"{name}.json")
-    addrs = [f"127.0.0.1:{p}" for p in free_ports(3)]
-    procs = []
-    for i, a in enumerate(addrs):
-        others = ",".join(x for x in addrs if x != a)
+
+    def argv(i: int, me: str, others: str) -> list[str]:
         jfile = os.path.join(tmp, f"{name}-{i}.journal") if journal else ""
-        procs.append(subprocess.Popen(
-            _CHILD + ["--pso-node", a, others, out, levels,
-             str(secs), jfile], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, cwd=tmp))
-    try:
-        return _wait_json(out, 40 + 2 * secs * len(levels.split(",")), procs)
-    finally:
-        for p in procs:
-            stop_process(p, 5.0)
+        return _CHILD + ["--pso-node", me, others, out, levels, str(secs), jfile]
+
+    return run_pso_cluster(argv, out, 40 + 2 * secs * len(levels.split(",")), cwd=tmp)
 
 
 def _wait_json(path: str, timeout: float, procs: list[Any] | None = None) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from typing import Any
 
 import msgpack
 
+from raft.errors import RaftError
+
 __all__ = ["EncodeError", "DecodeError", "ENTRY_VERSION", "OP_CALL", "OP_OPEN", "Entry",
            "encode_entry", "decode_entry", "pack", "unpack", "ok_outcome", "error_outcome",
            "OUTCOME_OK", "OUTCOME_ERROR", "OUTCOME_SESSION_EXPIRED"]
@@ -32,11 +34,11 @@ ALLOWED = ("None, bool, int (64-bit), float, str, bytes, and lists, tuples and d
            "of those")
 
 
-class EncodeError(TypeError):
+class EncodeError(RaftError, TypeError):
     """A value cannot be encoded with msgpack (raft.embed never pickles)."""
 
 
-class DecodeError(ValueError):
+class DecodeError(RaftError, ValueError):
     """Bytes from the log, a snapshot or the network are not what raft.embed wrote."""
 
 

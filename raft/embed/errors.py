@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from raft.errors import RaftError
 from raft.embed.codec import OUTCOME_OK, OUTCOME_SESSION_EXPIRED, DecodeError, EncodeError, unpack
 
 __all__ = ["EmbedError", "NotLeader", "CallTimeout", "ReplicatedError", "SessionExpired",
            "LogCompacted", "EncodeError", "DecodeError", "decode_outcome"]
 
 
-class EmbedError(Exception):
+class EmbedError(RaftError):
     """Base of raft.embed's errors."""
 
 

@@ -1,6 +1,6 @@
 """Run embedded state machines as processes: one node per process, and a local
 cluster of n such processes on loopback (what the examples and the multi-process
-tests use). Built on raft.server_cli.LocalCluster: the same generated configs, data
+tests use). Built on raft.testing.cluster.LocalCluster: the same generated configs, data
 dirs, random cluster secret, log files, SIGKILL/SIGTERM handling."""
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from raft.embed.api import EmbeddedNode
 from raft.embed.client import ClusterClient
 from raft.embed.machine import StateMachine
 from raft.net.transport import new_event_loop
-from raft.server_cli import LocalCluster
+from raft.testing.cluster import LocalCluster
 
 __all__ = ["EmbedLocalCluster", "serve", "example_main"]
 

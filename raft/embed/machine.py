@@ -15,6 +15,7 @@ import functools
 from collections import OrderedDict
 from typing import Any, Callable, TypeVar
 
+from raft.errors import RaftError
 from raft.embed.codec import (
     OP_OPEN,
     OUTCOME_SESSION_EXPIRED,
@@ -36,7 +37,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 SNAPSHOT_VERSION = 1
 
 
-class IncompatibleCommand(RuntimeError):
+class IncompatibleCommand(RaftError, RuntimeError):
     """An entry names a state machine version newer than this replica's code. Applying
     it anyway could diverge from the replicas that understand it, so the node stops
     (fail-stop, like any apply failure): upgrade every replica's code before callers

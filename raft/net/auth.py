@@ -41,6 +41,7 @@ import ssl
 import struct
 from collections.abc import Callable
 
+from raft.errors import RaftError
 from raft.net import codec
 from raft.net.codec import FrameError
 
@@ -68,7 +69,7 @@ _BODY_SIZE = {
 _MAX_HANDSHAKE_FRAME = 2 + max(_BODY_SIZE.values())
 
 
-class AuthError(Exception):
+class AuthError(RaftError):
     """The peer failed (or aborted) the handshake; ``str()`` is the reason."""
 
 

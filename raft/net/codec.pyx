@@ -24,8 +24,10 @@ from cpython.ref cimport Py_INCREF
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-from raft._core cimport Entry, Message
+# _MSG_SNAP (the only message type that carries data) is the core's own enum.
+from raft._core cimport _MSG_SNAP, Entry, Message
 
+from raft.errors import RaftError
 from raft._core import (MSG_APP, MSG_APP_RESP, MSG_PREVOTE, MSG_PREVOTE_RESP, MSG_SNAP,
                         MSG_SNAP_RESP, MSG_VOTE, MSG_VOTE_RESP)
 
@@ -109,7 +111,6 @@ cdef enum:
     _HEADER = 6
     _LEN_FIELD = 4               # the length prefix itself
     _MSG_HDR = 82                # type u8, flags u8, 9 x u64, n_entries u32, data_len u32
-    _MSG_SNAP = 5                # the only message type that carries data
     _ENT_HDR = 21                # index u64, term u64, type u8, data_len u32
     _FLAG_REJECT = 1
     _KNOWN_FLAGS = 1
@@ -167,7 +168,7 @@ _fast_entry_ok()
 FAST_ENTRY = _fast_entry
 
 
-class FrameError(ValueError):
+class FrameError(RaftError, ValueError):
     """A frame is malformed, truncated, oversized or of an unknown kind.
 
     Raised by decoding (the remote's fault: close the connection) and by encoding

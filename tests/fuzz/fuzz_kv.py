@@ -1,5 +1,5 @@
 """Fuzz the KV command codec: the compiled decoder raft._fastpath.decode against its
-Python reference raft.kv._decode_command_reference.
+Python reference raft.kv.codec._decode_command_reference.
 
 Input: the bytes of one log entry's data.
 Properties:
@@ -18,7 +18,8 @@ from __future__ import annotations
 import atheris
 
 with atheris.instrument_imports():
-    from raft import _fastpath, kv
+    from raft import _fastpath
+    from raft.kv import codec as kv
     from _fuzzlib import main
 
 

@@ -1,4 +1,4 @@
-"""Fuzz the RESP request parser (raft/resp.py RequestParser, with the compiled
+"""Fuzz the RESP request parser (raft/resp/protocol.py RequestParser, with the compiled
 scanner raft._fastpath.scan_requests in front of it).
 
 Input: byte 0 picks the limits and the client's state, byte 1 seeds where the
@@ -21,7 +21,7 @@ import random
 import atheris
 
 with atheris.instrument_imports():
-    from raft import resp
+    from raft.resp import protocol as resp
     from _fuzzlib import main
 
 

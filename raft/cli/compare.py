@@ -14,7 +14,7 @@
 4. plain redis-server vs our durable leader under ``redis-benchmark -t set -c 50``,
    non-pipelined and ``-P 16``;
 5. ``raft bench`` traced vs untraced; each node's RSS at the end of its peak point;
-6. the ratios of the issue against their targets (raft/compare_report.py).
+6. the ratios of the issue against their targets (raft/cli/compare_report.py).
 
 Writes ``compare.json`` and ``compare.md`` into --out-dir (default: the current dir).
 Every phase is bounded in time and request count; every process it starts is stopped
@@ -42,11 +42,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from raft import compare_etcd
-from raft.bench import BenchConfig, latency_summary, run_bench, run_load_sync
-from raft.compare_report import (DEFAULT_BUDGET_P99_US, compute_ratios, markdown,
+from raft.cli import compare_etcd
+from raft.cli.bench import run_bench
+from raft.cli.load import BenchConfig, latency_summary, run_load_sync
+from raft.cli.compare_report import (DEFAULT_BUDGET_P99_US, compute_ratios, markdown,
                                  summarize_sweep)
-from raft.server_cli import LocalCluster, free_ports, stop_process
+from raft.testing.cluster import LocalCluster, free_ports, stop_process
+from raft.testing.pysyncobj import lead_or_wait
+from raft.testing.pysyncobj import run_cluster as run_pso_cluster
 
 PHASE_TIMEOUT = 120.0
 SYSTEMS = ("pysyncobj", "ours", "redis", "etcd", "tracing")
@@ -360,14 +363,10 @@ def pso_node_main(argv: list[str]) -> int:
     sweep = [int(x) for x in argv[4].split(",")]
     counter = ReplCounter()
     obj = SyncObj(me, others, consumers=[counter])
-    deadline = time.monotonic() + 30 + len(sweep) * (secs + 20)
-    while not (obj.isReady() and obj._getLeader() is not None):
-        if time.monotonic() > deadline:
-            return 1
-        time.sleep(0.05)
-    if str(obj._getLeader()) != me:
-        while not os.path.exists(out) and time.monotonic() < deadline:
-            time.sleep(0.1)
+    leads = lead_or_wait(obj, me, out, time.monotonic() + 30 + len(sweep) * (secs + 20))
+    if leads is None:
+        return 1
+    if not leads:
         return 0
     pids = _pso_pids(out + ".pids")
     result = {"sweep": [_pso_point(counter, n, secs, pids) for n in sweep]}
@@ -383,31 +382,16 @@ def pysyncobj_phase(tmp: str, plan: Plan) -> dict[str, Any]:
     except ImportError:
         return {"skipped": "pysyncobj is not installed (pip install 'raft[bench]')"}
     secs = plan.point_seconds
-    addrs = [f"127.0.0.1:{p}" for p in free_ports(3)]
     out = os.path.join(tmp, "pso.json")
     sweep = ",".join(map(str, plan.pso_inflight))
-    procs = []
-    for a in addrs:
-        others = ",".join(x for x in addrs if x != a)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "raft.compare", "--pso-node", a, others, out, str(secs),
-             sweep], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL))
-    with open(out + ".pids", "w") as fp:
-        fp.write(" ".join(str(p.pid) for p in procs))
-    try:
-        deadline = time.monotonic() + 40 + len(plan.pso_inflight) * (secs + 20)
-        while not os.path.exists(out) and time.monotonic() < deadline:
-            if all(p.poll() is not None for p in procs):
-                break
-            time.sleep(0.2)
-        if not os.path.exists(out):
-            return {"skipped": "PySyncObj cluster produced no result in time"}
-        with open(out) as fp:
-            return json.load(fp)
-    finally:
-        for p in procs:
-            stop_process(p, 5.0)
+
+    def argv(_i: int, me: str, others: str) -> list[str]:
+        return [sys.executable, "-m", "raft.cli.compare", "--pso-node", me, others, out,
+                str(secs), sweep]
+
+    return run_pso_cluster(argv, out, 40 + len(plan.pso_inflight) * (secs + 20),
+                           pids_file=out + ".pids",
+                           skipped="PySyncObj cluster produced no result in time")
 
 
 # --- redis-benchmark: redis-server vs ours --------------------------------------------

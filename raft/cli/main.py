@@ -108,7 +108,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     import time
 
-    from spec.checker import Checker, TraceViolation, merge_by_causality, read_ndjson_file
+    from raft.trace_checker import Checker, TraceViolation, merge_by_causality, read_ndjson_file
 
     streams, voters = [], set()
     for path in args.traces:
@@ -150,6 +150,21 @@ def _cmd_storage(args: argparse.Namespace) -> int:
     return storage_main([args.action, args.dir] + (["--dry-run"] if args.dry_run else []))
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """``raft bench``, ``raft bench --compare`` or ``raft bench --embedded``."""
+    if args.embedded:
+        from raft.embed.bench import main as embedded_main
+
+        return embedded_main(["--quick"] if args.quick else [])
+    if args.compare:
+        from raft.cli.compare import main as compare_main
+
+        return compare_main(["--out-dir", args.out_dir] + (["--quick"] if args.quick else []))
+    from raft.cli.bench import bench_main
+
+    return bench_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="raft", description="A fast, spec-checked Raft for Python.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -183,10 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("dir")
     st.add_argument("--dry-run", action="store_true", help="repair: say what would be done")
     st.set_defaults(func=_cmd_storage)
-    from raft.server_cli import add_subcommands  # serve, cluster, status
+    from raft.cli.serve import add_subcommands  # serve, cluster, status
     add_subcommands(sub)
-    from raft.bench import add_bench_subcommand  # bench
-    add_bench_subcommand(sub)
+    from raft.cli.bench import add_bench_subcommand  # bench
+    add_bench_subcommand(sub).set_defaults(func=_cmd_bench)
     from raft.lincheck import add_lincheck_subcommand  # lincheck
     add_lincheck_subcommand(sub)
     from raft.torture import add_torture_subcommand  # torture

@@ -23,11 +23,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from raft.server_cli import free_ports, stop_process
+from raft.testing.cluster import free_ports, stop_process
 
 GOPATH = "/usr/share/gocode"
 CLIENTV3 = os.path.join(GOPATH, "src/go.etcd.io/etcd/clientv3")
-SOURCE = Path(__file__).resolve().parent / "etcd_load" / "main.go"
+SOURCE = Path(__file__).resolve().parent.parent / "etcd_load" / "main.go"
 BUILD_TIMEOUT = 600.0
 TMPFS = "/dev/shm"
 

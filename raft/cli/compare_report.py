@@ -3,7 +3,7 @@ compute the ratios against their targets, and render ``compare.md``.
 
 No I/O here, so tests/test_compare.py can check it on hand-made results. A *sweep
 point* is a dict with at least ``label``, ``ops_per_s``, ``ops``, ``errors`` and
-``latency_us`` (``p50``/``p90``/``p99`` in microseconds); raft/compare.py produces them.
+``latency_us`` (``p50``/``p90``/``p99`` in microseconds); raft/cli/compare.py produces them.
 """
 from __future__ import annotations
 
@@ -101,7 +101,7 @@ def _point(r: dict[str, Any], label: str, *path: str) -> Point | None:
 
 
 def compute_ratios(r: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every ratio of the issue, from one run's results ``r`` (see raft/compare.py)."""
+    """Every ratio of the issue, from one run's results ``r`` (see raft/cli/compare.py)."""
     rows = []
     pso_peak = _peak_ops(r, "pysyncobj")
     rows.append(ratio_row("ours durable peak / PySyncObj peak",

@@ -1,0 +1,605 @@
+"""A Redis-protocol (RESP2) server in front of the replicated KV state machine.
+
+The node runtime (Raft, transport, storage) is behind :class:`NodeAPI`; this module only
+speaks RESP to clients:
+
+* Writes are encoded with the current wall clock (:func:`raft.kv.encode_command`) and
+  handed to ``propose``; many proposals of one connection are in flight at once, and
+  replies still go out in request order.
+* Reads wait for this connection's earlier writes (read-your-writes, and Redis's in-order
+  pipeline semantics), then ``read_barrier()`` (ReadIndex), then read the local state
+  machine. ``READONLY`` opts a connection into stale local reads without the barrier.
+* A node that is not the leader answers ``-MOVED 0 host:port`` (the leader's client
+  address; ``redis-cli -c`` follows it) or ``-CLUSTERDOWN ...`` if no leader is known.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import Any, Callable, cast
+
+from raft import kv
+from raft.api import NodeAPI, NotLeaderError, ReadTimeoutError
+from raft.kv import NULL_ARRAY, ErrorReply, Reply, arity_ok
+from raft.limits import EXEC_ENVELOPE, command_size_bound, exec_item_size_bound, too_large_message
+from raft.resp.commands import _LOCAL_COMMANDS, _NOT_QUEUED, _QUEUED
+from raft.resp.protocol import ProtocolError, RequestParser, ServerConfig, _one_line, encode_reply
+
+log = logging.getLogger("raft.resp")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+# --------------------------------------------------------------------------- server
+
+
+def _not_leader_reply(e: NotLeaderError) -> ErrorReply:
+    if e.leader_addr:
+        return ErrorReply(f"MOVED 0 {e.leader_addr}")
+    return ErrorReply("CLUSTERDOWN no leader known; retry later")
+
+
+def _write_reply(fut: asyncio.Future[Any]) -> Any:
+    """The reply to a write whose future (NodeAPI.submit) is done."""
+    if fut.cancelled():
+        return ErrorReply("ERR request cancelled")
+    e = fut.exception()
+    if e is None:
+        return fut.result()
+    if isinstance(e, NotLeaderError):
+        return _not_leader_reply(e)
+    if isinstance(e, ReadTimeoutError):
+        return ErrorReply("TRYAGAIN read barrier timed out")
+    if isinstance(e, asyncio.TimeoutError):
+        return ErrorReply("TRYAGAIN write timed out; it may or may not have been applied")
+    log.error("write failed: %r", e)
+    return ErrorReply(_one_line(f"ERR internal error: {type(e).__name__}: {e}"))
+
+
+class _Ready:
+    """A reply already computed, queued behind replies still in flight."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class _Fatal:
+    """Answer ``message`` (if any) after the queued replies, then close."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+NOAUTH = ErrorReply("NOAUTH Authentication required.")
+# Allowed before AUTH. Redis 7 also requires AUTH for PING; we let it through so health
+# checks work without the password (it reveals nothing).
+_NOAUTH_ALLOWED = frozenset((b"auth", b"hello", b"quit", b"ping"))
+
+
+class RespServer:
+    """Shared state of all client connections of one node."""
+
+    def __init__(self, api: NodeAPI, config: ServerConfig) -> None:
+        self.api = api
+        self.config = config
+        self.connections: set[RespConnection] = set()
+        self.started = time.monotonic()
+        self.port = 0
+        self._next_client_id = 0
+        self.server: asyncio.Server | None = None
+        self.max_clients = config.max_clients
+        self.refused = 0  # connections refused over max_clients, since start
+        self._refusal_logged = -1.0
+
+    def note_refused(self) -> None:
+        """Log refusals over max_clients at most once a minute (a flood must not
+        flood the log too)."""
+        now = time.monotonic()
+        if self._refusal_logged < 0 or now - self._refusal_logged >= 60.0:
+            self._refusal_logged = now
+            log.warning("refusing client connections: max_clients (%d) reached "
+                        "(%d refused since start)", self.max_clients, self.refused)
+
+    def next_client_id(self) -> int:
+        self._next_client_id += 1
+        return self._next_client_id
+
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(lambda: RespConnection(self), host, port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self.server
+
+    async def close(self) -> None:
+        """Stop listening and drop every client connection."""
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.connections):
+            conn.abort()
+        if self.server is not None:
+            await self.server.wait_closed()
+
+
+async def serve_resp(
+    api: NodeAPI, host: str, port: int, password: str | None = None, **options: Any
+) -> asyncio.Server:
+    """Start serving RESP on host:port (0 = any free port). ``options`` are
+    :class:`ServerConfig` fields. Closing the returned server stops listening only; use
+    :class:`RespServer` directly to also drop the client connections."""
+    resp = RespServer(api, ServerConfig(password=password, **options))
+    return await resp.start(host, port)
+
+
+class RespConnection(asyncio.Protocol):
+    """One client. Input is parsed as it arrives into a queue; one task runs the queued
+    commands in order (starting writes without waiting for them); replies are written in
+    request order as they complete."""
+
+    def __init__(self, server: RespServer) -> None:
+        self.srv = server
+        self.api = server.api
+        self.cfg = server.config
+        self.client_id = server.next_client_id()
+        self.name: bytes | None = None
+        self.authenticated = server.config.password is None
+        self.readonly = False  # READONLY: serve reads locally without the barrier
+        self.proto = 2  # RESP version, 3 after HELLO 3
+        self.multi: list[list[bytes]] | None = None  # commands queued since MULTI
+        self.multi_failed = False
+        self.multi_bytes = 0  # upper bound of the RAFT.EXEC entry the queue would become
+        self.addr = ""
+        self.last_command = b""
+        self._parser = RequestParser(server.config, preauth=not self.authenticated)
+        self._queue: collections.deque[list[bytes] | _Fatal] = collections.deque()
+        self._replies: collections.deque[asyncio.Future | _Ready] = collections.deque()
+        self._last_write: asyncio.Future | None = None   # see _before_read
+        self._last_write_index = 0   # log index of this connection's last write
+        self._wakeup = asyncio.Event()
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+        self._reading_paused = False
+        self._input_closed = False  # EOF, protocol error or QUIT: read nothing more
+        self._close_when_flushed = False
+        self._out = bytearray()  # encoded replies not yet handed to the transport
+        self._write_scheduled = False
+        self._transport: asyncio.Transport | None = None
+        self._runner: asyncio.Task | None = None
+        self._auth_timer: asyncio.TimerHandle | None = None
+        self._refused = False  # over max_clients: answered and closed, never served
+        self._eof_held = False  # EOF came while the parser was held after AUTH
+
+    # ----------------------------------------------------------------- transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.addr = f"{peer[0]}:{peer[1]}" if peer else "?"
+        if len(self.srv.connections) >= self.srv.max_clients:
+            self._refuse()
+            return
+        self.srv.connections.add(self)
+        loop = asyncio.get_running_loop()
+        self._runner = loop.create_task(self._run())
+        if not self.authenticated:
+            self._auth_timer = loop.call_later(self.cfg.auth_timeout, self._auth_expired)
+
+    def _refuse(self) -> None:
+        """Over max_clients: say so and close, as Redis does, before reading anything
+        (the connection is never counted or served)."""
+        self._refused = self._input_closed = True
+        self.srv.refused += 1
+        self.srv.note_refused()
+        assert self._transport is not None
+        self._transport.write(b"-ERR max number of clients reached\r\n")
+        self._transport.close()
+
+    def _auth_expired(self) -> None:
+        """A connection that has not authenticated in time is closed: idle or slow
+        unauthenticated clients must not hold descriptors and buffers forever."""
+        self._auth_timer = None
+        if not self.authenticated:
+            log.debug("client %d (%s): closed: not authenticated within %gs",
+                      self.client_id, self.addr, self.cfg.auth_timeout)
+            self.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self._input_closed:
+            return
+        self._parse(self._parser.feed, data)
+        if self._parser.held:
+            self._pause_reading()  # until the AUTH that held the parser has run
+        if len(self._queue) + len(self._replies) > self.cfg.max_pipeline:
+            self._pause_reading()
+        self._wakeup.set()
+
+    def _parse(self, fn: Callable[..., list[list[bytes]]], *args: Any) -> None:
+        """Queue the commands ``fn`` parses; on a framing error queue the commands
+        before it, then the error reply and the close."""
+        try:
+            self._queue.extend(fn(*args))
+        except ProtocolError as e:
+            self._queue.extend(self._parser.pending)  # answer what came before the error
+            self._queue.append(_Fatal(str(e)))
+            self._stop_input()
+        except Exception as e:
+            # A parser bug must cost this connection only, with one line, not a traceback.
+            log.warning("client %d (%s): unparsable request: %s: %s", self.client_id,
+                        self.addr, type(e).__name__, _one_line(str(e))[:200])
+            self._queue.extend(self._parser.pending)
+            self._queue.append(_Fatal("ERR Protocol error: invalid request"))
+            self._stop_input()
+
+    def _resume_parser(self) -> None:
+        """The AUTH/HELLO that held the parser has run: parse what followed it."""
+        self._parse(self._parser.resume, self.authenticated)
+        if not self._parser.held:
+            if self._eof_held:
+                self._eof_held = False
+                self._queue.append(_Fatal(""))
+            self._maybe_resume_reading()
+
+    def eof_received(self) -> bool:
+        # The client closed its side; finish what it sent, then close (True keeps the
+        # transport open for our replies).
+        self._input_closed = True
+        if self._parser.held:
+            self._eof_held = True  # after the requests still held in the parser
+        else:
+            self._queue.append(_Fatal(""))
+        self._wakeup.set()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.srv.connections.discard(self)
+        self._input_closed = True
+        if self._auth_timer is not None:
+            self._auth_timer.cancel()
+        if self._runner is not None:
+            self._runner.cancel()
+        # In-flight proposals are left to finish: cancelling them would not un-propose.
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()  # the client is not reading its replies: stop executing
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _stop_input(self) -> None:
+        self._input_closed = True
+        self._pause_reading()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused and self._transport and not self._transport.is_closing():
+            self._transport.pause_reading()
+            self._reading_paused = True
+
+    def _maybe_resume_reading(self) -> None:
+        if (
+            self._reading_paused
+            and not self._input_closed
+            and not self._parser.held
+            and len(self._queue) + len(self._replies) <= self.cfg.max_pipeline // 2
+            and self._transport is not None
+            and not self._transport.is_closing()
+        ):
+            self._transport.resume_reading()
+            self._reading_paused = False
+
+    # ----------------------------------------------------------------- replies
+
+    def _push(self, item: asyncio.Future | _Ready) -> None:
+        self._replies.append(item)
+        if isinstance(item, _Ready):
+            if len(self._replies) == 1:
+                self._flush()
+        else:
+            item.add_done_callback(self._flush)
+
+    def reply(self, value: Any) -> None:
+        self._push(_Ready(value))
+
+    async def replies_drained(self) -> None:
+        while self._replies:
+            self._wakeup.clear()
+            await self._wakeup.wait()  # _flush sets it
+
+    def _flush(self, _fut: object = None) -> None:
+        """Encode every reply at the head of the queue that is complete, in order, into
+        the output buffer; it is written once per event loop iteration, so a pipeline's
+        replies leave in a few large writes rather than one syscall each."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            for item in self._replies:   # nobody will look at their outcome now
+                if not isinstance(item, _Ready) and item.done() and not item.cancelled():
+                    item.exception()
+            if isinstance(_fut, asyncio.Future) and not _fut.cancelled():
+                _fut.exception()
+            self._replies.clear()
+            return
+        out, replies = self._out, self._replies
+        while replies:
+            head = replies[0]
+            if isinstance(head, _Ready):
+                value = head.value
+            elif not head.done():
+                break
+            else:
+                value = _write_reply(head)
+            replies.popleft()
+            try:
+                encode_reply(value, out, self.proto)
+            except TypeError:
+                log.exception("unencodable reply %r", value)
+                encode_reply(ErrorReply("ERR internal error: unencodable reply"), out)
+        if (out or self._close_when_flushed) and not self._write_scheduled:
+            self._write_scheduled = True
+            asyncio.get_running_loop().call_soon(self._write_out)
+        self._maybe_resume_reading()
+        self._wakeup.set()  # the runner may be waiting for room in the pipeline
+
+    def _write_out(self) -> None:
+        self._write_scheduled = False
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._out:
+            transport.write(self._out)
+            self._out = bytearray()
+        if not self._replies and self._close_when_flushed:
+            transport.close()
+
+    # ----------------------------------------------------------------- command loop
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                item = self._next_item_now()
+                if item is None:
+                    item = await self._next_item()
+                if isinstance(item, _Fatal):
+                    self._finish(item.message)
+                    return
+                self.last_command = name = item[0].lower()
+                if not self._handle_now(item, name):
+                    await self._handle(item)
+                if self._close_when_flushed:  # QUIT
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("client %d: connection handler failed", self.client_id)
+            self.abort()
+
+    def _next_item_now(self) -> list[bytes] | _Fatal | None:
+        """_next_item without awaiting, when an item is there and may run: a pipeline's
+        commands then cost no coroutine switch each."""
+        if self._queue and self._can_write.is_set() \
+                and len(self._replies) < self.cfg.max_pipeline:
+            item = self._queue.popleft()
+            self._maybe_resume_reading()
+            return item
+        return None
+
+    def _handle_now(self, argv: list[bytes], name: bytes) -> bool:
+        """The hot commands without a coroutine: an authenticated client's write, or
+        linearizable read that need not wait (RaftNode.read). False: not handled,
+        use _handle."""
+        if self.multi is not None or not self.authenticated or name in _LOCAL_COMMANDS:
+            return False
+        spec = kv.lookup_command(argv)
+        if isinstance(spec, ErrorReply):
+            self.reply(spec)
+            return True
+        if spec.write:
+            self._write(argv, 0, 0)
+            return True
+        if spec.name == "xread" or self.readonly or self.cfg.debug_stale_reads:
+            return False
+        return self._read_without_waiting(argv)
+
+    async def _next_item(self) -> list[bytes] | _Fatal:
+        while True:
+            await self._can_write.wait()
+            if not self._queue and self._parser.held:
+                self._resume_parser()
+            if self._queue and len(self._replies) < self.cfg.max_pipeline:
+                item = self._queue.popleft()
+                self._maybe_resume_reading()
+                return item
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def _finish(self, message: str) -> None:
+        if message:
+            self.reply(ErrorReply(message))
+        self._close_when_flushed = True
+        self._stop_input()
+        self._flush()
+
+    async def _handle(self, argv: list[bytes]) -> None:
+        # Redis's order: unknown command, then arity, then authentication.
+        name = argv[0].lower()
+        local = _LOCAL_COMMANDS.get(name)
+        if self.multi is not None and name not in _NOT_QUEUED and self.authenticated:
+            self._queue_in_multi(argv, local is not None)
+        elif local is None:
+            if not self.authenticated:
+                spec = kv.lookup_command(argv)
+                self.reply(spec if isinstance(spec, ErrorReply) else NOAUTH)
+                return
+            await self._state_machine_command(argv, 0, 0)
+        elif not arity_ok(local[0], len(argv)):
+            self.reply(kv.arity_error(name.decode("latin-1")))
+        elif not self.authenticated and name not in _NOAUTH_ALLOWED:
+            self.reply(NOAUTH)
+        else:
+            await local[1](self, argv)
+
+    def _queue_in_multi(self, argv: list[bytes], local: bool) -> None:
+        """Between MULTI and EXEC: check and queue data commands; anything else fails
+        the transaction (EXEC then answers EXECABORT, as in Redis)."""
+        if self.multi is None:
+            raise RuntimeError("_queue_in_multi outside MULTI")
+        if local:
+            self.multi_failed = True
+            self.reply(ErrorReply("ERR Command not allowed inside a transaction"))
+            return
+        spec = kv.lookup_command(argv)
+        if isinstance(spec, ErrorReply):
+            self.multi_failed = True
+            self.reply(spec)
+            return
+        error = self._multi_limit_error(argv)
+        if error is not None:
+            self.multi_failed = True
+            self.multi.clear()   # EXEC will abort: keep no memory for it
+            self.reply(error)
+        elif not self.multi_failed:
+            self.multi.append(argv)
+            self.reply(_QUEUED)
+        else:
+            self.reply(_QUEUED)  # as Redis: queued, but EXEC answers EXECABORT
+
+    def _multi_limit_error(self, argv: list[bytes]) -> ErrorReply | None:
+        """Bound a transaction: EXEC makes the whole queue one log entry, so its bytes
+        are bounded by max_entry_bytes, and its length by max_multi_commands (it is
+        applied in one step on the event loop)."""
+        if self.multi_failed:
+            return None
+        if self.multi is not None and len(self.multi) >= self.cfg.max_multi_commands:
+            return ErrorReply(f"ERR MULTI queue too long: more than {self.cfg.max_multi_commands} "
+                              f"commands (limits.max_multi_commands); the transaction is discarded")
+        self.multi_bytes += exec_item_size_bound(argv)
+        size = self.multi_bytes + EXEC_ENVELOPE
+        if size > self.cfg.max_entry_bytes:
+            return ErrorReply(too_large_message(size, self.cfg.max_entry_bytes)
+                              + "; the transaction is discarded")
+        return None
+
+    async def _state_machine_command(self, argv: list[bytes], client_id: int, seq: int
+                                     ) -> None:
+        spec = kv.lookup_command(argv)
+        if isinstance(spec, ErrorReply):
+            self.reply(spec)
+        elif spec.write:
+            self._write(argv, client_id, seq)
+        elif spec.name == "xread":
+            await self._xread(argv)
+        else:
+            await self._read(argv)
+
+    # ----------------------------------------------------------------- writes and reads
+
+    def _write(self, argv: list[bytes], client_id: int, seq: int) -> None:
+        """A write command: refused if its entry would be too large, else proposed."""
+        size = command_size_bound(argv)
+        if size > self.cfg.max_entry_bytes:
+            self.reply(ErrorReply(too_large_message(size, self.cfg.max_entry_bytes)))
+        else:
+            self._propose(argv, client_id, seq)
+
+    def _propose(self, argv: list[bytes], client_id: int, seq: int) -> None:
+        data = kv.encode_command(client_id, seq, argv, time_ms=now_ms())
+        try:
+            index, fut = self.api.submit(data)
+        except NotLeaderError as e:
+            self.reply(_not_leader_reply(e))
+            return
+        except ValueError as e:   # refused before it entered the log (e.g. too large)
+            self.reply(ErrorReply(_one_line(str(e) if str(e).startswith("ERR") else f"ERR {e}")))
+            return
+        self._last_write = fut
+        self._last_write_index = index
+        self._push(fut)
+
+    async def _before_read(self) -> ErrorReply | None:
+        """Order this read after the connection's earlier writes, then make it
+        linearizable (unless READONLY). Returns an error reply if it cannot be served.
+
+        Waiting for the connection's last write is enough: writes resolve in log
+        order (applied, or failed from the first lost index on, or timed out in
+        deadline order), so once it is done every earlier one is."""
+        last = self._last_write
+        if last is not None:
+            if not last.done():
+                await asyncio.wait((last,))
+            self._last_write = None
+        if self.readonly or self.cfg.debug_stale_reads:   # the latter: a planted bug
+            return None
+        try:
+            await self.api.read_barrier()
+        except NotLeaderError as e:
+            return _not_leader_reply(e)
+        except asyncio.TimeoutError:
+            return ErrorReply("TRYAGAIN read barrier timed out")
+        return None
+
+    async def _read(self, argv: list[bytes]) -> None:
+        if not (self.readonly or self.cfg.debug_stale_reads) and self._read_without_waiting(argv):
+            return
+        err = await self._before_read()
+        self.reply(err if err is not None else self.api.state_machine.read(argv, now_ms()))
+
+    def _read_without_waiting(self, argv: list[bytes]) -> bool:
+        """Serve a linearizable read without stopping this connection's pipeline
+        (NodeAPI.read): it is evaluated after this connection's earlier writes and
+        before its later ones, and answered in order once leadership is confirmed.
+        False if the node cannot do that now (the caller waits instead)."""
+        sm = self.api.state_machine
+        try:
+            fut = self.api.read(lambda: sm.read(argv, now_ms()), self._last_write_index)
+        except NotLeaderError as e:
+            self.reply(_not_leader_reply(e))
+            return True
+        if fut is None:
+            return False
+        self._push(fut)
+        return True
+
+    async def _xread(self, argv: list[bytes]) -> None:
+        args = kv.parse_xread(argv)
+        if isinstance(args, ErrorReply):
+            self.reply(args)
+            return
+        err = await self._before_read()
+        if err is not None:
+            self.reply(err)
+            return
+        sm = self.api.state_machine
+        applied = sm.last_applied
+        result = sm.xread(args, argv[len(argv) - len(args.ids) :], now_ms())
+        if result is NULL_ARRAY and args.block_ms is not None:
+            result = await self._xread_block(args, applied)
+        if self.proto == 3 and isinstance(result, list):
+            result = {key: entries for key, entries in result}  # RESP3 XREAD is a map
+        self.reply(result)
+
+    async def _xread_block(self, args: kv.XReadArgs, applied: int) -> Reply:
+        """Wait for new applies until data arrives or BLOCK's timeout (0 = forever)."""
+        sm = self.api.state_machine
+        deadline = None if args.block_ms == 0 else time.monotonic() + args.block_ms / 1000
+        while True:
+            remaining = 3600.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                return NULL_ARRAY
+            await self.api.wait_applied(applied, remaining)
+            if sm.last_applied == applied:
+                continue  # a timeout (or a spurious wakeup): re-check the deadline
+            applied = sm.last_applied
+            result = sm.xread(args, None, now_ms())
+            if result is not NULL_ARRAY:
+                return result
