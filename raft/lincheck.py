@@ -55,6 +55,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from raft.errors import RaftError
+
 __all__ = ["Operation", "CheckResult", "KeyResult", "check", "check_key", "load_history",
            "parse_edn_history", "parse_json_history", "write_json_history", "write_edn_history",
            "render_html", "format_counterexample", "add_lincheck_subcommand"]
@@ -178,7 +180,7 @@ def model_for(ops: list[Operation]) -> tuple[str, Callable[[Any, Operation], tup
 # --------------------------------------------------------------------------- search
 
 
-class BudgetExceeded(Exception):
+class BudgetExceeded(RaftError):
     pass
 
 

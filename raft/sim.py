@@ -41,6 +41,7 @@ import random
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
+from raft.errors import RaftError
 from raft._core import (
     ENTRY_NORMAL,
     LEADER,
@@ -177,7 +178,7 @@ class SimResult:
         return json.dumps(d, sort_keys=True)
 
 
-class Violation(Exception):
+class Violation(RaftError):
     """An invariant failed; carries the invariant's name."""
 
     def __init__(self, invariant: str, detail: str):

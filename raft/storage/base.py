@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from raft.errors import RaftError
 from raft._core import Entry, HardState, Snapshot
 
 
@@ -55,5 +56,5 @@ class Storage(Protocol):
     def close(self) -> None: ...
 
 
-class StorageError(Exception):
+class StorageError(RaftError):
     """Persisted state is unusable (corrupt, inconsistent); the message says where and why."""

@@ -35,6 +35,8 @@ import stat
 import threading
 import time
 
+from raft.errors import RaftError
+
 __all__ = ["fsync", "fdatasync", "fsync_dir", "rename", "replace", "unlink", "ftruncate",
            "failpoint", "FAILPOINTS", "record_durability", "stop_recording",
            "simulate_power_loss", "powerloss_dir", "enable_failpoints", "disable_failpoints",
@@ -48,7 +50,7 @@ FAILPOINTS = {
 }
 
 
-class PowerLossError(Exception):
+class PowerLossError(RaftError):
     """The power-loss rollback cannot rebuild the durable state (a file went away
     without passing through this module)."""
 

@@ -36,6 +36,7 @@ from array import array
 from dataclasses import dataclass
 from typing import Callable
 
+from raft.errors import RaftError
 from raft._core import Entry, HardState
 
 log = logging.getLogger("raft.storage")
@@ -257,7 +258,7 @@ class Damage:
         return f"{self.path} at byte offset {self.offset}: {self.reason}"
 
 
-class MalformedRecord(Exception):
+class MalformedRecord(RaftError):
     """A batch with valid checksums but impossible content (a bug, or a deliberate forgery)."""
 
     def __init__(self, offset: int, reason: str) -> None:
