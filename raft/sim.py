@@ -122,6 +122,7 @@ class FaultProfile:
     long_delay: float = 0.0        # probability a message is held for 1-4 election timeouts
     disk_stall: float = 0.0        # probability a write takes 1-3 election timeouts
     crash_in_flight: float = 0.0   # probability a write ends in a crash before it completes
+    sick_leader: float = 0.0       # probability a leader's write stalls while it is cut off
 
     @classmethod
     def draw(cls, rng: random.Random) -> "FaultProfile":
@@ -347,6 +348,7 @@ class Simulation:
         f.long_delay = rng.uniform(0.005, 0.05) if on(0.5) else 0.0
         f.disk_stall = rng.uniform(0.01, 0.1) if on(0.4) else 0.0
         f.crash_in_flight = rng.uniform(0.01, 0.1) if on(0.4) else 0.0
+        f.sick_leader = rng.uniform(0.01, 0.1) if on(0.4) else 0.0
 
     @property
     def _election_span(self) -> int:
@@ -435,13 +437,36 @@ class Simulation:
         f = self.faults
         if not self.faulty:
             return delay
-        if f.disk_stall and self.swarm_rng.random() < f.disk_stall:
+        if (f.sick_leader and n.core.role == LEADER and n.pending.entries and not self.partitioned
+                and self.swarm_rng.random() < f.sick_leader):
+            delay += self._isolate_writer(n)
+        elif f.disk_stall and self.swarm_rng.random() < f.disk_stall:
             delay += self.swarm_rng.randint(self._election_span, 3 * self._election_span)
             self.result.coverage["disk_stall"] += 1
         if f.crash_in_flight and self.swarm_rng.random() < f.crash_in_flight:
             delay = max(delay, self.swarm_rng.randint(1, 2 * TICK))
             self._push(self.now + self.swarm_rng.randint(0, delay - 1), _CRASH, (n.id, n.incarnation))
         return delay
+
+    def _isolate_writer(self, n: SimNode) -> int:
+        """A sick leader: its disk stalls on a write of new entries and its network
+        fails at the same moment (a VM migrating, a NIC and a disk on one failing
+        controller). The others elect a leader without those entries; the network
+        comes back before the disk does, so the new leader's AppendEntries reach
+        the old one while that write is still in flight and truncate it (§5.3).
+        Returns the extra write latency."""
+        span = self._election_span
+        others = [i for i in self.ids if i != n.id]
+        for o in others:
+            self.blocked.add((n.id, o))
+            self.blocked.add((o, n.id))
+        self.partitioned = True
+        self.result.faults["partition"] += 1
+        self.result.coverage["disk_stall"] += 1
+        self.log(f"sick leader n{n.id}: disk stalls, partition [{n.id}] | {others}")
+        heal = self.swarm_rng.randint(2 * span, 4 * span)
+        self._push(self.now + heal, _HEAL, None)
+        return heal + self.swarm_rng.randint(span // 2, 2 * span)
 
     def _complete_persist(self, n: SimNode) -> None:
         rd = n.pending
