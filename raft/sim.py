@@ -9,8 +9,12 @@ A run has two phases:
 1. safety: faults are injected (message drop, duplication, delay/reordering,
    symmetric and asymmetric partitions, crash/restart -- a write in flight is
    torn and lost whole, as DiskStorage's atomic batches make it --, clock skew,
-   slow disks)
+   slow disks; and, switched on per seed by swarm testing, messages held across
+   elections, disk stalls, crashes between a Ready and its advance, and a "sick
+   leader" whose disk and network fail together: docs/testing.md)
    while a client proposes; invariants are checked after every event.
+   Coverage counters (SimResult.coverage) count how often the run reached the
+   states deep bugs need (a stale response, an in-flight write truncated, ...).
 2. liveness: every fault is healed and every node restarted; a leader must be
    elected and every proposal committed and applied everywhere within a bounded
    number of ticks.
