@@ -453,24 +453,24 @@ class Simulation:
         return delay
 
     def _isolate_writer(self, n: SimNode) -> int:
-        """A sick leader: its disk stalls on a write of new entries and its network
-        fails at the same moment (a VM migrating, a NIC and a disk on one failing
-        controller). The others elect a leader without those entries; the network
-        comes back before the disk does, so the new leader's AppendEntries reach
-        the old one while that write is still in flight and truncate it (§5.3).
-        Returns the extra write latency."""
+        """A sick leader: its disk stalls on a write of new entries and, at the same
+        moment, what it sends stops arriving (a NIC or a VM host failing one way).
+        The others hear nothing, elect a leader without those entries, and that
+        leader's first AppendEntries (prev = its last index before the election,
+        then its no-op) reaches the old leader while the write is still in flight
+        and truncates it (§5.3). Its outgoing links come back later: its answers
+        wait for the write anyway. Returns the extra write latency."""
         span = self._election_span
         others = [i for i in self.ids if i != n.id]
         for o in others:
             self.blocked.add((n.id, o))
-            self.blocked.add((o, n.id))
         self.partitioned = True
-        self.result.faults["partition"] += 1
+        self.result.faults["asymmetric_partition"] += 1
         self.result.coverage["disk_stall"] += 1
-        self.log(f"sick leader n{n.id}: disk stalls, partition [{n.id}] | {others}")
-        heal = self.swarm_rng.randint(2 * span, 4 * span)
-        self._push(self.now + heal, _HEAL, None)
-        return heal + self.swarm_rng.randint(span // 2, 2 * span)
+        self.log(f"sick leader n{n.id}: disk stalls, n{n.id} -> {others} cut")
+        stall = self.swarm_rng.randint(2 * span, 5 * span)
+        self._push(self.now + stall + self.swarm_rng.randint(0, 2 * span), _HEAL, None)
+        return stall
 
     def _complete_persist(self, n: SimNode) -> None:
         rd = n.pending
