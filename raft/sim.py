@@ -11,7 +11,7 @@ A run has two phases:
    torn and lost whole, as DiskStorage's atomic batches make it --, clock skew,
    slow disks; and, switched on per seed by swarm testing, messages held across
    elections, disk stalls, crashes between a Ready and its advance, and a "sick
-   leader" whose disk and network fail together: docs/testing.md)
+   leader" whose disk stalls as its outgoing links fail: docs/testing.md)
    while a client proposes; invariants are checked after every event.
    Coverage counters (SimResult.coverage) count how often the run reached the
    states deep bugs need (a stale response, an in-flight write truncated, ...).
