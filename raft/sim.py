@@ -9,8 +9,12 @@ A run has two phases:
 1. safety: faults are injected (message drop, duplication, delay/reordering,
    symmetric and asymmetric partitions, crash/restart -- a write in flight is
    torn and lost whole, as DiskStorage's atomic batches make it --, clock skew,
-   slow disks)
+   slow disks; and, switched on per seed by swarm testing, messages held across
+   elections, disk stalls, crashes between a Ready and its advance, and a "sick
+   leader" whose disk stalls as its outgoing links fail: docs/testing.md)
    while a client proposes; invariants are checked after every event.
+   Coverage counters (SimResult.coverage) count how often the run reached the
+   states deep bugs need (a stale response, an in-flight write truncated, ...).
 2. liveness: every fault is healed and every node restarted; a leader must be
    elected and every proposal committed and applied everywhere within a bounded
    number of ticks.
@@ -45,6 +49,9 @@ from raft.errors import RaftError
 from raft._core import (
     ENTRY_NORMAL,
     LEADER,
+    MSG_APP_RESP,
+    MSG_SNAP_RESP,
+    MSG_VOTE_RESP,
     MSG_NAMES,
     Entry,
     InvariantViolation,
@@ -65,6 +72,22 @@ _DELIVER, _TICK, _PERSISTED, _CRASH, _RESTART, _PARTITION, _HEAL, _PROPOSE = ran
 
 FAULT_KINDS = ("drop", "duplicate", "reorder", "partition", "asymmetric_partition",
                "link_flap", "crash", "restart", "clock_skew", "slow_disk", "torn_write")
+
+# Coverage counters (SimResult.coverage): how often a run reached the states the
+# deep bug classes need, so a seed range can be shown to reach them at all.
+COVERAGE_KINDS = (
+    "stale_response",          # a response delivered after its receiver moved to a later term
+    "long_delay",              # a message held past an election timeout
+    "inflight_truncation",     # entries of a write in flight overwritten by a conflicting append
+    "leader_while_writing",    # leadership won by a node with a write in flight
+    "leader_after_truncated_write",  # ... by a node whose in-flight write was truncated earlier
+    "crash_in_flight",         # a crash between a Ready and its advance (the persist in flight)
+    "disk_stall",              # a write that took longer than an election timeout
+)
+
+# Responses: they carry their sender's term at send time (PreVote responses carry
+# a prospective term and are not counted).
+_RESPONSES = (MSG_APP_RESP, MSG_VOTE_RESP, MSG_SNAP_RESP)
 
 
 @dataclass
@@ -99,6 +122,12 @@ class FaultProfile:
     # handled at ready() time, and messages, reads and commits taken from the core
     # while a Ready's write is in flight. Drawn from a third PRNG.
     pump: bool = False
+    # Swarm knobs (drawn from a fourth PRNG, "swarm/<seed>"): rare events that
+    # last longer than an election, which the deep bug classes need.
+    long_delay: float = 0.0        # probability a message is held for 1-4 election timeouts
+    disk_stall: float = 0.0        # probability a write takes 1-3 election timeouts
+    crash_in_flight: float = 0.0   # probability a write ends in a crash before it completes
+    sick_leader: float = 0.0       # probability a leader's write stalls while it is cut off
 
     @classmethod
     def draw(cls, rng: random.Random) -> "FaultProfile":
@@ -161,6 +190,7 @@ class SimResult:
     snapshots_taken: int = 0        # compactions (§7)
     snapshots_installed: int = 0    # InstallSnapshot completed on a follower
     faults: dict = field(default_factory=dict)
+    coverage: dict = field(default_factory=dict)   # COVERAGE_KINDS -> count
     violations: list = field(default_factory=list)
     liveness: str = "not run"
     liveness_ticks: int = 0
@@ -195,6 +225,8 @@ class SimNode:
         self.disk = MemoryStorage()
         self.core: RawNode | None = None
         self.pending: Ready | None = None   # a Ready whose persist is in flight
+        self.pending_truncated = False      # its entries were overwritten since ready()
+        self.truncated_write = False        # an in-flight write of this incarnation was truncated
         self.early = False                  # its commits and reads were handled at ready()
         self.incarnation = 0
         self.period = period
@@ -215,6 +247,8 @@ class SimNode:
             pre_vote=self.sim.faults.pre_vote, check_quorum=self.sim.faults.check_quorum,
             trace=self.sim.trace)
         self.pending = None
+        self.pending_truncated = False
+        self.truncated_write = False
         self.early = False
         # The state machine: a hash chain over the applied entries, restored from
         # the snapshot on disk. `chain` holds (index, hash) since the snapshot, so
@@ -235,6 +269,7 @@ class SimNode:
         torn = self.pending is not None
         self.core = None
         self.pending = None
+        self.pending_truncated = False
         return torn
 
     @property
@@ -253,7 +288,11 @@ class Simulation:
         self.seq = 0
         self.queue: list = []
         self.result = SimResult(cfg.seed, cfg.nodes, cfg.steps,
-                                faults={k: 0 for k in FAULT_KINDS})
+                                faults={k: 0 for k in FAULT_KINDS},
+                                coverage={k: 0 for k in COVERAGE_KINDS})
+        # Per-event choices of the swarm knobs come from their own stream: a run
+        # with every swarm knob off draws exactly what it drew before they existed.
+        self.swarm_rng = random.Random(f"swarm-run/{cfg.seed}")
         if cfg.faults is None:
             # A second stream for choices added later, so older seeds keep drawing
             # everything else exactly as before.
@@ -263,6 +302,7 @@ class Simulation:
             self.faults.pre_vote = extra.random() < 0.5
             self.faults.check_quorum = extra.random() < 0.5
             self.faults.pump = random.Random(f"pump/{cfg.seed}").random() < 0.5
+            self._draw_swarm(random.Random(f"swarm/{cfg.seed}"))
         if cfg.pump is not None:
             self.faults.pump = cfg.pump
         if cfg.pre_vote is not None:
@@ -301,6 +341,25 @@ class Simulation:
             self._push(self.rng.randint(1, n.period), _TICK, (n.id, n.incarnation))
         self._push(TICK, _PARTITION, None)
 
+    def _draw_swarm(self, rng: random.Random) -> None:
+        """Swarm testing (Groce et al., ISSTA 2012): each seed switches each rare,
+        long-lasting fault on or off and draws its intensity, so some runs have
+        many of one kind and none of the others. These reach what short faults
+        almost never do: a response that arrives after its receiver moved to a
+        later term (a delay longer than an election), and a write still in flight
+        when the node's log is truncated by a new leader, or when it crashes."""
+        on = lambda p: rng.random() < p  # noqa: E731
+        f = self.faults
+        f.long_delay = rng.uniform(0.005, 0.05) if on(0.5) else 0.0
+        f.disk_stall = rng.uniform(0.01, 0.1) if on(0.4) else 0.0
+        f.crash_in_flight = rng.uniform(0.01, 0.1) if on(0.4) else 0.0
+        f.sick_leader = rng.uniform(0.01, 0.1) if on(0.4) else 0.0
+
+    @property
+    def _election_span(self) -> int:
+        """One election timeout, in time units (its lower bound)."""
+        return self.cfg.election_tick * TICK
+
     # -- event plumbing --
 
     def _push(self, at: int, kind: int, payload) -> None:
@@ -334,6 +393,11 @@ class Simulation:
             copies = 2
         for _ in range(copies):
             delay = self.rng.randint(1, f.max_delay)
+            if self.faulty and f.long_delay and self.swarm_rng.random() < f.long_delay:
+                # Held in some queue across 1-4 election timeouts: a response can
+                # then reach a node that has moved to a later term since (§5.1).
+                delay += self.swarm_rng.randint(self._election_span, 4 * self._election_span)
+                self.result.coverage["long_delay"] += 1
             self._push(self.now + delay, _DELIVER, m)
         if f.max_delay > 1:
             self.result.faults["reorder"] += 1
@@ -360,7 +424,9 @@ class Simulation:
                 self._apply_and_read(n, rd.committed_entries, rd.read_states)
             if rd.must_sync:
                 n.pending = rd
+                n.pending_truncated = False
                 delay = self.rng.randint(0, self.faults.max_disk_delay) if self.faults.max_disk_delay else 0
+                delay = self._swarm_disk(n, delay)
                 if delay:
                     self.result.faults["slow_disk"] += 1
                     self._push(self.now + delay, _PERSISTED, (n.id, n.incarnation))
@@ -368,6 +434,44 @@ class Simulation:
                 self._complete_persist(n)
             else:
                 self._finish_ready(n, rd)
+
+    def _swarm_disk(self, n: SimNode, delay: int) -> int:
+        """Swarm knobs on a write: a stall longer than an election (the node keeps
+        receiving, so a new leader may truncate what is being written), and a
+        crash timed to land before the write completes. Returns the delay."""
+        f = self.faults
+        if not self.faulty:
+            return delay
+        if (f.sick_leader and n.core.role == LEADER and n.pending.entries and not self.partitioned
+                and self.swarm_rng.random() < f.sick_leader):
+            delay += self._isolate_writer(n)
+        elif f.disk_stall and self.swarm_rng.random() < f.disk_stall:
+            delay += self.swarm_rng.randint(self._election_span, 3 * self._election_span)
+            self.result.coverage["disk_stall"] += 1
+        if f.crash_in_flight and self.swarm_rng.random() < f.crash_in_flight:
+            delay = max(delay, self.swarm_rng.randint(1, 2 * TICK))
+            self._push(self.now + self.swarm_rng.randint(0, delay - 1), _CRASH, (n.id, n.incarnation))
+        return delay
+
+    def _isolate_writer(self, n: SimNode) -> int:
+        """A sick leader: its disk stalls on a write of new entries and, at the same
+        moment, what it sends stops arriving (a NIC or a VM host failing one way).
+        The others hear nothing, elect a leader without those entries, and that
+        leader's first AppendEntries (prev = its last index before the election,
+        then its no-op) reaches the old leader while the write is still in flight
+        and truncates it (§5.3). Its outgoing links come back later: its answers
+        wait for the write anyway. Returns the extra write latency."""
+        span = self._election_span
+        others = [i for i in self.ids if i != n.id]
+        for o in others:
+            self.blocked.add((n.id, o))
+        self.partitioned = True
+        self.result.faults["asymmetric_partition"] += 1
+        self.result.coverage["disk_stall"] += 1
+        self.log(f"sick leader n{n.id}: disk stalls, n{n.id} -> {others} cut")
+        stall = self.swarm_rng.randint(2 * span, 5 * span)
+        self._push(self.now + stall + self.swarm_rng.randint(0, 2 * span), _HEAL, None)
+        return stall
 
     def _complete_persist(self, n: SimNode) -> None:
         rd = n.pending
@@ -445,6 +549,21 @@ class Simulation:
 
     # -- invariants --
 
+    def _note_truncation(self, n: SimNode) -> None:
+        """Coverage: were entries of n's write in flight just overwritten (a new
+        leader's conflicting append truncated them, §5.3)?"""
+        rd = n.pending
+        if rd is None or n.pending_truncated or not rd.entries:
+            return
+        last = rd.entries[-1]
+        log = n.core.log
+        if log.last_index >= last.index and (last.index < log.first_index
+                                             or log.term(last.index) == last.term):
+            return
+        n.pending_truncated = n.truncated_write = True
+        self.result.coverage["inflight_truncation"] += 1
+        self.log(f"n{n.id} truncated its write in flight ({last.index}, {last.term})")
+
     def _check_role(self, n: SimNode) -> None:
         core = n.core
         if core.role == n.last_role and core.term == n.last_term:
@@ -460,6 +579,11 @@ class Simulation:
             raise Violation("ElectionSafety", f"term {core.term} has leaders {prev} and {n.id}")
         self.result.leader_terms += 1
         self.leader_hint = n.id
+        if n.pending is not None:
+            self.result.coverage["leader_while_writing"] += 1
+        if n.truncated_write:
+            n.truncated_write = False
+            self.result.coverage["leader_after_truncated_write"] += 1
         n.commit_seen = 0
         # LeaderCompleteness: every committed entry is in the new leader's log.
         log = core.log
@@ -667,11 +791,15 @@ class Simulation:
             n = self.nodes[self.rng.choice(self.ids)]
         if not n.up:
             return
+        self._crash(n, self.rng)
+
+    def _crash(self, n: SimNode, rng: random.Random) -> None:
         if n.crash():
             self.result.faults["torn_write"] += 1
+            self.result.coverage["crash_in_flight"] += 1
         self.result.faults["crash"] += 1
         self.log(f"crash n{n.id}")
-        self._push(self.now + self.rng.randint(1, f.max_outage) * TICK, _RESTART, n.id)
+        self._push(self.now + rng.randint(1, self.faults.max_outage) * TICK, _RESTART, n.id)
 
     def _current_leader(self) -> int:
         """The live leader of the highest term, or 0."""
@@ -707,12 +835,15 @@ class Simulation:
             if not n.up or (m.src, m.dst) in self.blocked:
                 return
             self.log(f"recv {m!r}")
+            if m.type in _RESPONSES and m.term < n.core.term:
+                self.result.coverage["stale_response"] += 1
             try:
                 n.core.step(m)
             except RemoteProtocolError as e:
                 # Correct peers never send what the core refuses (e.g. a second
                 # leader's AppendEntries in one term): a safety bug somewhere.
                 raise Violation("ProtocolViolation", f"node {m.dst} refused {m!r}: {e}") from None
+            self._note_truncation(n)
             self._after(n)
         elif kind == _TICK:
             node_id, inc = payload
@@ -730,6 +861,12 @@ class Simulation:
                 self._after(n)
         elif kind == _RESTART:
             self._restart(self.nodes[payload])
+        elif kind == _CRASH:
+            # crash_in_flight: only if that write is still in flight.
+            node_id, inc = payload
+            n = self.nodes[node_id]
+            if self.faulty and n.up and n.incarnation == inc and n.pending is not None:
+                self._crash(n, self.swarm_rng)
         elif kind == _HEAL:
             self.heal()
             self.log("heal")

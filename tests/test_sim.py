@@ -1,12 +1,14 @@
 """The deterministic simulator: reproducibility, fault coverage, and safety +
 liveness over seed ranges (a few hundred in the default run, more under -m slow)."""
 import json
+import random
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
-from raft.sim import FAULT_KINDS, SimConfig, Simulation, run
+from raft.sim import COVERAGE_KINDS, FAULT_KINDS, FaultProfile, SimConfig, Simulation, run
 
 
 def _check(res):
@@ -28,16 +30,46 @@ def test_different_seeds_differ():
     assert run(1, steps=200).fingerprint != run(2, steps=200).fingerprint
 
 
-@pytest.mark.parametrize("nodes,seeds", [(3, range(0, 200)), (5, range(0, 100))])
+# 3 nodes over 0-299: the seed budget of tests/test_mutants.py (SEEDS).
+@pytest.mark.parametrize("nodes,seeds", [(3, range(0, 300)), (5, range(0, 100))])
 def test_seed_range_safe_and_live(nodes, seeds):
     seen = {k: 0 for k in FAULT_KINDS}
+    reached = {k: 0 for k in COVERAGE_KINDS}
     for seed in seeds:
         res = run(seed, nodes=nodes, steps=300)
         _check(res)
         for k, v in res.faults.items():
             seen[k] += v
+        for k, v in res.coverage.items():
+            reached[k] += v
     # Every fault kind was actually injected somewhere in the range.
     assert all(v > 0 for v in seen.values()), seen
+    # ... and the generator reached every state the deep bug classes need
+    # (a response across a term change, a truncated write in flight and a
+    # leader elected after one, a crash between Ready and advance, ...).
+    assert all(v > 0 for v in reached.values()), reached
+    print(f"\ncoverage over {nodes} nodes, seeds {seeds.start}-{seeds.stop - 1}: {reached}")
+
+
+def test_swarm_knobs_leave_older_draws_alone():
+    """The swarm knobs come from their own PRNGs: every older knob keeps the value
+    the seed gave it, and a run with the swarm knobs off never touches the swarm
+    stream, so it is the run the seed gave before they existed."""
+    swarm_seen = 0
+    for seed in range(40):
+        sim = Simulation(SimConfig(seed=seed, nodes=3, steps=100))
+        f = sim.faults
+        old = FaultProfile.draw(random.Random(seed))
+        for k in ("drop", "duplicate", "max_delay", "partition_rate", "crash_rate", "skew",
+                  "max_disk_delay", "link_flap", "target_leader", "max_outage", "max_msg_bytes"):
+            assert getattr(f, k) == getattr(old, k), (seed, k)
+        swarm_seen += 1 if (f.long_delay or f.disk_stall or f.crash_in_flight or f.sick_leader) else 0
+        off = replace(f, long_delay=0.0, disk_stall=0.0, crash_in_flight=0.0, sick_leader=0.0)
+        quiet = Simulation(SimConfig(seed=seed, nodes=3, steps=100, faults=off))
+        quiet.run()
+        assert quiet.swarm_rng.getstate() == random.Random(f"swarm-run/{seed}").getstate(), seed
+        assert quiet.result.coverage["long_delay"] == quiet.result.coverage["disk_stall"] == 0
+    assert 10 < swarm_seen < 40, swarm_seen     # each seed draws which knobs are on
 
 
 def test_snapshots_catch_up_far_behind_followers_and_their_traces_validate():

@@ -48,7 +48,8 @@ def _sim_one(job: tuple) -> tuple:
         with open(trace_out, "w") as fp:
             write_ndjson(sim.trace, fp, voters=sim.ids)
     snaps = {"taken": res.snapshots_taken, "installed": res.snapshots_installed}
-    return res.seed, res.ok, res.summary(), history, dict(res.faults), snaps, res.trace_events
+    return (res.seed, res.ok, res.summary(), history, dict(res.faults), snaps, res.trace_events,
+            dict(res.coverage))
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
@@ -70,8 +71,13 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         results = pool.imap(_sim_one, jobs, chunksize=4)
     trace_events = 0
     snap_totals = {"taken": 0, "installed": 0, "runs_with_install": 0}
-    for seed, ok, summary, history, faults, snaps, n_events in results:
+    coverage: dict[str, int] = {}
+    runs_reaching: dict[str, int] = {}
+    for seed, ok, summary, history, faults, snaps, n_events, cov in results:
         trace_events += n_events
+        for k, v in cov.items():
+            coverage[k] = coverage.get(k, 0) + v
+            runs_reaching[k] = runs_reaching.get(k, 0) + (1 if v else 0)
         snap_totals["taken"] += snaps["taken"]
         snap_totals["installed"] += snaps["installed"]
         snap_totals["runs_with_install"] += 1 if snaps["installed"] else 0
@@ -100,6 +106,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
                           "failed": len(failed), "failed_seeds": failed[:20],
                           "fault_totals": totals, "runs_with_fault": runs_with,
                           "snapshots": snap_totals,
+                          "coverage_totals": coverage, "runs_with_coverage": runs_reaching,
                           "trace_events_checked": trace_events},
                          sort_keys=True))
     return 1 if failed else 0

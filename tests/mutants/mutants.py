@@ -52,4 +52,21 @@ MUTANTS = [
      "(lost, duplicated or reordered chunks corrupt the snapshot)",
      "        if not same or m.commit != <uint64_t>have:\n",
      "        if not same:\n"),
+    ("count_stale_vote_grant",
+     "§5.1: a candidate counts a RequestVote grant from an earlier term of its own "
+     "(only a grant delayed across the candidate's next election exposes it)",
+     "        elif m.term < self.term:\n",
+     "        elif m.term < self.term and m.type != _MSG_VOTE_RESP:\n"),
+    ("inflight_truncation_not_rewritten",
+     "§5.3 + Figure 2 persistence: truncating a conflicting suffix rewinds what is "
+     "still to be written only if the suffix was already durable, so entries that "
+     "replace a write in flight are never written (only a truncation that lands "
+     "between a Ready and its advance exposes it)",
+     "        if self.stable >= index:\n"
+     "            self.stable = index - 1\n"
+     "        if self.unstable_from > index:\n"
+     "            self.unstable_from = index\n",
+     "        if self.stable >= index:\n"
+     "            self.stable = index - 1\n"
+     "            self.unstable_from = index\n"),
 ]
