@@ -1,7 +1,7 @@
 """A fast, spec-checked Raft consensus system.
 
 The protocol core is the compiled module ``raft._core`` (sans-IO; see its
-docstring for the Ready/advance persistence contract). ``raft.sim`` drives it in
+docstring for the Ready/advance persistence contract). ``raft.testing.sim`` drives it in
 a deterministic, seeded simulator with fault injection.
 """
 from raft._core import (

@@ -9,7 +9,7 @@ protocol), so this module imports no client protocol.
 
 The Ready loop (raft/_core.pyx module docstring; docs/protocol.md "Persistence
 contract") is the heart of it. Its one shape is documented in docs/ready-loop.md,
-which the simulator (raft/sim.py) and the scenario tests' harness (tests/harness.py)
+which the simulator (raft/testing/sim/) and the scenario tests' harness (tests/harness.py)
 follow too; here it is as this node runs it::
 
     rd = core.ready()

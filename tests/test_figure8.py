@@ -66,7 +66,7 @@ SIM_INVARIANTS = ("LeaderCompleteness", "StateMachineSafety", "CommittedDurable"
 
 
 def test_simulator_finds_figure8_bug_by_itself():
-    from raft.sim import run
+    from raft.testing.sim import run
 
     candidates = FIGURE8_SEEDS + [(3, s) for s in range(0, 1500)]
     for nodes, seed in candidates:
@@ -85,7 +85,7 @@ def test_simulator_finds_figure8_bug_by_itself():
 
 
 def test_trace_checker_flags_the_first_unsafe_commit():
-    from raft.sim import run
+    from raft.testing.sim import run
 
     nodes, seed = FIGURE8_SEEDS[0]
     res = run(seed, nodes=nodes, unsafe_commit_any_term=True)
@@ -94,7 +94,7 @@ def test_trace_checker_flags_the_first_unsafe_commit():
 
 @pytest.mark.slow
 def test_simulator_search_finds_figure8_bug():
-    from raft.sim import run
+    from raft.testing.sim import run
 
     found = [s for s in range(1000, 3000)
              if run(s, nodes=3, unsafe_commit_any_term=True, check_trace=False).violations]

@@ -1,4 +1,4 @@
-"""The linearizability checker (raft/lincheck.py) on generated histories with known
+"""The linearizability checker (raft/testing/lincheck.py) on generated histories with known
 verdicts: linearizable ones (concurrent operations, unknown outcomes, every operation
 kind) and four kinds of planted anomaly (stale read, lost update, lost increment, two
 writes seen in opposite orders). Every generator takes a seed; failures print it."""
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from raft.lincheck import (
+from raft.testing.lincheck import (
     DELETE, INCR, INFO, OK, READ, WRITE, XADD, XRANGE, Operation, _search,
     check, check_key, load_history, model_for, parse_edn_history, parse_json_history,
     render_html, write_edn_history, write_json_history,

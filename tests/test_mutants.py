@@ -27,11 +27,11 @@ setup(script_args=["build_ext", "--inplace", "-q"],
 
 # Run the simulator (with trace checking) over the seed budget and stop at the
 # first failing seed. Only raft._core is rebuilt in the mutant's directory, so
-# this imports raft.sim directly rather than the CLI (which loads the network
+# this imports raft.testing.sim directly rather than the CLI (which loads the network
 # modules too).
 HUNT = """
 import sys
-from raft.sim import run
+from raft.testing.sim import run
 lo, hi = map(int, sys.argv[1].split("-"))
 for seed in range(lo, hi + 1):
     res = run(seed, nodes=3, steps=300)

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from raft.sim import COVERAGE_KINDS, FAULT_KINDS, FaultProfile, SimConfig, Simulation, run
+from raft.testing.sim import COVERAGE_KINDS, FAULT_KINDS, FaultProfile, SimConfig, Simulation, run
 
 
 def _check(res):

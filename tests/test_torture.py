@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from raft.torture import (
+from raft.testing.torture import (
     NEMESIS_KINDS, PARTITION_KINDS, Firewall, TortureConfig, nemesis_schedule,
 )
 
@@ -175,7 +175,7 @@ def test_restarts_are_refused_off_the_main_thread() -> None:
     the main thread, and says so if asked otherwise."""
     import threading
 
-    from raft.torture import Nemesis
+    from raft.testing.torture import Nemesis
 
     nem = Nemesis(cluster=None, firewall=None, rng=None)  # type: ignore[arg-type]
     errors: list[BaseException] = []
@@ -193,8 +193,8 @@ def test_restarts_are_refused_off_the_main_thread() -> None:
 
 
 def test_accounting_and_unavailability_on_a_hand_made_history() -> None:
-    from raft.lincheck import INFO, OK, Operation
-    from raft.torture import FINAL_CLIENT, Workload, acknowledged_missing, unavailability
+    from raft.testing.lincheck import INFO, OK, Operation
+    from raft.testing.torture import FINAL_CLIENT, Workload, acknowledged_missing, unavailability
 
     w = Workload(TortureConfig(keys=1, streams=1), 1, {1: ("127.0.0.1", 1)})
     s = 1_000_000_000
@@ -219,7 +219,7 @@ def test_keys_rotate_so_histories_stay_bounded() -> None:
     """A key takes its share of operations, then a fresh key replaces it (an XRANGE
     returns the whole stream: unbounded streams made a 300 s run's history 400 MB, and
     string keys of 18,000 operations ran the check out of budget)."""
-    from raft.torture import KeyRotation, Workload
+    from raft.testing.torture import KeyRotation, Workload
     r = KeyRotation("s", 2, 3)
     got = [r.use(0) for _ in range(7)]
     assert got == ["s0", "s0", "s0", "s2", "s2", "s2", "s3"]
@@ -228,7 +228,7 @@ def test_keys_rotate_so_histories_stay_bounded() -> None:
     w = Workload(TortureConfig(keys=2, streams=1, key_ops=5, stream_appends=4), 1,
                  {1: ("127.0.0.1", 1)})
     import random
-    from raft.torture import _choose
+    from raft.testing.torture import _choose
     rng = random.Random(1)
     ops = [_choose(rng, w, 0, n) for n in range(400)]
     assert len(w.kv.all) > 2 and len(w.counters.all) > 1 and len(w.streams.all) > 1

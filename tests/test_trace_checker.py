@@ -7,7 +7,7 @@ import random
 import pytest
 
 from raft import MSG_APP, MSG_VOTE, MSG_VOTE_RESP, Entry
-from raft.sim import SimConfig, Simulation
+from raft.testing.sim import SimConfig, Simulation
 from raft.trace_checker import (
     Checker, TraceViolation, merge_by_causality, read_ndjson, write_ndjson,
 )

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from raft.sim import SimConfig, Simulation
+from raft.testing.sim import SimConfig, Simulation
 from raft.trace import (NdjsonWriter, event_from_json, event_to_json, format_event,
                         read_ndjson, write_ndjson)
 

@@ -702,7 +702,7 @@ def test_a_prevote_mapping_bug_breaks_the_agreement(tmp_path):
 # -- regeneration -------------------------------------------------------------------
 
 def regenerate() -> None:
-    from raft.sim import SimConfig, Simulation
+    from raft.testing.sim import SimConfig, Simulation
 
     for seed, first in VALID_CORPUS:
         sim = Simulation(SimConfig(seed=seed, nodes=3, steps=40, pre_vote=False,

@@ -32,7 +32,7 @@ def _parse_seeds(text: str) -> range:
 
 
 def _sim_one(job: tuple) -> tuple:
-    from raft.sim import SimConfig, Simulation
+    from raft.testing.sim import SimConfig, Simulation
 
     seed, kw = job
     trace_out = kw.pop("trace_out", None)
@@ -209,9 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_subcommands(sub)
     from raft.cli.bench import add_bench_subcommand  # bench
     add_bench_subcommand(sub).set_defaults(func=_cmd_bench)
-    from raft.lincheck import add_lincheck_subcommand  # lincheck
+    from raft.testing.lincheck import add_lincheck_subcommand  # lincheck
     add_lincheck_subcommand(sub)
-    from raft.torture import add_torture_subcommand  # torture
+    from raft.testing.torture import add_torture_subcommand  # torture
     add_torture_subcommand(sub)
     return p
 

@@ -4,9 +4,9 @@
 
 Each mutant's core is built once under --work (kept between runs), then the
 simulator (3 nodes, 300 steps, trace-checked: what tests/test_mutants.py runs)
-goes through the seeds in order until one fails. --sim swaps in another
-raft/sim.py (e.g. an older one: `git show REV:raft/sim.py > old.py`) to compare
-simulators on the same mutants. Prints one line per mutant: name, first failing
+goes through the seeds in order until one fails. --sim swaps in a one-file
+simulator (an older one: `git show REV:raft/sim.py > old.py`, from before it became
+the package raft/testing/sim/) to compare simulators on the same mutants. Prints one line per mutant: name, first failing
 seed (or "survived") and the violation; with --all, also how many seeds of the
 range catch it.
 """
@@ -65,10 +65,12 @@ def build(name: str, work: str) -> str:
 def hunt(d: str, seeds: str, sim: str | None, every: bool = False) -> str:
     # Each simulator under its own module name, so hunts with different ones can
     # share a build at the same time.
-    src = os.path.abspath(sim or os.path.join(ROOT, "raft", "sim.py"))
-    mod = "sim_" + hashlib.sha1(src.encode()).hexdigest()[:10]
-    shutil.copy(src, os.path.join(d, "raft", mod + ".py"))
-    out = subprocess.run([sys.executable, "-c", HUNT, seeds, "raft." + mod,
+    module = "raft.testing.sim"
+    if sim is not None:     # a one-file simulator (raft/sim.py before it became a package)
+        src = os.path.abspath(sim)
+        module = "raft.sim_" + hashlib.sha1(src.encode()).hexdigest()[:10]
+        shutil.copy(src, os.path.join(d, "raft", module.split(".")[1] + ".py"))
+    out = subprocess.run([sys.executable, "-c", HUNT, seeds, module,
                           "all" if every else "first"], cwd=d, capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=d))
     if out.returncode not in (0, 1):

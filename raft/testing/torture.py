@@ -23,7 +23,7 @@ What it does:
    unique to this run and always removed (finally, atexit, SIGTERM);
 4. heals everything, waits for a leader, reads every key back, reports every
    acknowledged write that is missing (stream entries, counter increments), writes the
-   history (JSON and Jepsen EDN) and checks it with ``raft.lincheck``.
+   history (JSON and Jepsen EDN) and checks it with ``raft.testing.lincheck``.
 
 Exit status: 0 if the history is linearizable and nothing acknowledged is missing; 1 on
 a violation; 2 for bad arguments or a cluster that never served; 3 if the checker ran
@@ -48,8 +48,8 @@ from typing import Any
 
 import hiredis
 
-from raft import lincheck
-from raft.lincheck import FAIL, INFO, OK, Operation
+from raft.testing import lincheck
+from raft.testing.lincheck import FAIL, INFO, OK, Operation
 from raft.storage import fileio
 from raft.testing.cluster import LocalCluster
 
