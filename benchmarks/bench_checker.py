@@ -13,7 +13,7 @@ import statistics
 import sys
 import time
 
-from raft.sim import SimConfig, Simulation
+from raft.testing.sim import SimConfig, Simulation
 from raft.trace_checker import Checker, read_ndjson, write_ndjson
 
 
