@@ -84,7 +84,7 @@ from raft.net.transport import DEFAULT_MAX_HANDSHAKES, PeerTransport
 from raft.metrics import NodeMetrics
 from raft.storage import fileio
 from raft.storage.guard import DataDirLost
-from raft.storage.wal import DiskStorage, _data_of
+from raft.storage.wal import DiskStorage, data_bytes
 
 __all__ = ["RaftNode"]
 
@@ -1068,7 +1068,7 @@ class RaftNode:
                         read.evaluate_now()
         self.applied_index = entries[-1].index
         self.counters["entries_applied"] += len(entries)
-        self._log_bytes += sum(map(len, map(_data_of, entries))) + ENTRY_LOG_OVERHEAD * len(entries)
+        self._log_bytes += data_bytes(entries) + ENTRY_LOG_OVERHEAD * len(entries)
         self.counters["commands_applied"] += applied_commands
         # Wake every waiter (XREAD BLOCK, reads waiting for their read index) once
         # per batch, then start a new event.

@@ -97,6 +97,11 @@ _INDEXED_SEGMENTS = 4
 _term_of = attrgetter("term")
 _data_of = attrgetter("data")
 
+
+def data_bytes(entries: list[Entry]) -> int:
+    """The total size of the entries' data (what byte budgets on the log count)."""
+    return sum(map(len, map(_data_of, entries)))
+
 REPAIR_HINT = ("`raft storage check DIR` describes the damage; `raft storage repair DIR` "
                "cuts the log there, moving the damaged bytes aside to a .corrupt file")
 
@@ -314,7 +319,7 @@ class DiskStorage:
         while k > 0:
             lo = max(0, k - chunk)
             part = entries[lo:k]
-            cost = sum(map(len, map(_data_of, part))) + ENTRY_MEMORY_OVERHEAD * len(part)
+            cost = data_bytes(part) + ENTRY_MEMORY_OVERHEAD * len(part)
             if used + cost > budget:
                 for e in reversed(part):  # the last, partial chunk: entry by entry
                     c = len(e.data) + ENTRY_MEMORY_OVERHEAD
