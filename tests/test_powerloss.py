@@ -181,3 +181,20 @@ def test_failpoints_are_reread_when_the_control_file_changes(tmp_path):
 def test_bad_failpoint_specs_are_refused(text):
     with pytest.raises(ValueError):
         fileio.parse_failpoints(text)
+
+
+def test_a_node_killed_before_its_baseline_was_journaled_loses_nothing(tmp_path):
+    # Killed while starting (a power cut right after the previous one): no journal,
+    # or one cut inside its baseline. The directory is as durable as it was.
+    path = str(tmp_path / "data")
+    os.makedirs(path)
+    with open(os.path.join(path, "keep"), "wb") as fp:
+        fp.write(b"durable")
+    assert fileio.simulate_power_loss(path) == {"removed": 0, "restored": 0, "truncated_bytes": 0}
+    pdir = fileio.powerloss_dir(path)
+    os.makedirs(pdir)
+    with open(os.path.join(pdir, "journal"), "w") as fp:
+        fp.write("D .\t{}\n")                   # a baseline cut short: no B line
+    fileio.simulate_power_loss(path)
+    assert open(os.path.join(path, "keep"), "rb").read() == b"durable"
+    assert not os.path.exists(pdir)

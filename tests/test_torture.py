@@ -208,11 +208,14 @@ def test_accounting_and_unavailability_on_a_hand_made_history() -> None:
     missing = acknowledged_missing(h, w)
     assert len(missing) == 2, missing                  # ...but lost; and one INCR lost
     assert any("XADD s0 b" in m for m in missing) and any("2 INCRs" in m for m in missing)
-    log = [(3.5, 4.0, "kill-leader", "SIGKILL node 1")]
+    log = [(3.05, 4.0, "kill-leader", "SIGKILL node 1"), (5.0, 5.5, "pause", "SIGSTOP node 2")]
     gaps = unavailability(h, log, 8 * s)
-    # ok completions at 1, 1, 3, 7 s: the 3-7 s gap contains the fault (kill-leader),
-    # the 1-3 s gap precedes every fault (none).
-    assert gaps == {"none": pytest.approx(2.0), "kill-leader": pytest.approx(4.0)}, gaps
+    # ok completions at 1, 1, 3, 7 s: the 3-7 s gap was opened by the kill-leader (it
+    # struck within OPENED_BY of the last completion), not by the pause that struck
+    # during it; the 1-3 s gap precedes every fault (none); the 7-8 s tail follows the
+    # pause.
+    assert gaps == {"none": pytest.approx(2.0), "kill-leader": pytest.approx(4.0),
+                    "pause": pytest.approx(1.0)}, gaps
 
 
 def test_keys_rotate_so_histories_stay_bounded() -> None:

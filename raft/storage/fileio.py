@@ -182,6 +182,7 @@ class _Journal:
         D <reldir>\\t<json {name: inode}>   the directory's entries, durable from here on
         F <inode> <size>                  the file's first <size> bytes are durable
         T <inode> <size>                  the file was cut to <size> (treated as durable)
+        B                                 the baseline (everything present at start) is complete
 
     The journal itself is written unsynced: it only has to survive SIGKILL (the page
     cache does), not the power loss it describes."""
@@ -201,6 +202,7 @@ class _Journal:
             for name in files:
                 st = os.lstat(os.path.join(d, name))
                 self._write(f"F {st.st_ino} {st.st_size}")
+        self._write("B")
 
     def _write(self, line: str) -> None:
         with self._lock:
@@ -340,21 +342,25 @@ def _keep(path: str) -> None:
 
 # --------------------------------------------------------------------- the power loss
 
-def _read_journal(path: str) -> tuple[dict[str, dict[str, int]], dict[int, int]]:
+def _read_journal(path: str) -> tuple[dict[str, dict[str, int]], dict[int, int], bool]:
+    """The durable listings and sizes, and whether the baseline was complete."""
     listings: dict[str, dict[str, int]] = {}
     sizes: dict[int, int] = {}
+    baseline = False
     with open(path, encoding="utf-8") as fp:
         for line in fp:
             if not line.endswith("\n"):
                 break           # a line cut by the kill: the sync it names never returned
             kind, rest = line[0], line[2:-1]
-            if kind == "D":
+            if kind == "B":
+                baseline = True
+            elif kind == "D":
                 rel, _, listing = rest.partition("\t")
                 listings[rel] = json.loads(listing)
             elif kind in "FT":
                 ino, size = map(int, rest.split())
                 sizes[ino] = size if kind == "F" else min(size, sizes.get(ino, size))
-    return listings, sizes
+    return listings, sizes, baseline
 
 
 def simulate_power_loss(data_dir: str) -> dict[str, int]:
@@ -362,11 +368,18 @@ def simulate_power_loss(data_dir: str) -> dict[str, int]:
     journal. Returns counts of what was undone. The node must not be running."""
     root = os.path.abspath(data_dir)
     pdir = powerloss_dir(root)
-    listings, sizes = _read_journal(os.path.join(pdir, "journal"))
-    if "." not in listings:
-        raise PowerLossError(f"{pdir}/journal has no baseline for {root}")
-    grave = os.path.join(pdir, "grave")
     undone = {"removed": 0, "restored": 0, "truncated_bytes": 0}
+    journal = os.path.join(pdir, "journal")
+    listings, sizes, baseline = _read_journal(journal) if os.path.exists(journal) else ({}, {}, False)
+    if not baseline:
+        # Killed before its journal's baseline was complete: the node had not opened
+        # its storage yet (it journals first), and the last rollback, or the baseline's
+        # own sync, left everything durable. Nothing to undo.
+        shutil.rmtree(pdir, ignore_errors=True)
+        return undone
+    if "." not in listings:
+        raise PowerLossError(f"{journal}: a complete baseline without {root} itself")
+    grave = os.path.join(pdir, "grave")
     # Every inode now present gets a name in the graveyard, so a rename's source can
     # come back under its old name after the new one is removed.
     for d, _dirs, files in os.walk(root):
