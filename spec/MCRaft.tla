@@ -21,13 +21,18 @@ CONSTANTS
     ConfigRoles,    \* the roles a change may give a server: a subset of
                     \* MemberRoles ({"voter", "none"}: voters only, no
                     \* learners)
-    ElectionAsOne   \* BOOLEAN: all messages of one election (the
+    ElectionAsOne,  \* BOOLEAN: all messages of one election (the
                     \* RequestVotes and their replies) count as one
                     \* towards MaxMessages (see InFlight)
+    SplitVotes,     \* BOOLEAN: FALSE bounds the model to one candidate
+                    \* per term (OneCandidatePerTerm)
+    SerialReadies   \* BOOLEAN: at most one server at a time has a Ready
+                    \* pending (OneReadyPending)
 
 ASSUME Crashes \in BOOLEAN /\ StepDowns \in BOOLEAN
 ASSUME MaxConfigChanges \in Nat /\ ConfigRoles \subseteq MemberRoles
-ASSUME ElectionAsOne \in BOOLEAN
+ASSUME ElectionAsOne \in BOOLEAN /\ SplitVotes \in BOOLEAN
+ASSUME SerialReadies \in BOOLEAN
 
 \* Crashes are modelled while server i has a Ready pending (in-memory state
 \* not yet durable, or messages waiting for Persist): that is when a crash
@@ -61,8 +66,7 @@ MCNext ==
     \/ CoreNext
     \/ \E i \in Server : MCStepDown(i)
     \/ \E i \in Server : CrashRestart(i)
-    \/ MaxConfigChanges > 0 /\ \E i, j \in Server, r \in ConfigRoles :
-                                   MCProposeConfigChange(i, j, r)
+    \/ \E i, j \in Server, r \in ConfigRoles : MCProposeConfigChange(i, j, r)
 
 MCSpec == Init /\ [][MCNext]_vars
 
@@ -77,19 +81,50 @@ Broadcast(m) == IF m.type = RequestVoteMsg THEN [m EXCEPT !.dst = m.src] ELSE m
 \* term): a candidate needs two other votes in a configuration of four
 \* voters, and with MaxMessages = 1 and replies counted apart, a reply
 \* could be sent only once the other RequestVotes were gone, so no
-\* election of four voters could ever succeed.
+\* election of four voters could ever succeed.  One reply at a time is in
+\* flight (OneVoteReply): the order in which the voters answer is free,
+\* but their replies do not interleave (a factor of the number of voters'
+\* orders fewer states; a reply is handled the same whatever is in flight).
 ElectionMsg(m) == m.type \in {RequestVoteMsg, RequestVoteRespMsg}
 Representative(m) ==
     IF ElectionAsOne /\ ElectionMsg(m)
     THEN <<"election", IF m.type = RequestVoteMsg THEN m.src ELSE m.dst, m.term>>
     ELSE <<"message", Broadcast(m)>>
-InFlight == {Representative(m) :
-                m \in DOMAIN network \cup UNION {outbox[i] : i \in Server}}
+AllInFlight == DOMAIN network \cup UNION {outbox[i] : i \in Server}
+InFlight == {Representative(m) : m \in AllInFlight}
+OneVoteReply ==
+    ElectionAsOne =>
+        Cardinality({m \in AllInFlight : m.type = RequestVoteRespMsg}) <= 1
+
+\* With SplitVotes = FALSE, no two servers have voted for themselves in the
+\* same term: there are no competing candidates (split votes are checked
+\* by the three-server models; the membership models leave them out).
+OneCandidatePerTerm ==
+    SplitVotes \/
+        \A i, j \in Server :
+            (i # j /\ votedFor[i] = i /\ votedFor[j] = j) =>
+                currentTerm[i] # currentTerm[j]
+
+\* With SerialReadies, at most one server has a Ready pending (state not
+\* yet durable, or messages waiting for Persist): another server's step
+\* that would leave a second one pending waits for the first Persist.
+\* Persist(i) changes only i's disk and adds messages to the network, so
+\* doing it earlier disables no step of another server (within the other
+\* bounds); left out are the interleavings of several servers' disk
+\* writes.  Only for the models without crashes (a crash loses a pending
+\* Ready, so there the interleavings matter).
+OneReadyPending ==
+    SerialReadies =>
+        \A i, j \in Server :
+            (CrashLosesSomething(i) /\ CrashLosesSomething(j)) => i = j
 
 StateBound ==
     /\ \A i \in Server : currentTerm[i] <= MaxTerm
     /\ \A i \in Server : Len(log[i]) <= MaxLogLen
     /\ Cardinality(InFlight) <= MaxMessages
+    /\ OneVoteReply
+    /\ OneCandidatePerTerm
+    /\ OneReadyPending
     /\ \A m \in DOMAIN network : network[m] <= MaxCopies
 
 \* The servers of the initial configuration are interchangeable (symmetry
