@@ -109,10 +109,10 @@ OneCandidatePerTerm ==
 \* yet durable, or messages waiting for Persist): another server's step
 \* that would leave a second one pending waits for the first Persist.
 \* Persist(i) changes only i's disk and adds messages to the network, so
-\* doing it earlier disables no step of another server (within the other
-\* bounds); left out are the interleavings of several servers' disk
-\* writes.  Only for the models without crashes (a crash loses a pending
-\* Ready, so there the interleavings matter).
+\* doing it earlier disables no protocol step of another server; left out
+\* are the interleavings of several servers' disk writes (and the states
+\* with two Readies pending).  Only for the models without crashes (a
+\* crash loses a pending Ready, so there the interleavings matter).
 OneReadyPending ==
     SerialReadies =>
         \A i, j \in Server :
