@@ -48,7 +48,7 @@
 (*    configuration entry in its own log, committed or not (InitVoters     *)
 (*    before any); a truncation that removes it reverts the server to the  *)
 (*    previous one.  Every quorum (election, commit) is a majority of the  *)
-(*    voters of the counting server's configuration (IsQuorum).           *)
+(*    voters of the counting server's configuration (IsQuorum).            *)
 (*                                                                         *)
 (* History variables (elections, committed) record what has happened so    *)
 (* that the safety properties can be stated over the whole execution.      *)
