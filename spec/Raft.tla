@@ -41,13 +41,25 @@
 (*    choice the implementation's Progress tracker can make is one of      *)
 (*    these.  Only matchIndex is kept, because commitment depends on it.   *)
 (*                                                                         *)
+(*  - Membership changes, one server at a time (diss. §4.1, with the       *)
+(*    no-op rule of its errata).  A configuration entry (value             *)
+(*    [voters |-> V, learners |-> L]) changes the role of ONE server       *)
+(*    (voter, learner, or none).  A server's configuration is the latest   *)
+(*    configuration entry in its own log, committed or not (InitVoters     *)
+(*    before any); a truncation that removes it reverts the server to the  *)
+(*    previous one.  Every quorum (election, commit) is a majority of the  *)
+(*    voters of the counting server's configuration (IsQuorum).            *)
+(*                                                                         *)
 (* History variables (elections, committed) record what has happened so    *)
 (* that the safety properties can be stated over the whole execution.      *)
 (***************************************************************************)
 EXTENDS Naturals, Sequences, FiniteSets
 
 CONSTANTS
-    Server,         \* the set of server ids (all voters)
+    Server,         \* the set of server ids (not all of them need be members)
+    InitVoters,     \* the voters of the initial configuration (the
+                    \* configuration of a log that holds no configuration
+                    \* entry); no learners initially
     Value,          \* the values clients may propose
     Nil,            \* "no vote" (votedFor = 0 in the implementation)
     Noop,           \* the value of the no-op entry a new leader appends
@@ -55,12 +67,18 @@ CONSTANTS
                     \* the implementation).  FALSE: the hint is never
                     \* written, a restart begins at commitIndex 0 (a
                     \* smaller state space; safe either way).
-    CommitAnyTerm   \* MUST be FALSE.  TRUE plants the Figure 8 bug
+    CommitAnyTerm,  \* MUST be FALSE.  TRUE plants the Figure 8 bug
                     \* (paper §5.4.2): the leader commits an entry as soon
                     \* as a majority stores it, whatever its term.
+    ConfigNoopRule  \* MUST be TRUE.  FALSE plants the single-server
+                    \* membership bug (diss. §4.1 errata, Ongaro 2015): a
+                    \* leader appends a configuration entry before it has
+                    \* committed an entry of its own term.
 
 ASSUME CommitHint \in BOOLEAN /\ CommitAnyTerm \in BOOLEAN
+ASSUME ConfigNoopRule \in BOOLEAN
 ASSUME Nil \notin Server /\ Noop \notin Value
+ASSUME InitVoters \subseteq Server /\ InitVoters # {}
 
 \* Roles (volatile).
 Follower  == "Follower"
@@ -130,12 +148,38 @@ Max(a, b) == IF a >= b THEN a ELSE b
 SetMax(S) == CHOOSE x \in S : \A y \in S : y <= x
 SetMin(S) == CHOOSE x \in S : \A y \in S : x <= y
 
-\* A quorum is any strict majority of the servers (paper §5.2).
-IsQuorum(S) == 2 * Cardinality(S) > Cardinality(Server)
-
 \* Term of entry n of lg, with the usual convention term(0) = 0.
 TermAt(lg, n) == IF n = 0 THEN 0 ELSE lg[n].term
 LastTerm(lg)  == TermAt(lg, Len(lg))
+
+\* Configurations (diss. §4.1).  The value of a configuration entry is a
+\* record [voters |-> V, learners |-> L]; client values and the no-op are
+\* not records, so an entry is a configuration entry iff its value is
+\* neither (the trace module's values are strings: this test never
+\* compares a string with a record).
+ConfigValue(V, L) == [voters |-> V, learners |-> L]
+InitConfig == ConfigValue(InitVoters, {})
+IsConfigEntry(e) == e.value \notin Value \cup {Noop}
+
+\* The indexes of lg's configuration entries; the last one (0: none).
+ConfigIndexes(lg) == {n \in 1..Len(lg) : IsConfigEntry(lg[n])}
+LastConfigIndex(lg) ==
+    LET ns == ConfigIndexes(lg) IN IF ns = {} THEN 0 ELSE SetMax(ns)
+
+\* The configuration of a server whose log is lg: the latest configuration
+\* entry in it, committed or not (diss. §4.1: "a server always uses the
+\* latest configuration in its log"); InitConfig if there is none.  So a
+\* truncation that removes an entry reverts to the previous configuration.
+Config(lg) ==
+    IF LastConfigIndex(lg) = 0 THEN InitConfig ELSE lg[LastConfigIndex(lg)].value
+Voters(i)   == Config(log[i]).voters
+Learners(i) == Config(log[i]).learners
+
+\* A quorum is a strict majority of the voters V of one configuration
+\* (paper §5.2, diss. §4.1); members of S outside V (learners, servers
+\* removed or not yet added, a leader that removed itself) do not count.
+\* The only quorum definition: elections, commit and the invariants use it.
+IsQuorum(S, V) == 2 * Cardinality(S \cap V) > Cardinality(V)
 
 \* lg holds the committed entry c (a record of the history `committed`).
 HasEntry(lg, c) == c.index <= Len(lg) /\ lg[c.index] = c.entry
@@ -283,10 +327,11 @@ UpdateTerm(i, m) ==
 (***************************************************************************)
 
 \* The RequestVotes a server starting an election in term currentTerm[i] + 1
-\* sends: one to every other server, advertising its last log index and term.
+\* sends: one to every other voter of its configuration, advertising its
+\* last log index and term (only their votes count, BecomeLeader).
 RequestVotes(i) ==
     {Message(RequestVoteMsg, i, j, currentTerm[i] + 1, Len(log[i]),
-             LastTerm(log[i]), 0, <<>>, 0, FALSE) : j \in Server \ {i}}
+             LastTerm(log[i]), 0, <<>>, 0, FALSE) : j \in Voters(i) \ {i}}
 
 \* The election timer of a follower or candidate fires: start an election
 \* in the next term and vote for oneself (paper §5.2).  The RequestVotes go
@@ -294,9 +339,13 @@ RequestVotes(i) ==
 \* only once the new term, the self-vote and the log they advertise are
 \* durable (a candidate that could forget its own vote could vote twice in
 \* a term).  This is what the core does: it queues them in the Ready's
-\* messages_after_persist when the timer fires.
+\* messages_after_persist when the timer fires.  Only a voter of its own
+\* configuration has an election timer: learners and servers outside the
+\* configuration (not yet added, or removed, diss. §4.2.1, §4.2.2) never
+\* start an election.
 Timeout(i) ==
     /\ state[i] \in {Follower, Candidate}
+    /\ i \in Voters(i)
     /\ state'        = [state        EXCEPT ![i] = Candidate]
     /\ currentTerm'  = [currentTerm  EXCEPT ![i] = @ + 1]
     /\ votedFor'     = [votedFor     EXCEPT ![i] = i]
@@ -357,12 +406,14 @@ HandleRequestVoteResponse(i, m) ==
     /\ UNCHANGED <<memoryVars, durableVars, state, commitIndex, matchIndex,
                    outbox, historyVars>>
 
-\* A candidate with votes from a majority (counting itself) becomes leader
-\* (paper §5.2) and appends a no-op entry of its term (diss. §6.4, paper
-\* §8), which lets it commit entries of earlier terms indirectly.
+\* A candidate with votes from a majority of the voters of its
+\* configuration (counting itself) becomes leader (paper §5.2, diss. §4.1)
+\* and appends a no-op entry of its term (diss. §6.4, paper §8), which lets
+\* it commit entries of earlier terms indirectly.  (A candidate's log, hence
+\* its configuration, does not change while it is a candidate.)
 BecomeLeader(i) ==
     /\ state[i] = Candidate
-    /\ IsQuorum(votesGranted[i])
+    /\ IsQuorum(votesGranted[i], Voters(i))
     /\ state'        = [state        EXCEPT ![i] = Leader]
     /\ votesGranted' = [votesGranted EXCEPT ![i] = {}]  \* no longer needed
     /\ matchIndex'   = [matchIndex   EXCEPT ![i] = ZeroMatch]
@@ -402,10 +453,13 @@ ClientRequest(i, v) ==
 \* Leader i sends j an AppendEntries with prevLogIndex = prev and the k
 \* entries that follow it, leaderCommit = commitIndex[i].  Any prev <= last
 \* index and any k >= 0: heartbeats (k = 0), probes, retries and batches.
-\* Sent at once, not after persist (diss. §10.2.1).
+\* Sent at once, not after persist (diss. §10.2.1).  Only to the members
+\* of i's configuration, voters and learners (diss. §4.2.1); a server
+\* outside it is sent nothing (a removed one is not told, diss. §4.2.2).
 AppendEntries(i, j, prev, k) ==
     /\ state[i] = Leader
     /\ j # i
+    /\ j \in Voters(i) \cup Learners(i)
     /\ prev \in 0..Len(log[i])
     /\ k \in 0..(Len(log[i]) - prev)
     /\ Send(Message(AppendEntriesMsg, i, j, currentTerm[i], prev,
@@ -508,25 +562,89 @@ Agree(i, n) ==
         \cup {j \in Server \ {i} : matchIndex[i][j] >= n}
 
 \* The commit rule (paper §5.3, §5.4.2): an index N stored by a majority
-\* with term(N) = currentTerm.  Entries of earlier terms are committed only
-\* indirectly, through an entry of the current term (Figure 8).  With
-\* CommitAnyTerm the term condition is dropped: the Figure 8 bug.
+\* of the voters of the leader's configuration (its latest configuration
+\* entry, committed or not, diss. §4.1; the leader itself only if it is one
+\* of them) with term(N) = currentTerm.  Entries of earlier terms are
+\* committed only indirectly, through an entry of the current term (Figure
+\* 8).  With CommitAnyTerm the term condition is dropped: the Figure 8 bug.
 CommitCandidates(i) ==
     {n \in (commitIndex[i] + 1)..Len(log[i]) :
-        /\ IsQuorum(Agree(i, n))
+        /\ IsQuorum(Agree(i, n), Voters(i))
         /\ CommitAnyTerm \/ log[i][n].term = currentTerm[i]}
+
+\* A leader that is not a voter of its configuration (it removed itself, or
+\* made itself a learner) steps down once that configuration entry is
+\* committed (diss. §4.2.2); until then it keeps replicating.
+RemovedOnCommit(i, newCommit) ==
+    i \notin Voters(i) /\ LastConfigIndex(log[i]) <= newCommit
 
 \* The leader advances commitIndex to ANY of these indexes, not only the
 \* largest: committing a smaller one is as safe, and the core may see a
 \* smaller quorum than the spec does at that point (it counts its own log
-\* only once the write has completed, the spec from Persist on).
+\* only once the write has completed, the spec from Persist on).  If that
+\* commits its own removal, it becomes follower in the same step (term,
+\* vote and log kept, as StepDown).
 AdvanceCommitIndex(i) ==
     /\ state[i] = Leader
     /\ \E newCommit \in CommitCandidates(i) :
            /\ commitIndex' = [commitIndex EXCEPT ![i] = newCommit]
            /\ RecordCommit(i, log[i], newCommit)
-    /\ UNCHANGED <<memoryVars, durableVars, state, votesGranted, matchIndex,
-                   outbox, network, elections>>
+           /\ IF RemovedOnCommit(i, newCommit)
+              THEN /\ state'      = [state      EXCEPT ![i] = Follower]
+                   /\ matchIndex' = [matchIndex EXCEPT ![i] = ZeroMatch]
+              ELSE UNCHANGED <<state, matchIndex>>
+    /\ UNCHANGED <<memoryVars, durableVars, votesGranted, outbox, network,
+                   elections>>
+
+-----------------------------------------------------------------------------
+(***************************************************************************)
+(* Membership changes, one server at a time (diss. §4.1-§4.2)              *)
+(***************************************************************************)
+
+\* The role of server j in configuration cfg, and cfg with j given role r.
+VoterRole   == "voter"
+LearnerRole == "learner"
+NoRole      == "none"
+MemberRoles == {VoterRole, LearnerRole, NoRole}
+RoleIn(cfg, j) ==
+    IF j \in cfg.voters THEN VoterRole
+    ELSE IF j \in cfg.learners THEN LearnerRole ELSE NoRole
+WithRole(cfg, j, r) ==
+    ConfigValue((cfg.voters \ {j}) \cup (IF r = VoterRole THEN {j} ELSE {}),
+                (cfg.learners \ {j}) \cup (IF r = LearnerRole THEN {j} ELSE {}))
+
+\* Leader i may append a configuration entry (diss. §4.1):
+\*  (a) one change at a time: the latest configuration entry in its log
+\*      (if any) is committed;
+\*  (b) the no-op rule (diss. §4.1 errata, Ongaro's raft-dev post of
+\*      2015): it has committed an entry of its current term (its no-op).
+\*      Without (b), a leader may replace an uncommitted configuration
+\*      entry of an earlier term that it does not hold with its own
+\*      change, and the two changes need not share a voter in their
+\*      quorums: two leaders in one term, or a committed entry lost.
+\* The log's terms never decrease, so (b) is "the entry at commitIndex is
+\* of the current term".
+MayChangeConfig(i) ==
+    /\ state[i] = Leader
+    /\ LastConfigIndex(log[i]) <= commitIndex[i]
+    /\ ConfigNoopRule => TermAt(log[i], commitIndex[i]) = currentTerm[i]
+
+\* Leader i changes the role of ONE server j to r (voter, learner, none):
+\* add or remove a voter (a quorum change), add, remove, promote or demote
+\* a learner.  A replacement is several such steps (add learner, promote,
+\* remove the old voter).  The entry takes effect on i at once, before it
+\* is committed (on every server: as soon as it is in its log).  The
+\* configuration always keeps a voter.
+ProposeConfigChange(i, j, r) ==
+    LET cfg == Config(log[i])
+        new == WithRole(cfg, j, r)
+    IN  /\ MayChangeConfig(i)
+        /\ r # RoleIn(cfg, j)
+        /\ new.voters # {}
+        /\ log' = [log EXCEPT ![i] =
+                      Append(@, [term |-> currentTerm[i], value |-> new])]
+        /\ UNCHANGED <<currentTerm, votedFor, durableVars, volatileVars,
+                       network, historyVars>>
 
 -----------------------------------------------------------------------------
 (***************************************************************************)
@@ -550,8 +668,8 @@ DuplicateMessage(m) ==
 (* The specification                                                       *)
 (***************************************************************************)
 
-\* Every step except crashes and CheckQuorum step-downs, the two that the
-\* bounded models of MCRaft.tla restrict.
+\* Every step except crashes, CheckQuorum step-downs and configuration
+\* changes, the three that the bounded models of MCRaft.tla restrict.
 CoreNext ==
     \/ \E i \in Server : Timeout(i)
     \/ \E i \in Server : BecomeLeader(i)
@@ -569,7 +687,10 @@ CoreNext ==
     \/ \E m \in DOMAIN network : DuplicateMessage(m)
 
 \* Every step except crashes.
-NextExceptRestart == CoreNext \/ \E i \in Server : StepDown(i)
+NextExceptRestart ==
+    \/ CoreNext
+    \/ \E i \in Server : StepDown(i)
+    \/ \E i, j \in Server, r \in MemberRoles : ProposeConfigChange(i, j, r)
 
 Next == NextExceptRestart \/ \E i \in Server : Restart(i)
 
@@ -580,7 +701,9 @@ Spec == Init /\ [][Next]_vars
 (* Properties                                                              *)
 (***************************************************************************)
 
-Entries == [term : Nat, value : Value \cup {Noop}]
+ConfigValues == [voters : SUBSET Server, learners : SUBSET Server]
+\* (ConfigValues last: a string value is never compared with a record.)
+Entries == [term : Nat, value : Value \cup {Noop} \cup ConfigValues]
 Messages == [type : {RequestVoteMsg, RequestVoteRespMsg, AppendEntriesMsg,
                      AppendEntriesRespMsg},
              src : Server, dst : Server, term : Nat, index : Nat,
@@ -655,19 +778,42 @@ CommittedPrefixStable ==
 \* proof (paper §5.4.3: "the voter ... contained the committed entry"),
 \* stated as a state invariant, so it catches an unsafe commit (Figure 8,
 \* §5.4.2) when it happens rather than when a later leader overwrites it.
+\* The voters counted are those of lg's own configuration, the one a
+\* candidate presenting lg counts in (BecomeLeader).
 CommittedBlocksElection ==
     \A c \in committed : \A s \in Server : \A lg \in {log[s], durableLog[s]} :
         ~HasEntry(lg, c) =>
             ~IsQuorum({s} \cup {v \in Server :
                                    \/ AtLeastAsUpToDate(lg, log[v])
-                                   \/ AtLeastAsUpToDate(lg, durableLog[v])})
+                                   \/ AtLeastAsUpToDate(lg, durableLog[v])},
+                      Config(lg).voters)
 
 \* Committed entries are durable on a majority (paper §5.3 with Figure 2's
 \* "updated on stable storage before responding"; diss. §3.8, §10.2.1):
-\* a committed entry survives the crash of any minority.
+\* a committed entry survives the crash of any minority.  Stated for a
+\* fixed configuration (InitVoters): with membership changes a later
+\* configuration's majority need not hold an entry until a later commit,
+\* so the membership models do not check it.
 CommittedEntriesDurable ==
     \A c \in committed :
         IsQuorum({s \in Server : /\ c.index <= Len(durableLog[s])
-                                 /\ durableLog[s][c.index] = c.entry})
+                                 /\ durableLog[s][c.index] = c.entry},
+                 InitVoters)
+
+\* One configuration change at a time (diss. §4.1): no log holds more than
+\* one configuration entry that is not committed history.
+OneUncommittedConfig ==
+    \A lg \in AllLogs :
+        \A n1, n2 \in ConfigIndexes(lg) :
+            (/\ ~\E c \in committed : c.index = n1 /\ c.entry = lg[n1]
+             /\ ~\E c \in committed : c.index = n2 /\ c.entry = lg[n2])
+                => n1 = n2
+
+\* A leader that is not a voter of its configuration has not yet committed
+\* that configuration (it steps down when it does, diss. §4.2.2).
+RemovedLeaderStepsDown ==
+    \A i \in Server :
+        (state[i] = Leader /\ i \notin Voters(i))
+            => LastConfigIndex(log[i]) > commitIndex[i]
 
 =============================================================================
