@@ -1,5 +1,5 @@
 """The compiled command codec (raft/_fastpath.pyx) against its Python reference in
-raft/kv.py: the same bytes for every command, the same decoding for every input it
+raft/kv/codec.py: the same bytes for every command, the same decoding for every input it
 accepts, and a refusal (None: the reference then names the problem) for the rest."""
 import random
 

@@ -1,4 +1,4 @@
-"""The trace checker (spec/checker.py): valid traces pass, mutated traces are
+"""The trace checker (raft/trace_checker.py): valid traces pass, mutated traces are
 rejected naming the action or invariant that fails, NDJSON and per-node
 merging round-trip."""
 import io

@@ -1,4 +1,4 @@
-"""Cross-check: TLC (spec/TraceRaft.tla) and spec/checker.py give the same
+"""Cross-check: TLC (spec/TraceRaft.tla) and raft/trace_checker.py give the same
 verdict on every trace of a corpus -- both accept, or both reject at the same
 event.  TLC decides from Raft.tla's actions alone, so agreement shows the
 Python checker replays the spec, not the code.
@@ -50,7 +50,7 @@ pytestmark = pytest.mark.tlc
 
 CORPUS = Path(__file__).resolve().parent / "trace_corpus"
 
-# Messages and entry types, as raft._core (kept literal: only spec/checker.py
+# Messages and entry types, as raft._core (kept literal: only raft/trace_checker.py
 # needs the core, to read NDJSON).
 MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP, MSG_SNAP, MSG_SNAP_RESP = 1, 2, 3, 4, 5, 6
 MSG_PREVOTE, MSG_PREVOTE_RESP = 7, 8
@@ -656,7 +656,7 @@ def test_an_invalid_trace_fails_the_cross_check(tmp_path):
 def test_a_spec_bug_breaks_the_agreement(tmp_path):
     """The cross-check can fail on the spec's side too: with the Figure 8 rule
     planted in Raft.tla (CommitAnyTerm), TLC no longer rejects the trace of
-    the Figure 8 core where spec/checker.py does."""
+    the Figure 8 core where raft/trace_checker.py does."""
     if shutil.which("java") is None:
         pytest.skip("java is not on PATH: cannot run the TLC model checker")
     events, servers = _load(CORPUS / "unsafe-commit-any-term-seed23-first320.ndjson")
@@ -670,7 +670,7 @@ def test_a_spec_bug_breaks_the_agreement(tmp_path):
 def test_a_snapshot_mapping_bug_breaks_the_agreement(tmp_path):
     """The snapshot part of the mapping is load-bearing: with the commit check
     of a chunk send taken out of TraceRaft.tla, TLC accepts a trace whose
-    leader sends an uncommitted snapshot, which spec/checker.py rejects."""
+    leader sends an uncommitted snapshot, which raft/trace_checker.py rejects."""
     if shutil.which("java") is None:
         pytest.skip("java is not on PATH: cannot run the TLC model checker")
     events, servers = _load(CORPUS / "snap-seed0666-first320.ndjson")
@@ -686,7 +686,7 @@ def test_a_snapshot_mapping_bug_breaks_the_agreement(tmp_path):
 def test_a_prevote_mapping_bug_breaks_the_agreement(tmp_path):
     """The PreVote part of the mapping is load-bearing: with the "was it
     sent?" check of a no-step receive taken out of TraceRaft.tla, TLC accepts
-    a trace that receives a PreVote never sent, which spec/checker.py rejects."""
+    a trace that receives a PreVote never sent, which raft/trace_checker.py rejects."""
     if shutil.which("java") is None:
         pytest.skip("java is not on PATH: cannot run the TLC model checker")
     events, servers = _load(CORPUS / "prevote-seed02-first320.ndjson")

@@ -1,4 +1,4 @@
-// etcd_load: a small load generator for `raft bench --compare` (raft/compare.py).
+// etcd_load: a small load generator for `raft bench --compare` (raft/cli/compare_etcd.py).
 //
 // It opens -conns clientv3 clients (one gRPC connection each) and keeps -inflight Put
 // requests outstanding per connection (one goroutine per outstanding request, each
@@ -8,7 +8,7 @@
 //	{"ops": N, "errors": E, "seconds": S, "ops_per_s": R,
 //	 "latency_us": {"p50": .., "p90": .., "p99": .., "max": .., "mean": ..}}
 //
-// Built on demand by raft/compare.py from Debian's golang-etcd-server-dev sources
+// Built on demand by raft/cli/compare_etcd.py from Debian's golang-etcd-server-dev sources
 // (GOPATH=/usr/share/gocode, GO111MODULE=off), never committed as a binary.
 package main
 
