@@ -224,16 +224,10 @@ class _Journal:
         self._write(f"T {os.fstat(fd).st_ino} {size}")
 
     def keep_inode(self, path: str) -> None:
-        """Keep ``path``'s inode alive (a hard link in the graveyard): an unlink or a
-        replacing rename that the power loss undoes needs its content back."""
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return
-        if stat.S_ISREG(st.st_mode):
-            keep = os.path.join(self.grave, str(st.st_ino))
-            if not os.path.exists(keep):
-                os.link(path, keep)
+        """Keep ``path``'s inode alive: an unlink or a replacing rename that the power
+        loss undoes needs its content back."""
+        if os.path.lexists(path):
+            _link_into(path, self.grave)
 
     def close(self) -> None:
         os.close(self._fd)
@@ -268,12 +262,16 @@ def _journal_of(path: str) -> _Journal | None:
     return None
 
 
-def _journal_of_fd(fd: int) -> _Journal | None:
+def _path_of_fd(fd: int) -> str | None:
     try:
-        path = os.readlink(f"/proc/self/fd/{fd}")
+        return os.readlink(f"/proc/self/fd/{fd}")
     except OSError:
         return None
-    return _journal_of(path)
+
+
+def _journal_of_fd(fd: int) -> _Journal | None:
+    path = _path_of_fd(fd)
+    return _journal_of(path) if path is not None else None
 
 
 # --------------------------------------------------------------------- the calls
@@ -291,11 +289,12 @@ def fdatasync(fd: int) -> None:
 
 
 def _note_sync(fd: int) -> None:
-    j = _journal_of_fd(fd)
+    path = _path_of_fd(fd)
+    j = _journal_of(path) if path is not None else None
     if j is None:
         return
     if stat.S_ISDIR(os.fstat(fd).st_mode):
-        j.dir_synced(os.readlink(f"/proc/self/fd/{fd}"))
+        j.dir_synced(path)
     else:
         j.file_synced(fd)
 
@@ -400,6 +399,7 @@ def simulate_power_loss(data_dir: str) -> dict[str, int]:
 
 
 def _link_into(path: str, grave: str) -> None:
+    """A hard link to ``path``'s inode in the graveyard, named by the inode (once)."""
     st = os.lstat(path)
     keep = os.path.join(grave, str(st.st_ino))
     if stat.S_ISREG(st.st_mode) and not os.path.exists(keep):

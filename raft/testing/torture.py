@@ -224,10 +224,14 @@ class TortureCluster(LocalCluster):
     #: durability none leaves an empty directory: only the operator's override starts it)
     force_new: set[int]
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.force_new = set()
+        super().__init__(*args, **kwargs)
+
     def spawn(self, config_path: str, log_path: str) -> subprocess.Popen[bytes]:
         node = next(n for n in self.nodes.values() if n.config_path == config_path)
         command = self.serve_command(config_path)
-        if node.id in getattr(self, "force_new", ()):
+        if node.id in self.force_new:
             self.force_new.discard(node.id)
             command.append("--force-new")
         group = {} if self.gid_base is None else {"group": self.gid_base + node.id}
@@ -748,7 +752,6 @@ def run_torture(cfg: TortureConfig) -> TortureResult:
                              node_settings={
                                  "debug_power_loss": any(k in POWER_KINDS for k in kinds),
                                  "debug_failpoints": any(k in DISK_KINDS for k in kinds)})
-    cluster.force_new = set()
     if os.geteuid() == 0:
         cluster.gid_base = 100_000 + (os.getpid() % 100_000) * 10
     firewall = None
