@@ -10,7 +10,7 @@ from libc.stdint cimport uint64_t
 # --- constants: written once here, as C enums ----------------------------------
 # raft/core/types.pxi gives them their Python names (MSG_APP = _MSG_APP, ...);
 # raft/net/codec.pyx cimports them. Message type values are part of the wire
-# format: never reuse one. Reserved for later issues: 9 MSG_TIMEOUT_NOW.
+# format: never reuse one.
 
 cdef enum:
     _MSG_APP = 1
@@ -21,11 +21,19 @@ cdef enum:
     _MSG_SNAP_RESP = 6     # chunk acknowledgement (the install itself is acked by MSG_APP_RESP)
     _MSG_PREVOTE = 7       # "would you vote for me in term + 1?" (diss. §9.6)
     _MSG_PREVOTE_RESP = 8
+    _MSG_TIMEOUT_NOW = 9   # leader transfer: "campaign now" (diss. §3.10)
 
 cdef enum:
     _ENTRY_NORMAL = 0
     _ENTRY_NOOP = 1
+    _ENTRY_CONF = 2        # a whole new configuration (core/conf.pxi), effective on append
     _ENTRY_MEM_OVERHEAD = 96   # see ENTRY_MEM_OVERHEAD in core/types.pxi
+
+cdef enum:
+    # propose_conf_change operations (single-server changes, diss. §4.1)
+    _CONF_ADD_VOTER = 1    # add a voter, or promote a learner
+    _CONF_ADD_LEARNER = 2
+    _CONF_REMOVE = 3       # remove a voter or a learner
 
 cdef enum:
     _FOLLOWER = 0
@@ -63,6 +71,9 @@ cdef class Snapshot:
     cdef readonly uint64_t index
     cdef readonly uint64_t term
     cdef readonly bytes data
+    # The configuration as of `index` (encode_conf's form; b"" = not recorded, for
+    # snapshots made before membership changes existed: the node's initial one).
+    cdef readonly bytes conf
 
 
 cdef class Message:
@@ -189,7 +200,18 @@ cdef class Ready:
 cdef class _Raft:
     # The protocol state and every cdef method (raft/core/raft.pxi).
     cdef readonly uint64_t id
-    cdef readonly tuple voters       # all voter ids, self included, sorted
+    # The configuration (core/conf.pxi): the latest one in the log, committed or not
+    # (diss. §4.1: a server uses the latest configuration in its log).
+    cdef readonly tuple voters       # voter ids, sorted (self included unless learner/removed)
+    cdef readonly tuple learners     # non-voting members (diss. §4.2.1), sorted
+    cdef readonly uint64_t conf_index  # index of the entry holding it; 0 = the base one
+    cdef bytes _conf                 # its encoded form (encode_conf)
+    cdef bytes _base_conf            # the configuration at log.offset - 1 (snapshot or initial)
+    cdef list _conf_log              # [(index, conf bytes)] of ENTRY_CONF entries in the log, ascending
+    # Leader transfer (diss. §3.10): the voter we hand leadership to (0 = none) and
+    # the ticks since we started; proposals are refused meanwhile.
+    cdef readonly uint64_t lead_transferee
+    cdef int _transfer_elapsed
     cdef readonly uint64_t term
     cdef readonly uint64_t vote
     cdef readonly uint64_t leader    # 0 = unknown
@@ -219,7 +241,7 @@ cdef class _Raft:
 
     cdef dict votes                  # candidate: voter id -> granted (bool)
     cdef dict progress               # leader: peer id -> Progress
-    cdef list peers                  # voters other than self
+    cdef list peers                  # members (voters and learners) other than self
     cdef list _msgs
     cdef list _msgs_after_persist
     cdef HardState _prev_hard_state
@@ -243,6 +265,7 @@ cdef class _Raft:
     cdef uint64_t _rx_log_term
     cdef uint64_t _rx_total
     cdef bytearray _rx_buf
+    cdef bytes _rx_conf              # the configuration the snapshot being received carries
 
     cdef uint64_t _rand(self)
     cdef void _reset_randomized_timeout(self)
@@ -282,8 +305,21 @@ cdef class _Raft:
     cdef int _start_read_round(self) except -1
     cdef int _confirm_reads(self) except -1
     cdef bint _reads_can_start(self)
+    # configuration (core/conf.pxi)
+    cdef inline bint _is_voter(self, uint64_t node) noexcept
+    cdef Py_ssize_t _count_granted(self, dict votes)
+    cdef int _set_conf(self, bytes conf, uint64_t index) except -1
+    cdef int _conf_appended(self, Entry e) except -1
+    cdef int _conf_truncated(self, uint64_t index) except -1
+    cdef bytes _conf_at(self, uint64_t index)
+    cdef int _conf_compacted(self, uint64_t index) except -1
+    cdef int _conf_restored(self, bytes conf) except -1
+    cdef int _step_down_if_removed(self) except -1
+    cdef int _send_timeout_now(self, uint64_t peer) except -1
+    cdef int _handle_timeout_now(self, Message m) except -1
 
 
 cdef class RawNode(_Raft):
     # The public API and Ready/advance (raft/core/rawnode.pxi).
     cdef inline uint64_t _apply_limit(self)
+    cdef int _check_proposable(self) except -1

@@ -44,6 +44,7 @@ from libc.string cimport memmove
 # in raft/_core.pxd, written once for the core and the wire codec.
 
 include "core/types.pxi"       # constants, errors, Entry/HardState/Snapshot/Message
+include "core/conf.pxi"        # configurations: encoding, single-server change rule
 include "core/log.pxi"         # RaftLog
 include "core/tracker.pxi"     # Progress + in-flight ring, majority counting
 include "core/read_only.pxi"   # ReadOnly: ReadIndex requests and rounds

@@ -37,7 +37,8 @@ def test_advance_without_ready_is_misuse():
 
 @pytest.mark.parametrize("bad,why", [
     (dict(dst=9), "delivered to node"),
-    (dict(src=7), "unknown node"),
+    (dict(src=1), "unknown node"),      # from ourselves (a node outside the
+                                        # configuration may write: tests/core/test_membership.py)
     (dict(type=99), "unknown message type"),
     (dict(entries=[Entry(5, 1)]), "not contiguous"),
     (dict(entries=[Entry(2, 9)]), "exceed the message term"),
@@ -60,8 +61,8 @@ def test_vote_request_with_entries_rejected():
 
 
 def test_bad_construction_arguments():
-    with pytest.raises(LocalProtocolError, match="not among the voters"):
-        RawNode(4, [1, 2, 3])
+    with pytest.raises(LocalProtocolError, match="both voter and learner"):
+        RawNode(4, [1, 2, 3], learners=[3])
     with pytest.raises(LocalProtocolError, match="reserved"):
         RawNode(0, [0, 1])
     with pytest.raises(LocalProtocolError, match="election_tick"):

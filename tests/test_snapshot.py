@@ -20,7 +20,7 @@ from raft import (
     RemoteProtocolError,
     Snapshot,
 )
-from raft._core import PROGRESS_SNAPSHOT
+from raft._core import PROGRESS_SNAPSHOT, encode_conf
 
 
 def lagging_cluster(n_entries: int = 20, compact_to: int = 15, **kw) -> Cluster:
@@ -52,7 +52,7 @@ def test_compact_drops_the_prefix_and_keeps_the_snapshot():
     n = c.nodes[1]
     c.compact(1, 8)
     assert (n.log.first_index, n.log.last_index, n.log.term(8)) == (9, 11, 1)
-    assert n.snapshot == Snapshot(8, 1, b"state@8")
+    assert n.snapshot == Snapshot(8, 1, b"state@8", encode_conf([1, 2, 3]))
     with pytest.raises(IndexError):
         n.log.term(7)
     n.compact(5, b"older")                 # already compacted past 5: no-op
@@ -74,11 +74,11 @@ def test_lagging_follower_is_caught_up_by_install_snapshot():
     c = lagging_cluster()
     heartbeat(c)
     f = c.nodes[3]
-    assert c.installed[3] == [Snapshot(15, 1, b"state@15")]
+    assert c.installed[3] == [Snapshot(15, 1, b"state@15", encode_conf([1, 2, 3]))]
     assert (f.log.first_index, f.log.last_index, f.commit, f.applied) == (16, 21, 21, 21)
     # The state machine was restored from the snapshot, then entries 16.. applied.
     assert [e.index for e in c.applied[3] if e.index > 1] == list(range(16, 22))
-    assert c.disks[3].load().snapshot == Snapshot(15, 1, b"state@15")
+    assert c.disks[3].load().snapshot == Snapshot(15, 1, b"state@15", encode_conf([1, 2, 3]))
     pr = c.nodes[1].progress_of(3)
     assert (pr.match, pr.state) == (21, 1)   # REPLICATE again
     # Replication continues normally from the snapshot.
@@ -123,7 +123,7 @@ def test_a_lost_chunk_is_resent_from_what_the_follower_holds():
     heartbeat(c, rounds=4, pred=watch)
     assert dropped, "the scenario must lose a chunk"
     assert (True, 3) in replies              # the gap is refused with the bytes held
-    assert c.installed[3] == [Snapshot(15, 1, b"state@15")]
+    assert c.installed[3] == [Snapshot(15, 1, b"state@15", encode_conf([1, 2, 3]))]
 
 
 def test_duplicate_chunks_are_acknowledged_not_appended_twice():

@@ -83,6 +83,7 @@ cdef class _Raft:
         self._commit_pending = False
         self._rx_buf = None              # a partly received snapshot is abandoned
         self._pre_candidate = False
+        self.lead_transferee = 0             # a transfer ends with the term or the role
         # Reads not yet confirmed die with the leadership; the runtime fails them
         # when it sees the role change. Confirmed ones (read_states) stay valid.
         self._ro.drop_pending()
@@ -126,13 +127,17 @@ cdef class _Raft:
     cdef int _campaign(self) except -1:
         cdef uint64_t peer
         cdef Message m
+        if not self._is_voter(self.id):
+            return 0                         # learners and removed servers never campaign (diss. §4.2.1)
         self._become_candidate()
         if self._trace is not None:
             self._trace.append(("timeout", self.id, self.term))
-        if len(self.voters) == 1:
+        if self.voters == (self.id,):
             self._become_leader()
             return 0
-        for peer in self.peers:
+        for peer in self.voters:
+            if peer == self.id:
+                continue
             m = self._new_msg(_MSG_VOTE, peer)
             m.index = self.log.last()
             m.log_term = self.log.term_at(m.index)
@@ -146,13 +151,17 @@ cdef class _Raft:
         go out at once; only a majority of grants starts the real election."""
         cdef uint64_t peer
         cdef Message m
-        if len(self.voters) == 1:
+        if not self._is_voter(self.id):
+            return 0
+        if self.voters == (self.id,):
             return self._campaign()
         self._pre_candidate = True
         self._prevotes = {self.id: True}
         self.leader = 0                      # we no longer hear one: grant others' pre-votes
         self._reset_randomized_timeout()     # a failed round retries after a fresh timeout
-        for peer in self.peers:
+        for peer in self.voters:
+            if peer == self.id:
+                continue
             m = self._new_msg(_MSG_PREVOTE, peer)
             m.term = self.term + 1
             m.index = self.log.last()
@@ -182,8 +191,6 @@ cdef class _Raft:
         return 0
 
     cdef int _handle_prevote_resp(self, Message m) except -1:
-        cdef Py_ssize_t granted = 0
-        cdef object v
         if not self._pre_candidate or self.role == _LEADER:
             return 0
         if m.reject:
@@ -192,10 +199,7 @@ cdef class _Raft:
             self._prevotes[m.src] = True
         else:
             return 0                         # a grant for another round
-        for v in self._prevotes.values():
-            if v:
-                granted += 1
-        if self._is_quorum(granted):
+        if self._is_quorum(self._count_granted(self._prevotes)):
             self._pre_candidate = False
             self._campaign()
         return 0
@@ -206,9 +210,13 @@ cdef class _Raft:
         cdef uint64_t first = self.log.last() + 1
         cdef uint64_t index = first - 1
         cdef object data
+        cdef Entry e
         for data in datas:
             index += 1
-            self.log.append_entry(Entry(index, self.term, type, data))
+            e = Entry(index, self.term, type, data)
+            self.log.append_entry(e)
+            if type == _ENTRY_CONF:
+                self._conf_appended(e)       # in force from now on (diss. §4.1)
         self._broadcast_pending = True
         if self._trace is not None and type != _ENTRY_NOOP:
             self._trace.append(("propose", self.id, self.log.entries(first, index + 1)))
@@ -344,10 +352,14 @@ cdef class _Raft:
 
     cdef bint _maybe_commit(self) except -1:
         """§5.3/§5.4.2: commit the largest index a majority holds, if it is of our term."""
-        cdef list matches = [self.log.stable]
-        cdef uint64_t peer, n
-        for peer in self.peers:
-            matches.append((<Progress>self.progress[peer]).match)
+        cdef list matches = []
+        cdef uint64_t voter, n
+        # The voters only (a leader being removed does not count itself, diss. §4.2.2).
+        for voter in self.voters:
+            if voter == self.id:
+                matches.append(self.log.stable)
+            else:
+                matches.append((<Progress>self.progress[voter]).match)
         n = self._quorum_index(matches)
         if n <= self.log.committed:
             return False
@@ -358,6 +370,129 @@ cdef class _Raft:
         if self._trace is not None:
             self._trace.append(("commit", self.id, n))
         return True
+
+    # -- configuration (diss. ch. 4; encoding and change rule in core/conf.pxi) --
+    #
+    # A server uses the latest configuration in its log, committed or not (§4.1):
+    # it takes effect when its entry is appended and is undone if that entry is
+    # truncated. _conf_log lists the ENTRY_CONF entries in the log; _base_conf is
+    # the configuration at log.offset - 1 (the snapshot's, or the initial one).
+
+    cdef inline bint _is_voter(self, uint64_t node) noexcept:
+        cdef object v
+        for v in self.voters:
+            if <uint64_t>v == node:
+                return True
+        return False
+
+    cdef Py_ssize_t _count_granted(self, dict votes):
+        """Granted votes from current voters (a grant from a server the latest
+        configuration has removed, or from a learner, counts for nothing)."""
+        cdef Py_ssize_t granted = 0
+        cdef object k, v
+        for k, v in votes.items():
+            if v and self._is_voter(<uint64_t>k):
+                granted += 1
+        return granted
+
+    cdef int _set_conf(self, bytes conf, uint64_t index) except -1:
+        cdef tuple voters, learners
+        cdef uint64_t peer
+        voters, learners, _ = decode_conf(conf)
+        cdef bint changed = voters != self.voters or learners != self.learners
+        self.voters = voters
+        self.learners = learners
+        self.conf_index = index
+        self._conf = conf
+        self.peers = [p for p in sorted(voters + learners) if p != self.id]
+        if self.role == _LEADER:
+            # Replicate to new members from our last entry (probing back from
+            # there); forget those no longer in the configuration.
+            for peer in self.peers:
+                if peer not in self.progress:
+                    self.progress[peer] = Progress(self.log.last() + 1, self.max_inflight,
+                                                   self.max_inflight_bytes)
+            for peer in list(self.progress):
+                if peer not in self.peers:
+                    del self.progress[peer]
+            if self.lead_transferee and not self._is_voter(self.lead_transferee):
+                self.lead_transferee = 0
+        if self._trace is not None and changed:
+            self._trace.append(("conf", self.id, index, voters, learners))
+        return 0
+
+    cdef int _conf_appended(self, Entry e) except -1:
+        self._conf_log.append((e.index, e.data))
+        return self._set_conf(e.data, e.index)
+
+    cdef int _conf_truncated(self, uint64_t index) except -1:
+        """Entries from ``index`` on were dropped: fall back to the latest
+        configuration still in the log (§4.1)."""
+        if not self._conf_log or self._conf_log[-1][0] < index:
+            return 0
+        while self._conf_log and self._conf_log[-1][0] >= index:
+            self._conf_log.pop()
+        if self._conf_log:
+            return self._set_conf(self._conf_log[-1][1], self._conf_log[-1][0])
+        return self._set_conf(self._base_conf, 0)
+
+    cdef bytes _conf_at(self, uint64_t index):
+        """The configuration in force at ``index`` (>= log.offset - 1)."""
+        cdef bytes conf = self._base_conf
+        cdef tuple item
+        for item in self._conf_log:
+            if <uint64_t>item[0] > index:
+                break
+            conf = item[1]
+        return conf
+
+    cdef int _conf_compacted(self, uint64_t index) except -1:
+        """The log up to ``index`` became a snapshot."""
+        self._base_conf = self._conf_at(index)
+        while self._conf_log and <uint64_t>self._conf_log[0][0] <= index:
+            self._conf_log.pop(0)
+        return 0
+
+    cdef int _conf_restored(self, bytes conf) except -1:
+        """The whole log was replaced by a snapshot carrying ``conf``."""
+        self._conf_log = []
+        if conf:
+            self._base_conf = conf
+        return self._set_conf(self._base_conf, 0)
+
+    cdef int _step_down_if_removed(self) except -1:
+        """diss. §4.2.2: a leader the latest configuration removes manages the
+        cluster until that configuration is committed, then steps down. It first
+        hands leadership to an up-to-date voter (TimeoutNow), so the cluster need
+        not wait an election timeout; the messages telling followers the commit
+        index are already queued."""
+        cdef uint64_t peer
+        if (self.role != _LEADER or self._is_voter(self.id)
+                or self.conf_index > self.log.committed):
+            return 0
+        for peer in self.voters:
+            if (<Progress>self.progress[peer]).match == self.log.last():
+                self._send_timeout_now(peer)
+                break
+        if self._trace is not None:
+            self._trace.append(("stepdown", self.id, self.term))
+        self._become_follower(self.term, 0)
+        return 0
+
+    # -- leader transfer (diss. §3.10) --
+
+    cdef int _send_timeout_now(self, uint64_t peer) except -1:
+        self._send(self._new_msg(_MSG_TIMEOUT_NOW, peer))
+        return 0
+
+    cdef int _handle_timeout_now(self, Message m) except -1:
+        """The leader of our term asks us to campaign now: it has stopped taking
+        proposals and our log holds all of its entries. We skip PreVote (the other
+        voters still hear a leader and would refuse it) and start a real election."""
+        if self.role != _FOLLOWER or not self._is_voter(self.id):
+            return 0
+        self._campaign()
+        return 0
 
     # -- message handlers --
 
@@ -389,7 +524,10 @@ cdef class _Raft:
                 if log._terms[e.index - log.offset] == e.term:
                     continue                   # already have it (re-delivery)
                 log.truncate_from(e.index)     # conflict: drop our suffix (§5.3)
+                self._conf_truncated(e.index)  # ... and any configuration it held
             log.append_entry(e)
+            if e.type == _ENTRY_CONF:
+                self._conf_appended(e)
         # Figure 2: commitIndex = min(leaderCommit, index of last new entry).
         if m.commit > log.committed and last_new > log.committed:
             log.committed = min(m.commit, last_new)
@@ -464,6 +602,8 @@ cdef class _Raft:
             if pr.state == _PROBE:
                 break
         self._maybe_send_commit(m.src, pr)
+        if m.src == self.lead_transferee and pr.match == self.log.last():
+            self._send_timeout_now(m.src)    # the target holds our whole log (diss. §3.10)
         return 0
 
     # -- InstallSnapshot (§7) --
@@ -493,6 +633,10 @@ cdef class _Raft:
             m.commit = <uint64_t>lo
             m.reject_hint = <uint64_t>total
             m.data = snap.data[lo:lo + size]
+            if pr.snap_next == 0:
+                # The first chunk carries the snapshot's configuration, as the one
+                # ENTRY_CONF entry "at" the snapshot's index.
+                m.entries = [Entry(snap.index, snap.term, _ENTRY_CONF, self._conf_at(snap.index))]
             self._send(m)
             pr.snap_next += 1
         return 0
@@ -548,6 +692,7 @@ cdef class _Raft:
             self._rx_log_term = m.log_term
             self._rx_total = m.reject_hint
             self._rx_buf = bytearray()
+            self._rx_conf = (<Entry>m.entries[0]).data if m.entries else b""
             same = True
         have = len(self._rx_buf) if same else 0
         if not same or m.commit != <uint64_t>have:
@@ -572,7 +717,7 @@ cdef class _Raft:
         Either way our log now holds the leader's entries up to m.index, so we
         answer as to an AppendEntries that carried them: MSG_APP_RESP at m.index,
         after persist (the snapshot must be durable before the leader counts it)."""
-        cdef Snapshot snap = Snapshot(m.index, m.log_term, bytes(self._rx_buf)) if install else None
+        cdef Snapshot snap = Snapshot(m.index, m.log_term, bytes(self._rx_buf), self._rx_conf) if install else None
         cdef Message r
         if self.role == _CANDIDATE:
             self._become_follower(self.term, m.src)   # §5.2: a leader exists in our term
@@ -580,6 +725,7 @@ cdef class _Raft:
             # Figure 13 step 7: the log conflicts with or ends before the snapshot:
             # discard it entirely (a log that holds (index, term) took the other branch).
             self.log.restore(m.index, m.log_term)
+            self._conf_restored(snap.conf)
             self._snapshot = snap
             self._pending_snapshot = snap
         elif m.index > self.log.committed:
@@ -609,17 +755,12 @@ cdef class _Raft:
         return 0
 
     cdef int _handle_vote_resp(self, Message m) except -1:
-        cdef Py_ssize_t granted = 0
-        cdef object v
         if self.role != _CANDIDATE:
             return 0
         self.votes[m.src] = not m.reject
-        for v in self.votes.values():
-            if v:
-                granted += 1
         # A candidate that cannot win stays candidate until its timer fires again
         # (Figure 2 has no other way out of candidacy).
-        if self._is_quorum(granted):
+        if self._is_quorum(self._count_granted(self.votes)):
             self._become_leader()
         return 0
 
@@ -629,9 +770,12 @@ cdef class _Raft:
         cdef uint64_t prev_term
         if m.dst != self.id:
             raise RemoteProtocolError(f"message for node {m.dst} delivered to node {self.id}")
-        if m.src not in self.voters or m.src == self.id:
+        # Any authenticated member may write to us, also one our configuration does not
+        # (yet, or any longer) list: a new leader we have not caught up with, a server
+        # being removed. What they say counts only if the configuration says so.
+        if m.src == 0 or m.src == self.id:
             raise RemoteProtocolError(f"message from unknown node {m.src}")
-        if m.type < _MSG_APP or m.type > _MSG_PREVOTE_RESP:
+        if m.type < _MSG_APP or m.type > _MSG_TIMEOUT_NOW:
             raise RemoteProtocolError(f"unknown message type {m.type}")
         if m.entries is None:
             raise RemoteProtocolError("entries must be a list")
@@ -642,6 +786,11 @@ cdef class _Raft:
                 raise RemoteProtocolError("InstallSnapshot needs 0 < lastIncludedTerm <= term and index > 0")
             if m.commit + <uint64_t>PyBytes_GET_SIZE(m.data) > m.reject_hint:
                 raise RemoteProtocolError("InstallSnapshot chunk extends past the snapshot's size")
+            if m.entries:
+                if (PyList_GET_SIZE(m.entries) != 1 or (<Entry>m.entries[0]).type != _ENTRY_CONF
+                        or (<Entry>m.entries[0]).index != m.index):
+                    raise RemoteProtocolError("InstallSnapshot carries at most its configuration entry")
+                decode_conf((<Entry>m.entries[0]).data)
         elif m.data is not None and PyBytes_GET_SIZE(m.data):
             raise RemoteProtocolError("only InstallSnapshot carries data")
         self._check_roles(m)
@@ -654,11 +803,13 @@ cdef class _Raft:
                     raise RemoteProtocolError("AppendEntries entries are not contiguous after prevLogIndex")
                 if e.term < prev_term or e.term > m.term:
                     raise RemoteProtocolError("AppendEntries entry terms must not decrease or exceed the message term")
+                if e.type == _ENTRY_CONF:
+                    decode_conf(e.data)      # a malformed configuration is refused whole
                 prev_term = e.term
             if m.log_term > m.term:
                 raise RemoteProtocolError("prevLogTerm exceeds the message term")
-        elif m.entries:
-            raise RemoteProtocolError("only AppendEntries carries entries")
+        elif m.entries and m.type != _MSG_SNAP:
+            raise RemoteProtocolError("only AppendEntries and InstallSnapshot carry entries")
         return 0
 
     cdef int _check_roles(self, Message m) except -1:
@@ -668,7 +819,7 @@ cdef class _Raft:
         us or make us act on them."""
         if m.term != self.term:
             return 0
-        if m.type == _MSG_APP or m.type == _MSG_SNAP:
+        if m.type == _MSG_APP or m.type == _MSG_SNAP or m.type == _MSG_TIMEOUT_NOW:
             if self.role == _LEADER:
                 raise RemoteProtocolError(
                     f"{MSG_NAMES[m.type]} from node {m.src} to the leader of its own term {m.term}")
@@ -685,10 +836,11 @@ cdef class _Raft:
     cdef bint _quorum_active(self):
         """Did a majority (ourselves included) talk to us since the last check?
         Clears the marks for the next election timeout."""
-        cdef Py_ssize_t active = 1
+        cdef Py_ssize_t active = 1 if self._is_voter(self.id) else 0
         cdef Progress pr
-        for pr in self.progress.values():
-            if pr.recent_active:
+        cdef object peer
+        for peer, pr in self.progress.items():
+            if pr.recent_active and self._is_voter(<uint64_t>peer):
                 active += 1
             pr.recent_active = False
         return self._is_quorum(active)
@@ -706,6 +858,10 @@ cdef class _Raft:
                             self._trace.append(("stepdown", self.id, self.term))
                         self._become_follower(self.term, 0)
                         return 0
+            if self.lead_transferee:
+                self._transfer_elapsed += 1
+                if self._transfer_elapsed >= self.election_tick:
+                    self.lead_transferee = 0     # the target did not take over: give up (etcd)
             self.heartbeat_elapsed += 1
             if self.heartbeat_elapsed >= self.heartbeat_tick:
                 self.heartbeat_elapsed = 0
@@ -730,7 +886,8 @@ cdef class _Raft:
             return self._handle_prevote_resp(m)
         if m.term > self.term:
             # §5.1: any message with a higher term makes us a follower of that term.
-            self._become_follower(m.term, m.src if m.type == _MSG_APP or m.type == _MSG_SNAP else 0)
+            self._become_follower(m.term, m.src if (m.type == _MSG_APP or m.type == _MSG_SNAP
+                                                    or m.type == _MSG_TIMEOUT_NOW) else 0)
         elif m.term < self.term:
             # Stale sender: answer requests with our term so it steps down; drop responses.
             if m.type == _MSG_APP:
@@ -765,6 +922,9 @@ cdef class _Raft:
         elif m.type == _MSG_SNAP_RESP:
             if self.role == _LEADER:
                 self._handle_snap_resp(m)
+        elif m.type == _MSG_TIMEOUT_NOW:
+            _invariant(self.role != _LEADER, "two leaders in one term")   # _validate refuses it
+            self._handle_timeout_now(m)
         return 0
 
     cdef bint _reads_can_start(self):
@@ -793,9 +953,9 @@ cdef class _Raft:
             rnd = read[2]
             if rnd == 0:
                 break
-            acks = 1
-            for peer in self.peers:
-                if (<Progress>self.progress[peer]).read_acked >= rnd:
+            acks = 0
+            for peer in self.voters:
+                if peer == self.id or (<Progress>self.progress[peer]).read_acked >= rnd:
                     acks += 1
             if not self._is_quorum(acks):
                 break

@@ -33,7 +33,7 @@ cdef class Ready:
 cdef class RawNode(_Raft):
     """One Raft server's protocol state machine."""
 
-    def __init__(self, uint64_t id, voters, *, uint64_t seed=0, int election_tick=10,
+    def __init__(self, uint64_t id, voters, *, learners=(), uint64_t seed=0, int election_tick=10,
                  int heartbeat_tick=1, Py_ssize_t max_msg_bytes=1 << 20,
                  int max_inflight=256, Py_ssize_t max_inflight_bytes=0,
                  HardState hard_state=None, list entries=None,
@@ -41,6 +41,11 @@ cdef class RawNode(_Raft):
                  bint unsafe_commit_any_term=False, bint pre_vote=False,
                  bint check_quorum=False, list trace=None):
         """Start (or restart, from what storage holds) server ``id`` of ``voters``.
+
+        voters, learners: the initial configuration, used until the snapshot or the log
+        holds one (configuration entries, diss. ch. 4). A server joining an existing
+        cluster starts with ``voters=()``: it never campaigns, and learns its
+        configuration from the leader that added it.
 
         hard_state, entries, snapshot: the durable state to restart from (entries
         follow the snapshot; the runtime restores the state machine from it).
@@ -61,18 +66,14 @@ cdef class RawNode(_Raft):
         spec/README.md), or None for no tracing (the default; costs one pointer
         test per event site).
         """
-        voters = tuple(sorted(set(int(v) for v in voters)))
-        if id == 0 or 0 in voters:
+        if id == 0:
             raise LocalProtocolError("node id 0 is reserved for 'none'")
-        if id not in voters:
-            raise LocalProtocolError(f"node {id} is not among the voters {voters}")
+        cdef bytes initial_conf = encode_conf(voters, learners)   # checks the ids
         if election_tick <= heartbeat_tick or heartbeat_tick < 1:
             raise LocalProtocolError("need election_tick > heartbeat_tick >= 1")
         if max_inflight < 1 or max_msg_bytes < 1:
             raise LocalProtocolError("max_inflight and max_msg_bytes must be positive")
         self.id = id
-        self.voters = voters
-        self.peers = [v for v in voters if v != id]
         self.election_tick = election_tick
         self.heartbeat_tick = heartbeat_tick
         self.max_msg_bytes = max_msg_bytes
@@ -111,12 +112,26 @@ cdef class RawNode(_Raft):
         self._ro = ReadOnly()
         self._pending_snapshot = None
         self._rx_buf = None
-        self._trace = trace
+        self._rx_conf = b""
+        self._trace = None                   # set below, after the configuration
+        self.lead_transferee = 0
+        self.role = _FOLLOWER
+        # The configuration: the snapshot's (else the initial one), then the latest
+        # configuration entry in the log.
+        self._base_conf = snapshot.conf if snapshot is not None and snapshot.conf else initial_conf
+        self._conf_log = [(e.index, e.data) for e in (entries or ()) if e.type == _ENTRY_CONF]
+        if self._conf_log:
+            self._set_conf(self._conf_log[-1][1], self._conf_log[-1][0])
+        else:
+            self._set_conf(self._base_conf, 0)
         self._become_follower(self.term, 0)
+        self._trace = trace
         if trace is not None:
             last = self.log.last()
             trace.append(("restart", self.id, self.term, self.vote, self.log.committed,
                           self.log.offset, last, self.log.term_at(last)))
+            if self._conf != initial_conf:
+                trace.append(("conf", self.id, self.conf_index, self.voters, self.learners))
 
     # -- public API --
 
@@ -157,7 +172,7 @@ cdef class RawNode(_Raft):
         if self.role != _LEADER:
             raise NotLeader(self.leader)
         self._ro.add(ctx)
-        if len(self.voters) == 1 and self._reads_can_start():
+        if self.voters == (self.id,) and self._reads_can_start():
             self._start_read_round()
 
     def compact(self, uint64_t index, bytes data not None):
@@ -173,8 +188,9 @@ cdef class RawNode(_Raft):
         if index > self.log.applied:
             raise LocalProtocolError(f"cannot compact to {index}: only {self.log.applied} applied")
         cdef uint64_t term = self.log.term_at(index)
-        self._snapshot = Snapshot(index, term, data)
+        self._snapshot = Snapshot(index, term, data, self._conf_at(index))
         self.log.compact(index)
+        self._conf_compacted(index)
         if self._trace is not None:
             self._trace.append(("compact", self.id, index, term))
             self._trace_state()
@@ -184,10 +200,17 @@ cdef class RawNode(_Raft):
         """Our latest snapshot (taken by compact() or installed from a leader), or None."""
         return self._snapshot
 
-    def propose(self, bytes data):
-        """Append ``data`` as a new entry; returns its index. Raises NotLeader."""
+    cdef int _check_proposable(self) except -1:
         if self.role != _LEADER:
             raise NotLeader(self.leader)
+        if self.lead_transferee:
+            raise ProposalDropped(f"leadership is being transferred to node {self.lead_transferee}")
+        return 0
+
+    def propose(self, bytes data):
+        """Append ``data`` as a new entry; returns its index. Raises NotLeader, or
+        ProposalDropped during a leadership transfer."""
+        self._check_proposable()
         self._append_local([data], _ENTRY_NORMAL)
         if self._trace is not None:
             self._trace_state()
@@ -195,8 +218,7 @@ cdef class RawNode(_Raft):
 
     def propose_batch(self, list datas):
         """Append many entries at once; returns the index of the first."""
-        if self.role != _LEADER:
-            raise NotLeader(self.leader)
+        self._check_proposable()
         for d in datas:
             if not isinstance(d, bytes):
                 raise TypeError("proposals must be bytes")
@@ -206,6 +228,51 @@ cdef class RawNode(_Raft):
             if self._trace is not None:
                 self._trace_state()
         return first
+
+    def propose_conf_change(self, int op, uint64_t node, bytes context=b""):
+        """Propose one single-server change (diss. §4.1): CONF_ADD_VOTER (also
+        promotes a learner), CONF_ADD_LEARNER or CONF_REMOVE of ``node``. Returns the
+        index of the ENTRY_CONF entry, which holds the whole new configuration and
+        ``context`` (opaque: the runtime's member addresses). It takes effect at
+        once, on this leader and on each follower when appended.
+
+        Raises ConfChangeRefused while another change is uncommitted, before this
+        leader has committed an entry of its own term (the no-op rule: without it a
+        change could be decided by a majority that an earlier leader's uncommitted
+        change did not overlap, Ongaro's 2015 raft-dev correction), or when the change
+        makes no sense; NotLeader; ProposalDropped during a transfer."""
+        self._check_proposable()
+        if not self._reads_can_start():
+            raise ConfChangeRefused("this leader has not committed an entry of its term yet; retry")
+        if self.conf_index > self.log.committed:
+            raise ConfChangeRefused(f"the configuration change at index {self.conf_index} is not committed yet; retry")
+        voters, learners = conf_after_change(self.voters, self.learners, op, node)
+        self._append_local([encode_conf(voters, learners, context)], _ENTRY_CONF)
+        if self._trace is not None:
+            self._trace_state()
+        return self.log.last()
+
+    def transfer_leadership(self, uint64_t target):
+        """Hand leadership to voter ``target`` (diss. §3.10): stop taking proposals,
+        bring it up to date, then send it TimeoutNow so it campaigns at once. Gives up
+        after an election timeout (proposals are taken again). Raises NotLeader."""
+        if self.role != _LEADER:
+            raise NotLeader(self.leader)
+        if target == self.id:
+            return
+        if not self._is_voter(target):
+            raise LocalProtocolError(f"node {target} is not a voter")
+        if self.lead_transferee == target:
+            return
+        self.lead_transferee = target
+        self._transfer_elapsed = 0
+        cdef Progress pr = <Progress>self.progress[target]
+        if pr.match == self.log.last():
+            self._send_timeout_now(target)
+        elif not pr.is_paused():
+            self._send_append(target, pr, False)
+        if self._trace is not None:
+            self._trace_state()
 
     cdef inline uint64_t _apply_limit(self):
         return min(self.log.committed, self.log.stable)
@@ -236,6 +303,7 @@ cdef class RawNode(_Raft):
         if (self.role == _LEADER and self._ro.has_unstarted()
                 and self._reads_can_start()):
             self._start_read_round()
+        self._step_down_if_removed()
         cdef Ready rd = Ready.__new__(Ready)
         cdef RaftLog log = self.log
         cdef HardState prev = self._prev_hard_state
@@ -320,6 +388,7 @@ cdef class RawNode(_Raft):
             if (self._ro.has_unstarted()
                     and self._reads_can_start()):
                 self._start_read_round()
+            self._step_down_if_removed()
         cdef list msgs = self._msgs
         self._msgs = []
         return msgs
@@ -363,6 +432,15 @@ cdef class RawNode(_Raft):
         return self.log.last()
 
     @property
+    def conf_context(self):
+        """The ``context`` of the configuration in force (b"" for the initial one)."""
+        return decode_conf(self._conf)[2]
+
+    @property
+    def is_voter(self):
+        return self._is_voter(self.id)
+
+    @property
     def role_name(self):
         return ROLE_NAMES[self.role]
 
@@ -385,8 +463,13 @@ cdef class RawNode(_Raft):
             "last_index": self.log.last(),
             "snapshot_index": self.log.offset - 1,
             "log_bytes": self.log.mem_bytes,
+            "voters": list(self.voters),
+            "learners": list(self.learners),
+            "conf_index": self.conf_index,
+            "lead_transferee": self.lead_transferee,
             "progress": {p: {"match": pr.match, "next": pr.next,
-                             "state": ("probe", "replicate", "snapshot")[pr.state]}
+                             "state": ("probe", "replicate", "snapshot")[pr.state],
+                             "learner": p in self.learners}
                          for p, pr in self.progress.items()},
         }
 

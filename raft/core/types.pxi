@@ -16,9 +16,14 @@ MSG_SNAP = _MSG_SNAP                # InstallSnapshot chunk (§7)
 MSG_SNAP_RESP = _MSG_SNAP_RESP      # chunk acknowledgement (the install itself is acked by MSG_APP_RESP)
 MSG_PREVOTE = _MSG_PREVOTE          # "would you vote for me in term + 1?" (diss. §9.6)
 MSG_PREVOTE_RESP = _MSG_PREVOTE_RESP
+MSG_TIMEOUT_NOW = _MSG_TIMEOUT_NOW  # leader transfer: "campaign now" (diss. §3.10)
 
 ENTRY_NORMAL = _ENTRY_NORMAL
 ENTRY_NOOP = _ENTRY_NOOP
+ENTRY_CONF = _ENTRY_CONF            # data: a whole configuration (encode_conf)
+CONF_ADD_VOTER = _CONF_ADD_VOTER
+CONF_ADD_LEARNER = _CONF_ADD_LEARNER
+CONF_REMOVE = _CONF_REMOVE
 # What one entry adds to RaftLog.mem_bytes beyond its data: roughly the Entry and
 # bytes object headers and the list slot (CPython, 64-bit). The runtime bounds the
 # in-memory log by this count (docs/operations.md, "Limits").
@@ -34,7 +39,8 @@ ROLE_NAMES = ("follower", "candidate", "leader")
 MSG_NAMES = {_MSG_APP: "AppendEntries", _MSG_APP_RESP: "AppendEntriesResp",
              _MSG_VOTE: "RequestVote", _MSG_VOTE_RESP: "RequestVoteResp",
              _MSG_SNAP: "InstallSnapshot", _MSG_SNAP_RESP: "InstallSnapshotResp",
-             _MSG_PREVOTE: "PreVote", _MSG_PREVOTE_RESP: "PreVoteResp"}
+             _MSG_PREVOTE: "PreVote", _MSG_PREVOTE_RESP: "PreVoteResp",
+             _MSG_TIMEOUT_NOW: "TimeoutNow"}
 
 PROGRESS_PROBE = _PROBE
 PROGRESS_REPLICATE = _REPLICATE
@@ -61,6 +67,18 @@ class NotLeader(LocalProtocolError):
     def __init__(self, leader):
         self.leader = leader
         super().__init__(f"not the leader (leader hint: {leader or 'unknown'})")
+
+
+class ProposalDropped(LocalProtocolError):
+    """The leader cannot take a proposal now (a leadership transfer is under way,
+    diss. §3.10): retry shortly, at whichever node leads then."""
+
+
+class ConfChangeRefused(LocalProtocolError):
+    """A configuration change the leader may not start now or at all: another change
+    is uncommitted, the leader has not yet committed an entry of its term (the
+    no-op rule of diss. §4.1), or the change makes no sense (adding a member twice,
+    removing the last voter). The message says which."""
 
 
 class RemoteProtocolError(RaftError):
@@ -133,12 +151,17 @@ cdef class HardState:
 cdef class Snapshot:
     """The application's state after applying every entry up to (index, term)."""
 
-    def __cinit__(self, uint64_t index, uint64_t term, bytes data not None):
+    def __cinit__(self, uint64_t index, uint64_t term, bytes data not None, bytes conf=b""):
         if index == 0 or term == 0:
             raise LocalProtocolError("a snapshot covers at least entry 1 (index and term > 0)")
+        if conf is None:
+            conf = b""
+        if conf:
+            decode_conf(conf)       # refuse a malformed configuration here, not at restart
         self.index = index
         self.term = term
         self.data = data
+        self.conf = conf
 
     def __repr__(self):
         return f"Snapshot(index={self.index}, term={self.term}, {len(self.data)} bytes)"
@@ -147,10 +170,11 @@ cdef class Snapshot:
         if not isinstance(other, Snapshot):
             return NotImplemented
         cdef Snapshot o = <Snapshot>other
-        return self.index == o.index and self.term == o.term and self.data == o.data
+        return (self.index == o.index and self.term == o.term and self.data == o.data
+                and self.conf == o.conf)
 
     def __hash__(self):
-        return hash((self.index, self.term, self.data))
+        return hash((self.index, self.term, self.data, self.conf))
 
 
 @cython.freelist(1024)
@@ -199,6 +223,8 @@ cdef class Message:
                      f" of {self.reject_hint}")
         elif self.type == _MSG_SNAP_RESP:
             extra = f" snap={self.index} have={self.reject_hint} reject={self.reject}"
+        elif self.type == _MSG_TIMEOUT_NOW:
+            extra = ""
         ctx = f" ctx={self.context}" if self.context else ""
         return f"<{name} {self.src}->{self.dst} t={self.term}{extra}{ctx} id={self.msg_id}>"
 
