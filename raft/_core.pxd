@@ -314,6 +314,7 @@ cdef class _Raft:
     cdef bytes _conf_at(self, uint64_t index)
     cdef int _conf_compacted(self, uint64_t index) except -1
     cdef int _conf_restored(self, bytes conf) except -1
+    cdef int _prune_removed(self) except -1
     cdef int _step_down_if_removed(self) except -1
     cdef int _send_timeout_now(self, uint64_t peer) except -1
     cdef int _handle_timeout_now(self, Message m) except -1

@@ -914,7 +914,7 @@ class RaftNode:
         self._log_bytes = 0   # what is applied from here on counts toward the next one
         self.last_snapshot = {"taken_index": index, "bytes": len(data),
                               "snapshot_seconds": time.perf_counter() - t0}
-        return Snapshot(index, core.log.term(index), data)
+        return Snapshot(index, core.log.term(index), data, core.conf_at(index))
 
     async def _maybe_compact(self, snap: Snapshot | None) -> None:
         """After advance(): save a snapshot taken in this Ready (_snapshot_if_due);

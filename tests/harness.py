@@ -69,8 +69,8 @@ class Cluster:
                 return delivered
             m = self.queue.pop(idx)
             delivered += 1
-            if (m.src, m.dst) in self.dropped:
-                continue
+            if (m.src, m.dst) in self.dropped or m.dst not in self.nodes:
+                continue                 # a cut link, or a server that is not running
             self.nodes[m.dst].step(m)
         raise AssertionError("network did not quiesce")
 
@@ -79,7 +79,7 @@ class Cluster:
         from raft import Snapshot
 
         data = b"state@%d" % index
-        snap = Snapshot(index, self.nodes[i].log.term(index), data)
+        snap = Snapshot(index, self.nodes[i].log.term(index), data, self.nodes[i].conf_at(index))
         self.disks[i].save_snapshot(snap)
         self.nodes[i].compact(index, data)
         self.disks[i].compact(index)

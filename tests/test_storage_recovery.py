@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from raft._core import Entry, HardState, Snapshot
+from raft._core import Entry, HardState, Snapshot, encode_conf
 from raft.storage import DiskStorage, StorageError, read_latest_snapshot, write_snapshot
 from raft.storage import wal as wal_module
 from raft.storage.check import check, repair, storage_main
@@ -395,7 +395,7 @@ def test_install_interrupted_after_the_snapshot_file_completes_on_open(tmp_path,
     write_snapshot(tmp_path, 120, 4, [1, 2, 3], image := b"leader's state")  # step 1 only
     with DiskStorage(tmp_path, durability="none") as s:
         st = s.load()
-        assert st.snapshot == Snapshot(120, 4, image)
+        assert st.snapshot == Snapshot(120, 4, image, encode_conf([1, 2, 3]))
         assert (st.entries, st.hard_state) == ([], HardState(3, 2, 40))
         assert (s.first_index, s.last_index, s.term(120)) == (121, 120, 4)
         s.save(HardState(4, 0, 120), ents(121, 125, 4))
@@ -449,7 +449,7 @@ def test_crash_while_opening_completes_a_snapshot(tmp_path, monkeypatch, crash_a
         pass
     monkeypatch.undo()
     st = load(tmp_path)
-    assert (st.snapshot, st.entries) == (Snapshot(120, term, b"img"), expected)
+    assert (st.snapshot, st.entries) == (Snapshot(120, term, b"img", encode_conf([1])), expected)
     assert load(tmp_path).entries == expected
 
 

@@ -404,19 +404,20 @@ cdef class _Raft:
         self.learners = learners
         self.conf_index = index
         self._conf = conf
-        self.peers = [p for p in sorted(voters + learners) if p != self.id]
+        cdef list members = [p for p in sorted(voters + learners) if p != self.id]
         if self.role == _LEADER:
-            # Replicate to new members from our last entry (probing back from
-            # there); forget those no longer in the configuration.
-            for peer in self.peers:
+            # New members: replicate from the configuration entry itself (probing back
+            # from there). Removed ones keep receiving the log until the change commits
+            # (_prune_removed), so they learn they are out and stop campaigning.
+            for peer in members:
                 if peer not in self.progress:
-                    self.progress[peer] = Progress(self.log.last() + 1, self.max_inflight,
+                    self.progress[peer] = Progress(self.log.last(), self.max_inflight,
                                                    self.max_inflight_bytes)
-            for peer in list(self.progress):
-                if peer not in self.peers:
-                    del self.progress[peer]
+            self.peers = sorted(self.progress)
             if self.lead_transferee and not self._is_voter(self.lead_transferee):
                 self.lead_transferee = 0
+        else:
+            self.peers = members
         if self._trace is not None and changed:
             self._trace.append(("conf", self.id, index, voters, learners))
         return 0
@@ -428,12 +429,15 @@ cdef class _Raft:
     cdef int _conf_truncated(self, uint64_t index) except -1:
         """Entries from ``index`` on were dropped: fall back to the latest
         configuration still in the log (§4.1)."""
-        if not self._conf_log or self._conf_log[-1][0] < index:
+        # (No negative indexing: the core is compiled with wraparound off.)
+        cdef Py_ssize_t n = len(self._conf_log)
+        if n == 0 or self._conf_log[n - 1][0] < index:
             return 0
-        while self._conf_log and self._conf_log[-1][0] >= index:
+        while n and self._conf_log[n - 1][0] >= index:
             self._conf_log.pop()
-        if self._conf_log:
-            return self._set_conf(self._conf_log[-1][1], self._conf_log[-1][0])
+            n -= 1
+        if n:
+            return self._set_conf(self._conf_log[n - 1][1], self._conf_log[n - 1][0])
         return self._set_conf(self._base_conf, 0)
 
     cdef bytes _conf_at(self, uint64_t index):
@@ -460,6 +464,20 @@ cdef class _Raft:
             self._base_conf = conf
         return self._set_conf(self._base_conf, 0)
 
+    cdef int _prune_removed(self) except -1:
+        """Leader: once the configuration is committed, stop replicating to servers
+        it removed (they have been sent the entry that removes them)."""
+        cdef object peer
+        if self.role != _LEADER or self.conf_index > self.log.committed:
+            return 0
+        if len(self.peers) == len(self.voters) + len(self.learners) - (1 if self._is_voter(self.id) else 0):
+            return 0                          # nothing to prune (the common case)
+        for peer in list(self.progress):
+            if not self._is_voter(<uint64_t>peer) and peer not in self.learners:
+                del self.progress[peer]
+        self.peers = sorted(self.progress)
+        return 0
+
     cdef int _step_down_if_removed(self) except -1:
         """diss. §4.2.2: a leader the latest configuration removes manages the
         cluster until that configuration is committed, then steps down. It first
@@ -467,6 +485,7 @@ cdef class _Raft:
         not wait an election timeout; the messages telling followers the commit
         index are already queued."""
         cdef uint64_t peer
+        self._prune_removed()
         if (self.role != _LEADER or self._is_voter(self.id)
                 or self.conf_index > self.log.committed):
             return 0

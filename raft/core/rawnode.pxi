@@ -121,7 +121,8 @@ cdef class RawNode(_Raft):
         self._base_conf = snapshot.conf if snapshot is not None and snapshot.conf else initial_conf
         self._conf_log = [(e.index, e.data) for e in (entries or ()) if e.type == _ENTRY_CONF]
         if self._conf_log:
-            self._set_conf(self._conf_log[-1][1], self._conf_log[-1][0])
+            self._set_conf(self._conf_log[len(self._conf_log) - 1][1],
+                           self._conf_log[len(self._conf_log) - 1][0])
         else:
             self._set_conf(self._base_conf, 0)
         self._become_follower(self.term, 0)
@@ -430,6 +431,13 @@ cdef class RawNode(_Raft):
     @property
     def last_index(self):
         return self.log.last()
+
+    def conf_at(self, uint64_t index):
+        """The configuration in force at ``index`` (encode_conf's bytes), for a snapshot
+        taken there: index >= first_index - 1 (the latest snapshot's index)."""
+        if index + 1 < self.log.offset:
+            raise LocalProtocolError(f"index {index} is compacted (first index {self.log.offset})")
+        return self._conf_at(index)
 
     @property
     def conf_context(self):

@@ -4,8 +4,12 @@ File ``<index>-<term>.snap`` (16 hex digits each, so names sort by index) holds,
 all integers little-endian:
 
     header (48 bytes) = magic b"RAFTSNP\\0" | version u16 | checksum u8 | reserved u8 |
-        n_voters u32 | index u64 | term u64 | data_len u64 | body_crc u32 | header_crc u32
-    body = n_voters x u64 voter ids, then data_len bytes of state machine data
+        conf_len u32 | index u64 | term u64 | data_len u64 | body_crc u32 | header_crc u32
+    body = conf_len bytes of configuration (raft._core.encode_conf: voters, learners and
+        the members' addresses), then data_len bytes of state machine data
+
+Version 1 files (before membership changes) held n_voters u64 voter ids where the
+configuration now is; they are still read, as a configuration of those voters.
 
 ``body_crc`` is CRC-32C of the body; ``header_crc`` covers the header bytes before
 it (both seeded like the WAL's, see raft/storage/segment.py). Writing goes
@@ -27,13 +31,14 @@ import struct
 from dataclasses import dataclass
 from typing import Iterable
 
+from raft._core import decode_conf, encode_conf
 from raft.storage import fileio
 from raft.storage.base import StorageError
 from raft.storage.segment import CHECKSUM_CRC32C, CRC_RESIDUE, checksum
 
 SNAP_MAGIC = b"RAFTSNP\0"
-SNAP_VERSION = 1
-_HEAD = struct.Struct("<8sHBBIQQQI")  # magic, version, checksum, 0, n_voters, index, term, data_len, body_crc
+SNAP_VERSION = 2
+_HEAD = struct.Struct("<8sHBBIQQQI")  # magic, version, checksum, 0, conf_len, index, term, data_len, body_crc
 _CRC = struct.Struct("<I")
 SNAP_HEADER_SIZE = _HEAD.size + _CRC.size
 _NAME = re.compile(r"^([0-9a-f]{16})-([0-9a-f]{16})\.snap$")
@@ -48,6 +53,7 @@ class SnapshotMeta:
     voters: tuple[int, ...]
     data_len: int
     path: str
+    conf: bytes = b""        # the whole configuration (encode_conf), voters included
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,7 @@ class SnapshotFile:
     voters: tuple[int, ...]
     data: bytes
     path: str
+    conf: bytes = b""
 
 
 #: The old name (``raft.storage.Snapshot``); not the core's ``raft.Snapshot``.
@@ -84,9 +91,11 @@ def list_snapshots(directory: str | os.PathLike) -> list[str]:
     return [os.path.join(directory, n) for n in sorted(n for n in names if _NAME.match(n))]
 
 
-def write_snapshot(directory: str | os.PathLike, index: int, term: int, voters: Iterable[int],
-                   data: bytes, *, durability: str = "fsync", keep: int = 2) -> str:
-    """Write a snapshot atomically and return its path.
+def write_snapshot(directory: str | os.PathLike, index: int, term: int,
+                   conf: bytes | Iterable[int], data: bytes, *, durability: str = "fsync",
+                   keep: int = 2) -> str:
+    """Write a snapshot atomically and return its path. ``conf`` is the configuration
+    at ``index`` (encode_conf's bytes; b"" if not recorded), or just the voter ids.
 
     Keeps the ``keep`` newest snapshots (the new one included) and deletes older
     ones: one spare is handy for forensics, but recovery never falls back to it
@@ -94,9 +103,9 @@ def write_snapshot(directory: str | os.PathLike, index: int, term: int, voters: 
     """
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
-    voters = tuple(int(v) for v in voters)
-    body = struct.pack(f"<{len(voters)}Q", *voters) + bytes(data)
-    head = _HEAD.pack(SNAP_MAGIC, SNAP_VERSION, CHECKSUM_CRC32C, 0, len(voters),
+    conf = bytes(conf) if isinstance(conf, (bytes, bytearray)) else encode_conf(conf)
+    body = conf + bytes(data)
+    head = _HEAD.pack(SNAP_MAGIC, SNAP_VERSION, CHECKSUM_CRC32C, 0, len(conf),
                       index, term, len(data), checksum(body))
     head += _CRC.pack(checksum(head))
     final = os.path.join(directory, snapshot_name(index, term))
@@ -128,35 +137,55 @@ def _prune(directory: str, keep: int, durability: str) -> None:
         _fsync_dir(directory)
 
 
-def _read_header(path: str, head: bytes) -> tuple[SnapshotMeta, int]:
+def _read_header(path: str, head: bytes, with_conf: bool = True) -> tuple[SnapshotMeta, int]:
+    """The header's fields, checked; with_conf: also parse the configuration after it
+    (read_snapshot does that only once the body's checksum matched)."""
     def bad(why: str) -> StorageError:
         return StorageError(f"snapshot {path}: {why}")
 
     if len(head) < SNAP_HEADER_SIZE:
         raise bad(f"header truncated ({len(head)} of {SNAP_HEADER_SIZE} bytes)")
-    magic, version, algo, _, n_voters, index, term, data_len, body_crc = _HEAD.unpack_from(head, 0)
+    magic, version, algo, _, n_conf, index, term, data_len, body_crc = _HEAD.unpack_from(head, 0)
     if magic != SNAP_MAGIC:
         raise bad(f"not a snapshot file (magic {magic!r})")
     if checksum(head[:SNAP_HEADER_SIZE]) != CRC_RESIDUE:
         raise bad("header checksum mismatch at byte offset 0")
-    if version != SNAP_VERSION or algo != CHECKSUM_CRC32C:
+    if version not in (1, SNAP_VERSION) or algo != CHECKSUM_CRC32C:
         raise bad(f"unsupported version {version} / checksum algorithm {algo}")
     m = _NAME.match(os.path.basename(path))
     if m and (int(m.group(1), 16), int(m.group(2), 16)) != (index, term):
         raise bad(f"file name says index/term {m.group(1)}/{m.group(2)}, header says {index}/{term}")
-    voters = struct.unpack_from(f"<{n_voters}Q", head, SNAP_HEADER_SIZE) \
-        if len(head) >= SNAP_HEADER_SIZE + 8 * n_voters else None
-    if voters is None:
-        raise bad("voter list truncated")
-    return SnapshotMeta(index, term, tuple(voters), data_len, path), body_crc
+    if not with_conf:
+        return SnapshotMeta(index, term, (), data_len, path), body_crc
+    conf_len = _conf_len(head)
+    if len(head) < SNAP_HEADER_SIZE + conf_len:
+        raise bad("configuration truncated")
+    raw_conf = head[SNAP_HEADER_SIZE:SNAP_HEADER_SIZE + conf_len]
+    try:
+        if version == 1:      # n_conf voter ids
+            conf = encode_conf(struct.unpack_from(f"<{n_conf}Q", raw_conf))
+        else:
+            conf = bytes(raw_conf)
+        voters = decode_conf(conf)[0] if conf else ()     # b"": not recorded
+    except Exception as e:
+        raise bad(f"configuration unreadable ({e})") from None
+    return SnapshotMeta(index, term, voters, data_len, path, conf), body_crc
+
+
+def _conf_len(head: bytes) -> int:
+    """Bytes of configuration after the header (version 1: 8 per voter id)."""
+    if len(head) < 16:
+        return 0
+    version = struct.unpack_from("<H", head, 8)[0]
+    n = struct.unpack_from("<I", head, 12)[0]
+    return 8 * n if version == 1 else n
 
 
 def read_snapshot_meta(path: str) -> SnapshotMeta:
     """The header of one snapshot file (checked), without reading its data."""
     with open(path, "rb") as f:
         head = f.read(SNAP_HEADER_SIZE)
-        (n_voters,) = struct.unpack_from("<I", head, 12) if len(head) >= 16 else (0,)
-        head += f.read(8 * n_voters)
+        head += f.read(_conf_len(head))
     return _read_header(path, head)[0]
 
 
@@ -164,20 +193,20 @@ def read_snapshot(path: str) -> SnapshotFile:
     """One snapshot file, with its checksums verified; StorageError if damaged."""
     with open(path, "rb") as f:
         raw = f.read()
-    meta, body_crc = _read_header(path, raw[:SNAP_HEADER_SIZE + 8 * _n_voters(raw)])
+    head, body_crc = _read_header(path, raw[:SNAP_HEADER_SIZE], with_conf=False)
+    conf_len = _conf_len(raw)
     body = memoryview(raw)[SNAP_HEADER_SIZE:]
-    if len(body) != 8 * len(meta.voters) + meta.data_len:
+    if len(body) != conf_len + head.data_len:
         raise StorageError(f"snapshot {path}: body is {len(body)} bytes, header says "
-                           f"{8 * len(meta.voters) + meta.data_len}")
+                           f"{conf_len + head.data_len}")
     if checksum(body) != body_crc:
         raise StorageError(f"snapshot {path}: data checksum mismatch (body at byte offset "
                            f"{SNAP_HEADER_SIZE})")
-    data = bytes(body[8 * len(meta.voters):])
-    return SnapshotFile(meta.index, meta.term, meta.voters, data, path)
+    # The configuration is checked (and parsed) only once its checksum matched.
+    meta, _ = _read_header(path, raw[:SNAP_HEADER_SIZE + conf_len])
+    data = bytes(body[conf_len:])
+    return SnapshotFile(meta.index, meta.term, meta.voters, data, path, meta.conf)
 
-
-def _n_voters(raw: bytes) -> int:
-    return struct.unpack_from("<I", raw, 12)[0] if len(raw) >= 16 else 0
 
 
 def read_latest_snapshot(directory: str | os.PathLike) -> SnapshotFile | None:

@@ -52,7 +52,7 @@ from itertools import groupby
 from operator import attrgetter
 from collections import OrderedDict
 
-from raft._core import Entry, HardState
+from raft._core import Entry, HardState, decode_conf
 from raft._core import Snapshot as CoreSnapshot
 from raft.storage import fileio
 from raft.storage.base import PersistedState, StorageError
@@ -112,7 +112,7 @@ def _read_core_snapshot(path: str) -> CoreSnapshot:
     """A snapshot file as the core's Snapshot; StorageError naming the file if damaged."""
     f = read_snapshot(path)
     try:
-        return CoreSnapshot(f.index, f.term, f.data)
+        return CoreSnapshot(f.index, f.term, f.data, f.conf)
     except Exception as e:  # index or term 0: not something we write
         raise StorageError(f"snapshot {path}: unusable ({e})") from None
 
@@ -403,8 +403,9 @@ class DiskStorage:
     def _write_snapshot_file(self, snapshot: CoreSnapshot) -> None:
         self.check_data_dir()
         try:
-            path = write_snapshot(self.path, snapshot.index, snapshot.term, self.voters,
-                                  snapshot.data, durability=self.durability)
+            path = write_snapshot(self.path, snapshot.index, snapshot.term,
+                                  snapshot.conf, snapshot.data,
+                                  durability=self.durability)
         except OSError as e:
             self._failed = e
             raise StorageError(f"writing snapshot ({snapshot.index}, term {snapshot.term}) to "
@@ -412,8 +413,10 @@ class DiskStorage:
                                f"it to recover") from e
         if self.durability == "fsync":
             self.syncs += 2
-        self._snapshot = SnapshotMeta(snapshot.index, snapshot.term, self.voters,
-                                      len(snapshot.data), path)
+        conf = snapshot.conf
+        self._snapshot = SnapshotMeta(snapshot.index, snapshot.term,
+                                      decode_conf(conf)[0] if conf else (),
+                                      len(snapshot.data), path, conf)
         self._snap_data = snapshot
 
     @property

@@ -253,7 +253,7 @@ class Simulation(Network, Disk, Invariants, Client):
         if not n.chain or n.chain[0][0] != index:
             return
         data = b"%d:" % index + n.chain[0][1]
-        snap = Snapshot(index, core.log.term(index), data)
+        snap = Snapshot(index, core.log.term(index), data, core.conf_at(index))
         n.disk.save_snapshot(snap)          # durable first, then drop the entries
         core.compact(index, data)
         n.disk.compact(index)
