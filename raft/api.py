@@ -11,7 +11,7 @@ from raft.errors import RaftError
 if TYPE_CHECKING:
     from raft.kv import KVStateMachine
 
-__all__ = ["ClientFrontend", "NodeAPI", "NotLeaderError", "ReadTimeoutError"]
+__all__ = ["ClientFrontend", "NodeAPI", "NotLeaderError", "ReadTimeoutError", "TryAgainError"]
 
 
 class NotLeaderError(RaftError):
@@ -27,6 +27,12 @@ class NotLeaderError(RaftError):
 
 class ReadTimeoutError(RaftError, asyncio.TimeoutError):
     """No majority confirmed a linearizable read's leadership check in time."""
+
+
+class TryAgainError(RaftError):
+    """The leader cannot take the request now, and nothing was done: a leadership
+    transfer is under way, or a configuration change is still pending. Retry shortly
+    (RESP: ``-TRYAGAIN``)."""
 
 
 class NodeAPI(Protocol):

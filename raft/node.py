@@ -64,19 +64,26 @@ from typing import Any, Callable
 
 from raft._core import (
     CANDIDATE,
+    CONF_ADD_LEARNER,
+    CONF_ADD_VOTER,
+    CONF_REMOVE,
     ENTRY_NORMAL,
     LEADER,
     ROLE_NAMES,
+    ConfChangeRefused,
     Entry,
+    LocalProtocolError,
     Message,
     NotLeader,
+    ProposalDropped,
     RawNode,
     Ready,
     RemoteProtocolError,
     Snapshot,
 )
-from raft.api import ClientFrontend, NotLeaderError, ReadTimeoutError
-from raft.config import NodeConfig, format_host_port
+from raft.api import ClientFrontend, NotLeaderError, ReadTimeoutError, TryAgainError
+from raft.config import NodeConfig, PeerAddress, format_host_port
+from raft.membership import AddressBook, MembershipError, peer_targets
 from raft.kv import KVStateMachine, SnapshotError
 from raft.limits import (effective_max_clients, fd_reserve, inflight_bytes_bound, nofile_limit,
                          too_large_message, transport_bounds)
@@ -87,6 +94,27 @@ from raft.storage.guard import DataDirLost
 from raft.storage.wal import DiskStorage, data_bytes
 
 __all__ = ["RaftNode"]
+
+#: In the data directory of a node started with ``raft serve --join``.
+JOINED_FILE = "JOINED"
+
+
+def _joined_before(data_dir: str) -> bool:
+    return os.path.exists(os.path.join(data_dir, JOINED_FILE))
+
+
+def _remember_join(data_dir: str) -> None:
+    """Durably note that this node joined a cluster (see RaftNode's ``join``)."""
+    path = os.path.join(data_dir, JOINED_FILE)
+    if os.path.exists(path):
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, b"this node joined an existing cluster (raft serve --join)\n")
+        fileio.fsync(fd)
+    finally:
+        os.close(fd)
+    fileio.fsync_dir(data_dir)
 
 log = logging.getLogger("raft.node")
 
@@ -186,16 +214,26 @@ class RaftNode:
     """
 
     def __init__(self, config: NodeConfig, *, state_machine: KVStateMachine | None = None,
-                 seed: int | None = None, force_new: bool = False,
+                 seed: int | None = None, force_new: bool = False, join: bool = False,
                  frontend: Callable[[RaftNode], ClientFrontend] | None = None) -> None:
         """force_new: start even on an empty data directory that held state before
         (``raft serve --force-new``; raft/storage/guard.py explains the risk).
+        join: this node joins an existing cluster (``raft serve --join``): ``[peers]``
+        only says where the others listen, not who votes; the node waits, never
+        campaigning, until a leader adds it (docs/operations.md, "Membership"). The
+        data directory remembers it (a JOINED file), so a restart before the node
+        has heard of its configuration cannot make it bootstrap a cluster of its own.
         frontend: builds the server for clients on the client address, given this
         node (``raft.resp.resp_frontend``: the Redis protocol); None for none (an
         embedded state machine, raft.embed, serves its own callers there). The node
         does not know the protocol: only that it starts and closes."""
         self.config = config
         self._force_new = force_new
+        self._join = join
+        #: Where every known node listens (config file, then configuration contexts).
+        self.addresses = AddressBook(config.peers)
+        self._membership_seen: tuple = ()
+        self._members_before: frozenset[int] = frozenset(config.peers)
         self._frontend_factory = frontend
         self.serve_clients = frontend is not None
         self.id = config.node_id
@@ -212,6 +250,7 @@ class RaftNode:
         self._kick = asyncio.Event()
         self._applied_event = asyncio.Event()
         self._stopped_event = asyncio.Event()
+        self._role_event = asyncio.Event()     # set on every role/leader change
         self._running = False
         self._stopping = False
         self._persisting = False      # a Ready's fsync is in progress (see _pump)
@@ -333,8 +372,11 @@ class RaftNode:
         # the trace checker to pair sends with receives; nanoseconds since the epoch
         # exceed every id the previous incarnation used unless it sent more than one
         # message per nanosecond.
+        self._join = self._join or _joined_before(cfg.data_dir)
+        if self._join:
+            _remember_join(cfg.data_dir)
         self._core = RawNode(
-            self.id, cfg.voters, seed=self._seed,
+            self.id, () if self._join else cfg.voters, seed=self._seed,
             election_tick=cfg.election_ticks, heartbeat_tick=cfg.heartbeat_ticks,
             pre_vote=cfg.pre_vote, check_quorum=cfg.check_quorum, max_msg_bytes=cfg.max_msg_bytes, max_inflight=cfg.max_inflight,
             max_inflight_bytes=inflight_bytes_bound(cfg.max_msg_bytes, cfg.max_entry_bytes),
@@ -358,9 +400,13 @@ class RaftNode:
         # Frames and send buffers sized so that any entry the front end accepts
         # (limits.max_entry_bytes) replicates: raft/limits.py.
         max_frame, max_buffered = transport_bounds(cfg.max_msg_bytes, cfg.max_entry_bytes)
-        return PeerTransport(self.id, cfg.me.raft, cfg.other_peers, cfg.secret,
-                             self._on_messages, ssl_server=ssl_server, ssl_client=ssl_client,
-                             max_frame=max_frame, max_buffered_bytes=max_buffered)
+        transport = PeerTransport(self.id, cfg.me.raft, cfg.other_peers, cfg.secret,
+                                  self._on_messages, ssl_server=ssl_server,
+                                  ssl_client=ssl_client, max_frame=max_frame,
+                                  max_buffered_bytes=max_buffered)
+        self._transport = transport
+        self._sync_membership()
+        return transport
 
     async def stop(self) -> None:
         """Stop serving: clients first, then the Ready loop (after it finishes the Ready
@@ -483,6 +529,7 @@ class RaftNode:
             except Exception as e:
                 self._fatal(f"the core raised {type(e).__name__} stepping {m!r}: {e}")
                 return
+        self._sync_membership()       # an AppendEntries may have carried a configuration
         self._kick.set()
         self._schedule_pump()
 
@@ -503,7 +550,143 @@ class RaftNode:
     def _leader_client_addr(self, leader: int | None = None) -> str | None:
         core = self._core
         lid = leader if leader is not None else (core.leader if core is not None else 0)
-        return self.config.client_addr_of(lid) if lid else None
+        return self.addresses.client_addr_of(lid) if lid else None
+
+    # --- membership (docs/protocol.md "Membership changes", raft/membership.py) -------
+
+    def _sync_membership(self) -> None:
+        """Point the transport at the configuration the core uses now. Cheap when
+        nothing changed (called after every step and Ready)."""
+        core, transport = self._core, self._transport
+        if core is None or transport is None:
+            return
+        seen = (core.conf_index, core.conf_index <= core.commit, core.leader, core.voters)
+        if seen == self._membership_seen:
+            return
+        conf_changed = not self._membership_seen or self._membership_seen[0] != seen[0] \
+            or self._membership_seen[3] != seen[3]
+        self._membership_seen = seen
+        try:
+            self.addresses.learn(core.conf_context)
+        except MembershipError as e:
+            log.error("node %d: configuration at index %d: %s", self.id, core.conf_index, e)
+        members = frozenset(core.voters) | frozenset(core.learners)
+        if conf_changed:
+            log.info("node %d: configuration at index %d: voters %s, learners %s", self.id,
+                     core.conf_index, list(core.voters), list(core.learners))
+        targets = peer_targets(self.id, members, self._members_before, seen[1], core.leader)
+        if seen[1]:
+            self._members_before = members
+        # Until we are in a configuration (joining), anyone the config file lists may
+        # reach us: the leader that adds us is one of them.
+        allowed = targets if members else self.addresses.known() - {self.id}
+        transport.set_peers({pid: a.raft for pid in targets
+                             if (a := self.addresses.get(pid)) is not None}, allowed)
+
+    def members(self) -> list[dict[str, Any]]:
+        """Every member of the configuration in force: id, role (voter/learner),
+        addresses, and on a leader each one's match index and lag."""
+        core = self.core
+        st = core.status()
+        out = []
+        for pid in sorted(set(core.voters) | set(core.learners)):
+            a = self.addresses.get(pid)
+            pr = st["progress"].get(pid)
+            m: dict[str, Any] = {
+                "id": pid, "role": "voter" if pid in core.voters else "learner",
+                "raft": format_host_port(a.raft) if a else "", "client": a.client_addr if a else "",
+                "leader": pid == core.leader}
+            if pid == self.id:
+                m["match"], m["lag"] = st["stable"], 0
+            elif pr is not None:
+                m["match"], m["lag"] = pr["match"], st["last_index"] - pr["match"]
+            out.append(m)
+        return out
+
+    async def change_membership(self, op: str, node_id: int,
+                                addr: PeerAddress | None = None) -> int:
+        """Propose one single-server change (diss. §4.1) and wait until it is committed
+        and applied here; returns its log index. ``op``: "add" (a voter), "learner"
+        (add a learner), "promote" (learner to voter), "remove". A new member needs
+        ``addr``. Raises NotLeaderError, TryAgainError (another change pending, a
+        transfer under way, or a new leader's first entry not yet committed),
+        MembershipError (a change that makes no sense), or asyncio.TimeoutError."""
+        core = self._core
+        if not self._running or core is None:
+            raise NotLeaderError(None)
+        if core.role != LEADER:
+            raise NotLeaderError(self._leader_client_addr())
+        kinds = {"add": CONF_ADD_VOTER, "promote": CONF_ADD_VOTER,
+                 "learner": CONF_ADD_LEARNER, "remove": CONF_REMOVE}
+        if op not in kinds:
+            raise MembershipError(f"unknown membership operation {op!r}")
+        members = set(core.voters) | set(core.learners)
+        if op == "promote" and node_id not in core.learners:
+            raise MembershipError(f"node {node_id} is not a learner")
+        if op in ("add", "learner") and node_id in members:
+            raise MembershipError(f"node {node_id} is already a member")
+        if op in ("add", "learner"):
+            if addr is None:
+                raise MembershipError(f"adding node {node_id} needs its addresses")
+            self.addresses.add(node_id, addr)
+            members.add(node_id)
+        elif op == "remove":
+            members.discard(node_id)
+        try:
+            index = core.propose_conf_change(kinds[op], node_id,
+                                             self.addresses.context_for(members))
+        except NotLeader as e:
+            raise NotLeaderError(self._leader_client_addr(e.leader)) from None
+        except (ConfChangeRefused, ProposalDropped) as e:
+            if "not committed" in str(e) or isinstance(e, ProposalDropped):
+                raise TryAgainError(str(e)) from None
+            raise MembershipError(str(e)) from None
+        self._sync_membership()
+        fut = self._track(index)
+        await fut
+        return index
+
+    async def transfer_leadership(self, target: int, timeout: float | None = None) -> None:
+        """Hand leadership to voter ``target`` (diss. §3.10) and wait until it leads
+        (as this node sees it). Raises NotLeaderError, MembershipError (not a voter),
+        or TryAgainError if it did not take over within ``timeout`` (default: the
+        propose timeout); proposals meanwhile get -TRYAGAIN."""
+        core = self._core
+        if not self._running or core is None:
+            raise NotLeaderError(None)
+        try:
+            core.transfer_leadership(target)
+        except NotLeader as e:
+            raise NotLeaderError(self._leader_client_addr(e.leader)) from None
+        except LocalProtocolError as e:
+            raise MembershipError(str(e)) from None
+        self._kick.set()
+        self._schedule_pump()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + (timeout if timeout is not None else self.config.propose_timeout)
+        while core.leader != target or core.role == LEADER:
+            if target == self.id and core.role == LEADER:
+                return
+            remaining = deadline - loop.time()
+            if remaining <= 0 or not self._running:
+                raise TryAgainError(f"node {target} did not take over in time")
+            self._role_event.clear()
+            try:
+                await asyncio.wait_for(self._role_event.wait(), remaining)
+            except TimeoutError:
+                pass
+
+    def _track(self, index: int) -> asyncio.Future[Any]:
+        """A future resolved when the entry at ``index`` (ours, this term) is applied."""
+        loop = self._loop
+        assert loop is not None
+        fut = loop.create_future()
+        self._pending[index] = _Pending(self.core.term, fut, loop.time() + self.config.propose_timeout)
+        if index > self._max_pending:
+            self._max_pending = index
+        self._kick.set()
+        self._schedule_pump()
+        return fut
 
     def _append(self, data: bytes) -> asyncio.Future[Any]:
         """Append ``data`` to the leader's log *now* (no await: this fixes the entry's
@@ -520,6 +703,8 @@ class RaftNode:
             index = core.propose(data)
         except NotLeader as e:
             raise NotLeaderError(self._leader_client_addr(e.leader)) from None
+        except ProposalDropped as e:     # a leadership transfer is under way
+            raise TryAgainError(str(e)) from None
         loop = self._loop
         assert loop is not None
         fut = loop.create_future()
@@ -704,12 +889,15 @@ class RaftNode:
             "snapshots_installed": self.counters["snapshots_installed"],
             "pending_requests": len(self._pending),
             "durability": self.config.durability,
-            "voters": ",".join(map(str, self.config.voters)),
+            "voters": ",".join(map(str, core.voters)),
+            "learners": ",".join(map(str, core.learners)),
+            "conf_index": core.conf_index,
+            "lead_transferee": core.lead_transferee,
         }
         connected = {}
         if self._transport is not None:
             connected = {p: s["connected"] for p, s in self._transport.stats()["peers"].items()}
-        for peer in sorted(p for p in self.config.peers if p != self.id):
+        for peer in sorted((set(core.voters) | set(core.learners)) - {self.id}):
             out[f"peer_{peer}_connected"] = int(bool(connected.get(peer)))
             pr = st["progress"].get(peer)
             if pr is not None:
@@ -768,6 +956,7 @@ class RaftNode:
         """One Ready, in the order the persistence contract requires."""
         self.counters["readies"] += 1
         self._note_ready(rd)
+        self._sync_membership()
         transport = self._transport
         assert transport is not None
         if rd.messages:
@@ -1021,6 +1210,7 @@ class RaftNode:
         log.log(level, "node %d: %s in term %d (leader %s)", self.id, ROLE_NAMES[role], term,
                 leader or "unknown")
         self._last_role, self._last_term, self._last_leader = role, term, leader
+        self._role_event.set()
 
     def _fail_overwritten(self, from_index: int) -> None:
         """Fail the waiters whose entry at or after ``from_index`` is no longer ours:

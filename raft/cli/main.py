@@ -207,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.set_defaults(func=_cmd_storage)
     from raft.cli.serve import add_subcommands  # serve, cluster, status
     add_subcommands(sub)
+    from raft.cli.members import add_subcommands as add_members  # members
+    add_members(sub)
     from raft.cli.bench import add_bench_subcommand  # bench
     add_bench_subcommand(sub).set_defaults(func=_cmd_bench)
     from raft.testing.lincheck import add_lincheck_subcommand  # lincheck

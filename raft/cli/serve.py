@@ -79,16 +79,17 @@ def serve_main(args: argparse.Namespace) -> int:
     raise_nofile_limit()  # before anything opens: clients get what the reserve leaves
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        return runner.run(_serve(config, force_new=bool(getattr(args, "force_new", False))))
+        return runner.run(_serve(config, force_new=bool(getattr(args, "force_new", False)),
+                                 join=bool(getattr(args, "join", False))))
 
 
-async def _serve(config: NodeConfig, force_new: bool = False) -> int:
+async def _serve(config: NodeConfig, force_new: bool = False, join: bool = False) -> int:
     from raft.node import RaftNode
     from raft.resp import resp_frontend
     from raft.storage.base import StorageError
 
     log = logging.getLogger("raft.serve")
-    node = RaftNode(config, force_new=force_new, frontend=resp_frontend)
+    node = RaftNode(config, force_new=force_new, join=join, frontend=resp_frontend)
     loop = asyncio.get_running_loop()
     try:
         await node.start()
@@ -249,6 +250,10 @@ def add_subcommands(subparsers: Any) -> None:
     s.add_argument("--force-new", action="store_true",
                    help="start even if the data directory is empty although this node kept "
                         "state there before (its vote and log are lost: see docs/operations.md)")
+    s.add_argument("--join", action="store_true",
+                   help="join an existing cluster: [peers] says where the members listen, but "
+                        "this node waits, without campaigning, until the leader adds it "
+                        "(raft members add; docs/operations.md, \"Membership\")")
     s.set_defaults(func=serve_main)
 
     c = subparsers.add_parser("cluster", help="run a local cluster of node processes on 127.0.0.1")

@@ -217,6 +217,7 @@ class PeerTransport:
         self._server: asyncio.AbstractServer | None = None
         self._inbound: dict[int, asyncio.StreamWriter] = {}
         self._inbound_tasks: set[asyncio.Task[Any]] = set()
+        self._retired: set[asyncio.Task[Any]] = set()   # removed peers' senders, ending
         # Handshakes in progress, oldest first, and how many per source address.
         self._handshakes: dict[asyncio.Task[Any], _Handshake] = {}
         self._handshakes_by_ip: dict[str, int] = {}
@@ -254,7 +255,7 @@ class PeerTransport:
         if self._server is not None:
             self._server.close()
         tasks = [p.task for p in self._peers.values() if p.task is not None]
-        tasks += list(self._inbound_tasks)
+        tasks += list(self._inbound_tasks) + list(self._retired)
         for task in tasks:
             task.cancel()
         # abort(), not close(): close() would wait to flush to peers that may be dead.
@@ -271,6 +272,46 @@ class PeerTransport:
             peer.queue.clear()
             peer.queued_bytes = 0
         log.info("node %d transport closed", self.node_id)
+
+    # --- membership (raft/membership.py decides who; this keeps the connections) ---
+
+    def set_peers(self, peers: dict[int, tuple[str, int]],
+                  allowed: frozenset[int] | None = None) -> None:
+        """Make ``peers`` the nodes we dial (a membership change), and ``allowed``
+        (default: the same ids) the ones whose handshakes we accept. New peers are
+        dialed at once; a removed one's queue is dropped and its connections closed;
+        a peer whose address changed is redialed."""
+        peers = {int(pid): (str(a[0]), int(a[1])) for pid, a in peers.items() if pid != self.node_id}
+        if any(p <= 0 for p in peers):
+            raise ValueError("node ids must be positive (0 means 'nobody' in the core)")
+        for pid in [p for p, peer in self._peers.items()
+                    if p not in peers or peer.addr != peers[p]]:
+            self._retire_peer(self._peers.pop(pid))
+        for pid, addr in peers.items():
+            if pid not in self._peers:
+                peer = self._peers[pid] = _Peer(pid, addr)
+                if self._started and not self._closed:
+                    peer.task = asyncio.create_task(self._run_peer(peer), name=f"raft-peer-{pid}")
+                log.info("node %d: now replicating with node %d at %s:%d",
+                         self.node_id, pid, *addr)
+        self._allowed = frozenset(peers) if allowed is None else frozenset(allowed)
+        for pid in [p for p in self._inbound if p not in self._allowed]:
+            self._inbound.pop(pid).transport.abort()     # its reader ends; see _handle_inbound
+
+    def _retire_peer(self, peer: _Peer) -> None:
+        peer.queue.clear()
+        peer.queued_bytes = 0
+        if peer.writer is not None:
+            peer.writer.transport.abort()
+        if peer.task is not None:
+            peer.task.cancel()
+            self._retired.add(peer.task)
+            peer.task.add_done_callback(self._retired.discard)
+        log.info("node %d: stopped replicating with node %d", self.node_id, peer.id)
+
+    @property
+    def peer_ids(self) -> frozenset[int]:
+        return frozenset(self._peers)
 
     # --- sending --------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Awaitable, Callable
 
 from raft import kv
+from raft.api import NotLeaderError
 from raft.kv import OK, ErrorReply, Status, arity_ok, as_text
 from raft.resp.protocol import _one_line
 
@@ -29,6 +30,13 @@ REDIS_COMPAT_VERSION = "7.0.0"  # what INFO/HELLO report, so clients enable 7.0 
 if TYPE_CHECKING:
     _Handler = Callable[[RespConnection, list[bytes]], Awaitable[None]]
 _LOCAL_COMMANDS: dict[bytes, tuple[int, _Handler]] = {}
+
+
+def _not_leader_reply(e: NotLeaderError) -> ErrorReply:
+    """-MOVED to the leader's client address, or -CLUSTERDOWN if none is known."""
+    if e.leader_addr:
+        return ErrorReply(f"MOVED 0 {e.leader_addr}")
+    return ErrorReply("CLUSTERDOWN no leader known; retry later")
 
 
 def _local(name: str, arity: int) -> Callable[[_Handler], _Handler]:
@@ -384,3 +392,100 @@ async def _raft_seq(c: RespConnection, argv: list[bytes]) -> None:
         return
     # Reads need no session: they run as plain reads (and consume no seq).
     await c._state_machine_command(inner, client_id, seq)
+
+
+# --------------------------------------------------------------------------- membership
+# RAFT.MEMBERS / ADDNODE / PROMOTE / REMOVENODE / TRANSFER (docs/operations.md,
+# "Membership"). Answered by the leader once the change is committed and applied
+# there; a follower redirects (-MOVED), a busy leader says -TRYAGAIN.
+
+async def _membership_reply(c: RespConnection, call: Callable[[], Awaitable[object]]) -> None:
+    from raft.api import NotLeaderError, TryAgainError
+    from raft.membership import MembershipError
+
+    if not hasattr(c.api, "change_membership"):
+        c.reply(ErrorReply("ERR this node does not support membership changes"))
+        return
+    try:
+        await call()
+    except NotLeaderError as e:
+        c.reply(_not_leader_reply(e))
+    except TryAgainError as e:
+        c.reply(ErrorReply(_one_line(f"TRYAGAIN {e}")))
+    except MembershipError as e:
+        c.reply(ErrorReply(_one_line(f"ERR {e}")))
+    except TimeoutError:
+        c.reply(ErrorReply("TRYAGAIN the change timed out; it may or may not have been applied"))
+    else:
+        c.reply(OK)
+
+
+def _node_id_arg(c: RespConnection, arg: bytes) -> int | None:
+    nid = kv.parse_int(arg)
+    if nid is None or not 0 < nid < 1 << 63:
+        c.reply(ErrorReply("ERR node id must be an integer in [1, 2^63)"))
+        return None
+    return nid
+
+
+@_local("raft.members", 1)
+async def _raft_members(c: RespConnection, argv: list[bytes]) -> None:
+    """One entry per member: id, role, raft and client addresses, whether it leads,
+    and (on the leader) its match index and lag in entries."""
+    if not hasattr(c.api, "members"):
+        c.reply(ErrorReply("ERR this node does not support membership changes"))
+        return
+    rows = []
+    for m in c.api.members():
+        row: list[object] = [b"id", m["id"], b"role", m["role"].encode(), b"raft", m["raft"].encode(),
+                             b"client", m["client"].encode(), b"leader", int(m["leader"])]
+        if "match" in m:
+            row += [b"match", m["match"], b"lag", m["lag"]]
+        rows.append(row)
+    c.reply(rows)
+
+
+@_local("raft.addnode", -4)
+async def _raft_addnode(c: RespConnection, argv: list[bytes]) -> None:
+    """RAFT.ADDNODE <id> <raft host:port> <client host:port> [VOTER|LEARNER]"""
+    from raft.config import ConfigError, PeerAddress, parse_host_port
+
+    if len(argv) > 5:
+        c.reply(kv.arity_error("raft.addnode"))
+        return
+    nid = _node_id_arg(c, argv[1])
+    if nid is None:
+        return
+    kind = argv[4].lower() if len(argv) == 5 else b"voter"
+    if kind not in (b"voter", b"learner"):
+        c.reply(ErrorReply("ERR the role must be VOTER or LEARNER"))
+        return
+    try:
+        addr = PeerAddress(parse_host_port(as_text(argv[2]), "raft address"),
+                           parse_host_port(as_text(argv[3]), "client address"))
+    except ConfigError as e:
+        c.reply(ErrorReply(_one_line(f"ERR {e}")))
+        return
+    op = "add" if kind == b"voter" else "learner"
+    await _membership_reply(c, lambda: c.api.change_membership(op, nid, addr))
+
+
+@_local("raft.promote", 2)
+async def _raft_promote(c: RespConnection, argv: list[bytes]) -> None:
+    nid = _node_id_arg(c, argv[1])
+    if nid is not None:
+        await _membership_reply(c, lambda: c.api.change_membership("promote", nid))
+
+
+@_local("raft.removenode", 2)
+async def _raft_removenode(c: RespConnection, argv: list[bytes]) -> None:
+    nid = _node_id_arg(c, argv[1])
+    if nid is not None:
+        await _membership_reply(c, lambda: c.api.change_membership("remove", nid))
+
+
+@_local("raft.transfer", 2)
+async def _raft_transfer(c: RespConnection, argv: list[bytes]) -> None:
+    nid = _node_id_arg(c, argv[1])
+    if nid is not None:
+        await _membership_reply(c, lambda: c.api.transfer_leadership(nid))

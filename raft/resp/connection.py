@@ -22,10 +22,10 @@ import time
 from typing import Any, Callable, cast
 
 from raft import kv
-from raft.api import NodeAPI, NotLeaderError, ReadTimeoutError
+from raft.api import NodeAPI, NotLeaderError, ReadTimeoutError, TryAgainError
 from raft.kv import NULL_ARRAY, ErrorReply, Reply, arity_ok
 from raft.limits import EXEC_ENVELOPE, command_size_bound, exec_item_size_bound, too_large_message
-from raft.resp.commands import _LOCAL_COMMANDS, _NOT_QUEUED, _QUEUED
+from raft.resp.commands import _LOCAL_COMMANDS, _NOT_QUEUED, _QUEUED, _not_leader_reply
 from raft.resp.protocol import ProtocolError, RequestParser, ServerConfig, _one_line, encode_reply
 
 log = logging.getLogger("raft.resp")
@@ -36,12 +36,6 @@ def now_ms() -> int:
 
 
 # --------------------------------------------------------------------------- server
-
-
-def _not_leader_reply(e: NotLeaderError) -> ErrorReply:
-    if e.leader_addr:
-        return ErrorReply(f"MOVED 0 {e.leader_addr}")
-    return ErrorReply("CLUSTERDOWN no leader known; retry later")
 
 
 def _write_reply(fut: asyncio.Future[Any]) -> Any:
@@ -57,6 +51,8 @@ def _write_reply(fut: asyncio.Future[Any]) -> Any:
         return ErrorReply("TRYAGAIN read barrier timed out")
     if isinstance(e, asyncio.TimeoutError):
         return ErrorReply("TRYAGAIN write timed out; it may or may not have been applied")
+    if isinstance(e, TryAgainError):
+        return ErrorReply(_one_line(f"TRYAGAIN {e}"))
     log.error("write failed: %r", e)
     return ErrorReply(_one_line(f"ERR internal error: {type(e).__name__}: {e}"))
 
@@ -518,6 +514,9 @@ class RespConnection(asyncio.Protocol):
             index, fut = self.api.submit(data)
         except NotLeaderError as e:
             self.reply(_not_leader_reply(e))
+            return
+        except TryAgainError as e:   # a leadership transfer: not in the log, retry
+            self.reply(ErrorReply(_one_line(f"TRYAGAIN {e}")))
             return
         except ValueError as e:   # refused before it entered the log (e.g. too large)
             self.reply(ErrorReply(_one_line(str(e) if str(e).startswith("ERR") else f"ERR {e}")))
