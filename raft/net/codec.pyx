@@ -29,7 +29,7 @@ from raft._core cimport _MSG_SNAP, Entry, Message
 
 from raft.errors import RaftError
 from raft._core import (MSG_APP, MSG_APP_RESP, MSG_PREVOTE, MSG_PREVOTE_RESP, MSG_SNAP,
-                        MSG_SNAP_RESP, MSG_VOTE, MSG_VOTE_RESP)
+                        MSG_SNAP_RESP, MSG_TIMEOUT_NOW, MSG_VOTE, MSG_VOTE_RESP)
 
 
 # Little-endian loads/stores. On little-endian hosts (all we build for in practice)
@@ -121,7 +121,7 @@ cdef Py_ssize_t _U32_MAX = 0xFFFFFFFF
 # Message types this version carries; anything else is refused on both sides so a
 # peer speaking a newer protocol fails loudly instead of being misread.
 cdef set _KNOWN_MSG_TYPES = {MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP, MSG_SNAP, MSG_SNAP_RESP,
-                             MSG_PREVOTE, MSG_PREVOTE_RESP}
+                             MSG_PREVOTE, MSG_PREVOTE_RESP, MSG_TIMEOUT_NOW}
 cdef int _MIN_MSG_TYPE = min(_KNOWN_MSG_TYPES)
 cdef int _MAX_MSG_TYPE = max(_KNOWN_MSG_TYPES)
 
@@ -177,7 +177,7 @@ class FrameError(RaftError, ValueError):
 
 
 cdef inline bint _known_msg_type(int t):
-    # The known types are contiguous (1..8); checked in _check_types_contiguous.
+    # The known types are contiguous (1..9); checked in _check_types_contiguous.
     return _MIN_MSG_TYPE <= t <= _MAX_MSG_TYPE
 
 

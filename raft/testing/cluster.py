@@ -3,6 +3,7 @@
 process helpers (``free_ports``, ``stop_process``)."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import shutil
@@ -76,6 +77,7 @@ class ClusterNode:
     log_path: str
     proc: subprocess.Popen[bytes] | None = None
     restarts: int = field(default=0)
+    join: bool = False               # started with `raft serve --join` (add_node)
 
     @property
     def client(self) -> tuple[str, int]:
@@ -193,14 +195,16 @@ class LocalCluster:
 
     # -- processes --
 
-    def serve_command(self, config_path: str) -> list[str]:
-        return [sys.executable, "-c", _CHILD_MAIN, "serve", "--config", config_path]
+    def serve_command(self, config_path: str, join: bool = False) -> list[str]:
+        return [sys.executable, "-c", _CHILD_MAIN, "serve", "--config", config_path] + (
+            ["--join"] if join else [])
 
-    def spawn(self, config_path: str, log_path: str) -> subprocess.Popen[bytes]:
+    def spawn(self, config_path: str, log_path: str,
+              join: bool = False) -> subprocess.Popen[bytes]:
         """Start ``raft serve`` on a config; output appended to ``log_path``."""
         with open(log_path, "ab") as log_fp:
             return subprocess.Popen(
-                self.serve_command(config_path), cwd=self.dir, stdin=subprocess.DEVNULL,
+                self.serve_command(config_path, join), cwd=self.dir, stdin=subprocess.DEVNULL,
                 stdout=log_fp, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=self._preexec)
 
@@ -213,7 +217,33 @@ class LocalCluster:
                 continue
             if n.proc is not None:
                 n.restarts += 1
-            n.proc = self.spawn(n.config_path, n.log_path)
+            n.proc = self.spawn(n.config_path, n.log_path, n.join)
+
+    def add_node(self, node_id: int) -> ClusterNode:
+        """Configure (not start) a new, empty node ``node_id`` that joins the running
+        cluster (``raft serve --join``): its ``[peers]`` lists the members it may hear
+        from plus itself; it waits until a leader adds it (RAFT.ADDNODE)."""
+        if node_id in self.nodes:
+            raise ValueError(f"node {node_id} exists")
+        template = next(iter(self.nodes.values())).config
+        client_port, raft_port = free_ports(2)
+        me = PeerAddress((LOCALHOST, raft_port), (LOCALHOST, client_port))
+        peers = {i: n.config.me for i, n in self.nodes.items()}
+        peers[node_id] = me
+        cfg = dataclasses.replace(template, node_id=node_id, peers=peers,
+                                  data_dir=os.path.join(self.dir, f"node{node_id}"),
+                                  metrics_port=None,
+                                  trace_file=(os.path.join(os.path.dirname(template.trace_file),
+                                                           f"node{node_id}.ndjson")
+                                              if template.trace_file else None))
+        path = os.path.join(self.dir, f"node{node_id}.toml")
+        password_path = os.path.join(self.dir, "client.password") if self.password else None
+        self.write_config(path, render_config(cfg, secret_file=self.secret_path,
+                                              password_file=password_path))
+        node = ClusterNode(node_id, cfg, path, os.path.join(self.dir, f"node{node_id}.log"),
+                           join=True)
+        self.nodes[node_id] = node
+        return node
 
     def kill(self, node_id: int) -> None:
         """SIGKILL a node (a crash: nothing is flushed or closed) and reap it."""
