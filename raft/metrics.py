@@ -60,6 +60,15 @@ class NodeMetrics:
             snap["transport"] = {k: v for k, v in stats.items() if isinstance(v, int)}
         self._snapshot = snap
 
+    def _members_family(self, st: dict[str, Any]) -> Any:
+        """raft_member{member, role} = 1 for each member of the configuration in force."""
+        fam = self._gauge_family("raft_member", "Members of the configuration in force, by role",
+                                 labels=["member", "role"])
+        for role in ("voters", "learners"):
+            for member in filter(None, str(st.get(role, "")).split(",")):
+                fam.add_metric([member, role[:-1]], 1)
+        return fam
+
     # prometheus_client collector protocol (called on the HTTP thread).
     def collect(self) -> Any:
         snap = self._snapshot
@@ -107,11 +116,14 @@ class NodeMetrics:
             "leader_id": ("The leader this node knows of (0: none)", st.get("leader", 0)),
             "pending_requests": ("Proposals and barriers waiting to be applied",
                                  st.get("pending_requests", 0)),
+            "conf_index": ("Log index of the configuration in force (0: the initial one)",
+                           st.get("conf_index", 0)),
         }
         for name, (text, value) in gauges.items():
             fam = self._gauge_family(f"raft_{name}", text)
             fam.add_metric([], value)
             yield fam
+        yield self._members_family(st)
         lag = self._gauge_family("raft_replication_lag_entries",
                                  "Leader only: entries a peer is behind the leader's log",
                                  labels=["peer"])

@@ -344,7 +344,8 @@ def test_metrics_endpoint(tmp_path):
             .read().decode())
         for name in ("raft_proposals_total", "raft_term", "raft_commit_index",
                      "raft_applied_index", "raft_fsync_seconds_bucket", "raft_is_leader 1.0",
-                     "raft_replication_lag_entries{peer=", "raft_elections_total"):
+                     "raft_replication_lag_entries{peer=", "raft_elections_total",
+                     'raft_member{member="1",role="voter"} 1.0', "raft_conf_index 0.0"):
             assert name in text, name
     with_cluster(tmp_path, body, metrics_port=0)
 
