@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 import redis
 
 from raft.cli.members import _call
@@ -149,6 +150,22 @@ def test_membership_changes_under_writes(tmp_path, capsys) -> None:
             wait_until(lambda: len(w.acked) > n + 50, f"writes after {name}")
             stalls[name] = w.longest_stall
             check_acked(c, w)
+
+        # Refused: what makes no sense gets -ERR, and nothing changes.
+        lead = c.nodes[leader_of(c)].client
+        for args, why in [(("RAFT.ADDNODE", "0", "127.0.0.1:1", "127.0.0.1:2"), "node id"),
+                          (("RAFT.ADDNODE", "9", "nonsense", "127.0.0.1:2"), "raft address"),
+                          (("RAFT.ADDNODE", "9", "127.0.0.1:1", "127.0.0.1:2", "BOSS"), "VOTER or LEARNER"),
+                          (("RAFT.ADDNODE", "2", "127.0.0.1:1", "127.0.0.1:2"), "already a member"),
+                          (("RAFT.REMOVENODE", "9"), "not a member"),
+                          (("RAFT.PROMOTE", "2"), "not a learner"),
+                          (("RAFT.TRANSFER", "9"), "not a voter")]:
+            with pytest.raises(RespClientError, match=why):
+                resp_command(*lead, *args, timeout=5)
+        follower_addr = next(n.client for i, n in c.nodes.items() if i != leader_of(c))
+        with pytest.raises(RespClientError, match="MOVED"):
+            resp_command(*follower_addr, "RAFT.REMOVENODE", "3", timeout=5)
+        assert sorted(members(c, leader_of(c))) == [1, 2, 3]
 
         # Grow 3 -> 5: each new node joins empty, catches up as a learner (by snapshot:
         # the log is compacted every 16 KiB), and is promoted once caught up.
