@@ -195,16 +195,16 @@ class LocalCluster:
 
     # -- processes --
 
-    def serve_command(self, config_path: str, join: bool = False) -> list[str]:
+    def serve_command(self, config_path: str) -> list[str]:
+        joining = any(n.join and n.config_path == config_path for n in self.nodes.values())
         return [sys.executable, "-c", _CHILD_MAIN, "serve", "--config", config_path] + (
-            ["--join"] if join else [])
+            ["--join"] if joining else [])
 
-    def spawn(self, config_path: str, log_path: str,
-              join: bool = False) -> subprocess.Popen[bytes]:
+    def spawn(self, config_path: str, log_path: str) -> subprocess.Popen[bytes]:
         """Start ``raft serve`` on a config; output appended to ``log_path``."""
         with open(log_path, "ab") as log_fp:
             return subprocess.Popen(
-                self.serve_command(config_path, join), cwd=self.dir, stdin=subprocess.DEVNULL,
+                self.serve_command(config_path), cwd=self.dir, stdin=subprocess.DEVNULL,
                 stdout=log_fp, stderr=subprocess.STDOUT, start_new_session=True,
                 preexec_fn=self._preexec)
 
@@ -217,7 +217,7 @@ class LocalCluster:
                 continue
             if n.proc is not None:
                 n.restarts += 1
-            n.proc = self.spawn(n.config_path, n.log_path, n.join)
+            n.proc = self.spawn(n.config_path, n.log_path)
 
     def add_node(self, node_id: int) -> ClusterNode:
         """Configure (not start) a new, empty node ``node_id`` that joins the running

@@ -52,13 +52,14 @@ from raft.testing import lincheck
 from raft.testing.lincheck import FAIL, INFO, OK, Operation
 from raft.storage import fileio
 from raft.testing.cluster import LocalCluster
+from raft.resp.probe import RespClientError, resp_command
 
 __all__ = ["TortureConfig", "NEMESIS_KINDS", "Firewall", "nemesis_schedule", "run_torture",
            "add_torture_subcommand"]
 
 NEMESIS_KINDS = ("kill", "kill-leader", "pause", "pause-leader", "partition-one",
                  "partition-split", "partition-oneway", "power-loss", "power-loss-all",
-                 "disk-slow", "disk-fail")
+                 "disk-slow", "disk-fail", "transfer")
 PARTITION_KINDS = ("partition-one", "partition-split", "partition-oneway")
 POWER_KINDS = ("power-loss", "power-loss-all")      # need [debug] power_loss on the nodes
 DISK_KINDS = ("disk-slow", "disk-fail")             # need [debug] failpoints
@@ -291,6 +292,8 @@ class Nemesis:
         if ev.kind in POWER_KINDS:
             return self._power_loss(ids if ev.kind == "power-loss-all"
                                     else [self._target(ev, ev.to_leader)])
+        if ev.kind == "transfer":
+            return self._transfer(ev.node)
         if ev.kind in DISK_KINDS:
             i = self._target(ev, ev.to_leader)
             action = f"sleep({ev.slow_ms:g})" if ev.kind == "disk-slow" else "error"
@@ -321,6 +324,21 @@ class Nemesis:
                     self.fw.cut(i, j)
             return f"drop everything node {i} sends"
         raise ValueError(ev.kind)
+
+    def _transfer(self, target: int) -> str:
+        """Ask the leader to hand leadership to ``target`` (another node if it leads
+        already): RAFT.TRANSFER, diss. §3.10. Writes meanwhile get -TRYAGAIN."""
+        lid = self.leader()
+        if lid is None:
+            return "transfer: no leader to ask"
+        if target == lid:
+            target = next(i for i in sorted(self.cluster.nodes) if i != lid)
+        try:
+            resp_command(*self.cluster.nodes[lid].client, "RAFT.TRANSFER", str(target),
+                         password=self.cluster.password, timeout=5.0)
+        except RespClientError as e:
+            return f"transfer leadership {lid} -> {target}: {e}"
+        return f"transfer leadership {lid} -> {target}"
 
     def _power_loss(self, victims: list[int]) -> str:
         """SIGKILL every victim at once, then roll each one's data directory back to what
