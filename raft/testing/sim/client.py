@@ -4,7 +4,7 @@ A mixin of ``Simulation`` (raft/testing/sim/simulation.py): the methods use its 
 """
 from __future__ import annotations
 
-from raft._core import LEADER, NotLeader
+from raft._core import LEADER, NotLeader, ProposalDropped
 
 
 class Client:
@@ -19,6 +19,8 @@ class Client:
         except NotLeader as e:
             self.leader_hint = e.leader if e.leader else 0
             return
+        except ProposalDropped:
+            return                  # a leadership transfer is under way: retried later
         self.log(f"propose {payload!r} at n{n.id} index {idx}")
         self.result.proposals += 1
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
-from raft._core import ENTRY_NORMAL, LEADER, Entry, Ready, Snapshot
+from raft._core import ENTRY_CONF, ENTRY_NORMAL, LEADER, Entry, Ready, Snapshot
 from raft.testing.sim.config import Violation
 
 if TYPE_CHECKING:
@@ -59,6 +59,8 @@ class Invariants:
             raise Violation("ElectionSafety", f"term {core.term} has leaders {prev} and {n.id}")
         self.result.leader_terms += 1
         self.leader_hint = n.id
+        if self.result.membership:
+            self._note_transfer(n)
         if n.pending is not None:
             self.result.coverage["leader_while_writing"] += 1
         if n.truncated_write:
@@ -111,6 +113,10 @@ class Invariants:
             if e.type == ENTRY_NORMAL:
                 self.outstanding.pop(e.data, None)
                 self.done.add(e.data)
+            elif e.type == ENTRY_CONF:
+                self._conf_committed(e.data)
+            if self.pending_adds:
+                self._index_committed(e.index, e.term)
         else:
             raise Violation("StateMachineSafety", f"node {n.id} applied {e.index} past the record")
 
@@ -128,12 +134,16 @@ class Invariants:
                                     f"leader {n.id} committed term {t} at {idx}, "
                                     f"earlier committed term {self.commit_terms[idx - 1]}")
                 continue
-            holders = sum(1 for m in self.nodes.values()
-                          if m.disk.last_index >= idx
+            # Durable on a majority of the voters the leader counts (its configuration).
+            voters = core.voters
+            holders = sum(1 for v in voters
+                          if (m := self.nodes.get(v)) is not None
+                          and m.disk.last_index >= idx
                           and (idx < m.disk.first_index or m.disk.term(idx) == t))
-            if holders < self.quorum:
+            if 2 * holders <= len(voters):
                 raise Violation("CommittedDurable",
-                                f"leader {n.id} committed {idx} (term {t}) held durably by {holders} nodes")
+                                f"leader {n.id} committed {idx} (term {t}) held durably by {holders} "
+                                f"of the voters {list(voters)}")
             self.commit_terms.append(t)
         n.commit_seen = core.commit
 
@@ -168,7 +178,7 @@ class Invariants:
     def _check_trace(self) -> None:
         from raft.trace_checker import Checker, TraceViolation
 
-        checker = Checker(self.ids)
+        checker = Checker(self.initial_ids)
         try:
             self.result.trace_events = checker.check(self.trace)
         except TraceViolation as v:
