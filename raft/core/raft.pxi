@@ -354,6 +354,11 @@ cdef class _Raft:
         """§5.3/§5.4.2: commit the largest index a majority holds, if it is of our term."""
         cdef list matches = []
         cdef uint64_t voter, n
+        if self._removed_and_committed():
+            # It committed its own removal and steps down at its next ready() (after
+            # telling the followers): no more commits meanwhile (the spec's
+            # AdvanceCommitIndex makes it a follower in the same step).
+            return False
         # The voters only (a leader being removed does not count itself, diss. §4.2.2).
         for voter in self.voters:
             if voter == self.id:
@@ -477,6 +482,11 @@ cdef class _Raft:
                 del self.progress[peer]
         self.peers = sorted(self.progress)
         return 0
+
+    cdef bint _removed_and_committed(self):
+        """A leader whose latest configuration, committed, no longer lists it as a voter."""
+        return (self.role == _LEADER and not self._is_voter(self.id)
+                and self.conf_index <= self.log.committed)
 
     cdef int _step_down_if_removed(self) except -1:
         """diss. §4.2.2: a leader the latest configuration removes manages the
