@@ -538,6 +538,7 @@ class Checker:
         self._handle_append_entries(n, s, ae)
         if installed:
             s.first = m.index + 1
+            s.reported = s.reported[:2] + (0,)   # the core's configuration is now the snapshot's
             if not s.confs or s.confs[0] > m.index:
                 # The configuration before the log's first configuration entry is now
                 # the snapshot's: InitConfig, which a server that joined later (with
