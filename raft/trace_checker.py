@@ -348,7 +348,7 @@ class Checker:
         prev = self.elections.setdefault(term, n)
         if prev != n:
             self.fail("ElectionSafety", f"term {term} has two leaders: {prev} and {n}")
-        s.role, s.match = LEADER, {}
+        s.role, s.match, s.removing = LEADER, {}, False
         # LeaderCompleteness: every committed entry is in the new leader's log.
         for idx, (entry, _cterm) in self.committed.items():
             if len(s.log) < idx or s.log[idx - 1] != entry:
@@ -446,6 +446,7 @@ class Checker:
         if m.term > s.term:
             # UpdateTerm (paper §5.1).
             s.term, s.vote, s.role, s.votes, s.match = m.term, 0, FOLLOWER, set(), {}
+            s.removing = False
         t = m.type
         if t == MSG_VOTE:
             self._handle_request_vote(n, s, m)
@@ -725,7 +726,8 @@ class Checker:
         elif kind == "state":
             self.check_state(*ev[1:])
         elif kind == "ready":
-            if self.servers.get(ev[1]) is not None and self.servers[ev[1]].removing:
+            s = self.servers.get(ev[1])
+            if s is not None and s.removing and s.role == LEADER:
                 self.fail("AdvanceCommitIndex", f"server {ev[1]} committed its own removal but "
                           "did not step down before its next Ready")
             if self.n in self.persisted:
