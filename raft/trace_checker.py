@@ -51,6 +51,21 @@ Event -> spec action (spec/README.md has the full schema):
   advance n seq           (no step)
   state n ...             no step: the node's reported state must equal the spec's
 
+Membership (diss. ch. 4; spec/README.md "Membership changes in the trace"):
+
+  propose n [ENTRY_CONF]  ProposeConfigChange(n, j, r): MayChangeConfig (one change at a
+                          time, the no-op rule); the entry changes ONE server's role
+  conf n idx V L          no step: the configuration the node uses; compared with the
+                          spec's Config(log) at n's next `state`
+  send n TimeoutNow       no step (leader transfer / a removed leader handing over): the
+                          sender leads m.term, the target is one of its voters
+  recv n TimeoutNow       [UpdateTerm]; the voter follower's campaign is its `timeout` event
+  commit n c              AdvanceCommitIndex over the voters of n's configuration; if it
+                          commits n's own removal (RemovedOnCommit), `stepdown` must follow
+                          before n's next `ready` (the core splits that step in two)
+  Quorums (BecomeLeader, AdvanceCommitIndex, CommittedEntriesDurable) are majorities of the
+  voters of the counting server's own configuration; Timeout needs n to be one of them.
+
 Why Persist maps to `ready`: the core snapshots everything unpersisted into the
 Ready at ready() time; the runtime writes exactly that snapshot and only then
 sends its messages_after_persist. Steps taken between ready() and the write
