@@ -42,8 +42,8 @@ class Client:
         except NotLeader:
             return
         # Linearizability: the read must reflect every write committed before it began.
-        self.reads[self.next_read] = len(self.commit_terms)
-        self.log(f"read {self.next_read} at n{n.id} (committed so far {len(self.commit_terms)})")
+        self.reads[self.next_read] = self.commit_max
+        self.log(f"read {self.next_read} at n{n.id} (committed so far {self.commit_max})")
 
     def _client_tick(self) -> None:
         if self.faulty and self.rng.random() < self.cfg.propose_rate:

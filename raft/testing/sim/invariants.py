@@ -70,14 +70,15 @@ class Invariants:
         # LeaderCompleteness: every committed entry is in the new leader's log.
         log = core.log
         known = self.commit_terms
-        for idx in range(log.first_index, min(len(known), log.last_index) + 1):
-            if log.term(idx) != known[idx - 1]:
+        for idx in range(log.first_index, min(self.commit_max, log.last_index) + 1):
+            t = known.get(idx)
+            if t is not None and log.term(idx) != t:
                 raise Violation("LeaderCompleteness",
                                 f"leader {n.id} term {core.term} has term {log.term(idx)} "
-                                f"at committed index {idx} (committed term {known[idx - 1]})")
-        if log.last_index < len(known):
+                                f"at committed index {idx} (committed term {t})")
+        if log.last_index < self.commit_max:
             raise Violation("LeaderCompleteness",
-                            f"leader {n.id} log ends at {log.last_index} < committed {len(known)}")
+                            f"leader {n.id} log ends at {log.last_index} < committed {self.commit_max}")
 
     def _check_new_entries(self, n: SimNode, rd: Ready) -> None:
         """LogMatching, incrementally: each (index, term) names one entry and one prefix."""
@@ -128,11 +129,12 @@ class Invariants:
             return
         for idx in range(max(n.commit_seen + 1, core.log.first_index), core.commit + 1):
             t = core.log.term(idx)
-            if idx <= len(self.commit_terms):
-                if self.commit_terms[idx - 1] != t:
+            old = self.commit_terms.get(idx)
+            if old is not None:
+                if old != t:
                     raise Violation("StateMachineSafety",
                                     f"leader {n.id} committed term {t} at {idx}, "
-                                    f"earlier committed term {self.commit_terms[idx - 1]}")
+                                    f"earlier committed term {old}")
                 continue
             # Durable on a majority of the voters the leader counts (its configuration).
             voters = core.voters
@@ -144,7 +146,9 @@ class Invariants:
                 raise Violation("CommittedDurable",
                                 f"leader {n.id} committed {idx} (term {t}) held durably by {holders} "
                                 f"of the voters {list(voters)}")
-            self.commit_terms.append(t)
+            self.commit_terms[idx] = t
+            if idx > self.commit_max:
+                self.commit_max = idx
         n.commit_seen = core.commit
 
     def check_logs_match(self) -> None:

@@ -116,7 +116,11 @@ class Simulation(Network, Disk, Invariants, Client, Membership):
         self.registry: dict[tuple[int, int], tuple] = {}  # (index, term) -> (type, data, prev_term)
         self.committed: list[tuple[int, bytes]] = []  # index-1 -> (term, data) as applied
         self.prefix_hash: list[bytes] = []            # index-1 -> state machine hash after it
-        self.commit_terms: list[int] = []             # index-1 -> term, as leaders committed
+        # index -> term, as leaders committed (a dict: a leader whose log starts after a
+        # snapshot cannot tell the terms below it, and a leader that commits its own
+        # removal steps down before the next check, so the record may have gaps).
+        self.commit_terms: dict[int, int] = {}
+        self.commit_max = 0                           # the highest index a leader committed
         # Client: payloads proposed and not yet seen applied, with when to retry.
         self.next_payload = 0
         self.outstanding: dict[bytes, int] = {}
@@ -329,6 +333,7 @@ class Simulation(Network, Disk, Invariants, Client, Membership):
     def _after(self, n: SimNode) -> None:
         if n.core is None:
             return
+        self._check_leader_commit(n)    # before ready(): a leader that committed its own removal steps down there
         self.drain(n)
         if n.core is not None and n.pending is not None and n.early:
             self.pump(n)
