@@ -12,7 +12,11 @@ A run has two phases:
    slow disks; and, switched on per seed by swarm testing, messages held across
    elections, disk stalls, crashes between a Ready and its advance, and a "sick
    leader" whose disk stalls as its outgoing links fail: docs/testing.md)
-   while a client proposes; invariants are checked after every event.
+   while a client proposes; invariants are checked after every event. With
+   SimConfig.membership (``raft sim --membership``) an operator also changes the
+   membership as it goes: learners added and promoted, voters added and removed,
+   the leader removed, crashed voters replaced by fresh nodes, leadership
+   transferred (``membership.py``).
    Coverage counters (SimResult.coverage) count how often the run reached the
    states deep bugs need (a stale response, an in-flight write truncated, ...).
 2. liveness: every fault is healed and every node restarted; a leader must be
