@@ -5,7 +5,7 @@ Drawn from the seed, on their own PRNG streams (``membership/<seed>`` for the ra
 ``membership-run/<seed>`` for every choice), so a run with membership off draws
 exactly what it drew before they existed. Each tick, with probability
 ``FaultProfile.membership``, the operator takes the next step of its plan or starts
-a new one:
+a new one (if there is no leader, as soon as there is one):
 
 - add a learner (a fresh, empty node with a new id, started with
   ``RawNode(id, [])``), then promote it to voter;
@@ -51,6 +51,7 @@ class Membership:
         self.member_rng = random.Random(f"membership-run/{cfg.seed}")
         self.next_id = len(self.ids) + 1
         self.plan: deque = deque()
+        self.op_wanted = False                # an operator step waits for a leader
         self.transfer_target = (0, 0)       # (target, term of the leader that asked)
         self.committed_conf = (tuple(self.ids), ())
         self.pending_adds: dict[int, tuple[int, int]] = {}   # index -> (fresh node, term)
@@ -58,7 +59,7 @@ class Membership:
             self.result.membership = {k: 0 for k in MEMBERSHIP_KINDS}
             if cfg.faults is None:
                 rng = random.Random(f"membership/{cfg.seed}")
-                self.faults.membership = rng.uniform(0.01, 0.06) if rng.random() < 0.9 else 0.0
+                self.faults.membership = rng.uniform(0.02, 0.1) if rng.random() < 0.9 else 0.0
             elif not self.faults.membership:
                 self.faults.membership = 0.03
 
@@ -69,11 +70,16 @@ class Membership:
 
     def _membership_tick(self) -> None:
         f = self.faults
-        if not f.membership or self.member_rng.random() >= f.membership:
+        if not f.membership:
             return
+        if not self.op_wanted:
+            if self.member_rng.random() >= f.membership:
+                return
+            self.op_wanted = True             # the operator wants to act: at the next leader
         leader = self._current_leader()
         if not leader:
             return
+        self.op_wanted = False
         n = self.nodes[leader]
         if not self.plan:
             self._new_plan(n)
