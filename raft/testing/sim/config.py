@@ -40,7 +40,7 @@ MEMBERSHIP_KINDS = (
     "voters_added",            # a fresh node added as a voter at once
     "removals",                # a follower removed (voter or learner)
     "removed_leaders",         # a leader removed itself (steps down once committed)
-    "replacements",            # a crashed voter removed, to be replaced by a fresh node
+    "replacements",            # a crashed voter removed once a fresh voter was added in its place
     "transfers",               # leadership transfers started (TimeoutNow when caught up)
     "transfers_done",          # ... after which the target led a later term
     "refused",                 # changes refused for now (ConfChangeRefused, ...): retried

@@ -13,7 +13,7 @@ a new one (if there is no leader, as soon as there is one):
 - remove a follower (voter or learner);
 - remove the leader (it keeps leading until the change commits, then hands over
   with TimeoutNow and steps down, diss. §4.2.2);
-- replace a crashed voter: remove it, then add a fresh node as a voter;
+- replace a crashed voter: add a fresh node as a voter, then remove the crashed one;
 - transfer leadership to a voter (diss. §3.10).
 
 A change the leader refuses for now (another change uncommitted, no entry of its
@@ -90,7 +90,11 @@ class Membership:
         r = self.member_rng
         core = n.core
         voters, learners = tuple(core.voters), tuple(core.learners)
-        lo = max(1, self.cfg.nodes - 1)              # keep the cluster about its size
+        # Keep the cluster about its size, and at 3 voters at least if it started with 3:
+        # two voters are no fault tolerance, and with PreVote they can deadlock (a
+        # candidate ahead in term but behind in log and a follower the other way round
+        # refuse each other's pre-votes forever: see docs/testing.md).
+        lo = max(min(self.cfg.nodes, 3), self.cfg.nodes - 1)
         hi = self.cfg.nodes + 2
         fresh_ok = self.next_id <= 3 * self.cfg.nodes + 6   # bound the nodes a run creates
         action = r.choices(_ACTIONS, _WEIGHTS)[0]
@@ -106,8 +110,9 @@ class Membership:
             self.plan.append(("remove_leader", n.id))
         elif action == "replace" and fresh_ok:
             down = [v for v in followers if not self.nodes[v].up]
-            if down and len(voters) > 1:
-                self.plan.extend([("replace", r.choice(down)), ("voter", 0)])
+            if down and len(voters) < hi:
+                # The fresh node first, then the crashed one out: never fewer voters.
+                self.plan.extend([("voter", 0), ("replace", r.choice(down))])
         elif action == "transfer" and followers:
             self.plan.append(("transfer", r.choice(followers)))
 
@@ -140,7 +145,7 @@ class Membership:
             if node not in members or (op == "promote" and node not in core.learners) \
                     or (op == "remove_leader" and node != n.id):
                 self.plan.popleft()           # the world moved on: drop this step
-                if op == "promote" or op == "replace":
+                if op == "promote":
                     self.plan.clear()
                 return
         try:
