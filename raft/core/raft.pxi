@@ -193,6 +193,16 @@ cdef class _Raft:
     cdef int _handle_prevote_resp(self, Message m) except -1:
         if not self._pre_candidate or self.role == _LEADER:
             return 0
+        if m.reject and m.term > self.term:
+            # A voter already in a later term refused (a refusal carries the
+            # responder's term). Pre-votes for term + 1 can never win there: a voter
+            # ahead in term but behind in log and one behind in term but ahead in log
+            # would refuse each other's pre-votes forever (found with membership
+            # changes: two voters, or an even split). Campaign at once instead: our
+            # term rises at most to one a server already has, so nobody is disrupted,
+            # and the next pre-vote round asks for a term the others can grant.
+            self._pre_candidate = False
+            return self._campaign()
         if m.reject:
             self._prevotes[m.src] = False
         elif m.term == self.term + 1:

@@ -359,16 +359,15 @@ def test_leader_that_committed_its_removal_takes_no_proposal_and_commits_nothing
     assert leader.role_name == "follower"
 
 
-@pytest.mark.xfail(strict=True, reason="core PreVote liveness bug, not fixed here: a rejected "
-                   "PreVoteResp carrying a higher term is ignored (etcd adopts that term)")
 def test_two_voters_with_prevote_do_not_deadlock():
     """Found by the simulator with membership draws (a 3-node cluster shrunk to two
-    voters; raft sim --seed 75 --nodes 3 --steps 300 --membership before the operator
-    kept three voters). Voter 1 is ahead in term (5, its election lost) but behind in
-    log; voter 3 is behind in term (4) but ahead in log. 1's pre-votes (term 6) are
-    refused by 3 (1's log is behind, §5.4.1); 3's pre-votes (term 5) are refused by 1
-    (5 is not above its term), and 3 never learns term 5: PreVote responses change no
-    term. Without PreVote, 3 would time out into term 5, then 6, and win."""
+    voters, raft sim --seed 75 --nodes 3 --steps 300 --membership; an even split of six
+    voters, seed 355 --nodes 5). Voter 1 is ahead in term (5, its election lost) but
+    behind in log; voter 3 is behind in term (4) but ahead in log. 1's pre-votes (term
+    6) are refused by 3 (1's log is behind, §5.4.1); 3's pre-votes (term 5) were refused
+    by 1 (5 is not above its term) forever. Now a refusal from a later term makes 3
+    campaign at once (term 5, refused: 1 voted for itself); its next pre-vote round
+    (term 6) is granted and it wins."""
     c = Cluster({1: [1, 1], 3: [1, 1, 4, 4]}, terms={1: 5, 3: 4}, pre_vote=True)
     for _ in range(40 * 10):                   # 40 election timeouts
         for n in c.nodes.values():
