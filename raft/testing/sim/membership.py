@@ -90,10 +90,9 @@ class Membership:
         r = self.member_rng
         core = n.core
         voters, learners = tuple(core.voters), tuple(core.learners)
-        # Keep the cluster about its size, and at 3 voters at least if it started with 3:
-        # two voters are no fault tolerance, and with PreVote they can deadlock (a
-        # candidate ahead in term but behind in log and a follower the other way round
-        # refuse each other's pre-votes forever: see docs/testing.md).
+        # Keep the cluster about its size, and at 3 voters at least if it started with 3
+        # (two voters tolerate no fault; they also exposed a PreVote deadlock, since
+        # fixed in the core: docs/testing.md).
         lo = max(min(self.cfg.nodes, 3), self.cfg.nodes - 1)
         hi = self.cfg.nodes + 2
         fresh_ok = self.next_id <= 3 * self.cfg.nodes + 6   # bound the nodes a run creates
