@@ -148,7 +148,8 @@ cdef class _Raft:
     cdef int _pre_campaign(self) except -1:
         """The election timer fired with PreVote on: ask every voter whether it
         would vote for us in term + 1. Nothing durable changes, so the requests
-        go out at once; only a majority of grants starts the real election."""
+        go out at once; only a majority of grants (or a refusal from a later term,
+        _handle_prevote_resp) starts the real election."""
         cdef uint64_t peer
         cdef Message m
         if not self._is_voter(self.id):
