@@ -316,6 +316,7 @@ cdef class _Raft:
     cdef int _conf_restored(self, bytes conf) except -1
     cdef int _prune_removed(self) except -1
     cdef int _step_down_if_removed(self) except -1
+    cdef bint _removed_and_committed(self)
     cdef int _send_timeout_now(self, uint64_t peer) except -1
     cdef int _handle_timeout_now(self, Message m) except -1
 

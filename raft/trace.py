@@ -69,6 +69,8 @@ def event_to_json(ev) -> dict:
         return {"e": kind, "n": n, "m": _msg_to_json(ev[2]), "installed": bool(ev[3])}
     if kind == "compact":
         return {"e": kind, "n": n, "index": ev[2], "term": ev[3]}
+    if kind == "conf":
+        return {"e": kind, "n": n, "index": ev[2], "voters": list(ev[3]), "learners": list(ev[4])}
     raise ValueError(f"unknown event {kind!r}")
 
 
@@ -119,6 +121,8 @@ def event_from_json(d: dict):
         return (kind, n, _msg_from_json(d["m"]), d["installed"])
     if kind == "compact":
         return (kind, n, d["index"], d["term"])
+    if kind == "conf":
+        return (kind, n, d["index"], tuple(d["voters"]), tuple(d["learners"]))
     raise ValueError(f"unknown event kind {kind!r}")
 
 
@@ -246,6 +250,9 @@ def format_event(ev: tuple, cache: dict[int, str] | None = None) -> str:
         return '{"e":"commit","n":%d,"commit":%d}' % (ev[1], ev[2])
     if kind == "restart":
         return _RESTART % ev[1:]
+    if kind == "conf":
+        return '{"e":"conf","n":%d,"index":%d,"voters":[%s],"learners":[%s]}' % (
+            ev[1], ev[2], ",".join("%d" % v for v in ev[3]), ",".join("%d" % v for v in ev[4]))
     return json.dumps(event_to_json(ev), separators=(",", ":"))
 
 

@@ -51,6 +51,21 @@ Event -> spec action (spec/README.md has the full schema):
   advance n seq           (no step)
   state n ...             no step: the node's reported state must equal the spec's
 
+Membership (diss. ch. 4; spec/README.md "Membership changes in the trace"):
+
+  propose n [ENTRY_CONF]  ProposeConfigChange(n, j, r): MayChangeConfig (one change at a
+                          time, the no-op rule); the entry changes ONE server's role
+  conf n idx V L          no step: the configuration the node uses; compared with the
+                          spec's Config(log) at n's next `state`
+  send n TimeoutNow       no step (leader transfer / a removed leader handing over): the
+                          sender leads m.term, the target is one of its voters
+  recv n TimeoutNow       [UpdateTerm]; the voter follower's campaign is its `timeout` event
+  commit n c              AdvanceCommitIndex over the voters of n's configuration; if it
+                          commits n's own removal (RemovedOnCommit), `stepdown` must follow
+                          before n's next `ready` (the core splits that step in two)
+  Quorums (BecomeLeader, AdvanceCommitIndex, CommittedEntriesDurable) are majorities of the
+  voters of the counting server's own configuration; Timeout needs n to be one of them.
+
 Why Persist maps to `ready`: the core snapshots everything unpersisted into the
 Ready at ready() time; the runtime writes exactly that snapshot and only then
 sends its messages_after_persist. Steps taken between ready() and the write
@@ -61,6 +76,7 @@ the spec run without that Persist.
 """
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -71,6 +87,8 @@ FOLLOWER, CANDIDATE, LEADER = 0, 1, 2
 ROLE = ("Follower", "Candidate", "Leader")
 MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP, MSG_SNAP, MSG_SNAP_RESP = 1, 2, 3, 4, 5, 6
 MSG_PREVOTE, MSG_PREVOTE_RESP = 7, 8
+MSG_TIMEOUT_NOW = 9
+ENTRY_CONF = 2           # a configuration entry: its data is the whole configuration (encode_conf)
 MSG_NAME = MSG_NAMES        # the one message-name table (raft/trace.py)
 # Messages that are not Raft state: sent at once, received with no spec step.
 NO_STEP_MSGS = (MSG_SNAP_RESP, MSG_PREVOTE, MSG_PREVOTE_RESP)
@@ -122,6 +140,11 @@ class Server:
     first: int = 1                                # the core's first log index (after its snapshot)
     chunk: object = None                          # InstallSnapshot chunk being handled (recv..state)
     expect: deque = field(default_factory=deque)  # replies the action being replayed must send
+    confs: list = field(default_factory=list)     # indexes of the configuration entries in log
+    init: tuple = ((), ())                        # its configuration before any entry (see restart)
+    dinit: tuple = ((), ())                       # ... as on disk (a snapshot installed and persisted)
+    removing: bool = False                        # a leader that committed its own removal
+    reported: tuple = ((), (), 0)                 # the configuration the node last reported (conf)
 
 
 def _msg_fields(m) -> tuple:
@@ -136,12 +159,16 @@ class Checker:
         self.ids = sorted(servers)
         self.servers: dict[int, Server] = {}
         self.quorum = len(self.ids) // 2 + 1
+        self.init_conf = (tuple(self.ids), ())             # InitConfig: the initial voters
+        self.membership = False                            # a configuration entry was seen
+        self._decoded: dict[bytes, tuple] = {}              # ENTRY_CONF data -> (voters, learners)
         self.network: dict[tuple[int, int], tuple] = {}    # (src, msg_id) -> fields
         self.elections: dict[int, int] = {}                # term -> leader
         self.committed: dict[int, tuple] = {}              # index -> ((term, value), commit term)
         self.registry: dict[tuple[int, int], tuple] = {}   # LogMatching: (index, term) -> (value, prev term)
         self.persisted: set[int] = set()                   # positions of ready events whose write completed
         self.snap_commit: dict[tuple[int, int], int] = {}  # chunk (src, id) -> leaderCommit when sent
+        self.snap_conf: dict[tuple, tuple] = {}            # (src, term, index) -> the snapshot's configuration
         self.events = 0
         self.recent: deque = deque(maxlen=history)
         self.n = 0                                          # index of the event being checked
@@ -160,6 +187,58 @@ class Checker:
     @staticmethod
     def term_at(log: list, n: int) -> int:
         return log[n - 1][0] if n > 0 else 0
+
+    # -- configurations (spec: Config, Voters, Learners, IsQuorum) --
+
+    def decode(self, data: bytes) -> tuple:
+        c = self._decoded.get(data)
+        if c is None:
+            from raft._core import decode_conf
+            try:
+                v, lr, _ = decode_conf(bytes(data))
+            except Exception as e:      # noqa: BLE001 -- any malformed entry is a violation
+                self.fail("Config", f"malformed configuration entry: {e}")
+            c = self._decoded[bytes(data)] = (tuple(sorted(v)), tuple(sorted(lr)))
+        return c
+
+    def config(self, s: Server, upto: int | None = None) -> tuple:
+        """Config(log): the latest configuration entry of s's log (at or below
+        `upto`), else the server's initial configuration."""
+        confs = s.confs
+        if upto is not None:
+            k = bisect_right(confs, upto)
+            if k == 0:
+                return s.init
+            return self.decode(s.log[confs[k - 1] - 1][1][1])
+        if not confs:
+            return s.init
+        return self.decode(s.log[confs[-1] - 1][1][1])
+
+    def voters(self, s: Server) -> tuple:
+        return self.config(s)[0]
+
+    @staticmethod
+    def is_quorum(members, voters) -> bool:
+        """IsQuorum(S, V): a strict majority of V."""
+        return 2 * sum(1 for v in voters if v in members) > len(voters)
+
+    def _confs_appended(self, s: Server, lo: int) -> None:
+        """s.log[lo-1:] was just appended: note its configuration entries."""
+        log = s.log
+        for i in range(lo, len(log) + 1):
+            if log[i - 1][1][0] == ENTRY_CONF:
+                self.decode(log[i - 1][1][1])
+                s.confs.append(i)
+                self.membership = True
+
+    @staticmethod
+    def _confs_truncated(s: Server, keep: int) -> None:
+        while s.confs and s.confs[-1] > keep:
+            s.confs.pop()
+
+    def _confs_rebuilt(self, s: Server) -> None:
+        s.confs = []
+        self._confs_appended(s, 1)
 
     def server(self, n: int) -> Server:
         s = self.servers.get(n)
@@ -193,11 +272,16 @@ class Checker:
                               f"server {s_id} commits {entry} at {idx}; {old[0]} was committed there")
                 continue
             self.committed[idx] = (entry, s.term)
-            holders = sum(1 for o in self.servers.values()
-                          if len(o.dlog) >= idx and o.dlog[idx - 1] == entry)
-            if holders < self.quorum:
+            # Durable on a majority of the voters the committing leader counted (its
+            # own configuration; InitVoters without membership changes).
+            voters = self.voters(s)
+            holders = [o_id for o_id in voters
+                       if (o := self.servers.get(o_id)) is not None
+                       and len(o.dlog) >= idx and o.dlog[idx - 1] == entry]
+            if not self.is_quorum(holders, voters):
                 self.fail("CommittedEntriesDurable",
-                          f"entry {idx} {entry} committed by server {s_id} but durable on {holders} servers")
+                          f"entry {idx} {entry} committed by server {s_id} but durable on "
+                          f"{len(holders)} of the voters {list(voters)}")
             for o_id, o in self.servers.items():
                 if o.role == LEADER and o.term > s.term:
                     if len(o.log) < idx or o.log[idx - 1] != entry:
@@ -214,11 +298,23 @@ class Checker:
             if (term, vote, commit, last) != (0, 0, 0, 0):
                 self.fail("Init", f"server {n} does not start from the initial state",
                           (0, 0, 0, 0), (term, vote, commit, last))
-            self.servers[n] = Server()
+            # A server outside InitVoters joins later with the empty configuration
+            # (RawNode(id, [])). The spec gives every server InitConfig; for a server
+            # outside InitVoters the two agree on everything the spec asks of it (it
+            # is a voter of neither, so it never times out and counts no quorum).
+            init = self.init_conf if n in self.ids else ((), ())
+            self.servers[n] = Server(init=init, dinit=init, reported=init + (0,))
             return
         # Restart(n): memory from disk, volatile state reset, outbox lost.
         s.term, s.vote, s.log = s.dterm, s.dvote, list(s.dlog)
         s.role, s.votes, s.match, s.outbox = FOLLOWER, set(), {}, []
+        s.removing = False
+        s.init = s.dinit
+        # The core starts from its constructor's configuration; a `conf` follows if
+        # its log or snapshot holds another.
+        s.reported = (self.init_conf if n in self.ids else ((), ())) + (0,)
+        if self.membership:
+            self._confs_rebuilt(s)
         s.commit = s.dcommit
         s.stable = len(s.log)
         s.expect.clear()
@@ -244,25 +340,30 @@ class Checker:
         s = self.server(n)
         if s.role == LEADER:
             self.fail("Timeout", f"server {n} is leader")
+        voters = self.voters(s)
+        if n not in voters:
+            self.fail("Timeout", f"server {n} is not a voter of its configuration",
+                      f"a voter of {voters}", self.config(s))
         s.role, s.term, s.vote, s.votes = CANDIDATE, s.term + 1, n, {n}
         if term != s.term:
             self.fail("Timeout", f"server {n} term", s.term, term)
-        # Timeout puts a RequestVote for every other server in the outbox.
+        # Timeout puts a RequestVote for every other voter of its configuration in the outbox.
         last = len(s.log)
-        for j in self.ids:
+        for j in voters:
             if j != n:
                 s.expect.append((MSG_VOTE, n, j, s.term, last, self.term_at(s.log, last), 0, (), 0, False))
 
     def become_leader(self, n: int, term: int):
         s = self.server(n)
-        if s.role != CANDIDATE or len(s.votes) < self.quorum or term != s.term:
+        voters = self.voters(s)
+        if s.role != CANDIDATE or not self.is_quorum(s.votes, voters) or term != s.term:
             self.fail("BecomeLeader", f"not enabled on server {n}",
-                      f"candidate with a quorum of votes in term {term}",
+                      f"candidate with votes from a majority of {list(voters)} in term {term}",
                       f"{ROLE[s.role]} term {s.term} votes {sorted(s.votes)}")
         prev = self.elections.setdefault(term, n)
         if prev != n:
             self.fail("ElectionSafety", f"term {term} has two leaders: {prev} and {n}")
-        s.role, s.match = LEADER, {j: 0 for j in self.ids if j != n}
+        s.role, s.match, s.removing = LEADER, {}, False
         # LeaderCompleteness: every committed entry is in the new leader's log.
         for idx, (entry, _cterm) in self.committed.items():
             if len(s.log) < idx or s.log[idx - 1] != entry:
@@ -279,17 +380,48 @@ class Checker:
             self.fail("StepDown", f"not enabled on server {n}", f"leader in term {term}",
                       f"{ROLE[s.role]} term {s.term}")
         s.role, s.votes, s.match = FOLLOWER, set(), {}
+        # A leader that committed its own removal (RemovedOnCommit): this is the
+        # role change of that AdvanceCommitIndex (see advance_commit).
+        s.removing = False
 
     def client_request(self, n: int, entries):
         s = self.server(n)
         if s.role != LEADER:
             self.fail("ClientRequest", f"server {n} is not leader")
+        if s.removing:
+            self.fail("ClientRequest", f"server {n} committed its own removal and is no longer leader")
         for e in entries:
             if e.index != len(s.log) + 1 or e.term != s.term:
                 self.fail("ClientRequest", f"server {n} appends at the wrong place",
                           (len(s.log) + 1, s.term), (e.index, e.term))
+            if e.type == ENTRY_CONF:
+                self.propose_config_change(n, s, e)
             s.log.append((e.term, (e.type, e.data)))
+            if e.type == ENTRY_CONF:
+                s.confs.append(len(s.log))
         self._register(n, s.log, len(s.log) - len(entries) + 1)
+
+    def propose_config_change(self, n: int, s: Server, e) -> None:
+        """ProposeConfigChange(n, j, r): MayChangeConfig(n) (one change at a time and
+        the no-op rule), and the new configuration gives ONE server j a new role."""
+        self.membership = True
+        if s.confs and s.confs[-1] > s.commit:
+            self.fail("ProposeConfigChange", f"server {n} appends a configuration entry while the "
+                      f"one at {s.confs[-1]} is not committed (commit {s.commit})")
+        if self.term_at(s.log, s.commit) != s.term:
+            self.fail("ProposeConfigChange", f"server {n} appends a configuration entry before "
+                      f"committing an entry of its term {s.term} (the no-op rule)",
+                      s.term, self.term_at(s.log, s.commit))
+        old_v, old_l = self.config(s)
+        new_v, new_l = self.decode(e.data)
+        role = lambda j, v, lr: "voter" if j in v else ("learner" if j in lr else "none")  # noqa: E731
+        changed = [j for j in sorted(set(old_v) | set(old_l) | set(new_v) | set(new_l))
+                   if role(j, old_v, old_l) != role(j, new_v, new_l)]
+        if len(changed) != 1:
+            self.fail("ProposeConfigChange", f"server {n}'s configuration entry changes the role of "
+                      f"{len(changed)} servers {changed} (one at a time)", (old_v, old_l), (new_v, new_l))
+        if not new_v:
+            self.fail("ProposeConfigChange", f"server {n}'s configuration entry has no voter")
 
     def append_entries_sent(self, n: int, m):
         """AppendEntries(n, m.dst, prev, k): any prev and k, from the leader's log."""
@@ -329,6 +461,7 @@ class Checker:
         if m.term > s.term:
             # UpdateTerm (paper §5.1).
             s.term, s.vote, s.role, s.votes, s.match = m.term, 0, FOLLOWER, set(), {}
+            s.removing = False
         t = m.type
         if t == MSG_VOTE:
             self._handle_request_vote(n, s, m)
@@ -341,6 +474,10 @@ class Checker:
             if (m.term == s.term and s.role == LEADER and not m.reject
                     and m.index > s.match.get(m.src, 0)):
                 s.match[m.src] = m.index
+        elif t == MSG_TIMEOUT_NOW:
+            # No step of its own: a voter follower of the leader's term campaigns at
+            # once, which the core reports as `timeout` (the spec's Timeout(n)).
+            pass
         elif t == MSG_SNAP:
             # HandleAppendEntries if this chunk completes the snapshot (an `install`
             # event follows), else DropMessage; decided at the node's `state` event.
@@ -384,7 +521,9 @@ class Checker:
                           f"server {n} would truncate committed entry {cut + 1} (commit {s.commit})")
             del log[cut:]
             s.stable = min(s.stable, cut)
+            self._confs_truncated(s, cut)       # a truncated configuration no longer counts
             log.extend((e.term, (e.type, e.data)) for e in m.entries[first_new:])
+            self._confs_appended(s, cut + 1)
             self._register(n, log, cut + 1)
         last = prev + len(m.entries)
         new_commit = max(s.commit, min(m.commit, last))
@@ -415,6 +554,12 @@ class Checker:
         self._handle_append_entries(n, s, ae)
         if installed:
             s.first = m.index + 1
+            s.reported = s.reported[:2] + (0,)   # the core's configuration is now the snapshot's
+            if not s.confs or s.confs[0] > m.index:
+                # The configuration before the log's first configuration entry is now
+                # the snapshot's: InitConfig, which a server that joined later (with
+                # the empty configuration) learns this way.
+                s.init = self.snap_conf.get((m.src, m.term, m.index), s.init)
 
     def compact(self, n: int, index: int, term: int):
         """No spec step: the application snapshotted committed, applied entries."""
@@ -434,7 +579,18 @@ class Checker:
         if m.index > s.commit or m.log_term != self.term_at(s.log, m.index):
             self.fail("AppendEntries", "the snapshot is not a committed prefix of the leader's log",
                       (s.commit, self.term_at(s.log, min(m.index, len(s.log)))), (m.index, m.log_term))
+        if m.entries:
+            # The first chunk carries the configuration of the snapshot's prefix (the
+            # spec's log keeps those entries: Config of the log up to m.index).
+            e = m.entries[0]
+            if len(m.entries) != 1 or e.type != ENTRY_CONF or e.index != m.index or e.term != m.log_term:
+                self.fail("AppendEntries", "InstallSnapshot carries more than its configuration entry")
+            want = self.config(s, m.index)
+            if self.decode(e.data) != want:
+                self.fail("AppendEntries", f"InstallSnapshot at {m.index} carries another configuration "
+                          "than the leader's log up to there", want, self.decode(e.data))
         self.snap_commit[(m.src, m.msg_id)] = s.commit
+        self.snap_conf[(m.src, m.term, m.index)] = self.config(s, m.index)
 
     def sent(self, n: int, m, after_persist: bool):
         s = self.server(n)
@@ -449,6 +605,14 @@ class Checker:
                 self.append_entries_sent(n, m)
             elif m.type == MSG_SNAP:
                 self.snapshot_sent(n, m)
+            elif m.type == MSG_TIMEOUT_NOW:
+                # Leader transfer (diss. §3.10), or a removed leader handing over
+                # (§4.2.2): no spec step; only the leader of m.term sends it, to a voter.
+                if s.role != LEADER or m.term != s.term:
+                    self.fail("Send", f"server {n} sends TimeoutNow but is {ROLE[s.role]} in term {s.term}")
+                if m.dst not in self.voters(s):
+                    self.fail("Send", f"server {n} sends TimeoutNow to {m.dst}, not a voter of "
+                              f"{self.voters(s)}")
             elif m.type not in NO_STEP_MSGS:    # chunk acks, pre-votes: nothing durable
                 self.fail("Send", f"{MSG_NAME.get(m.type)} sent before persisting (must wait for Persist)")
             self.network[key] = fields
@@ -469,14 +633,26 @@ class Checker:
         if s.role != LEADER or c <= s.commit or c > len(s.log):
             self.fail("AdvanceCommitIndex", f"not enabled on server {n} ({ROLE[s.role]}, commit "
                       f"{s.commit}, last {len(s.log)})", None, c)
-        agree = (1 if s.stable >= c else 0) + sum(1 for v in s.match.values() if v >= c)
-        if agree < self.quorum:
-            self.fail("AdvanceCommitIndex", f"index {c} is not stored by a majority", self.quorum, agree)
+        if s.removing:
+            self.fail("AdvanceCommitIndex", f"server {n} committed its own removal and is no longer leader")
+        voters = self.voters(s)
+        agree = [j for j in voters if (s.stable >= c if j == n else s.match.get(j, 0) >= c)]
+        if not self.is_quorum(agree, voters):
+            self.fail("AdvanceCommitIndex", f"index {c} is not stored by a majority of the voters "
+                      f"{list(voters)}", None, agree)
         if s.log[c - 1][0] != s.term:
             # Figure 8 (paper §5.4.2): only current-term entries commit by counting.
             self.fail("AdvanceCommitIndex", f"index {c} is from term {s.log[c - 1][0]}, not the "
                       f"current term {s.term} (Figure 8)")
         self._record_commit(n, s, c)
+        if n not in voters and s.confs and s.confs[-1] <= c:
+            # RemovedOnCommit(n, c): the spec's AdvanceCommitIndex makes the leader a
+            # follower in this same step. The core does it in two: the commit, then at its
+            # next ready()/take_messages() the AppendEntries telling the followers the new
+            # commit index, a TimeoutNow to an up-to-date voter and `stepdown`. It stays
+            # leader in between (it sends, takes no proposal, commits nothing more), and
+            # must step down before its next Ready.
+            s.removing = True
 
     def persist(self, n: int):
         """Persist(n): memory to disk, release the outbox."""
@@ -484,11 +660,13 @@ class Checker:
         old_len = len(s.dlog)
         changed_from = s.stable + 1               # first index whose durable copy changes
         s.dterm, s.dvote, s.dcommit = s.term, s.vote, s.commit
+        s.dinit = s.init
         if changed_from <= old_len or len(s.log) > old_len:
             del s.dlog[changed_from - 1:]
             s.dlog.extend(s.log[changed_from - 1:])
-            # CommittedEntriesDurable must survive the rewrite of a durable log.
-            for idx in range(changed_from, old_len + 1):
+            # CommittedEntriesDurable must survive the rewrite of a durable log (stated
+            # for a fixed configuration: the spec's membership models do not check it).
+            for idx in range(changed_from, old_len + 1 if not self.membership else 0):
                 c = self.committed.get(idx)
                 if c is None:
                     continue
@@ -502,12 +680,34 @@ class Checker:
             self.network[key] = fields
         s.outbox = []
 
+    def check_conf(self, n: int, index: int, voters, learners):
+        """No step: the node reports the configuration it now uses. The core reports
+        it from inside an action (before `propose`; a truncation's revert, then the
+        appended entry's), so it is compared at the node's next `state`."""
+        s = self.server(n)
+        s.reported = (tuple(sorted(voters)), tuple(sorted(learners)), index)
+
+    def _compare_conf(self, n: int, s: Server) -> None:
+        """The configuration the node uses must be the spec's Config(log): its latest
+        configuration entry, committed or not, else its initial one."""
+        want = self.config(s)
+        got = s.reported[:2]
+        if want != got:
+            self.fail("Config", f"server {n}'s configuration differs from the spec's Config(log) "
+                      "(voters, learners)", want, got)
+        index = s.reported[2]
+        if index and (not s.confs or s.confs[-1] != index):
+            self.fail("Config", f"server {n} uses the configuration entry at {index}, the spec "
+                      "the latest one in its log", s.confs[-1] if s.confs else 0, index)
+
     def check_state(self, n: int, term, vote, role, commit, last, last_term):
         s = self.server(n)
         s.chunk = None                 # a chunk that did not complete the snapshot: DropMessage
         if s.expect:
             self.fail("Send", f"server {n} did not send the replies the spec requires",
                       list(s.expect), None)
+        if self.membership:
+            self._compare_conf(n, s)
         want = (s.term, s.vote, ROLE[s.role], s.commit, len(s.log), self.term_at(s.log, len(s.log)))
         got = (term, vote, ROLE[role], commit, last, last_term)
         if want != got:
@@ -541,6 +741,10 @@ class Checker:
         elif kind == "state":
             self.check_state(*ev[1:])
         elif kind == "ready":
+            s = self.servers.get(ev[1])
+            if s is not None and s.removing and s.role == LEADER:
+                self.fail("AdvanceCommitIndex", f"server {ev[1]} committed its own removal but "
+                          "did not step down before its next Ready")
             if self.n in self.persisted:
                 self.persist(ev[1])
         elif kind == "advance":
@@ -561,6 +765,8 @@ class Checker:
             self.install(ev[1], ev[2], ev[3])
         elif kind == "compact":
             self.compact(ev[1], ev[2], ev[3])
+        elif kind == "conf":
+            self.check_conf(*ev[1:])
         else:
             self.fail("Trace", f"unknown event kind {kind!r}")
         self.events += 1
@@ -595,7 +801,7 @@ def describe(ev) -> str:
     if kind == "install":
         return f"install n{ev[1]} {ev[2]!r} installed={ev[3]}"
     if kind == "stepdown":
-        return f"stepdown {ev[1]} {ev[2]} (CheckQuorum)"
+        return f"stepdown {ev[1]} {ev[2]} (CheckQuorum, or a removed leader)"
     if kind in ("recv", "send"):
         m = ev[2]
         extra = " (after persist)" if kind == "send" and ev[3] else ""

@@ -44,6 +44,8 @@ PREVOTE_TYPES = (7, 8)              # PreVote, PreVoteResp (diss. §9.6): no spe
 ID_TYPES = SNAP_TYPES + PREVOTE_TYPES
 TLC_INT_MAX = 2 ** 31 - 1           # TLC's integers are 32-bit
 NOOP = (1, b"")                     # (type, data) of a leader's no-op entry, as raft/trace_checker.py
+ENTRY_CONF = 2                      # configuration entries and ...
+MSG_TIMEOUT_NOW = 9                 # ... TimeoutNow: membership traces, refused (see trace_module)
 NOOP_VALUE = "noop"
 
 # TLC (or SANY) output that means the spec or model is broken, not a verdict
@@ -185,14 +187,45 @@ def event_to_tla(ev, values: _Values, ids: _Ids | None = None) -> str:
     raise ValueError(f"trace event kind {kind!r} is not in the TLA+ mapping (spec/TraceRaft.tla)")
 
 
+class MembershipTrace(ValueError):
+    """The trace has membership changes, which TraceRaft.tla does not map (yet)."""
+
+
+def membership_feature(events: list) -> str | None:
+    """What makes `events` a membership trace (None if nothing): a `conf` event, a
+    configuration entry (ENTRY_CONF), a TimeoutNow, or a server outside the initial
+    voters. TraceRaft.tla maps none of them: such traces are refused, and only
+    raft/trace_checker.py (which maps them onto Raft.tla's membership actions)
+    checks them."""
+    for ev in events:
+        kind = ev[0]
+        if kind == "conf":
+            return f"a `conf` event (server {ev[1]})"
+        if kind == "propose" and any(e.type == ENTRY_CONF for e in ev[2]):
+            return "a configuration entry (ENTRY_CONF)"
+        if kind in ("send", "recv", "install"):
+            m = ev[2]
+            if m.type == MSG_TIMEOUT_NOW:
+                return "a TimeoutNow message (leader transfer)"
+            if m.type != 5 and any(e.type == ENTRY_CONF for e in m.entries):
+                return "a configuration entry (ENTRY_CONF)"
+    return None
+
+
 def trace_module(traces: list[list], servers: list[int], name: str = "TraceData") -> str:
     """The module `name` defining Traces (one sequence of event records per
-    trace), TraceServer, TraceValue and TraceNoop for TraceRaft.tla."""
+    trace), TraceServer, TraceValue and TraceNoop for TraceRaft.tla. Raises
+    MembershipTrace for a trace with membership changes (membership_feature)."""
     values = _Values()
     bodies = []
-    for events in traces:
+    for k, events in enumerate(traces):
         if not events:
             raise ValueError("an empty trace")
+        why = membership_feature(events)
+        if why is not None:
+            raise MembershipTrace(
+                f"trace {k + 1} has membership changes ({why}): spec/TraceRaft.tla does not map "
+                "them; check it with raft/trace_checker.py (raft check), which does")
         ids = _Ids()                # message ids: per trace
         bodies.append("  <<\n" + ",\n".join("    " + event_to_tla(ev, values, ids)
                                              for ev in events) + "\n  >>")
@@ -330,6 +363,13 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{path}: another cluster ({voters}) than the first trace's ({servers})")
         servers = voters
         traces.append(events)
+    for path, events in zip(a.traces, traces):
+        why = membership_feature(events)
+        if why is not None:
+            c = checker_verdict(events, servers)
+            print(f"{path}: has membership changes ({why}); spec/TraceRaft.tla does not map them, "
+                  f"TLC not run. checker {c}", file=sys.stderr)
+            return 2
     run = run_tlc(traces, servers, workdir=Path(a.keep) if a.keep else None, workers=a.workers)
     same = True
     for path, events, v in zip(a.traces, traces, run.verdicts):

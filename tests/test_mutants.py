@@ -1,6 +1,7 @@
 """Planted bugs (tests/mutants/*.patch) must each be caught: the patched core is
 built in a temporary directory and the simulator, with every run's trace
-checked against the spec, runs over a seed budget until it fails."""
+checked against the spec, runs over a seed budget until it fails. The membership
+mutants (tests/mutants/mutants.py: MEMBERSHIP_MUTANTS) run with membership draws on."""
 import glob
 import os
 import shutil
@@ -14,6 +15,9 @@ pytestmark = pytest.mark.mutants
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 PATCHES = sorted(glob.glob(os.path.join(ROOT, "tests", "mutants", "*.patch")))
 SEEDS = "0-299"
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "mutants"))
+from mutants import MEMBERSHIP_MUTANTS  # noqa: E402
 
 BUILD = """
 from setuptools import setup, Extension
@@ -33,8 +37,9 @@ HUNT = """
 import sys
 from raft.testing.sim import run
 lo, hi = map(int, sys.argv[1].split("-"))
+membership = sys.argv[2] == "membership"
 for seed in range(lo, hi + 1):
-    res = run(seed, nodes=3, steps=300)
+    res = run(seed, nodes=3, steps=300, membership=membership)
     if not res.ok:
         print(res.summary())
         print(f"caught at seed {seed}", file=sys.stderr)
@@ -66,7 +71,9 @@ def test_mutant_is_caught(patch, tmp_path):
                            timeout=600)
     assert built.returncode == 0, built.stderr[-3000:]
     env = dict(os.environ, PYTHONPATH=work)
-    run = subprocess.run([sys.executable, "-c", HUNT, SEEDS], cwd=work, env=env,
+    name = os.path.basename(patch)[:-6]
+    mode = "membership" if name in MEMBERSHIP_MUTANTS else "plain"
+    run = subprocess.run([sys.executable, "-c", HUNT, SEEDS, mode], cwd=work, env=env,
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 1, (f"mutant {os.path.basename(patch)} survived seeds {SEEDS}:\n"
                                  + run.stdout[-2000:] + run.stderr[-2000:])

@@ -170,3 +170,99 @@ def test_mutated_trace_rejected(name):
         if tried == 2:
             return
     pytest.fail(f"no trace in seeds 10-79 offers the features mutation {name} needs")
+
+
+# -- membership (configuration entries, learners, TimeoutNow, removed leaders) --------
+
+def membership_trace(seed=48):
+    # Seed 48 (3 nodes, 300 steps, membership): learners, promotions, a transfer, a
+    # removed leader stepping down after TimeoutNow, snapshot installs.
+    sim = Simulation(SimConfig(seed=seed, nodes=3, steps=300, membership=True))
+    res = sim.run()
+    assert res.ok, res.violations
+    return sim.trace, sim.initial_ids
+
+
+def test_membership_trace_passes_and_round_trips():
+    from raft._core import ENTRY_CONF, MSG_TIMEOUT_NOW
+    from raft.trace import event_from_json, event_to_json, format_event
+    import json
+
+    events, ids = membership_trace()
+    kinds = {ev[0] for ev in events}
+    assert {"conf", "stepdown"} <= kinds
+    assert any(ev[0] == "send" and ev[2].type == MSG_TIMEOUT_NOW for ev in events)
+    assert any(ev[0] == "propose" and ev[2][0].type == ENTRY_CONF for ev in events)
+    assert any(ev[0] == "restart" and ev[1] not in ids for ev in events)    # a node joined
+    assert Checker(ids).check(events) == len(events)
+    confs = [ev for ev in events if ev[0] == "conf"]
+    for ev in confs:
+        line = json.dumps(event_to_json(ev), separators=(",", ":"))
+        assert format_event(ev) == line and event_from_json(json.loads(line)) == ev
+    buf = io.StringIO()
+    write_ndjson(events, buf, voters=ids)
+    buf.seek(0)
+    back, voters = read_ndjson(buf)
+    assert voters == ids and Checker(voters).check(back) == len(events)
+
+
+def _conf_proposal(events):
+    return next(k for k, ev in enumerate(events) if ev[0] == "propose" and ev[2][0].type == 2)
+
+
+def mut_conf_reported_wrong(events, ids):
+    # A node reports a configuration that is not the latest entry in its log.
+    k = next(k for k, ev in enumerate(events) if ev[0] == "conf" and ev[3])
+    n, index, voters, learners = events[k][1:]
+    return events[:k] + [("conf", n, index, voters[1:], learners)] + events[k + 1:]
+
+
+def mut_conf_changes_two_servers(events, ids):
+    # A leader's configuration entry adds two servers at once (not one at a time).
+    from raft._core import decode_conf, encode_conf
+
+    k = _conf_proposal(events)
+    e = events[k][2][0]
+    voters, learners, ctx = decode_conf(e.data)
+    bad = Entry(e.index, e.term, e.type, encode_conf(voters + (90, 91), learners, ctx))
+    return events[:k] + [("propose", events[k][1], [bad] + events[k][2][1:])] + events[k + 1:]
+
+
+def mut_removed_leader_keeps_leading(events, ids):
+    # A leader that committed its own removal never steps down.
+    for k, ev in enumerate(events):
+        if ev[0] == "stepdown":
+            prior = [e for e in events[:k] if e[0] == "conf" and e[1] == ev[1]]
+            if prior and ev[1] not in prior[-1][3]:
+                return events[:k] + events[k + 1:]
+    return None
+
+
+def mut_learner_times_out(events, ids):
+    # A server that is not a voter of its configuration starts an election.
+    for k, ev in enumerate(events):
+        if ev[0] == "conf" and ev[1] in ev[4]:
+            n = ev[1]
+            j = next(j for j in range(k + 1, len(events)) if events[j][0] == "state" and events[j][1] == n)
+            term = events[j][2]
+            return events[:j + 1] + [("timeout", n, term + 1)] + events[j + 1:]
+    return None
+
+
+MEMBERSHIP_MUTATIONS = {
+    "conf_reported_wrong": (mut_conf_reported_wrong, {"Config"}),
+    "conf_changes_two_servers": (mut_conf_changes_two_servers, {"ProposeConfigChange"}),
+    "removed_leader_keeps_leading": (mut_removed_leader_keeps_leading, {"AdvanceCommitIndex"}),
+    "learner_times_out": (mut_learner_times_out, {"Timeout"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MEMBERSHIP_MUTATIONS))
+def test_mutated_membership_trace_rejected(name):
+    mutate, actions = MEMBERSHIP_MUTATIONS[name]
+    events, ids = membership_trace()
+    bad = mutate(list(events), ids)
+    assert bad is not None, f"seed 48's membership trace lacks what {name} needs"
+    with pytest.raises(TraceViolation) as err:
+        Checker(ids).check(bad)
+    assert err.value.action in actions, err.value.render()

@@ -759,3 +759,20 @@ if __name__ == "__main__":
         regenerate()
     else:
         sys.exit("usage: python tests/test_trace_tla.py --regenerate")
+
+
+def test_membership_traces_are_refused_with_a_clear_message():
+    """TraceRaft.tla does not map membership changes (conf events, configuration
+    entries, TimeoutNow): tla_trace refuses such a trace rather than mis-map it;
+    raft/trace_checker.py checks it (tests/test_trace_checker.py)."""
+    from raft.testing.sim import SimConfig, Simulation
+    from spec.tla_trace import MembershipTrace, membership_feature, trace_module
+
+    sim = Simulation(SimConfig(seed=0, nodes=3, steps=300, membership=True))
+    assert sim.run().ok
+    assert membership_feature(sim.trace) is not None
+    with pytest.raises(MembershipTrace, match="trace_checker"):
+        trace_module([sim.trace], sim.initial_ids)
+    plain = Simulation(SimConfig(seed=0, nodes=3, steps=100))
+    plain.run()
+    assert membership_feature(plain.trace) is None

@@ -46,16 +46,16 @@ def _sim_one(job: tuple) -> tuple:
         from raft.trace import write_ndjson
 
         with open(trace_out, "w") as fp:
-            write_ndjson(sim.trace, fp, voters=sim.ids)
+            write_ndjson(sim.trace, fp, voters=sim.initial_ids)
     snaps = {"taken": res.snapshots_taken, "installed": res.snapshots_installed}
     return (res.seed, res.ok, res.summary(), history, dict(res.faults), snaps, res.trace_events,
-            dict(res.coverage))
+            dict(res.coverage), dict(res.membership))
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
     seeds = args.seeds if args.seeds is not None else range(args.seed, args.seed + 1)
     kw = dict(nodes=args.nodes, steps=args.steps, check_trace=not args.no_check,
-              unsafe_commit_any_term=args.unsafe_commit_any_term)
+              unsafe_commit_any_term=args.unsafe_commit_any_term, membership=args.membership)
     if args.trace_out and len(seeds) > 1:
         print("raft sim: --trace-out takes a single --seed", file=sys.stderr)
         return 2
@@ -73,8 +73,13 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     snap_totals = {"taken": 0, "installed": 0, "runs_with_install": 0}
     coverage: dict[str, int] = {}
     runs_reaching: dict[str, int] = {}
-    for seed, ok, summary, history, faults, snaps, n_events, cov in results:
+    membership: dict[str, int] = {}
+    runs_with_change = 0
+    for seed, ok, summary, history, faults, snaps, n_events, cov, mem in results:
         trace_events += n_events
+        for k, v in mem.items():
+            membership[k] = membership.get(k, 0) + v
+        runs_with_change += 1 if mem.get("committed") else 0
         for k, v in cov.items():
             coverage[k] = coverage.get(k, 0) + v
             runs_reaching[k] = runs_reaching.get(k, 0) + (1 if v else 0)
@@ -91,7 +96,8 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         if not ok:
             print(f"--- seed {seed} FAILED; reproduce with: raft sim --seed {seed} "
                   f"--nodes {args.nodes} --steps {args.steps}"
-                  + (" --unsafe-commit-any-term" if args.unsafe_commit_any_term else ""),
+                  + (" --unsafe-commit-any-term" if args.unsafe_commit_any_term else "")
+                  + (" --membership" if args.membership else ""),
                   file=sys.stderr)
             print("--- last events before the violation:", file=sys.stderr)
             for line in history:
@@ -107,7 +113,9 @@ def _cmd_sim(args: argparse.Namespace) -> int:
                           "fault_totals": totals, "runs_with_fault": runs_with,
                           "snapshots": snap_totals,
                           "coverage_totals": coverage, "runs_with_coverage": runs_reaching,
-                          "trace_events_checked": trace_events},
+                          "trace_events_checked": trace_events}
+                         | ({"membership_totals": membership,
+                             "runs_with_committed_change": runs_with_change} if args.membership else {}),
                          sort_keys=True))
     return 1 if failed else 0
 
@@ -190,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--unsafe-commit-any-term", action="store_true",
                    help="TEST ONLY: plant the Figure 8 bug (commit earlier-term entries by counting)")
     s.add_argument("--trace-out", metavar="FILE", help="write the run's trace as NDJSON")
+    s.add_argument("--membership", action="store_true",
+                   help="also draw membership changes from the seed: learners added and promoted, "
+                        "voters added and removed, the leader removed, crashed nodes replaced, "
+                        "leadership transferred (off: every seed runs as before)")
     s.add_argument("--no-check", action="store_true",
                    help="skip validating the trace against the spec (faster)")
     s.set_defaults(func=_cmd_sim)

@@ -148,7 +148,8 @@ cdef class _Raft:
     cdef int _pre_campaign(self) except -1:
         """The election timer fired with PreVote on: ask every voter whether it
         would vote for us in term + 1. Nothing durable changes, so the requests
-        go out at once; only a majority of grants starts the real election."""
+        go out at once; only a majority of grants (or a refusal from a later term,
+        _handle_prevote_resp) starts the real election."""
         cdef uint64_t peer
         cdef Message m
         if not self._is_voter(self.id):
@@ -193,6 +194,16 @@ cdef class _Raft:
     cdef int _handle_prevote_resp(self, Message m) except -1:
         if not self._pre_candidate or self.role == _LEADER:
             return 0
+        if m.reject and m.term > self.term:
+            # A voter already in a later term refused (a refusal carries the
+            # responder's term). Pre-votes for term + 1 can never win there: a voter
+            # ahead in term but behind in log and one behind in term but ahead in log
+            # would refuse each other's pre-votes forever (found with membership
+            # changes: two voters, or an even split). Campaign at once instead: our
+            # term rises at most to one a server already has, so nobody is disrupted,
+            # and the next pre-vote round asks for a term the others can grant.
+            self._pre_candidate = False
+            return self._campaign()
         if m.reject:
             self._prevotes[m.src] = False
         elif m.term == self.term + 1:
@@ -354,6 +365,11 @@ cdef class _Raft:
         """§5.3/§5.4.2: commit the largest index a majority holds, if it is of our term."""
         cdef list matches = []
         cdef uint64_t voter, n
+        if self._removed_and_committed():
+            # It committed its own removal and steps down at its next ready() (after
+            # telling the followers): no more commits meanwhile (the spec's
+            # AdvanceCommitIndex makes it a follower in the same step).
+            return False
         # The voters only (a leader being removed does not count itself, diss. §4.2.2).
         for voter in self.voters:
             if voter == self.id:
@@ -477,6 +493,11 @@ cdef class _Raft:
                 del self.progress[peer]
         self.peers = sorted(self.progress)
         return 0
+
+    cdef bint _removed_and_committed(self):
+        """A leader whose latest configuration, committed, no longer lists it as a voter."""
+        return (self.role == _LEADER and not self._is_voter(self.id)
+                and self.conf_index <= self.log.committed)
 
     cdef int _step_down_if_removed(self) except -1:
         """diss. §4.2.2: a leader the latest configuration removes manages the

@@ -206,6 +206,8 @@ cdef class RawNode(_Raft):
             raise NotLeader(self.leader)
         if self.lead_transferee:
             raise ProposalDropped(f"leadership is being transferred to node {self.lead_transferee}")
+        if self._removed_and_committed():
+            raise ProposalDropped("this leader committed its own removal and is stepping down")
         return 0
 
     def propose(self, bytes data):

@@ -332,3 +332,48 @@ def test_joining_node_state_is_durable_across_restart():
     for _ in range(50):
         n.tick()
     assert n.role_name == "follower" and n.term == 0
+
+
+def test_leader_that_committed_its_removal_takes_no_proposal_and_commits_nothing_more():
+    """Between the commit of its own removal and its step-down (at its next ready(),
+    after the AppendEntries that tell the followers), the leader is no longer one: it
+    takes no proposal and commits no later entry (the spec's AdvanceCommitIndex makes
+    it a follower in the same step; found by the simulator's trace check)."""
+    c = Cluster({1: [], 2: [], 3: []})
+    leader = elected(c)
+    idx = leader.propose_conf_change(CONF_REMOVE, 1)
+    c.process(1)
+    c.deliver(lambda m: m.dst != 1)            # the followers append the change and ack it
+    leader.propose(b"after")                   # allowed: the change is not committed yet
+    c.process(1)
+    c.deliver(lambda m: m.dst != 1)            # ... and ack the entry after it
+    acks = [m for m in c.queue if m.dst == 1 and m.type == 2]
+    assert sorted(m.index for m in acks) == [idx, idx, idx + 1, idx + 1]
+    c.queue = [m for m in c.queue if m.dst != 1]
+    for m in acks:                             # stepped without a ready() in between
+        leader.step(m)
+    assert leader.role_name == "leader" and leader.commit == idx   # not idx + 1
+    with pytest.raises(ProposalDropped, match="removal"):
+        leader.propose(b"late")
+    c.process(1)
+    assert leader.role_name == "follower"
+
+
+def test_two_voters_with_prevote_do_not_deadlock():
+    """Found by the simulator with membership draws (a 3-node cluster shrunk to two
+    voters, raft sim --seed 75 --nodes 3 --steps 300 --membership; an even split of six
+    voters, seed 355 --nodes 5). Voter 1 is ahead in term (5, its election lost) but
+    behind in log; voter 3 is behind in term (4) but ahead in log. 1's pre-votes (term
+    6) are refused by 3 (1's log is behind, §5.4.1); 3's pre-votes (term 5) were refused
+    by 1 (5 is not above its term) forever. Now a refusal from a later term makes 3
+    campaign at once (term 5, refused: 1 voted for itself); its next pre-vote round
+    (term 6) is granted and it wins."""
+    c = Cluster({1: [1, 1], 3: [1, 1, 4, 4]}, terms={1: 5, 3: 4}, pre_vote=True)
+    for _ in range(40 * 10):                   # 40 election timeouts
+        for n in c.nodes.values():
+            n.tick()
+        c.deliver()
+        if any(n.role_name == "leader" for n in c.nodes.values()):
+            break
+    assert any(n.role_name == "leader" for n in c.nodes.values()), \
+        [n.status()["term"] for n in c.nodes.values()]

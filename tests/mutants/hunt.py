@@ -3,7 +3,8 @@
     python tests/mutants/hunt.py --seeds 0-4999 [--sim OTHER_SIM.py] [--work DIR] [NAME ...]
 
 Each mutant's core is built once under --work (kept between runs), then the
-simulator (3 nodes, 300 steps, trace-checked: what tests/test_mutants.py runs)
+simulator (3 nodes, 300 steps, trace-checked, membership draws on for
+MEMBERSHIP_MUTANTS: what tests/test_mutants.py runs)
 goes through the seeds in order until one fails. --sim swaps in a one-file
 simulator (an older one: `git show REV:raft/sim.py > old.py`, from before it became
 the package raft/testing/sim/) to compare simulators on the same mutants. Prints one line per mutant: name, first failing
@@ -23,17 +24,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from mutants import MUTANTS  # noqa: E402
+from mutants import MEMBERSHIP_MUTANTS, MUTANTS  # noqa: E402
 from test_mutants import BUILD, _copy_sources  # noqa: E402
 
 HUNT = """
 import importlib, sys
 run = importlib.import_module(sys.argv[2]).run
 every = sys.argv[3] == "all"
+kw = {"membership": True} if sys.argv[4] == "membership" else {}
 lo, hi = map(int, sys.argv[1].split("-"))
 first, caught = None, 0
 for seed in range(lo, hi + 1):
-    res = run(seed, nodes=3, steps=300)
+    res = run(seed, nodes=3, steps=300, **kw)
     if not res.ok:
         caught += 1
         if first is None:
@@ -62,7 +64,7 @@ def build(name: str, work: str) -> str:
     return d
 
 
-def hunt(d: str, seeds: str, sim: str | None, every: bool = False) -> str:
+def hunt(d: str, seeds: str, sim: str | None, every: bool = False, membership: bool = False) -> str:
     # Each simulator under its own module name, so hunts with different ones can
     # share a build at the same time.
     module = "raft.testing.sim"
@@ -71,7 +73,7 @@ def hunt(d: str, seeds: str, sim: str | None, every: bool = False) -> str:
         module = "raft.sim_" + hashlib.sha1(src.encode()).hexdigest()[:10]
         shutil.copy(src, os.path.join(d, "raft", module.split(".")[1] + ".py"))
     out = subprocess.run([sys.executable, "-c", HUNT, seeds, module,
-                          "all" if every else "first"], cwd=d, capture_output=True, text=True,
+                          "all" if every else "first", "membership" if membership else "plain"], cwd=d, capture_output=True, text=True,
                          env=dict(os.environ, PYTHONPATH=d))
     if out.returncode not in (0, 1):
         return "error " + out.stderr[-300:]
@@ -90,7 +92,8 @@ def main() -> int:
     for name, _, _, _ in MUTANTS:
         if a.names and name not in a.names:
             continue
-        print(f"{name}: {hunt(build(name, a.work), a.seeds, a.sim, a.all)}", flush=True)
+        print(f"{name}: {hunt(build(name, a.work), a.seeds, a.sim, a.all, name in MEMBERSHIP_MUTANTS)}",
+              flush=True)
     return 0
 
 

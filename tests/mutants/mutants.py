@@ -69,4 +69,31 @@ MUTANTS = [
      "        if self.stable >= index:\n"
      "            self.stable = index - 1\n"
      "            self.unstable_from = index\n"),
+    ("conf_change_without_noop_rule",
+     "diss. §4.1 errata (Ongaro, raft-dev 2015): a new leader appends a configuration "
+     "entry before committing an entry of its own term (needs membership draws: "
+     "raft sim --membership)",
+     "        if not self._reads_can_start():\n"
+     "            raise ConfChangeRefused",
+     "        if False:\n"
+     "            raise ConfChangeRefused"),
+    ("conf_change_while_uncommitted",
+     "diss. §4.1: a second configuration change before the first is committed (two "
+     "single-server changes in a row need not have overlapping majorities; needs "
+     "membership draws)",
+     "        if self.conf_index > self.log.committed:\n"
+     "            raise ConfChangeRefused",
+     "        if False:\n"
+     "            raise ConfChangeRefused"),
+    ("leader_counts_itself_after_removal",
+     "diss. §4.2.2: a leader that removed itself still counts its own log toward "
+     "commitment (a majority of the new voters is not asked for; needs membership draws)",
+     "        # The voters only (a leader being removed does not count itself, diss. §4.2.2).\n",
+     "        if not self._is_voter(self.id):\n"
+     "            matches.append(self.log.stable)\n"),
 ]
+
+# Mutants only the membership draws reach: tests/test_mutants.py and hunt.py run the
+# simulator with SimConfig(membership=True) for these.
+MEMBERSHIP_MUTANTS = {"conf_change_without_noop_rule", "conf_change_while_uncommitted",
+                      "leader_counts_itself_after_removal"}

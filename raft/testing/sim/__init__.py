@@ -5,7 +5,8 @@ safety invariants and, at the end, the spec (see ``simulation``'s docstring).
 Rooms: ``config`` (fault profile, run settings, result, coverage counters), ``node``
 (one simulated server), ``network`` (delivery, partitions, link flaps), ``disk``
 (persist latency, stalls, crashes and restarts), ``client`` (proposals and reads),
-``invariants`` (the safety checks and the trace check), ``simulation`` (the
+``invariants`` (the safety checks and the trace check), ``membership`` (the operator
+that draws membership changes and leader transfers, ``SimConfig.membership``), ``simulation`` (the
 scheduler and the Ready loops; ``run``).
 """
 from raft.testing.sim.config import (

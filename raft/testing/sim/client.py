@@ -4,7 +4,7 @@ A mixin of ``Simulation`` (raft/testing/sim/simulation.py): the methods use its 
 """
 from __future__ import annotations
 
-from raft._core import LEADER, NotLeader
+from raft._core import LEADER, NotLeader, ProposalDropped
 
 
 class Client:
@@ -19,6 +19,8 @@ class Client:
         except NotLeader as e:
             self.leader_hint = e.leader if e.leader else 0
             return
+        except ProposalDropped:
+            return                  # a leadership transfer is under way: retried later
         self.log(f"propose {payload!r} at n{n.id} index {idx}")
         self.result.proposals += 1
 
@@ -40,8 +42,8 @@ class Client:
         except NotLeader:
             return
         # Linearizability: the read must reflect every write committed before it began.
-        self.reads[self.next_read] = len(self.commit_terms)
-        self.log(f"read {self.next_read} at n{n.id} (committed so far {len(self.commit_terms)})")
+        self.reads[self.next_read] = self.commit_max
+        self.log(f"read {self.next_read} at n{n.id} (committed so far {self.commit_max})")
 
     def _client_tick(self) -> None:
         if self.faulty and self.rng.random() < self.cfg.propose_rate:

@@ -14,7 +14,7 @@ from raft._core import MSG_APP_RESP, MSG_SNAP_RESP, MSG_VOTE_RESP
 TICK = 10
 
 # Event kinds in the queue.
-_DELIVER, _TICK, _PERSISTED, _CRASH, _RESTART, _PARTITION, _HEAL, _PROPOSE = range(8)
+_DELIVER, _TICK, _PERSISTED, _CRASH, _RESTART, _PARTITION, _HEAL, _PROPOSE, _RETIRE = range(9)
 
 FAULT_KINDS = ("drop", "duplicate", "reorder", "partition", "asymmetric_partition",
                "link_flap", "crash", "restart", "clock_skew", "slow_disk", "torn_write")
@@ -29,6 +29,22 @@ COVERAGE_KINDS = (
     "leader_after_truncated_write",  # ... by a node whose in-flight write was truncated earlier
     "crash_in_flight",         # a crash between a Ready and its advance (the persist in flight)
     "disk_stall",              # a write that took longer than an election timeout
+)
+
+# Membership counters (SimResult.membership, runs with SimConfig.membership).
+MEMBERSHIP_KINDS = (
+    "changes",                 # configuration changes the leader accepted (propose_conf_change)
+    "committed",               # configuration entries committed
+    "learners_added",          # a fresh node added as a learner
+    "promotions",              # a learner promoted to voter
+    "voters_added",            # a fresh node added as a voter at once
+    "removals",                # a follower removed (voter or learner)
+    "removed_leaders",         # a leader removed itself (steps down once committed)
+    "replacements",            # a crashed voter removed once a fresh voter was added in its place
+    "transfers",               # leadership transfers started (TimeoutNow when caught up)
+    "transfers_done",          # ... after which the target led a later term
+    "refused",                 # changes refused for now (ConfChangeRefused, ...): retried
+    "retired",                 # removed nodes stopped once their removal committed
 )
 
 # Responses: they carry their sender's term at send time (PreVote responses carry
@@ -74,6 +90,11 @@ class FaultProfile:
     disk_stall: float = 0.0        # probability a write takes 1-3 election timeouts
     crash_in_flight: float = 0.0   # probability a write ends in a crash before it completes
     sick_leader: float = 0.0       # probability a leader's write stalls while it is cut off
+    # Membership changes (SimConfig.membership; drawn from a fifth PRNG,
+    # "membership/<seed>"): per tick, the probability the operator asks the leader
+    # for the next change (add a learner, promote it, add/remove a voter, remove
+    # the leader, replace a crashed node, transfer leadership).
+    membership: float = 0.0
 
     @classmethod
     def draw(cls, rng: random.Random) -> "FaultProfile":
@@ -120,6 +141,7 @@ class SimConfig:
     pre_vote: bool | None = None    # PreVote on every node; None: drawn from the seed
     check_quorum: bool | None = None  # CheckQuorum on every node; None: drawn from the seed
     pump: bool | None = None        # the node's pump (FaultProfile.pump); None: drawn
+    membership: bool = False        # draw membership changes (FaultProfile.membership) from the seed
 
 
 @dataclass
@@ -142,6 +164,7 @@ class SimResult:
     liveness_ticks: int = 0
     fingerprint: str = ""
     trace_events: int = 0           # events validated against the spec (0: not checked)
+    membership: dict = field(default_factory=dict)  # MEMBERSHIP_KINDS -> count (membership runs)
     history: list = field(default_factory=list)
 
     @property

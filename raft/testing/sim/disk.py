@@ -84,7 +84,7 @@ class Disk:
         self._push(self.now + rng.randint(1, self.faults.max_outage) * TICK, _RESTART, n.id)
 
     def _restart(self, n: SimNode) -> None:
-        if n.up:
+        if n.up or n.retired:
             return
         n.start()
         self.result.faults["restart"] += 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
-from raft._core import ENTRY_NORMAL, LEADER, Entry, Ready, Snapshot
+from raft._core import ENTRY_CONF, ENTRY_NORMAL, LEADER, Entry, Ready, Snapshot
 from raft.testing.sim.config import Violation
 
 if TYPE_CHECKING:
@@ -59,6 +59,8 @@ class Invariants:
             raise Violation("ElectionSafety", f"term {core.term} has leaders {prev} and {n.id}")
         self.result.leader_terms += 1
         self.leader_hint = n.id
+        if self.result.membership:
+            self._note_transfer(n)
         if n.pending is not None:
             self.result.coverage["leader_while_writing"] += 1
         if n.truncated_write:
@@ -68,14 +70,15 @@ class Invariants:
         # LeaderCompleteness: every committed entry is in the new leader's log.
         log = core.log
         known = self.commit_terms
-        for idx in range(log.first_index, min(len(known), log.last_index) + 1):
-            if log.term(idx) != known[idx - 1]:
+        for idx in range(log.first_index, min(self.commit_max, log.last_index) + 1):
+            t = known.get(idx)
+            if t is not None and log.term(idx) != t:
                 raise Violation("LeaderCompleteness",
                                 f"leader {n.id} term {core.term} has term {log.term(idx)} "
-                                f"at committed index {idx} (committed term {known[idx - 1]})")
-        if log.last_index < len(known):
+                                f"at committed index {idx} (committed term {t})")
+        if log.last_index < self.commit_max:
             raise Violation("LeaderCompleteness",
-                            f"leader {n.id} log ends at {log.last_index} < committed {len(known)}")
+                            f"leader {n.id} log ends at {log.last_index} < committed {self.commit_max}")
 
     def _check_new_entries(self, n: SimNode, rd: Ready) -> None:
         """LogMatching, incrementally: each (index, term) names one entry and one prefix."""
@@ -111,6 +114,10 @@ class Invariants:
             if e.type == ENTRY_NORMAL:
                 self.outstanding.pop(e.data, None)
                 self.done.add(e.data)
+            elif e.type == ENTRY_CONF:
+                self._conf_committed(e.data)
+            if self.pending_adds:
+                self._index_committed(e.index, e.term)
         else:
             raise Violation("StateMachineSafety", f"node {n.id} applied {e.index} past the record")
 
@@ -122,19 +129,26 @@ class Invariants:
             return
         for idx in range(max(n.commit_seen + 1, core.log.first_index), core.commit + 1):
             t = core.log.term(idx)
-            if idx <= len(self.commit_terms):
-                if self.commit_terms[idx - 1] != t:
+            old = self.commit_terms.get(idx)
+            if old is not None:
+                if old != t:
                     raise Violation("StateMachineSafety",
                                     f"leader {n.id} committed term {t} at {idx}, "
-                                    f"earlier committed term {self.commit_terms[idx - 1]}")
+                                    f"earlier committed term {old}")
                 continue
-            holders = sum(1 for m in self.nodes.values()
-                          if m.disk.last_index >= idx
+            # Durable on a majority of the voters the leader counts (its configuration).
+            voters = core.voters
+            holders = sum(1 for v in voters
+                          if (m := self.nodes.get(v)) is not None
+                          and m.disk.last_index >= idx
                           and (idx < m.disk.first_index or m.disk.term(idx) == t))
-            if holders < self.quorum:
+            if 2 * holders <= len(voters):
                 raise Violation("CommittedDurable",
-                                f"leader {n.id} committed {idx} (term {t}) held durably by {holders} nodes")
-            self.commit_terms.append(t)
+                                f"leader {n.id} committed {idx} (term {t}) held durably by {holders} "
+                                f"of the voters {list(voters)}")
+            self.commit_terms[idx] = t
+            if idx > self.commit_max:
+                self.commit_max = idx
         n.commit_seen = core.commit
 
     def check_logs_match(self) -> None:
@@ -168,7 +182,7 @@ class Invariants:
     def _check_trace(self) -> None:
         from raft.trace_checker import Checker, TraceViolation
 
-        checker = Checker(self.ids)
+        checker = Checker(self.initial_ids)
         try:
             self.result.trace_events = checker.check(self.trace)
         except TraceViolation as v:

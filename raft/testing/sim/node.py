@@ -14,9 +14,13 @@ if TYPE_CHECKING:
 class SimNode:
     """One simulated server: a RawNode (None while crashed) and its durable storage."""
 
-    def __init__(self, sim: "Simulation", node_id: int, period: int):
+    def __init__(self, sim: "Simulation", node_id: int, period: int, voters=None):
         self.sim = sim
         self.id = node_id
+        # The initial configuration: the cluster's for the first nodes, empty for a
+        # node that joins later (it learns its configuration from the leader).
+        self.voters = tuple(sim.initial_ids) if voters is None else tuple(voters)
+        self.retired = False                # removed, and stopped once that was committed
         self.disk = MemoryStorage()
         self.core: RawNode | None = None
         self.pending: Ready | None = None   # a Ready whose persist is in flight
@@ -32,7 +36,7 @@ class SimNode:
         self.incarnation += 1
         cfg = self.sim.cfg
         self.core = RawNode(
-            self.id, self.sim.ids, seed=self.sim.rng.getrandbits(64),
+            self.id, self.voters, seed=self.sim.rng.getrandbits(64),
             election_tick=cfg.election_tick, heartbeat_tick=cfg.heartbeat_tick,
             max_msg_bytes=self.sim.faults.max_msg_bytes, max_inflight=self.sim.faults.max_inflight,
             hard_state=st.hard_state, entries=st.entries,

@@ -12,7 +12,11 @@ A run has two phases:
    slow disks; and, switched on per seed by swarm testing, messages held across
    elections, disk stalls, crashes between a Ready and its advance, and a "sick
    leader" whose disk stalls as its outgoing links fail: docs/testing.md)
-   while a client proposes; invariants are checked after every event.
+   while a client proposes; invariants are checked after every event. With
+   SimConfig.membership (``raft sim --membership``) an operator also changes the
+   membership as it goes: learners added and promoted, voters added and removed,
+   the leader removed, crashed voters replaced by fresh nodes, leadership
+   transferred (``membership.py``).
    Coverage counters (SimResult.coverage) count how often the run reached the
    states deep bugs need (a stale response, an in-flight write truncated, ...).
 2. liveness: every fault is healed and every node restarted; a leader must be
@@ -50,6 +54,7 @@ from raft.testing.sim.network import Network
 from raft.testing.sim.disk import Disk
 from raft.testing.sim.invariants import Invariants
 from raft.testing.sim.client import Client
+from raft.testing.sim.membership import Membership
 from raft.testing.sim.config import (
     COVERAGE_KINDS,
     FAULT_KINDS,
@@ -65,11 +70,12 @@ from raft.testing.sim.config import (
     _PERSISTED,
     _RESPONSES,
     _RESTART,
+    _RETIRE,
     _TICK,
 )
 
 
-class Simulation(Network, Disk, Invariants, Client):
+class Simulation(Network, Disk, Invariants, Client, Membership):
     """The scheduler: one queue of timed events, the nodes' Ready loops (the shape of
     docs/ready-loop.md) and the run's two phases. Network, disks, client and the
     invariants are mixins in their own modules."""
@@ -114,7 +120,11 @@ class Simulation(Network, Disk, Invariants, Client):
         self.registry: dict[tuple[int, int], tuple] = {}  # (index, term) -> (type, data, prev_term)
         self.committed: list[tuple[int, bytes]] = []  # index-1 -> (term, data) as applied
         self.prefix_hash: list[bytes] = []            # index-1 -> state machine hash after it
-        self.commit_terms: list[int] = []             # index-1 -> term, as leaders committed
+        # index -> term, as leaders committed (a dict: a leader whose log starts after a
+        # snapshot cannot tell the terms below it, and a leader that commits its own
+        # removal steps down before the next check, so the record may have gaps).
+        self.commit_terms: dict[int, int] = {}
+        self.commit_max = 0                           # the highest index a leader committed
         # Client: payloads proposed and not yet seen applied, with when to retry.
         self.next_payload = 0
         self.outstanding: dict[bytes, int] = {}
@@ -125,6 +135,7 @@ class Simulation(Network, Disk, Invariants, Client):
         self.retry_after = 20 * cfg.election_tick * TICK
         self.leader_hint = 0
         self.history: deque[str] = deque(maxlen=cfg.history)
+        self._init_membership(cfg)
         # One ordered trace of every node's core events, checked against the spec.
         self.trace: list | None = [] if cfg.check_trace else None
         self._hash = hashlib.blake2b(digest_size=16)
@@ -132,6 +143,7 @@ class Simulation(Network, Disk, Invariants, Client):
         periods = [max(1, round(TICK * (1 + self.rng.uniform(-skew, skew)))) for _ in self.ids]
         if skew:
             self.result.faults["clock_skew"] = 1
+        self.initial_periods = periods
         self.nodes = {i: SimNode(self, i, p) for i, p in zip(self.ids, periods)}
         for n in self.nodes.values():
             self._push(self.rng.randint(1, n.period), _TICK, (n.id, n.incarnation))
@@ -307,6 +319,8 @@ class Simulation(Network, Disk, Invariants, Client):
             n = self.nodes[node_id]
             if self.faulty and n.up and n.incarnation == inc and n.pending is not None:
                 self._crash(n, self.swarm_rng)
+        elif kind == _RETIRE:
+            self._retire(payload)
         elif kind == _HEAL:
             self.heal()
             self.log("heal")
@@ -316,12 +330,14 @@ class Simulation(Network, Disk, Invariants, Client):
                 self._maybe_partition()
                 self._maybe_flap_links()
                 self._maybe_crash()
+                self._membership_tick()
             self._client_tick()
             self._push(self.now + TICK, _PARTITION, None)
 
     def _after(self, n: SimNode) -> None:
         if n.core is None:
             return
+        self._check_leader_commit(n)    # before ready(): a leader that committed its own removal steps down there
         self.drain(n)
         if n.core is not None and n.pending is not None and n.early:
             self.pump(n)
@@ -343,16 +359,21 @@ class Simulation(Network, Disk, Invariants, Client):
     def _converged(self) -> bool:
         if self.outstanding:
             return False
-        live = list(self.nodes.values())
+        live = [n for n in self.nodes.values() if not n.retired]
         if not all(n.up for n in live):
             return False
         leaders = [n for n in live if n.core.role == LEADER]
         if len(leaders) != 1:
             return False
-        commit = leaders[0].core.commit
-        if commit < len(self.committed):
+        core = leaders[0].core
+        commit = core.commit
+        if commit < len(self.committed) or core.conf_index > commit:
             return False
-        return all(n.core.applied == commit and n.core.commit == commit for n in live)
+        # Every member of the (committed) configuration has applied everything; a
+        # fresh node whose addition never committed is not a member, and idles.
+        members = set(core.voters) | set(core.learners)
+        return all(n.core.applied == commit and n.core.commit == commit
+                   for n in live if n.id in members)
 
     def run(self) -> SimResult:
         cfg = self.cfg
@@ -365,7 +386,8 @@ class Simulation(Network, Disk, Invariants, Client):
             self.heal_all()
             self.log("liveness phase")
             for n in self.nodes.values():
-                self._restart(n)
+                if not n.retired:
+                    self._restart(n)
             start = self.now
             if self.run_until(start + cfg.liveness_ticks * TICK, self._converged):
                 res.liveness = "ok"
