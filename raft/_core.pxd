@@ -205,6 +205,7 @@ cdef class _Raft:
     cdef readonly tuple voters       # voter ids, sorted (self included unless learner/removed)
     cdef readonly tuple learners     # non-voting members (diss. §4.2.1), sorted
     cdef readonly uint64_t conf_index  # index of the entry holding it; 0 = the base one
+    cdef bint _self_voter            # id in voters (cached: the hot paths ask it per ack/Ready)
     cdef bytes _conf                 # its encoded form (encode_conf)
     cdef bytes _base_conf            # the configuration at log.offset - 1 (snapshot or initial)
     cdef list _conf_log              # [(index, conf bytes)] of ENTRY_CONF entries in the log, ascending
@@ -315,6 +316,7 @@ cdef class _Raft:
     cdef int _conf_compacted(self, uint64_t index) except -1
     cdef int _conf_restored(self, bytes conf) except -1
     cdef int _prune_removed(self) except -1
+    cdef uint64_t _successor(self)
     cdef int _step_down_if_removed(self) except -1
     cdef bint _removed_and_committed(self)
     cdef int _send_timeout_now(self, uint64_t peer) except -1

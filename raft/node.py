@@ -574,6 +574,8 @@ class RaftNode:
         if conf_changed:
             log.info("node %d: configuration at index %d: voters %s, learners %s", self.id,
                      core.conf_index, list(core.voters), list(core.learners))
+        if seen[1] and self.id not in members and core.role != LEADER and self._pending:
+            self._abandon_pending_after_removal()   # (may run again: by index, idempotent)
         targets = peer_targets(self.id, members, self._members_before, seen[1], core.leader)
         if seen[1]:
             self._members_before = members
@@ -582,6 +584,20 @@ class RaftNode:
         allowed = targets if members else self.addresses.known() - {self.id}
         transport.set_peers({pid: a.raft for pid in targets
                              if (a := self.addresses.get(pid)) is not None}, allowed)
+
+    def _abandon_pending_after_removal(self) -> None:
+        """We are out of the committed configuration: nobody will send us the fate of
+        the entries we proposed while leading (the new leader may still commit them).
+        Their outcome is unknown, and waiting for propose_timeout would only stall
+        the clients: answer now as a timeout would (-TRYAGAIN, may or may not apply)."""
+        commit = self.core.commit        # committed ones are applied (and answered) here
+        lost = [i for i in self._pending if i > commit]
+        for i in lost:
+            p = self._pending.pop(i)
+            if not p.future.done():
+                self.counters["proposals_timed_out"] += 1
+                p.future.set_exception(asyncio.TimeoutError(
+                    "this node was removed from the cluster; the write may or may not apply"))
 
     def members(self) -> list[dict[str, Any]]:
         """Every member of the configuration in force: id, role (voter/learner),
@@ -1309,8 +1325,10 @@ class RaftNode:
         for p in reads.values():
             if not p.future.done():
                 p.future.set_exception(exc)
-        pending, self._pending = self._pending, {}
-        for p in pending.values():
+        commit = self.core.commit        # committed ones are applied (and answered) here
+        lost = [i for i in self._pending if i > commit]
+        for i in lost:
+            p = self._pending.pop(i)
             if not p.future.done():
                 p.future.set_exception(exc)
                 p.future.exception()  # nobody may be left to look at it

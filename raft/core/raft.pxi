@@ -127,7 +127,7 @@ cdef class _Raft:
     cdef int _campaign(self) except -1:
         cdef uint64_t peer
         cdef Message m
-        if not self._is_voter(self.id):
+        if not self._self_voter:
             return 0                         # learners and removed servers never campaign (diss. §4.2.1)
         self._become_candidate()
         if self._trace is not None:
@@ -152,7 +152,7 @@ cdef class _Raft:
         _handle_prevote_resp) starts the real election."""
         cdef uint64_t peer
         cdef Message m
-        if not self._is_voter(self.id):
+        if not self._self_voter:
             return 0
         if self.voters == (self.id,):
             return self._campaign()
@@ -418,6 +418,7 @@ cdef class _Raft:
         cdef bint changed = voters != self.voters or learners != self.learners
         self.voters = voters
         self.learners = learners
+        self._self_voter = self._is_voter(self.id)
         self.conf_index = index
         self._conf = conf
         cdef list members = [p for p in sorted(voters + learners) if p != self.id]
@@ -486,7 +487,7 @@ cdef class _Raft:
         cdef object peer
         if self.role != _LEADER or self.conf_index > self.log.committed:
             return 0
-        if len(self.peers) == len(self.voters) + len(self.learners) - (1 if self._is_voter(self.id) else 0):
+        if len(self.peers) == len(self.voters) + len(self.learners) - (1 if self._self_voter else 0):
             return 0                          # nothing to prune (the common case)
         for peer in list(self.progress):
             if not self._is_voter(<uint64_t>peer) and peer not in self.learners:
@@ -496,8 +497,23 @@ cdef class _Raft:
 
     cdef bint _removed_and_committed(self):
         """A leader whose latest configuration, committed, no longer lists it as a voter."""
-        return (self.role == _LEADER and not self._is_voter(self.id)
+        return (self.role == _LEADER and not self._self_voter
                 and self.conf_index <= self.log.committed)
+
+    cdef uint64_t _successor(self):
+        """The voter a stepping-down leader hands over to: one that acknowledged our
+        whole log, else one we have sent it all to (REPLICATE: the AppendEntries go
+        first on the same connection, so it campaigns with our whole log unless they
+        are lost; then it merely loses an election). 0: none (wait for a timeout)."""
+        cdef uint64_t peer, best = 0, last = self.log.last()
+        cdef Progress pr
+        for peer in self.voters:
+            pr = <Progress>self.progress[peer]
+            if pr.match == last:
+                return peer
+            if best == 0 and pr.state == _REPLICATE and pr.next == last + 1:
+                best = peer
+        return best
 
     cdef int _step_down_if_removed(self) except -1:
         """diss. §4.2.2: a leader the latest configuration removes manages the
@@ -507,13 +523,12 @@ cdef class _Raft:
         index are already queued."""
         cdef uint64_t peer
         self._prune_removed()
-        if (self.role != _LEADER or self._is_voter(self.id)
+        if (self.role != _LEADER or self._self_voter
                 or self.conf_index > self.log.committed):
             return 0
-        for peer in self.voters:
-            if (<Progress>self.progress[peer]).match == self.log.last():
-                self._send_timeout_now(peer)
-                break
+        peer = self._successor()
+        if peer:
+            self._send_timeout_now(peer)
         if self._trace is not None:
             self._trace.append(("stepdown", self.id, self.term))
         self._become_follower(self.term, 0)
@@ -529,7 +544,7 @@ cdef class _Raft:
         """The leader of our term asks us to campaign now: it has stopped taking
         proposals and our log holds all of its entries. We skip PreVote (the other
         voters still hear a leader and would refuse it) and start a real election."""
-        if self.role != _FOLLOWER or not self._is_voter(self.id):
+        if self.role != _FOLLOWER or not self._self_voter:
             return 0
         self._campaign()
         return 0
@@ -876,7 +891,7 @@ cdef class _Raft:
     cdef bint _quorum_active(self):
         """Did a majority (ourselves included) talk to us since the last check?
         Clears the marks for the next election timeout."""
-        cdef Py_ssize_t active = 1 if self._is_voter(self.id) else 0
+        cdef Py_ssize_t active = 1 if self._self_voter else 0
         cdef Progress pr
         cdef object peer
         for peer, pr in self.progress.items():

@@ -448,7 +448,7 @@ cdef class RawNode(_Raft):
 
     @property
     def is_voter(self):
-        return self._is_voter(self.id)
+        return self._self_voter
 
     @property
     def role_name(self):
