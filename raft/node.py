@@ -80,6 +80,7 @@ from raft._core import (
     Ready,
     RemoteProtocolError,
     Snapshot,
+    decode_conf,
 )
 from raft.api import ClientFrontend, NotLeaderError, ReadTimeoutError, TryAgainError
 from raft.config import NodeConfig, PeerAddress, format_host_port
@@ -1114,12 +1115,18 @@ class RaftNode:
         if self.applied_index <= snap_index:
             return None
         index = self.applied_index
+        conf = core.conf_at(index)
+        if not decode_conf(conf)[0]:
+            # A joining node that got the log from its start (no snapshot) does not
+            # know the configuration before the entry that added it: a snapshot here
+            # would claim an empty one. Wait until one is in force at the applied index.
+            return None
         t0 = time.perf_counter()
         data = self.state_machine.snapshot()
         self._log_bytes = 0   # what is applied from here on counts toward the next one
         self.last_snapshot = {"taken_index": index, "bytes": len(data),
                               "snapshot_seconds": time.perf_counter() - t0}
-        return Snapshot(index, core.log.term(index), data, core.conf_at(index))
+        return Snapshot(index, core.log.term(index), data, conf)
 
     async def _maybe_compact(self, snap: Snapshot | None) -> None:
         """After advance(): save a snapshot taken in this Ready (_snapshot_if_due);
