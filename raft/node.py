@@ -1135,7 +1135,8 @@ class RaftNode:
 
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._trace = []
-        self._trace_fp = open(path, "a", encoding="utf-8")
+        # binary: each flush is one bytes object from the compiled formatter, written as is
+        self._trace_fp = open(path, "ab")
         self._trace_writer = NdjsonWriter(self._trace_fp, self.config.voters)
 
     def _flush_trace(self) -> None:

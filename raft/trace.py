@@ -4,14 +4,16 @@ The core (``RawNode(trace=list)``) appends one tuple per event; ``spec/README.md
 documents each kind and how ``raft/trace_checker.py`` maps it to spec actions. This
 module is the one place that knows their file form: one JSON object per line,
 a first ``meta`` line naming the voters. The runtime writes traces with
-``NdjsonWriter`` (hand-formatted lines, byte for byte what ``json.dumps`` of
-``event_to_json`` gives, several times cheaper: the node traces every message);
+``NdjsonWriter`` (lines formatted directly, byte for byte what ``json.dumps`` of
+``event_to_json`` gives: in C by ``raft._tracefmt.format_events``, with
+``format_event`` here as its reference and fallback; the node traces every message);
 tools read them with ``read_ndjson`` and order per-node files with
 ``merge_by_causality``. Nothing here imports ``spec``; the trace checker
 (raft/trace_checker.py) depends on this module, never the reverse.
 """
 from __future__ import annotations
 
+import io
 import json
 from typing import IO, Any
 
@@ -20,10 +22,14 @@ from typing import IO, Any
 #: spec/tla_trace.py take it from here.
 from raft._core import MSG_NAMES
 
+try:
+    from raft._tracefmt import format_events as _format_events_c
+except ImportError:     # a source tree whose extensions are not built: the Python formatter
+    _format_events_c = None
+
 __all__ = ["MSG_NAMES", "NdjsonWriter", "event_from_json", "event_to_json", "format_event",
-           "merge_by_causality", "read_ndjson", "read_ndjson_file", "write_ndjson"]
-
-
+           "format_events", "merge_by_causality", "read_ndjson", "read_ndjson_file",
+           "write_ndjson"]
 
 def _msg_to_json(m) -> dict:
     d = {"type": m.type, "src": m.src, "dst": m.dst, "term": m.term, "id": m.msg_id}
@@ -249,18 +255,31 @@ def format_event(ev: tuple, cache: dict[int, str] | None = None) -> str:
     return json.dumps(event_to_json(ev), separators=(",", ":"))
 
 
-class NdjsonWriter:
-    """Appends events to an open text file; the first write to an empty file names
-    the voters (``meta``)."""
+def format_events(events: list) -> bytes:
+    """The NDJSON lines of ``events``, each ending in a newline, as UTF-8 bytes (the
+    text is ASCII): the compiled formatter (raft/_tracefmt.pyx, byte for byte
+    ``format_event``, several times cheaper) when built, else ``format_event``."""
+    if _format_events_c is not None:
+        return _format_events_c(events)
+    cache: dict[int, str] = {}
+    return "".join([format_event(ev, cache) + "\n" for ev in events]).encode("utf-8")
 
-    def __init__(self, fp: IO[str], voters: list[int] | tuple[int, ...]) -> None:
+
+class NdjsonWriter:
+    """Appends events to an open file, binary (what the node uses: each batch is one
+    bytes object, written and flushed at once) or text; the first write to an empty
+    file names the voters (``meta``)."""
+
+    def __init__(self, fp: IO[Any], voters: list[int] | tuple[int, ...]) -> None:
         self.fp = fp
+        self._text = isinstance(fp, io.TextIOBase)
         if fp.tell() == 0:
-            fp.write(json.dumps({"e": "meta", "voters": list(voters)}) + "\n")
+            meta = json.dumps({"e": "meta", "voters": list(voters)}) + "\n"
+            fp.write(meta if self._text else meta.encode("utf-8"))
             fp.flush()
 
     def write(self, events: list) -> None:
         if events:
-            cache: dict[int, str] = {}
-            self.fp.write("\n".join([format_event(ev, cache) for ev in events]) + "\n")
+            data = format_events(events)
+            self.fp.write(data.decode("utf-8") if self._text else data)
             self.fp.flush()

@@ -1,0 +1,290 @@
+# cython: language_level=3
+"""The trace writer's formatter, compiled: a batch of core trace events to NDJSON bytes.
+
+``format_events(events)`` gives, byte for byte, what ``raft.trace.format_event`` (the
+Python formatter, itself byte-identical to ``json.dumps(event_to_json(ev))``) gives for
+each event, one line per event, each ending in a newline, UTF-8 (the text is ASCII).
+It reads ``Message`` and ``Entry`` fields as C integers (cimported from the core) and
+writes digits and hex straight into one growing C buffer: the node traces every message
+it sends and receives, and formatting them in Python cost a tenth of a busy leader's
+event loop.
+
+An event this module does not know how to format in C (an unknown kind, a field of an
+unexpected type) is handed to the Python formatter, so the two never disagree; errors
+are the Python formatter's. tests/test_trace_io.py checks the identity.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
+from libc.stdint cimport int64_t, uint64_t
+from libc.string cimport memcpy, strlen
+
+from raft._core cimport Entry, Message
+
+__all__ = ["format_events"]
+
+cdef const char* _HEX = b"0123456789abcdef"
+
+
+cdef class _Buf:
+    """A growing byte buffer; ``pos`` is the length written so far."""
+    cdef char* data
+    cdef Py_ssize_t pos
+    cdef Py_ssize_t cap
+
+    def __cinit__(self, Py_ssize_t cap):
+        self.data = <char*>PyMem_Malloc(cap)
+        if self.data == NULL:
+            raise MemoryError()
+        self.cap = cap
+        self.pos = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self.data)
+
+    cdef int reserve(self, Py_ssize_t n) except -1:
+        """Room for ``n`` more bytes (doubling, so appends stay amortized O(1))."""
+        cdef Py_ssize_t cap = self.cap
+        cdef char* p
+        if self.pos + n <= cap:
+            return 0
+        while self.pos + n > cap:
+            cap *= 2
+        p = <char*>PyMem_Realloc(self.data, cap)
+        if p == NULL:
+            raise MemoryError()
+        self.data = p
+        self.cap = cap
+        return 0
+
+    cdef int lit(self, const char* s) except -1:
+        """A C string literal (the fixed JSON text between the values)."""
+        cdef Py_ssize_t n = strlen(s)
+        self.reserve(n)
+        memcpy(self.data + self.pos, s, n)
+        self.pos += n
+        return 0
+
+    cdef int u64(self, uint64_t v) except -1:
+        """Decimal digits of ``v``, as ``%d`` writes them."""
+        cdef char tmp[24]
+        cdef int i = 24
+        while True:
+            i -= 1
+            tmp[i] = <char>(48 + v % 10)
+            v //= 10
+            if v == 0:
+                break
+        self.reserve(24 - i)
+        memcpy(self.data + self.pos, tmp + i, 24 - i)
+        self.pos += 24 - i
+        return 0
+
+    cdef int i64(self, int64_t v) except -1:
+        """A signed value (an entry's type is a C int): ``-`` then the digits."""
+        if v < 0:
+            self.lit("-")
+            return self.u64(<uint64_t>0 - <uint64_t>v)
+        return self.u64(<uint64_t>v)
+
+    cdef int hex(self, bytes b) except -1:
+        """Lowercase hex of ``b``, as ``bytes.hex()`` writes it."""
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(b), k
+        cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(b)
+        cdef char* d
+        self.reserve(2 * n)
+        d = self.data + self.pos
+        for k in range(n):
+            d[2 * k] = _HEX[s[k] >> 4]
+            d[2 * k + 1] = _HEX[s[k] & 15]
+        self.pos += 2 * n
+        return 0
+
+
+cdef int _entries(_Buf out, list entries) except -1:
+    """``[index,term,type,"hex"]`` rows, comma-separated (no brackets around the list)."""
+    cdef Py_ssize_t k
+    cdef Entry e
+    for k in range(PyList_GET_SIZE(entries)):
+        e = <Entry?>PyList_GET_ITEM(entries, k)
+        if e.data is None:
+            raise TypeError("entry without data")    # the Python formatter names it
+        if k:
+            out.lit(",")
+        out.lit("[")
+        out.u64(e.index)
+        out.lit(",")
+        out.u64(e.term)
+        out.lit(",")
+        out.i64(e.type)
+        out.lit(",\"")
+        out.hex(e.data)
+        out.lit("\"]")
+    return 0
+
+
+cdef int _msg(_Buf out, Message m) except -1:
+    """A message's object, fields in raft.trace._msg_text's order, zero fields left out."""
+    out.lit("{\"type\":")
+    out.i64(m.type)
+    out.lit(",\"src\":")
+    out.u64(m.src)
+    out.lit(",\"dst\":")
+    out.u64(m.dst)
+    out.lit(",\"term\":")
+    out.u64(m.term)
+    out.lit(",\"id\":")
+    out.u64(m.msg_id)
+    if m.index:
+        out.lit(",\"index\":")
+        out.u64(m.index)
+    if m.log_term:
+        out.lit(",\"log_term\":")
+        out.u64(m.log_term)
+    if m.commit:
+        out.lit(",\"commit\":")
+        out.u64(m.commit)
+    if m.reject:
+        out.lit(",\"reject\":true")
+    if m.reject_hint:
+        out.lit(",\"hint\":")
+        out.u64(m.reject_hint)
+    if m.entries:
+        out.lit(",\"entries\":[")
+        _entries(out, m.entries)
+        out.lit("]")
+    if m.data:
+        out.lit(",\"data_len\":")
+        out.u64(<uint64_t>PyBytes_GET_SIZE(m.data))
+    out.lit("}")
+    return 0
+
+
+cdef inline uint64_t _uint(object v) except? 0:
+    """An exact int as uint64_t. Anything else (a bool, which JSON writes as true, a
+    float, a negative or huge int) raises: the caller hands the event to the Python
+    formatter."""
+    if type(v) is not int:
+        raise TypeError("not an int")
+    return <uint64_t>v
+
+
+# The keys of the events whose fields (ev[2], ev[3], ...) are all integers, each as the
+# text before its value.
+cdef extern from *:
+    """
+    static const char *rn_trace_state[] = {",\\"term\\":", ",\\"vote\\":", ",\\"role\\":",
+                                           ",\\"commit\\":", ",\\"last\\":", ",\\"last_term\\":"};
+    static const char *rn_trace_restart[] = {",\\"term\\":", ",\\"vote\\":", ",\\"commit\\":",
+                                             ",\\"first\\":", ",\\"last\\":", ",\\"last_term\\":"};
+    static const char *rn_trace_term[] = {",\\"term\\":"};
+    static const char *rn_trace_commit[] = {",\\"commit\\":"};
+    static const char *rn_trace_seq[] = {",\\"seq\\":"};
+    static const char *rn_trace_compact[] = {",\\"index\\":", ",\\"term\\":"};
+    """
+    const char** rn_trace_state
+    const char** rn_trace_restart
+    const char** rn_trace_term
+    const char** rn_trace_commit
+    const char** rn_trace_seq
+    const char** rn_trace_compact
+
+
+cdef int _ints(_Buf out, tuple ev, const char* head, const char** keys,
+               Py_ssize_t count) except -1:
+    """``head`` (``{"e":...,"n":``), ev[1], then ``,"key":value`` for ev[2], ev[3], ...
+    and the closing brace. The tuple must have exactly those fields (the Python
+    formatter's %-format would refuse another size)."""
+    cdef Py_ssize_t k
+    if PyTuple_GET_SIZE(ev) != 2 + count:
+        raise ValueError("unexpected event size")
+    out.lit(head)
+    out.u64(_uint(<object>PyTuple_GET_ITEM(ev, 1)))
+    for k in range(count):
+        out.lit(keys[k])
+        out.u64(_uint(<object>PyTuple_GET_ITEM(ev, 2 + k)))
+    out.lit("}")
+    return 0
+
+
+cdef int _with_msg(_Buf out, tuple ev, const char* head, Py_ssize_t size) except -1:
+    """``head``, ev[1], then ``,"m":`` and the message ev[2] (no closing brace)."""
+    if PyTuple_GET_SIZE(ev) != size:
+        raise ValueError("unexpected event size")
+    out.lit(head)
+    out.u64(_uint(<object>PyTuple_GET_ITEM(ev, 1)))
+    out.lit(",\"m\":")
+    _msg(out, <Message?>ev[2])
+    return 0
+
+
+cdef int _event(_Buf out, tuple ev) except -1:
+    """One event's line without its newline; raises for anything it does not format
+    (the caller falls back to the Python formatter, which either formats it or names
+    the problem). The most frequent kinds first."""
+    cdef object kind = ev[0]
+    if kind == "state":
+        return _ints(out, ev, "{\"e\":\"state\",\"n\":", rn_trace_state, 6)
+    if kind == "send":
+        _with_msg(out, ev, "{\"e\":\"send\",\"n\":", 4)
+        if ev[3]:
+            out.lit(",\"after_persist\":true}")
+        else:
+            out.lit(",\"after_persist\":false}")
+        return 0
+    if kind == "recv":
+        _with_msg(out, ev, "{\"e\":\"recv\",\"n\":", 3)
+        out.lit("}")
+        return 0
+    if kind == "ready":
+        return _ints(out, ev, "{\"e\":\"ready\",\"n\":", rn_trace_seq, 1)
+    if kind == "advance":
+        return _ints(out, ev, "{\"e\":\"advance\",\"n\":", rn_trace_seq, 1)
+    if kind == "propose":
+        if PyTuple_GET_SIZE(ev) != 3:
+            raise ValueError("unexpected event size")
+        out.lit("{\"e\":\"propose\",\"n\":")
+        out.u64(_uint(<object>PyTuple_GET_ITEM(ev, 1)))
+        out.lit(",\"entries\":[")
+        _entries(out, <list?>ev[2])
+        out.lit("]}")
+        return 0
+    if kind == "commit":
+        return _ints(out, ev, "{\"e\":\"commit\",\"n\":", rn_trace_commit, 1)
+    if kind == "restart":
+        return _ints(out, ev, "{\"e\":\"restart\",\"n\":", rn_trace_restart, 6)
+    if kind == "timeout":
+        return _ints(out, ev, "{\"e\":\"timeout\",\"n\":", rn_trace_term, 1)
+    if kind == "leader":
+        return _ints(out, ev, "{\"e\":\"leader\",\"n\":", rn_trace_term, 1)
+    if kind == "stepdown":
+        return _ints(out, ev, "{\"e\":\"stepdown\",\"n\":", rn_trace_term, 1)
+    if kind == "compact":
+        return _ints(out, ev, "{\"e\":\"compact\",\"n\":", rn_trace_compact, 2)
+    raise ValueError("left to the Python formatter")    # install (rare), unknown kinds
+
+
+def format_events(list events):
+    """The NDJSON lines of ``events`` (each ending in a newline) as one bytes object:
+    the text ``"".join(format_event(ev) + "\\n" for ev in events)`` encodes to."""
+    from raft.trace import format_event
+
+    cdef _Buf out = _Buf(max(4096, 200 * PyList_GET_SIZE(events)))
+    cdef Py_ssize_t k, start
+    cdef object ev
+    cdef bytes line
+    for k in range(PyList_GET_SIZE(events)):
+        ev = <object>PyList_GET_ITEM(events, k)
+        start = out.pos
+        try:
+            _event(out, <tuple?>ev)
+        except Exception:
+            out.pos = start          # drop the partial line; the reference formats it
+            line = format_event(ev).encode("utf-8")
+            out.reserve(PyBytes_GET_SIZE(line))
+            memcpy(out.data + out.pos, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line))
+            out.pos += PyBytes_GET_SIZE(line)
+        out.lit("\n")
+    return PyBytes_FromStringAndSize(out.data, out.pos)
