@@ -266,20 +266,32 @@ def format_events(events: list) -> bytes:
 
 
 class NdjsonWriter:
-    """Appends events to an open file, binary (what the node uses: each batch is one
-    bytes object, written and flushed at once) or text; the first write to an empty
-    file names the voters (``meta``)."""
+    """Appends events to an open file, binary (what the node uses) or text; the first
+    write to an empty file names the voters (``meta``). ``add`` formats events at once
+    (the caller may then drop them: the node does so after every Ready, so that the
+    event tuples and the Messages they hold die young instead of filling the garbage
+    collector's oldest generation); ``flush`` writes what was added, in one write."""
 
     def __init__(self, fp: IO[Any], voters: list[int] | tuple[int, ...]) -> None:
         self.fp = fp
         self._text = isinstance(fp, io.TextIOBase)
+        self._pending: list[bytes] = []
         if fp.tell() == 0:
-            meta = json.dumps({"e": "meta", "voters": list(voters)}) + "\n"
-            fp.write(meta if self._text else meta.encode("utf-8"))
-            fp.flush()
+            self._pending.append((json.dumps({"e": "meta", "voters": list(voters)}) + "\n")
+                                 .encode("utf-8"))
+            self.flush()
 
-    def write(self, events: list) -> None:
+    def add(self, events: list) -> None:
         if events:
-            data = format_events(events)
+            self._pending.append(format_events(events))
+
+    def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
             self.fp.write(data.decode("utf-8") if self._text else data)
             self.fp.flush()
+
+    def write(self, events: list) -> None:
+        self.add(events)
+        self.flush()
