@@ -14,6 +14,7 @@ unexpected type) is handed to the Python formatter, so the two never disagree; e
 are the Python formatter's. tests/test_trace_io.py checks the identity.
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
@@ -25,11 +26,46 @@ from raft._core cimport Entry, Message
 
 __all__ = ["format_events"]
 
-cdef const char* _HEX = b"0123456789abcdef"
+# Lowercase hex, 4 input bytes per step (SWAR): bytes.hex() of a leader's entries is
+# most of what the trace writes, so this loop is the formatter's hottest.
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* 8 nibbles, one per byte (each 0..15), to their ASCII hex digits: '0' + x, plus
+       39 more ('a' - '0' - 10) where x >= 10, i.e. where x + 6 carries into bit 4. */
+    static inline uint64_t rn_nibbles_to_ascii(uint64_t x) {
+        uint64_t ge10 = ((x + 0x0606060606060606ULL) >> 4) & 0x0101010101010101ULL;
+        return x + 0x3030303030303030ULL + ge10 * 39;
+    }
+    static void rn_hex(char *dst, const unsigned char *src, Py_ssize_t n) {
+        static const char digits[] = "0123456789abcdef";
+        Py_ssize_t k = 0;
+        for (; k + 4 <= n; k += 4) {
+            /* spread b0 b1 b2 b3 to output order: hi(b0) lo(b0) hi(b1) lo(b1) ... */
+            uint64_t y = (uint64_t)src[k] | ((uint64_t)src[k + 1] << 16)
+                         | ((uint64_t)src[k + 2] << 32) | ((uint64_t)src[k + 3] << 48);
+            uint64_t x = ((y >> 4) & 0x000F000F000F000FULL) | ((y & 0x000F000F000F000FULL) << 8);
+            x = rn_nibbles_to_ascii(x);
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            memcpy(dst + 2 * k, &x, 8);   /* one store: byte i of x is output char i */
+    #else
+            for (int i = 0; i < 8; i++) dst[2 * k + i] = (char)(x >> (8 * i));
+    #endif
+        }
+        for (; k < n; k++) {
+            dst[2 * k] = digits[src[k] >> 4];
+            dst[2 * k + 1] = digits[src[k] & 15];
+        }
+    }
+    """
+    void rn_hex(char* dst, const unsigned char* src, Py_ssize_t n)
 
 
+@cython.final
 cdef class _Buf:
-    """A growing byte buffer; ``pos`` is the length written so far."""
+    """A growing byte buffer; ``pos`` is the length written so far. Final, with inline
+    methods: the appends are a few bytes each, too small to pay for a call."""
     cdef char* data
     cdef Py_ssize_t pos
     cdef Py_ssize_t cap
@@ -44,12 +80,16 @@ cdef class _Buf:
     def __dealloc__(self):
         PyMem_Free(self.data)
 
-    cdef int reserve(self, Py_ssize_t n) except -1:
-        """Room for ``n`` more bytes (doubling, so appends stay amortized O(1))."""
+    cdef inline int reserve(self, Py_ssize_t n) except -1:
+        """Room for ``n`` more bytes."""
+        if self.pos + n > self.cap:
+            self._grow(n)
+        return 0
+
+    cdef int _grow(self, Py_ssize_t n) except -1:
+        """Double until ``n`` more bytes fit (appends stay amortized O(1))."""
         cdef Py_ssize_t cap = self.cap
         cdef char* p
-        if self.pos + n <= cap:
-            return 0
         while self.pos + n > cap:
             cap *= 2
         p = <char*>PyMem_Realloc(self.data, cap)
@@ -59,15 +99,16 @@ cdef class _Buf:
         self.cap = cap
         return 0
 
-    cdef int lit(self, const char* s) except -1:
-        """A C string literal (the fixed JSON text between the values)."""
+    cdef inline int lit(self, const char* s) except -1:
+        """A C string literal (the fixed JSON text between the values); the compiler
+        folds strlen of a literal."""
         cdef Py_ssize_t n = strlen(s)
         self.reserve(n)
         memcpy(self.data + self.pos, s, n)
         self.pos += n
         return 0
 
-    cdef int u64(self, uint64_t v) except -1:
+    cdef inline int u64(self, uint64_t v) except -1:
         """Decimal digits of ``v``, as ``%d`` writes them."""
         cdef char tmp[24]
         cdef int i = 24
@@ -82,7 +123,7 @@ cdef class _Buf:
         self.pos += 24 - i
         return 0
 
-    cdef int i64(self, int64_t v) except -1:
+    cdef inline int i64(self, int64_t v) except -1:
         """A signed value (an entry's type is a C int): ``-`` then the digits."""
         if v < 0:
             self.lit("-")
@@ -91,14 +132,9 @@ cdef class _Buf:
 
     cdef int hex(self, bytes b) except -1:
         """Lowercase hex of ``b``, as ``bytes.hex()`` writes it."""
-        cdef Py_ssize_t n = PyBytes_GET_SIZE(b), k
-        cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(b)
-        cdef char* d
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(b)
         self.reserve(2 * n)
-        d = self.data + self.pos
-        for k in range(n):
-            d[2 * k] = _HEX[s[k] >> 4]
-            d[2 * k + 1] = _HEX[s[k] & 15]
+        rn_hex(self.data + self.pos, <const unsigned char*>PyBytes_AS_STRING(b), n)
         self.pos += 2 * n
         return 0
 
@@ -266,11 +302,21 @@ cdef int _event(_Buf out, tuple ev) except -1:
     raise ValueError("left to the Python formatter")    # install (rare), unknown kinds
 
 
+cdef object _format_event = None
+
+
+cdef object _reference():
+    """raft.trace.format_event, imported on first use (raft.trace imports this module)."""
+    global _format_event
+    if _format_event is None:
+        from raft.trace import format_event
+        _format_event = format_event
+    return _format_event
+
+
 def format_events(list events):
     """The NDJSON lines of ``events`` (each ending in a newline) as one bytes object:
     the text ``"".join(format_event(ev) + "\\n" for ev in events)`` encodes to."""
-    from raft.trace import format_event
-
     cdef _Buf out = _Buf(max(4096, 200 * PyList_GET_SIZE(events)))
     cdef Py_ssize_t k, start
     cdef object ev
@@ -282,7 +328,7 @@ def format_events(list events):
             _event(out, <tuple?>ev)
         except Exception:
             out.pos = start          # drop the partial line; the reference formats it
-            line = format_event(ev).encode("utf-8")
+            line = _reference()(ev).encode("utf-8")
             out.reserve(PyBytes_GET_SIZE(line))
             memcpy(out.data + out.pos, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line))
             out.pos += PyBytes_GET_SIZE(line)
