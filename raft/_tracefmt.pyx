@@ -144,7 +144,7 @@ cdef int _entries(_Buf out, list entries) except -1:
     cdef Py_ssize_t k
     cdef Entry e
     for k in range(PyList_GET_SIZE(entries)):
-        e = <Entry?>PyList_GET_ITEM(entries, k)
+        e = <Entry?><object>PyList_GET_ITEM(entries, k)   # checked: a non-Entry raises
         if e.data is None:
             raise TypeError("entry without data")    # the Python formatter names it
         if k:
