@@ -20,11 +20,13 @@ from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.stdint cimport int64_t, uint64_t
-from libc.string cimport memcpy, strlen
+from libc.string cimport memcpy, memset, strlen
 
 from raft._core cimport Entry, Message
 
 __all__ = ["format_events"]
+
+DEF ROW_SLOTS = 256      # entry rows remembered per batch (see _Buf.row_entry)
 
 # Lowercase hex, 4 input bytes per step (SWAR): bytes.hex() of a leader's entries is
 # most of what the trace writes, so this loop is the formatter's hottest.
@@ -69,6 +71,13 @@ cdef class _Buf:
     cdef char* data
     cdef Py_ssize_t pos
     cdef Py_ssize_t cap
+    # Rows already written in this buffer, by Entry address (direct-mapped, a miss only
+    # formats the row again): a leader's entry is in its propose event and in the
+    # AppendEntries to every follower, usually all in one batch. The events being
+    # formatted hold the entries, so no address is reused while the buffer lives.
+    cdef const void* row_entry[ROW_SLOTS]
+    cdef Py_ssize_t row_at[ROW_SLOTS]
+    cdef Py_ssize_t row_len[ROW_SLOTS]
 
     def __cinit__(self, Py_ssize_t cap):
         self.data = <char*>PyMem_Malloc(cap)
@@ -76,6 +85,7 @@ cdef class _Buf:
             raise MemoryError()
         self.cap = cap
         self.pos = 0
+        memset(self.row_entry, 0, sizeof(self.row_entry))
 
     def __dealloc__(self):
         PyMem_Free(self.data)
@@ -139,25 +149,40 @@ cdef class _Buf:
         return 0
 
 
+cdef int _row(_Buf out, Entry e) except -1:
+    """``[index,term,type,"hex"]``: copied from where this entry's row was written
+    before in the buffer, else formatted (and remembered)."""
+    cdef Py_ssize_t slot = (<size_t><void*>e >> 4) % ROW_SLOTS, start
+    if out.row_entry[slot] == <void*>e:
+        out.reserve(out.row_len[slot])
+        memcpy(out.data + out.pos, out.data + out.row_at[slot], out.row_len[slot])
+        out.pos += out.row_len[slot]
+        return 0
+    if e.data is None:
+        raise TypeError("entry without data")    # the Python formatter names it
+    start = out.pos
+    out.lit("[")
+    out.u64(e.index)
+    out.lit(",")
+    out.u64(e.term)
+    out.lit(",")
+    out.i64(e.type)
+    out.lit(",\"")
+    out.hex(e.data)
+    out.lit("\"]")
+    out.row_entry[slot] = <void*>e
+    out.row_at[slot] = start
+    out.row_len[slot] = out.pos - start
+    return 0
+
+
 cdef int _entries(_Buf out, list entries) except -1:
-    """``[index,term,type,"hex"]`` rows, comma-separated (no brackets around the list)."""
+    """The entries' rows, comma-separated (no brackets around the list)."""
     cdef Py_ssize_t k
-    cdef Entry e
     for k in range(PyList_GET_SIZE(entries)):
-        e = <Entry?><object>PyList_GET_ITEM(entries, k)   # checked: a non-Entry raises
-        if e.data is None:
-            raise TypeError("entry without data")    # the Python formatter names it
         if k:
             out.lit(",")
-        out.lit("[")
-        out.u64(e.index)
-        out.lit(",")
-        out.u64(e.term)
-        out.lit(",")
-        out.i64(e.type)
-        out.lit(",\"")
-        out.hex(e.data)
-        out.lit("\"]")
+        _row(out, <Entry?><object>PyList_GET_ITEM(entries, k))   # checked: a non-Entry raises
     return 0
 
 
@@ -328,6 +353,7 @@ def format_events(list events):
             _event(out, <tuple?>ev)
         except Exception:
             out.pos = start          # drop the partial line; the reference formats it
+            memset(out.row_entry, 0, sizeof(out.row_entry))   # rows may lie past start
             line = _reference()(ev).encode("utf-8")
             out.reserve(PyBytes_GET_SIZE(line))
             memcpy(out.data + out.pos, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line))

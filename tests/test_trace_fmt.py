@@ -113,6 +113,18 @@ def test_odd_events_give_the_python_formatters_text():
         _ref([EVERY_KIND[2]] + ODD + [EVERY_KIND[3]])
 
 
+def test_rows_written_twice_and_slot_collisions():
+    # an entry's row is copied from its first occurrence in the batch (remembered by
+    # address in a small table, so many entries overwrite each other's slots)
+    e = Entry(5, 2, 0, b"shared")
+    batch = [("propose", 1, [e]), ("send", 1, _msg(entries=[e, e]), False),
+             ("send", 1, _msg(entries=[Entry(6, 2, 0, b"late"), e]), True),
+             ("commit", 1, -1), ("recv", 1, _msg(entries=[e]))]
+    many = [Entry(i, 1, 0, bytes([i % 256])) for i in range(1000)]    # slot collisions
+    batch += [("propose", 1, many), ("send", 1, _msg(entries=many[::-1]), False)]
+    assert format_events(batch) == _ref(batch)
+
+
 @pytest.mark.parametrize("ev", [("nonsense", 1, 2), ("recv", 1, "not a message"),
                                 ("propose", 1, [object()]), ("state", 1)])
 def test_bad_events_fail_as_in_the_python_formatter(ev):
