@@ -24,7 +24,7 @@ from libc.string cimport memcpy, memset, strlen
 
 from raft._core cimport Entry, Message
 
-__all__ = ["format_events"]
+__all__ = ["TraceFormatter", "format_events"]
 
 DEF ROW_SLOTS = 256      # entry rows remembered per batch (see _Buf.row_entry)
 
@@ -73,11 +73,14 @@ cdef class _Buf:
     cdef Py_ssize_t cap
     # Rows already written in this buffer, by Entry address (direct-mapped, a miss only
     # formats the row again): a leader's entry is in its propose event and in the
-    # AppendEntries to every follower, usually all in one batch. The events being
-    # formatted hold the entries, so no address is reused while the buffer lives.
+    # AppendEntries to every follower, usually all in one batch. A slot counts only in
+    # the batch (``gen``) that wrote it: the batch's events hold its entries, so no
+    # address is reused meanwhile; later, a freed entry's address may be.
     cdef const void* row_entry[ROW_SLOTS]
+    cdef unsigned int row_gen[ROW_SLOTS]
     cdef Py_ssize_t row_at[ROW_SLOTS]
     cdef Py_ssize_t row_len[ROW_SLOTS]
+    cdef unsigned int gen
 
     def __cinit__(self, Py_ssize_t cap):
         self.data = <char*>PyMem_Malloc(cap)
@@ -85,10 +88,18 @@ cdef class _Buf:
             raise MemoryError()
         self.cap = cap
         self.pos = 0
-        memset(self.row_entry, 0, sizeof(self.row_entry))
+        memset(self.row_gen, 0, sizeof(self.row_gen))
+        self.gen = 1
 
     def __dealloc__(self):
         PyMem_Free(self.data)
+
+    cdef void forget_rows(self):
+        """Start a new batch: no row written so far may be copied."""
+        self.gen += 1
+        if self.gen == 0:                     # wrapped: clear, so no old slot matches
+            memset(self.row_gen, 0, sizeof(self.row_gen))
+            self.gen = 1
 
     cdef inline int reserve(self, Py_ssize_t n) except -1:
         """Room for ``n`` more bytes."""
@@ -153,7 +164,7 @@ cdef int _row(_Buf out, Entry e) except -1:
     """``[index,term,type,"hex"]``: copied from where this entry's row was written
     before in the buffer, else formatted (and remembered)."""
     cdef Py_ssize_t slot = (<size_t><void*>e >> 4) % ROW_SLOTS, start
-    if out.row_entry[slot] == <void*>e:
+    if out.row_entry[slot] == <void*>e and out.row_gen[slot] == out.gen:
         out.reserve(out.row_len[slot])
         memcpy(out.data + out.pos, out.data + out.row_at[slot], out.row_len[slot])
         out.pos += out.row_len[slot]
@@ -171,6 +182,7 @@ cdef int _row(_Buf out, Entry e) except -1:
     out.hex(e.data)
     out.lit("\"]")
     out.row_entry[slot] = <void*>e
+    out.row_gen[slot] = out.gen
     out.row_at[slot] = start
     out.row_len[slot] = out.pos - start
     return 0
@@ -339,13 +351,12 @@ cdef object _reference():
     return _format_event
 
 
-def format_events(list events):
-    """The NDJSON lines of ``events`` (each ending in a newline) as one bytes object:
-    the text ``"".join(format_event(ev) + "\\n" for ev in events)`` encodes to."""
-    cdef _Buf out = _Buf(max(4096, 200 * PyList_GET_SIZE(events)))
+cdef int _add(_Buf out, list events) except -1:
+    """Append the lines of ``events`` (one batch) to ``out``."""
     cdef Py_ssize_t k, start
     cdef object ev
     cdef bytes line
+    out.forget_rows()
     for k in range(PyList_GET_SIZE(events)):
         ev = <object>PyList_GET_ITEM(events, k)
         start = out.pos
@@ -353,10 +364,41 @@ def format_events(list events):
             _event(out, <tuple?>ev)
         except Exception:
             out.pos = start          # drop the partial line; the reference formats it
-            memset(out.row_entry, 0, sizeof(out.row_entry))   # rows may lie past start
+            out.forget_rows()        # rows it wrote lie past start
             line = _reference()(ev).encode("utf-8")
             out.reserve(PyBytes_GET_SIZE(line))
             memcpy(out.data + out.pos, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line))
             out.pos += PyBytes_GET_SIZE(line)
         out.lit("\n")
+    return 0
+
+
+cdef class TraceFormatter:
+    """Formats batches of events into one growing buffer: ``add(events)`` after each
+    batch (the caller may then drop the events), ``take()`` the bytes so far. One
+    buffer for every batch: no allocation per batch (the node adds one per Ready)."""
+    cdef _Buf out
+
+    def __cinit__(self):
+        self.out = _Buf(65536)
+
+    def add(self, list events):
+        """Format ``events`` (a batch: entries repeated within it are formatted once)."""
+        _add(self.out, events)
+
+    def take(self):
+        """The lines added since the last take, as bytes; the buffer is then empty."""
+        cdef bytes data = PyBytes_FromStringAndSize(self.out.data, self.out.pos)
+        self.out.pos = 0
+        return data
+
+    def __len__(self):
+        return self.out.pos
+
+
+def format_events(list events):
+    """The NDJSON lines of ``events`` (each ending in a newline) as one bytes object:
+    the text ``"".join(format_event(ev) + "\\n" for ev in events)`` encodes to."""
+    cdef _Buf out = _Buf(max(4096, 200 * PyList_GET_SIZE(events)))
+    _add(out, events)
     return PyBytes_FromStringAndSize(out.data, out.pos)

@@ -23,9 +23,10 @@ from typing import IO, Any
 from raft._core import MSG_NAMES
 
 try:
+    from raft._tracefmt import TraceFormatter as _TraceFormatter
     from raft._tracefmt import format_events as _format_events_c
 except ImportError:     # a source tree whose extensions are not built: the Python formatter
-    _format_events_c = None
+    _TraceFormatter = _format_events_c = None
 
 __all__ = ["MSG_NAMES", "NdjsonWriter", "event_from_json", "event_to_json", "format_event",
            "format_events", "merge_by_causality", "read_ndjson", "read_ndjson_file",
@@ -255,14 +256,35 @@ def format_event(ev: tuple, cache: dict[int, str] | None = None) -> str:
     return json.dumps(event_to_json(ev), separators=(",", ":"))
 
 
+class _PyFormatter:
+    """raft._tracefmt.TraceFormatter in Python, on format_event (the fallback)."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def add(self, events: list) -> None:
+        cache: dict[int, str] = {}
+        self._parts.append("".join([format_event(ev, cache) + "\n" for ev in events])
+                           .encode("utf-8"))
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+    def __len__(self) -> int:
+        return sum(map(len, self._parts))
+
+
 def format_events(events: list) -> bytes:
     """The NDJSON lines of ``events``, each ending in a newline, as UTF-8 bytes (the
     text is ASCII): the compiled formatter (raft/_tracefmt.pyx, byte for byte
     ``format_event``, several times cheaper) when built, else ``format_event``."""
     if _format_events_c is not None:
         return _format_events_c(events)
-    cache: dict[int, str] = {}
-    return "".join([format_event(ev, cache) + "\n" for ev in events]).encode("utf-8")
+    fmt = _PyFormatter()
+    fmt.add(events)
+    return fmt.take()
 
 
 class NdjsonWriter:
@@ -275,23 +297,23 @@ class NdjsonWriter:
     def __init__(self, fp: IO[Any], voters: list[int] | tuple[int, ...]) -> None:
         self.fp = fp
         self._text = isinstance(fp, io.TextIOBase)
-        self._pending: list[bytes] = []
+        self._fmt = _TraceFormatter() if _TraceFormatter is not None else _PyFormatter()
         if fp.tell() == 0:
-            self._pending.append((json.dumps({"e": "meta", "voters": list(voters)}) + "\n")
-                                 .encode("utf-8"))
-            self.flush()
+            self._write((json.dumps({"e": "meta", "voters": list(voters)}) + "\n")
+                        .encode("utf-8"))
 
     def add(self, events: list) -> None:
         if events:
-            self._pending.append(format_events(events))
+            self._fmt.add(events)
 
     def flush(self) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            self.fp.write(data.decode("utf-8") if self._text else data)
-            self.fp.flush()
+        if len(self._fmt):
+            self._write(self._fmt.take())
 
     def write(self, events: list) -> None:
         self.add(events)
         self.flush()
+
+    def _write(self, data: bytes) -> None:
+        self.fp.write(data.decode("utf-8") if self._text else data)
+        self.fp.flush()

@@ -11,7 +11,7 @@ import pytest
 
 import raft.trace as trace_mod
 from raft._core import Entry, Message
-from raft._tracefmt import format_events
+from raft._tracefmt import TraceFormatter, format_events
 from raft.testing.sim import SimConfig, Simulation
 from raft.trace import NdjsonWriter, event_to_json, format_event, read_ndjson
 
@@ -153,6 +153,30 @@ def test_writer_binary_and_text_files_hold_the_same_bytes(tmp_path):
     assert json.loads(text.getvalue().splitlines()[0]) == {"e": "meta", "voters": [1, 2, 3]}
 
 
-def test_python_fallback_gives_the_same_bytes(monkeypatch):
+def test_formatter_keeps_batches_apart():
+    # one buffer for many batches; an entry row is copied only within its batch (a
+    # later entry may get the address of one that was freed)
+    f = TraceFormatter()
+    assert len(f) == 0 and f.take() == b""
+    expect = []
+    for i in range(300):
+        batch = [("propose", 1, [Entry(i, 1, 0, bytes([i % 256]) * (i % 7))]),
+                 EVERY_KIND[i % len(EVERY_KIND)]]
+        f.add(batch)
+        expect += batch
+        if i % 100 == 99:
+            assert f.take() == _ref(expect)
+            expect = []
+    assert len(f) == 0
+
+
+def test_python_fallback_gives_the_same_bytes(monkeypatch, tmp_path):
     monkeypatch.setattr(trace_mod, "_format_events_c", None)
+    monkeypatch.setattr(trace_mod, "_TraceFormatter", None)
     assert trace_mod.format_events(EVERY_KIND + ODD) == format_events(EVERY_KIND + ODD)
+    fp = io.BytesIO()
+    w = NdjsonWriter(fp, [1, 2, 3])
+    w.add(EVERY_KIND)
+    w.add(ODD)
+    w.flush()
+    assert fp.getvalue().split(b"\n", 1)[1] == format_events(EVERY_KIND + ODD)
