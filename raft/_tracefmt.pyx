@@ -1,17 +1,20 @@
 # cython: language_level=3
-"""The trace writer's formatter, compiled: a batch of core trace events to NDJSON bytes.
+"""The trace writer's formatter, compiled: batches of core trace events to NDJSON bytes.
 
-``format_events(events)`` gives, byte for byte, what ``raft.trace.format_event`` (the
-Python formatter, itself byte-identical to ``json.dumps(event_to_json(ev))``) gives for
-each event, one line per event, each ending in a newline, UTF-8 (the text is ASCII).
-It reads ``Message`` and ``Entry`` fields as C integers (cimported from the core) and
-writes digits and hex straight into one growing C buffer: the node traces every message
-it sends and receives, and formatting them in Python cost a tenth of a busy leader's
-event loop.
+``TraceFormatter(format_event).add(events)`` / ``take()`` and ``format_events(events,
+format_event)`` give, byte for byte, what ``raft.trace.format_event`` (the Python
+formatter, itself byte-identical to ``json.dumps(event_to_json(ev))``) gives for each
+event, one line per event, each ending in a newline, UTF-8 (the text is ASCII). They
+read ``Message`` and ``Entry`` fields as C integers (cimported from the core) and write
+digits and hex straight into one growing C buffer, each entry's row once per batch:
+the node traces every message it sends and receives, and formatting them in Python
+cost a tenth of a busy leader's event loop.
 
-An event this module does not know how to format in C (an unknown kind, a field of an
-unexpected type) is handed to the Python formatter, so the two never disagree; errors
-are the Python formatter's. tests/test_trace_io.py checks the identity.
+An event the C path does not format (``install``, an unknown kind, a field of an
+unexpected type) is handed to the Python formatter passed in, so the two never
+disagree; errors are the Python formatter's. tests/test_trace_fmt.py checks the
+identity. raft.trace passes its format_event in (it imports this module, so this
+module does not import it).
 """
 
 cimport cython
@@ -339,20 +342,9 @@ cdef int _event(_Buf out, tuple ev) except -1:
     raise ValueError("left to the Python formatter")    # install (rare), unknown kinds
 
 
-cdef object _format_event = None
-
-
-cdef object _reference():
-    """raft.trace.format_event, imported on first use (raft.trace imports this module)."""
-    global _format_event
-    if _format_event is None:
-        from raft.trace import format_event
-        _format_event = format_event
-    return _format_event
-
-
-cdef int _add(_Buf out, list events) except -1:
-    """Append the lines of ``events`` (one batch) to ``out``."""
+cdef int _add(_Buf out, list events, object fallback) except -1:
+    """Append the lines of ``events`` (one batch) to ``out``; ``fallback(ev)`` gives
+    the line of an event the C path does not format."""
     cdef Py_ssize_t k, start
     cdef object ev
     cdef bytes line
@@ -365,7 +357,7 @@ cdef int _add(_Buf out, list events) except -1:
         except Exception:
             out.pos = start          # drop the partial line; the reference formats it
             out.forget_rows()        # rows it wrote lie past start
-            line = _reference()(ev).encode("utf-8")
+            line = fallback(ev).encode("utf-8")
             out.reserve(PyBytes_GET_SIZE(line))
             memcpy(out.data + out.pos, PyBytes_AS_STRING(line), PyBytes_GET_SIZE(line))
             out.pos += PyBytes_GET_SIZE(line)
@@ -376,15 +368,18 @@ cdef int _add(_Buf out, list events) except -1:
 cdef class TraceFormatter:
     """Formats batches of events into one growing buffer: ``add(events)`` after each
     batch (the caller may then drop the events), ``take()`` the bytes so far. One
-    buffer for every batch: no allocation per batch (the node adds one per Ready)."""
+    buffer for every batch: no allocation per batch (the node adds one per Ready).
+    ``fallback``: raft.trace.format_event (passed in: raft.trace imports this module)."""
     cdef _Buf out
+    cdef object fallback
 
-    def __cinit__(self):
+    def __cinit__(self, fallback):
         self.out = _Buf(65536)
+        self.fallback = fallback
 
     def add(self, list events):
         """Format ``events`` (a batch: entries repeated within it are formatted once)."""
-        _add(self.out, events)
+        _add(self.out, events, self.fallback)
 
     def take(self):
         """The lines added since the last take, as bytes; the buffer is then empty."""
@@ -396,9 +391,9 @@ cdef class TraceFormatter:
         return self.out.pos
 
 
-def format_events(list events):
+def format_events(list events, fallback):
     """The NDJSON lines of ``events`` (each ending in a newline) as one bytes object:
     the text ``"".join(format_event(ev) + "\\n" for ev in events)`` encodes to."""
     cdef _Buf out = _Buf(max(4096, 200 * PyList_GET_SIZE(events)))
-    _add(out, events)
+    _add(out, events, fallback)
     return PyBytes_FromStringAndSize(out.data, out.pos)

@@ -281,7 +281,7 @@ def format_events(events: list) -> bytes:
     text is ASCII): the compiled formatter (raft/_tracefmt.pyx, byte for byte
     ``format_event``, several times cheaper) when built, else ``format_event``."""
     if _format_events_c is not None:
-        return _format_events_c(events)
+        return _format_events_c(events, format_event)
     fmt = _PyFormatter()
     fmt.add(events)
     return fmt.take()
@@ -297,7 +297,8 @@ class NdjsonWriter:
     def __init__(self, fp: IO[Any], voters: list[int] | tuple[int, ...]) -> None:
         self.fp = fp
         self._text = isinstance(fp, io.TextIOBase)
-        self._fmt = _TraceFormatter() if _TraceFormatter is not None else _PyFormatter()
+        self._fmt = (_TraceFormatter(format_event) if _TraceFormatter is not None
+                     else _PyFormatter())
         if fp.tell() == 0:
             self._write((json.dumps({"e": "meta", "voters": list(voters)}) + "\n")
                         .encode("utf-8"))

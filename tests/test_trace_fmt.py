@@ -11,11 +11,15 @@ import pytest
 
 import raft.trace as trace_mod
 from raft._core import Entry, Message
-from raft._tracefmt import TraceFormatter, format_events
+import raft._tracefmt as tracefmt
 from raft.testing.sim import SimConfig, Simulation
 from raft.trace import NdjsonWriter, event_to_json, format_event, read_ndjson
 
 BIG = 2**64 - 1      # the largest uint64 a core field holds
+
+
+def format_events(events) -> bytes:
+    return tracefmt.format_events(events, format_event)
 
 
 def _ref(events) -> bytes:
@@ -56,6 +60,12 @@ EVERY_KIND = [
     ("install", 2, _msg(type=5, index=9, log_term=2, data=b"snap"), True),
     ("install", 2, _msg(type=5, index=9, log_term=2, data=b"snap"), False),
 ]
+
+
+def test_the_writer_uses_the_compiled_formatter():
+    # a build without raft._tracefmt would fall back to Python silently (6x slower)
+    assert trace_mod._TraceFormatter is tracefmt.TraceFormatter
+    assert trace_mod._format_events_c is tracefmt.format_events
 
 
 def test_every_kind_matches_the_python_formatter():
@@ -156,7 +166,7 @@ def test_writer_binary_and_text_files_hold_the_same_bytes(tmp_path):
 def test_formatter_keeps_batches_apart():
     # one buffer for many batches; an entry row is copied only within its batch (a
     # later entry may get the address of one that was freed)
-    f = TraceFormatter()
+    f = tracefmt.TraceFormatter(format_event)
     assert len(f) == 0 and f.take() == b""
     expect = []
     for i in range(300):
