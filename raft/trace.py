@@ -302,6 +302,18 @@ class NdjsonWriter:
         if fp.tell() == 0:
             self._write((json.dumps({"e": "meta", "voters": list(voters)}) + "\n")
                         .encode("utf-8"))
+        self._fd = self._raw_fd()
+
+    def _raw_fd(self) -> int | None:
+        """The OS file under ``fp`` when the compiled formatter can write to it
+        directly (a file opened for appending; ``fp`` itself is then never written
+        again), else None (StringIO, BytesIO: through ``fp``)."""
+        if _TraceFormatter is None:
+            return None
+        try:
+            return self.fp.fileno()
+        except (OSError, AttributeError, io.UnsupportedOperation):
+            return None
 
     def add(self, events: list) -> None:
         if events:
@@ -309,7 +321,10 @@ class NdjsonWriter:
 
     def flush(self) -> None:
         if len(self._fmt):
-            self._write(self._fmt.take())
+            if self._fd is not None:
+                self._fmt.write_to(self._fd)
+            else:
+                self._write(self._fmt.take())
 
     def write(self, events: list) -> None:
         self.add(events)

@@ -180,6 +180,19 @@ def test_formatter_keeps_batches_apart():
     assert len(f) == 0
 
 
+def test_writer_to_a_text_file_and_a_failing_one(tmp_path):
+    path = tmp_path / "t.ndjson"
+    with open(path, "a", encoding="utf-8") as fp:        # text mode: the same bytes
+        NdjsonWriter(fp, [1]).write(EVERY_KIND)
+    assert path.read_bytes() == b'{"e": "meta", "voters": [1]}\n' + format_events(EVERY_KIND)
+    with open(path, "rb") as fp:                          # not writable: the error
+        fp.seek(0, os.SEEK_END)                           # (not empty: no meta line)
+        w = NdjsonWriter(fp, [1])
+        w.add(EVERY_KIND)
+        with pytest.raises(OSError):
+            w.flush()
+
+
 def test_python_fallback_gives_the_same_bytes(monkeypatch, tmp_path):
     monkeypatch.setattr(trace_mod, "_format_events_c", None)
     monkeypatch.setattr(trace_mod, "_TraceFormatter", None)
