@@ -374,6 +374,7 @@ cdef class TraceFormatter:
     ``fallback``: raft.trace.format_event (passed in: raft.trace imports this module)."""
     cdef _Buf out
     cdef object fallback
+    cdef bint writing        # write_to has released the GIL and is reading the buffer
 
     def __cinit__(self, fallback):
         self.out = _Buf(65536)
@@ -381,10 +382,12 @@ cdef class TraceFormatter:
 
     def add(self, list events):
         """Format ``events`` (a batch: entries repeated within it are formatted once)."""
+        self._not_writing()
         _add(self.out, events, self.fallback)
 
     def take(self):
         """The lines added since the last take, as bytes; the buffer is then empty."""
+        self._not_writing()
         cdef bytes data = PyBytes_FromStringAndSize(self.out.data, self.out.pos)
         self.out.pos = 0
         return data
@@ -396,10 +399,13 @@ cdef class TraceFormatter:
         cdef Py_ssize_t off = 0, n = self.out.pos
         cdef ssize_t r
         cdef int err
+        self._not_writing()
         while off < n:
+            self.writing = True
             with nogil:
                 r = write(fd, self.out.data + off, <size_t>(n - off))
                 err = errno
+            self.writing = False
             if r < 0:
                 if err == EINTR:
                     continue
@@ -408,6 +414,13 @@ cdef class TraceFormatter:
                 raise OSError(EIO, "the trace file took no bytes")
             off += r                   # a short write (a full disk says so next time)
         self.out.pos = 0
+
+    cdef int _not_writing(self) except -1:
+        """One thread at a time: another thread's add could move the buffer that
+        write_to is reading without the GIL."""
+        if self.writing:
+            raise RuntimeError("TraceFormatter used by two threads at once")
+        return 0
 
     def __len__(self):
         return self.out.pos
