@@ -1137,7 +1137,7 @@ class RaftNode:
 
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._trace = []
-        # binary: each flush is one bytes object from the compiled formatter, written as is
+        # binary: the writer writes the formatted bytes straight to the file descriptor
         self._trace_fp = open(path, "ab")
         self._trace_writer = NdjsonWriter(self._trace_fp, self.config.voters)
 

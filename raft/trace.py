@@ -5,8 +5,9 @@ documents each kind and how ``raft/trace_checker.py`` maps it to spec actions. T
 module is the one place that knows their file form: one JSON object per line,
 a first ``meta`` line naming the voters. The runtime writes traces with
 ``NdjsonWriter`` (lines formatted directly, byte for byte what ``json.dumps`` of
-``event_to_json`` gives: in C by ``raft._tracefmt.format_events``, with
-``format_event`` here as its reference and fallback; the node traces every message);
+``event_to_json`` gives: in C by ``raft._tracefmt.TraceFormatter``, with
+``format_event`` here as its reference and fallback; the node traces every message,
+formats after every Ready and writes every 200 ms);
 tools read them with ``read_ndjson`` and order per-node files with
 ``merge_by_causality``. Nothing here imports ``spec``; the trace checker
 (raft/trace_checker.py) depends on this module, never the reverse.
@@ -31,6 +32,7 @@ except ImportError:     # a source tree whose extensions are not built: the Pyth
 __all__ = ["MSG_NAMES", "NdjsonWriter", "event_from_json", "event_to_json", "format_event",
            "format_events", "merge_by_causality", "read_ndjson", "read_ndjson_file",
            "write_ndjson"]
+
 
 def _msg_to_json(m) -> dict:
     d = {"type": m.type, "src": m.src, "dst": m.dst, "term": m.term, "id": m.msg_id}
