@@ -1139,7 +1139,7 @@ class RaftNode:
         self._trace = []
         # binary: the writer writes the formatted bytes straight to the file descriptor
         self._trace_fp = open(path, "ab")
-        self._trace_writer = NdjsonWriter(self._trace_fp, self.config.voters, background=True)
+        self._trace_writer = NdjsonWriter(self._trace_fp, self.config.voters)
 
     def _format_trace(self) -> None:
         """Format the events the core traced since the last call and drop them. Called
@@ -1158,15 +1158,10 @@ class RaftNode:
 
     def _close_trace(self) -> None:
         if self._trace_fp is not None:
-            try:
-                self._flush_trace()
-            finally:
-                try:
-                    self._trace_writer.close()   # waits for the writer thread
-                finally:
-                    self._trace_fp.close()
-                    self._trace_fp = None
-                    self._trace_writer = None
+            self._flush_trace()
+            self._trace_fp.close()
+            self._trace_fp = None
+            self._trace_writer = None
 
     # --- metrics ---------------------------------------------------------------------
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
 #: Message type -> name, as traces, the spec and error messages name them. The
@@ -296,17 +294,9 @@ class NdjsonWriter:
     write to an empty file names the voters (``meta``). ``add`` formats events at once
     (the caller may then drop them: the node does so after every Ready, so that the
     event tuples and the Messages they hold die young instead of filling the garbage
-    collector's oldest generation); ``flush`` writes what was added, in one write;
-    ``close`` waits for the writes (the caller closes ``fp``).
+    collector's oldest generation); ``flush`` writes what was added, in one write."""
 
-    ``background=True`` (the node): each flush's bytes are written by a thread of
-    their own. Appending to a file costs the kernel ~2.5 ns per byte here (ext4 in a
-    VM; tmpfs 0.4), about 2.5 us of a leader's event loop per write at ~1 KB of trace
-    per write: more than formatting. At most one write is in flight; a failed write
-    is raised by the next flush or close."""
-
-    def __init__(self, fp: IO[Any], voters: list[int] | tuple[int, ...],
-                 background: bool = False) -> None:
+    def __init__(self, fp: IO[Any], voters: list[int] | tuple[int, ...]) -> None:
         self.fp = fp
         self._text = isinstance(fp, io.TextIOBase)
         self._fmt = (_TraceFormatter(format_event) if _TraceFormatter is not None
@@ -315,10 +305,6 @@ class NdjsonWriter:
             self._write((json.dumps({"e": "meta", "voters": list(voters)}) + "\n")
                         .encode("utf-8"))
         self._fd = self._raw_fd()
-        self._pool: ThreadPoolExecutor | None = None
-        self._inflight: Future[None] | None = None
-        if background and self._fd is not None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raft-trace")
 
     def _raw_fd(self) -> int | None:
         """The OS file under ``fp`` when the compiled formatter can write to it
@@ -336,41 +322,16 @@ class NdjsonWriter:
             self._fmt.add(events)
 
     def flush(self) -> None:
-        if not len(self._fmt):
-            return
-        if self._pool is not None:
-            self._wait()                           # one in flight: bounded memory
-            self._inflight = self._pool.submit(_write_all, self._fd, self._fmt.take())
-        elif self._fd is not None:
-            self._fmt.write_to(self._fd)
-        else:
-            self._write(self._fmt.take())
+        if len(self._fmt):
+            if self._fd is not None:
+                self._fmt.write_to(self._fd)
+            else:
+                self._write(self._fmt.take())
 
     def write(self, events: list) -> None:
         self.add(events)
         self.flush()
 
-    def close(self) -> None:
-        """Wait for the background writes (raising a failed one) and stop the thread."""
-        if self._pool is not None:
-            try:
-                self._wait()
-            finally:
-                self._pool.shutdown(wait=True)
-                self._pool = None
-
-    def _wait(self) -> None:
-        if self._inflight is not None:
-            done, self._inflight = self._inflight, None
-            done.result()                          # raises the write's OSError
-
     def _write(self, data: bytes) -> None:
         self.fp.write(data.decode("utf-8") if self._text else data)
         self.fp.flush()
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """os.write until every byte is written (a regular file may take part of it)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]

@@ -193,28 +193,6 @@ def test_writer_to_a_text_file_and_a_failing_one(tmp_path):
             w.flush()
 
 
-def test_background_writer_writes_in_order_and_raises_a_failed_write(tmp_path):
-    path = tmp_path / "bg.ndjson"
-    with open(path, "ab") as fp:
-        w = NdjsonWriter(fp, [1, 2, 3], background=True)
-        for i in range(50):                       # many flushes, one write in flight
-            w.add(EVERY_KIND[i % len(EVERY_KIND):])
-            w.flush()
-        w.close()
-    text = io.StringIO()
-    t = NdjsonWriter(text, [1, 2, 3])
-    for i in range(50):
-        t.write(EVERY_KIND[i % len(EVERY_KIND):])
-    assert path.read_bytes() == text.getvalue().encode()
-    with open(path, "rb") as fp:                  # not writable: raised by close
-        fp.seek(0, os.SEEK_END)
-        w = NdjsonWriter(fp, [1], background=True)
-        w.write(EVERY_KIND)
-        with pytest.raises(OSError):
-            w.close()
-        w.close()                                 # closed: nothing left to raise
-
-
 def test_python_fallback_gives_the_same_bytes(monkeypatch, tmp_path):
     monkeypatch.setattr(trace_mod, "_format_events_c", None)
     monkeypatch.setattr(trace_mod, "_TraceFormatter", None)
