@@ -24,7 +24,7 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from libc.stdint cimport int64_t, uint64_t
 from libc.errno cimport EINTR, EIO, errno
-from libc.string cimport memcpy, memset, strerror, strlen
+from libc.string cimport memcpy, memmove, memset, strerror, strlen
 from posix.unistd cimport write
 
 from raft._core cimport Entry, Message
@@ -406,14 +406,19 @@ cdef class TraceFormatter:
                 r = write(fd, self.out.data + off, <size_t>(n - off))
                 err = errno
             self.writing = False
-            if r < 0:
-                if err == EINTR:
-                    continue
-                raise OSError(err, strerror(err))
-            if r == 0:                 # no progress and no error: do not spin
-                raise OSError(EIO, "the trace file took no bytes")
+            if r < 0 and err == EINTR:
+                continue
+            if r <= 0:                 # r == 0: no progress and no error, do not spin
+                self._keep_unwritten(off)
+                raise OSError(err if r < 0 else EIO, strerror(err if r < 0 else EIO))
             off += r                   # a short write (a full disk says so next time)
         self.out.pos = 0
+
+    cdef void _keep_unwritten(self, Py_ssize_t off):
+        """After a failed write: keep only the bytes not yet written, so a retry does
+        not write the first ``off`` bytes twice."""
+        memmove(self.out.data, self.out.data + off, self.out.pos - off)
+        self.out.pos -= off
 
     cdef int _not_writing(self) except -1:
         """One thread at a time: another thread's add could move the buffer that
