@@ -28,6 +28,12 @@ extensions = [
         define_macros=[("CYTHON_TRACE_NOGIL", "1")] if debug else [],
     ),
     Extension(
+        "raft._tracefmt",
+        ["raft/_tracefmt.pyx"],
+        extra_compile_args=["-O0", "-g"] if debug else ["-O2"],
+        define_macros=[("CYTHON_TRACE_NOGIL", "1")] if debug else [],
+    ),
+    Extension(
         "raft.net.codec",
         ["raft/net/codec.pyx"],
         extra_compile_args=["-O0", "-g"] if debug else ["-O2"],

@@ -961,6 +961,8 @@ class RaftNode:
                 rd = core.ready()
                 self._close_read_request()
                 try:
+                    if self._trace_writer is not None:
+                        self._format_trace()
                     await self._handle_ready(rd)
                 except Exception as e:  # a disk failure or a bug: see _fatal
                     log.exception("node %d: the Ready loop failed", self.id)
@@ -1350,20 +1352,31 @@ class RaftNode:
 
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._trace = []
-        self._trace_fp = open(path, "a", encoding="utf-8")
+        # binary: the writer writes the formatted bytes straight to the file descriptor
+        self._trace_fp = open(path, "ab")
         self._trace_writer = NdjsonWriter(self._trace_fp, self.config.voters)
 
+    def _format_trace(self) -> None:
+        """Format the events the core traced since the last call and drop them. Called
+        after every Ready: kept for a whole flush period, the event tuples and the
+        Messages they hold outlived two collections and reached the collector's
+        oldest generation, whose full collections then cost a busy leader ~2% of its
+        loop (none untraced)."""
+        trace = self._trace
+        if trace:
+            self._trace_writer.add(trace)
+            del trace[:]   # the core keeps appending to this same list
+
     def _flush_trace(self) -> None:
-        if self._trace:
-            events = self._trace[:]
-            del self._trace[:]   # the core keeps appending to this same list
-            self._trace_writer.write(events)
+        self._format_trace()
+        self._trace_writer.flush()
 
     def _close_trace(self) -> None:
         if self._trace_fp is not None:
             self._flush_trace()
             self._trace_fp.close()
             self._trace_fp = None
+            self._trace_writer = None
 
     # --- metrics ---------------------------------------------------------------------
 

@@ -4,14 +4,17 @@ The core (``RawNode(trace=list)``) appends one tuple per event; ``spec/README.md
 documents each kind and how ``raft/trace_checker.py`` maps it to spec actions. This
 module is the one place that knows their file form: one JSON object per line,
 a first ``meta`` line naming the voters. The runtime writes traces with
-``NdjsonWriter`` (hand-formatted lines, byte for byte what ``json.dumps`` of
-``event_to_json`` gives, several times cheaper: the node traces every message);
+``NdjsonWriter`` (lines formatted directly, byte for byte what ``json.dumps`` of
+``event_to_json`` gives: in C by ``raft._tracefmt.TraceFormatter``, with
+``format_event`` here as its reference and fallback; the node traces every message,
+formats after every Ready and writes every 200 ms);
 tools read them with ``read_ndjson`` and order per-node files with
 ``merge_by_causality``. Nothing here imports ``spec``; the trace checker
 (raft/trace_checker.py) depends on this module, never the reverse.
 """
 from __future__ import annotations
 
+import io
 import json
 from typing import IO, Any
 
@@ -20,9 +23,15 @@ from typing import IO, Any
 #: spec/tla_trace.py take it from here.
 from raft._core import MSG_NAMES
 
-__all__ = ["MSG_NAMES", "NdjsonWriter", "event_from_json", "event_to_json", "format_event",
-           "merge_by_causality", "read_ndjson", "read_ndjson_file", "write_ndjson"]
+try:
+    from raft._tracefmt import TraceFormatter as _TraceFormatter
+    from raft._tracefmt import format_events as _format_events_c
+except ImportError:     # a source tree whose extensions are not built: the Python formatter
+    _TraceFormatter = _format_events_c = None
 
+__all__ = ["MSG_NAMES", "NdjsonWriter", "event_from_json", "event_to_json", "format_event",
+           "format_events", "merge_by_causality", "read_ndjson", "read_ndjson_file",
+           "write_ndjson"]
 
 
 def _msg_to_json(m) -> dict:
@@ -256,18 +265,80 @@ def format_event(ev: tuple, cache: dict[int, str] | None = None) -> str:
     return json.dumps(event_to_json(ev), separators=(",", ":"))
 
 
-class NdjsonWriter:
-    """Appends events to an open text file; the first write to an empty file names
-    the voters (``meta``)."""
+class _PyFormatter:
+    """raft._tracefmt.TraceFormatter in Python, on format_event (the fallback)."""
 
-    def __init__(self, fp: IO[str], voters: list[int] | tuple[int, ...]) -> None:
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def add(self, events: list) -> None:
+        cache: dict[int, str] = {}
+        self._parts.append("".join([format_event(ev, cache) + "\n" for ev in events])
+                           .encode("utf-8"))
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+    def __len__(self) -> int:
+        return sum(map(len, self._parts))
+
+
+def format_events(events: list) -> bytes:
+    """The NDJSON lines of ``events``, each ending in a newline, as UTF-8 bytes (the
+    text is ASCII): the compiled formatter (raft/_tracefmt.pyx, byte for byte
+    ``format_event``, several times cheaper) when built, else ``format_event``."""
+    if _format_events_c is not None:
+        return _format_events_c(events, format_event)
+    fmt = _PyFormatter()
+    fmt.add(events)
+    return fmt.take()
+
+
+class NdjsonWriter:
+    """Appends events to an open file, binary (what the node uses) or text; the first
+    write to an empty file names the voters (``meta``). ``add`` formats events at once
+    (the caller may then drop them: the node does so after every Ready, so that the
+    event tuples and the Messages they hold die young instead of filling the garbage
+    collector's oldest generation); ``flush`` writes what was added, in one write."""
+
+    def __init__(self, fp: IO[Any], voters: list[int] | tuple[int, ...]) -> None:
         self.fp = fp
+        self._text = isinstance(fp, io.TextIOBase)
+        self._fmt = (_TraceFormatter(format_event) if _TraceFormatter is not None
+                     else _PyFormatter())
         if fp.tell() == 0:
-            fp.write(json.dumps({"e": "meta", "voters": list(voters)}) + "\n")
-            fp.flush()
+            self._write((json.dumps({"e": "meta", "voters": list(voters)}) + "\n")
+                        .encode("utf-8"))
+        self._fd = self._raw_fd()
+
+    def _raw_fd(self) -> int | None:
+        """The OS file under ``fp`` when the compiled formatter can write to it
+        directly (a file opened for appending; ``fp`` itself is then never written
+        again), else None (StringIO, BytesIO: through ``fp``)."""
+        if _TraceFormatter is None:
+            return None
+        try:
+            return self.fp.fileno()
+        except (OSError, AttributeError, io.UnsupportedOperation):
+            return None
+
+    def add(self, events: list) -> None:
+        if events:
+            self._fmt.add(events)
+
+    def flush(self) -> None:
+        if len(self._fmt):
+            if self._fd is not None:
+                self._fmt.write_to(self._fd)
+            else:
+                self._write(self._fmt.take())
 
     def write(self, events: list) -> None:
-        if events:
-            cache: dict[int, str] = {}
-            self.fp.write("\n".join([format_event(ev, cache) for ev in events]) + "\n")
-            self.fp.flush()
+        self.add(events)
+        self.flush()
+
+    def _write(self, data: bytes) -> None:
+        self.fp.write(data.decode("utf-8") if self._text else data)
+        self.fp.flush()
