@@ -20,8 +20,8 @@ from typing import Iterable
 from raft.config import PeerAddress, format_host_port, parse_host_port
 from raft.errors import RaftError
 
-__all__ = ["AddressBook", "MAX_CONTEXT_BYTES", "MembershipError", "decode_context",
-           "encode_context", "peer_targets"]
+__all__ = ["AddressBook", "AnyPeerExcept", "MAX_CONTEXT_BYTES", "MembershipError",
+           "decode_context", "encode_context", "peer_targets"]
 
 #: A configuration's context is replicated in its log entry and kept in snapshots:
 #: bounded, like every input. 64 KiB holds the addresses of ~600 members.
@@ -116,3 +116,22 @@ def peer_targets(me: int, members: Iterable[int], previous: Iterable[int],
         out.add(leader)
     out.discard(me)
     return frozenset(out)
+
+
+class AnyPeerExcept:
+    """Whose peer handshakes a node accepts: any node that proves it holds the cluster
+    secret, except the ones a committed configuration removed. Not just the members
+    we know of: a node whose log is behind does not know a member added since, and
+    that member may be the leader that must catch it up (it would never learn of
+    it otherwise). Used as ``PeerTransport``'s ``allowed`` (only ``in`` is asked)."""
+
+    __slots__ = ("removed",)
+
+    def __init__(self, removed: Iterable[int]) -> None:
+        self.removed = frozenset(removed)
+
+    def __contains__(self, pid: object) -> bool:
+        return isinstance(pid, int) and pid > 0 and pid not in self.removed
+
+    def __repr__(self) -> str:
+        return f"AnyPeerExcept({sorted(self.removed)})"

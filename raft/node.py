@@ -84,7 +84,7 @@ from raft._core import (
 )
 from raft.api import ClientFrontend, NotLeaderError, ReadTimeoutError, TryAgainError
 from raft.config import NodeConfig, PeerAddress, format_host_port
-from raft.membership import AddressBook, MembershipError, peer_targets
+from raft.membership import AddressBook, AnyPeerExcept, MembershipError, peer_targets
 from raft.kv import KVStateMachine, SnapshotError
 from raft.limits import (effective_max_clients, fd_reserve, inflight_bytes_bound, nofile_limit,
                          too_large_message, transport_bounds)
@@ -235,6 +235,10 @@ class RaftNode:
         self.addresses = AddressBook(config.peers)
         self._membership_seen: tuple = ()
         self._members_before: frozenset[int] = frozenset(config.peers)
+        # Members of any configuration seen, and those a committed one removed (their
+        # peer handshakes are refused; anyone else holding the secret may connect).
+        self._ever_members: set[int] = set()
+        self._removed: frozenset[int] = frozenset()
         self._frontend_factory = frontend
         self.serve_clients = frontend is not None
         self.id = config.node_id
@@ -578,13 +582,13 @@ class RaftNode:
         if seen[1] and self.id not in members and core.role != LEADER and self._pending:
             self._abandon_pending_after_removal()   # (may run again: by index, idempotent)
         targets = peer_targets(self.id, members, self._members_before, seen[1], core.leader)
+        self._ever_members |= members
         if seen[1]:
             self._members_before = members
-        # Until we are in a configuration (joining), anyone the config file lists may
-        # reach us: the leader that adds us is one of them.
-        allowed = targets if members else self.addresses.known() - {self.id}
+            self._removed = self._ever_members - members
         transport.set_peers({pid: a.raft for pid in targets
-                             if (a := self.addresses.get(pid)) is not None}, allowed)
+                             if (a := self.addresses.get(pid)) is not None},
+                            AnyPeerExcept(self._removed - {self.id}))
 
     def _abandon_pending_after_removal(self) -> None:
         """We are out of the committed configuration: nobody will send us the fate of

@@ -11,8 +11,8 @@ import pytest
 
 from raft._core import decode_conf, encode_conf
 from raft.config import PeerAddress
-from raft.membership import (MAX_CONTEXT_BYTES, AddressBook, MembershipError, decode_context,
-                             encode_context, peer_targets)
+from raft.membership import (MAX_CONTEXT_BYTES, AddressBook, AnyPeerExcept, MembershipError,
+                             decode_context, encode_context, peer_targets)
 from raft.storage.segment import CHECKSUM_CRC32C, checksum
 from raft.storage.snapshot import (SNAP_MAGIC, SNAP_VERSION, _CRC, _HEAD, read_snapshot,
                                    snapshot_name, write_snapshot)
@@ -58,6 +58,14 @@ def test_peer_targets_keep_removed_members_until_commit():
     assert peer_targets(5, set(), set(), committed=True, leader=2) == {2}   # joining
 
 
+def test_handshakes_are_refused_only_to_removed_nodes():
+    """A node whose log is behind must accept a member added since (it may be the
+    leader that catches it up); a node a committed configuration removed is refused."""
+    allowed = AnyPeerExcept({3})
+    assert 7 in allowed and 1 in allowed
+    assert 3 not in allowed and 0 not in allowed and "7" not in allowed
+
+
 # --- transport ---------------------------------------------------------------------
 
 def test_transport_follows_the_configuration():
@@ -83,6 +91,15 @@ def test_transport_follows_the_configuration():
             await wait_until(lambda: any(m.msg_id == 9 for m in a.received))
             assert not any(m.src == 2 and m.msg_id == 7 for m in a.received)
             assert not b.received
+            # A node we never heard of may connect unless it was removed.
+            a.t.set_peers({3: (HOST, ports[3])}, AnyPeerExcept({2}))
+            d = Node(4, {1: ports[1], 4: free_ports(1)[0]})
+            await d.t.start()
+            try:
+                d.t.send([hb(4, 1, 11)])
+                await wait_until(lambda: any(m.msg_id == 11 for m in a.received))
+            finally:
+                await d.t.close()
         finally:
             for n in (a, b, c):
                 await n.t.close()

@@ -39,7 +39,7 @@ import logging
 import os
 import ssl
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Container
 
 from raft.errors import RaftError
 from raft.net import codec
@@ -148,7 +148,7 @@ async def _client_exchange(reader: asyncio.StreamReader, writer: asyncio.StreamW
 
 
 async def server_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                           secret: bytes, node_id: int, allowed_peers: frozenset[int] | set[int],
+                           secret: bytes, node_id: int, allowed_peers: Container[int],
                            timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
                            on_hello: Callable[[], None] | None = None) -> int:
     """Authenticate an inbound connection; return the proven peer id.
@@ -167,7 +167,7 @@ async def server_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamW
 
 
 async def _server_exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                           secret: bytes, node_id: int, allowed_peers: frozenset[int] | set[int],
+                           secret: bytes, node_id: int, allowed_peers: Container[int],
                            on_hello: Callable[[], None] | None = None) -> int:
     body = await _read_frame(reader, codec.FRAME_HELLO)
     if on_hello is not None:

@@ -38,7 +38,7 @@ import random
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from typing import Any
 
 from raft._core import Message
@@ -208,7 +208,7 @@ class PeerTransport:
         self._ssl_server = ssl_server
         self._ssl_client = ssl_client
         self._peers = {pid: _Peer(pid, addr) for pid, addr in peers.items()}
-        self._allowed = frozenset(peers)
+        self._allowed: Container[int] = frozenset(peers)
         # A message must fit in one frame with the frame's own overhead.
         self._max_message = max_frame + 4 - codec.MESSAGES_OVERHEAD
         # Seeded: jitter only needs to decorrelate nodes, not be unpredictable.
@@ -276,7 +276,7 @@ class PeerTransport:
     # --- membership (raft/membership.py decides who; this keeps the connections) ---
 
     def set_peers(self, peers: dict[int, tuple[str, int]],
-                  allowed: frozenset[int] | None = None) -> None:
+                  allowed: Container[int] | None = None) -> None:
         """Make ``peers`` the nodes we dial (a membership change), and ``allowed``
         (default: the same ids) the ones whose handshakes we accept. New peers are
         dialed at once; a removed one's queue is dropped and its connections closed;
@@ -294,7 +294,7 @@ class PeerTransport:
                     peer.task = asyncio.create_task(self._run_peer(peer), name=f"raft-peer-{pid}")
                 log.info("node %d: now replicating with node %d at %s:%d",
                          self.node_id, pid, *addr)
-        self._allowed = frozenset(peers) if allowed is None else frozenset(allowed)
+        self._allowed = frozenset(peers) if allowed is None else allowed
         for pid in [p for p in self._inbound if p not in self._allowed]:
             self._inbound.pop(pid).transport.abort()     # its reader ends; see _handle_inbound
 
