@@ -101,7 +101,13 @@
 (*                     the target's campaign is its `timeout` event        *)
 (* CommittedEntriesDurable (stated for InitVoters) is not checked once a   *)
 (* configuration entry was proposed (TraceConfFrom), as in the checker.    *)
-(* Membership traces with InstallSnapshot are refused by tla_trace.py.     *)
+(*   send n chunk      also: it carries no entry, or one configuration     *)
+(*                     entry at (index, logTerm) holding the configuration *)
+(*                     of n's log up to index (ConfigUpTo)                 *)
+(*   install n c TRUE  also: a joiner's configuration without              *)
+(*                     configuration entry is now InitConfig (`learned`,   *)
+(*                     persisted by the next written Ready, restored by    *)
+(*                     restart), and the reported index is reset           *)
 (*                                                                         *)
 (* The verdict: trace t is a behaviour of the spec iff TLC reaches a state *)
 (* with t and l = Len(Traces[t]) + 1.  TraceReport (a state constraint     *)
@@ -127,15 +133,20 @@ VARIABLES
                 \* current API call (until its `state` event), else <<>>
     reported,   \* reported[i]: the configuration i last reported (`conf`
                 \* event), [voters, learners, index]; compared at its `state`
-    removing    \* removing[i]: the term in which leader i committed its own
+    removing,   \* removing[i]: the term in which leader i committed its own
                 \* removal and has not yet reported `stepdown` (0: none)
+    learned,    \* servers outside InitVoters that installed a snapshot: their
+                \* configuration before any configuration entry is then the
+                \* snapshot's, InitConfig (the core's, as the spec's)
+    durableLearned  \* ... as persisted with the snapshot (restored on restart)
 
 traceVars == <<t, l, sub, pending, started, snapMsg, noStepSent, chunk,
-               reported, removing>>
+               reported, removing, learned, durableLearned>>
 \* What the events of the unsnapshotted mapping leave alone.
 snapVars == <<snapMsg, noStepSent, chunk>>
 \* What the events of the mapping without membership changes leave alone.
-memberVars == <<reported, removing>>
+memberVars == <<reported, removing, learned, durableLearned>>
+learnedVars == <<learned, durableLearned>>
 
 Trace == Traces[t]
 Ev == Trace[l]
@@ -208,8 +219,14 @@ StartConfig(n) ==
 \* one (the spec gives it InitConfig: the two agree on everything the spec
 \* asks of it, it is a voter of neither).
 UsedConfig(n) ==
-    IF LastConfigIndex(log[n]) = 0 /\ n \notin InitVoters THEN NoConfig
+    IF LastConfigIndex(log[n]) = 0 /\ n \notin InitVoters \cup learned THEN NoConfig
     ELSE Config(log[n])
+\* The configuration of leader n's log up to index k (what its snapshot at k
+\* carries), as UsedConfig.
+ConfigUpTo(n, k) ==
+    LET lg == SubSeq(log[n], 1, k) IN
+    IF LastConfigIndex(lg) = 0 /\ n \notin InitVoters \cup learned THEN NoConfig
+    ELSE Config(lg)
 \* Leader n committed its own removal (RemovedOnCommit: the spec made it a
 \* follower in that AdvanceCommitIndex step) and has not yet reported
 \* `stepdown`: the core does that step in two and, in between, still sends
@@ -256,7 +273,8 @@ RestartEvent(ev) ==
     \* if its log holds another); a removal in progress is forgotten
     /\ reported' = [reported EXCEPT ![n] = StartConfig(n)]
     /\ removing' = [removing EXCEPT ![n] = 0]
-    /\ UNCHANGED <<snapMsg, noStepSent>>
+    /\ learned' = IF n \in durableLearned THEN learned \cup {n} ELSE learned \ {n}
+    /\ UNCHANGED <<snapMsg, noStepSent, durableLearned>>
 
 TimeoutEvent(ev) ==
     /\ Timeout(ev.n)
@@ -278,7 +296,7 @@ StepDownEvent(ev) ==
     /\ currentTerm[ev.n] = ev.term
     /\ IF Removing(ev.n)
        THEN /\ removing' = [removing EXCEPT ![ev.n] = 0]
-            /\ UNCHANGED <<vars, reported>>
+            /\ UNCHANGED <<vars, reported, learnedVars>>
        ELSE /\ StepDown(ev.n)
             /\ UNCHANGED memberVars
     /\ UNCHANGED <<pending, started, snapVars>>
@@ -359,6 +377,10 @@ SnapSendEvent(ev) ==
         /\ c.term = currentTerm[n]
         /\ c.index <= commitIndex[n]
         /\ c.logTerm = TermAt(log[n], c.index)
+        \* a chunk carries nothing, or (the first) the configuration of the
+        \* snapshot's prefix as one configuration entry at (index, logTerm)
+        /\ c.entries \in {<<>>, <<[index |-> c.index, term |-> c.logTerm,
+                                    value |-> ConfigUpTo(n, c.index)]>>}
         /\ AppendEntries(n, c.dst, 0, c.index)
         /\ snapMsg' = snapMsg @@ (c :> SnapAppend(n, c.dst, c.index))
         /\ UNCHANGED <<pending, started, chunk, noStepSent, memberVars>>
@@ -444,7 +466,13 @@ InstallEvent(ev) ==
         /\ HandleAppendEntries(n, am)
         /\ pending' = [pending EXCEPT ![n] = BagAdd(@, AppendEntriesReply(n, am))]
         /\ chunk' = [chunk EXCEPT ![n] = <<>>]
-        /\ UNCHANGED <<started, snapMsg, noStepSent, memberVars>>
+        \* installed: the core's configuration is now the snapshot's (a
+        \* `conf` follows); a joiner's initial one is now InitConfig
+        /\ IF ev.installed
+           THEN /\ learned' = IF n \in InitVoters THEN learned ELSE learned \cup {n}
+                /\ reported' = [reported EXCEPT ![n].index = 0]
+           ELSE UNCHANGED <<learned, reported>>
+        /\ UNCHANGED <<started, snapMsg, noStepSent, removing, durableLearned>>
 
 \* n's application snapshotted its state at (index, term): no spec step (the
 \* spec's log keeps the entries); they must be committed.
@@ -462,7 +490,7 @@ CommitEvent(ev) ==
     /\ commitIndex'[ev.n] = ev.commit
     /\ removing' = IF state'[ev.n] = Leader THEN removing
                    ELSE [removing EXCEPT ![ev.n] = currentTerm[ev.n]]
-    /\ UNCHANGED <<pending, started, snapVars, reported>>
+    /\ UNCHANGED <<pending, started, snapVars, reported, learnedVars>>
 
 \* The Ready at l was written: n's next ready/advance/restart event is its
 \* advance (spec/README.md: why Persist maps to `ready`).
@@ -481,7 +509,11 @@ ReadyEvent(ev) ==
     /\ IF Written(ev.n) /\ ~NothingToPersist(ev.n)
        THEN Persist(ev.n)
        ELSE UNCHANGED vars
-    /\ UNCHANGED <<pending, started, snapVars, memberVars>>
+    \* the snapshot (and the configuration it carries) is written too
+    /\ durableLearned' = IF ~Written(ev.n) THEN durableLearned
+                         ELSE IF ev.n \in learned THEN durableLearned \cup {ev.n}
+                         ELSE durableLearned \ {ev.n}
+    /\ UNCHANGED <<pending, started, snapVars, reported, removing, learned>>
 
 StateEvent(ev) ==
     LET n == ev.n IN
@@ -500,7 +532,7 @@ StateEvent(ev) ==
 ConfEvent(ev) ==
     /\ reported' = [reported EXCEPT ![ev.n] =
                        [voters |-> ev.voters, learners |-> ev.learners, index |-> ev.index]]
-    /\ UNCHANGED <<vars, pending, started, snapVars, removing>>
+    /\ UNCHANGED <<vars, pending, started, snapVars, removing, learnedVars>>
 
 -----------------------------------------------------------------------------
 
@@ -516,6 +548,8 @@ TraceInit ==
     /\ chunk = [i \in Server |-> <<>>]
     /\ reported = [i \in Server |-> StartConfig(i)]
     /\ removing = [i \in Server |-> 0]
+    /\ learned = {}
+    /\ durableLearned = {}
 
 TraceNext ==
     /\ l <= Len(Trace)

@@ -9,12 +9,16 @@ accepted, or rejected at the first event no behaviour of Raft.tla explains.
 can be compared (tests/test_trace_tla.py).
 
 Entry data is abstracted: every distinct (type, data) of a client entry
-becomes a string value "v1", "v2", ... (injective, so equal entries stay
-equal and different ones different); the no-op of a new leader is "noop".
+becomes a value [val |-> "v1"], [val |-> "v2"], ... (injective, so equal entries
+stay equal and different ones different); the no-op of a new leader is
+[val |-> "noop"].
 InstallSnapshot chunks and their acknowledgements, and PreVote requests and
 responses, keep their identity: their records carry `id`, the message's (src,
 id) renumbered 1, 2, ... (the core's ids do not fit TLC's 32-bit integers);
-the snapshot bytes are not written.
+the snapshot bytes are not written.  Configuration entries (ENTRY_CONF) are
+Raft.tla's values [voters |-> V, learners |-> L] (records throughout: TLC
+cannot compare a string with a record).  TimeoutNow also keeps its
+renumbered id.
 
 Command line (prints both verdicts for each NDJSON trace):
 
@@ -212,12 +216,9 @@ def event_to_tla(ev, values: _Values, ids: _Ids | None = None) -> str:
     raise ValueError(f"trace event kind {kind!r} is not in the TLA+ mapping (spec/TraceRaft.tla)")
 
 
-class MembershipTrace(ValueError):
-    """The trace has membership changes of a kind TraceRaft.tla does not map."""
-
-
 def membership_feature(events: list, voters=None) -> str | None:
-    """What makes `events` a membership trace (None if nothing): a `conf` event, a
+    """What makes `events` a membership trace (None if nothing; TraceRaft.tla maps
+    them all, this only describes a trace): a `conf` event, a
     configuration entry (ENTRY_CONF; outside an InstallSnapshot chunk, which
     carries the snapshot's configuration in every trace), a TimeoutNow, or (given
     the initial `voters`) a server outside them."""
@@ -235,20 +236,6 @@ def membership_feature(events: list, voters=None) -> str | None:
                 return "a TimeoutNow message (leader transfer)"
             if m.type != 5 and any(e.type == ENTRY_CONF for e in m.entries):
                 return "a configuration entry (ENTRY_CONF)"
-    return None
-
-
-def unmapped_membership(events: list, voters=None) -> str | None:
-    """Why TraceRaft.tla cannot check `events` (None if it can): membership
-    changes together with InstallSnapshot (a joining server learns its
-    initial configuration from a snapshot, which the mapping does not model)."""
-    why = membership_feature(events, voters)
-    if why is None:
-        return None
-    for ev in events:
-        if ev[0] == "install" or (ev[0] in ("send", "recv") and ev[2].type in SNAP_TYPES):
-            return (f"membership changes ({why}) together with InstallSnapshot: "
-                    "spec/TraceRaft.tla does not map that combination")
     return None
 
 
@@ -277,19 +264,12 @@ def trace_module(traces: list[list], servers: list[int], name: str = "TraceData"
     """The module `name` defining Traces (one sequence of event records per
     trace), TraceServer (`servers`, the initial voters, and every other id
     that appears: servers that join), TraceInitVoters (`servers`),
-    TraceValue, TraceNoop and TraceConfFrom for TraceRaft.tla.  Raises
-    MembershipTrace for a trace whose membership changes it does not map
-    (unmapped_membership)."""
+    TraceValue, TraceNoop and TraceConfFrom for TraceRaft.tla."""
     values = _Values()
     bodies = []
     for k, events in enumerate(traces):
         if not events:
             raise ValueError("an empty trace")
-        why = unmapped_membership(events, servers)
-        if why is not None:
-            raise MembershipTrace(
-                f"trace {k + 1}: {why}; check it with raft/trace_checker.py (raft check), "
-                "which does")
         ids = _Ids()                # message ids: per trace
         bodies.append("  <<\n" + ",\n".join("    " + event_to_tla(ev, values, ids)
                                              for ev in events) + "\n  >>")
@@ -429,12 +409,6 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{path}: another cluster ({voters}) than the first trace's ({servers})")
         servers = voters
         traces.append(events)
-    for path, events in zip(a.traces, traces):
-        why = unmapped_membership(events, servers)
-        if why is not None:
-            c = checker_verdict(events, servers)
-            print(f"{path}: {why}; TLC not run. checker {c}", file=sys.stderr)
-            return 2
     run = run_tlc(traces, servers, workdir=Path(a.keep) if a.keep else None, workers=a.workers)
     same = True
     for path, events, v in zip(a.traces, traces, run.verdicts):

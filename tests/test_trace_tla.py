@@ -127,8 +127,13 @@ CHECKQUORUM_CORPUS = [(55, False, 360), (14, True, 330)]
 #       every node reports each configuration (`conf`);
 #   10: a leadership transfer (TimeoutNow, then the target's `timeout`), then
 #       voter 4 added and the change committed;
-#    2: learner 4 added; the change committed, the learner catches up.
-MEMBERSHIP_CORPUS = [(47, 1300), (10, 350), (2, 360)]
+#    2: learner 4 added; the change committed, the learner catches up;
+#    0: leader 2 transfers leadership to 3 (two TimeoutNows, the first
+#       campaign fails); leader 3 adds learner 4 (committed), proposes its
+#       promotion; learner 4, a joiner, installs a snapshot at 6 whose prefix
+#       has no configuration entry (the chunk carries the initial one), so
+#       its configuration becomes the initial voters (conf index 0).
+MEMBERSHIP_CORPUS = [(47, 1300), (10, 350), (2, 360), (0, 720)]
 
 
 # -- mutations ---------------------------------------------------------------------
@@ -662,7 +667,22 @@ def mut_conf_reported_wrong(events, ids):
             yield events[:k] + [ev[:3] + (tuple(ev[3])[:-1],) + ev[4:]] + events[k + 1:]
 
 
+def mut_chunk_conf_wrong(events, ids):
+    # A snapshot chunk carries another configuration (a voter fewer) than
+    # the leader's log up to the snapshot's index.
+    from raft._core import decode_conf, encode_conf
+    from raft import Entry
+
+    for m in _sent(events, lambda ev: ev[2].type == MSG_SNAP and ev[2].entries):
+        e = m.entries[0]
+        voters, learners, ctx = decode_conf(bytes(e.data))
+        bad = m.copy()
+        bad.entries = [Entry(e.index, e.term, e.type, encode_conf(list(voters)[:-1], list(learners), ctx))]
+        yield _replace_msg(events, m, bad)
+
+
 MEMBERSHIP_MUTATIONS = {
+    "chunk_conf_wrong": mut_chunk_conf_wrong,
     "conf_commit_old_quorum": mut_conf_commit_old_quorum,
     "conf_before_noop": mut_conf_before_noop,
     "removed_leader_keeps_leading": mut_removed_leader_keeps_leading,
@@ -885,23 +905,20 @@ if __name__ == "__main__":
         sys.exit("usage: python tests/test_trace_tla.py --regenerate")
 
 
-def test_membership_with_snapshots_is_refused_with_a_clear_message():
-    """TraceRaft.tla maps membership changes (the member-* corpus) but not
-    together with InstallSnapshot (a joining server learns its configuration
-    from a snapshot): tla_trace refuses such a trace rather than mis-map it;
-    raft/trace_checker.py checks it (tests/test_trace_checker.py)."""
+def test_membership_traces_are_mapped():
+    """TraceRaft.tla maps membership traces (no MembershipTrace refusal any
+    more): the servers of the TLC model are the initial voters and every
+    server that joins; configuration entries are Raft.tla's records."""
     from raft.testing.sim import SimConfig, Simulation
-    from spec.tla_trace import MembershipTrace, membership_feature, trace_module, unmapped_membership
+    from spec.tla_trace import membership_feature, trace_module, trace_servers
 
-    sim = Simulation(SimConfig(seed=0, nodes=3, steps=60, membership=True))
-    assert sim.run().ok
-    assert membership_feature(sim.trace) is not None
-    assert "InstallSnapshot" in unmapped_membership(sim.trace, sim.initial_ids)
-    with pytest.raises(MembershipTrace, match="trace_checker"):
-        trace_module([sim.trace], sim.initial_ids)
-    events, servers = _load(CORPUS / "member-seed47-first1300.ndjson")
+    events, servers = _load(CORPUS / "member-seed00-first720.ndjson")
     assert membership_feature(events) is not None
-    assert unmapped_membership(events, servers) is None
+    assert membership_feature(events[:3], servers) is None
+    assert trace_servers([events], servers) == [1, 2, 3, 4]
+    text = trace_module([events], servers)
+    assert "TraceServer == {1, 2, 3, 4}" in text and "TraceInitVoters == {1, 2, 3}" in text
+    assert "[voters |-> {1, 2, 3}, learners |-> {4}]" in text
     plain = Simulation(SimConfig(seed=0, nodes=3, steps=100))
     plain.run()
     assert membership_feature(plain.trace, plain.ids) is None
