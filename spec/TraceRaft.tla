@@ -5,7 +5,8 @@
 (* The traces are the event lists the core writes (spec/README.md, "Traces: *)
 (* the event schema"), written by spec/tla_trace.py as TLA+ sequences of    *)
 (* records into the generated module TraceData (operator Traces, a         *)
-(* sequence of traces; TraceServer, TraceValue, TraceNoop).  One TLC run   *)
+(* sequence of traces; TraceServer, TraceInitVoters, TraceValue,           *)
+(* TraceNoop, TraceConfFrom).  One TLC run                                 *)
 (* checks all of them: the variable t (which trace) is chosen in the       *)
 (* initial state and never changes.                                        *)
 (*                                                                         *)
@@ -75,6 +76,38 @@
 (*                     (Timeout(n), as without PreVote)                    *)
 (*   restart           also: a snapshot restarted from (first - 1) is at   *)
 (*                     or below the restored commitIndex                   *)
+(* Membership (diss. ch. 4; spec/README.md, "Membership changes in the     *)
+(* trace").  Configuration entries are Raft.tla's values [voters |-> V,    *)
+(* learners |-> L] (client values and the no-op are records [val |-> s]);  *)
+(* TraceServer is every server of the traces, InitVoters the initial       *)
+(* voters; a server outside them joins with the empty configuration:       *)
+(*   propose n [conf]  ProposeConfigChange(n, j, r) for the one j, r with  *)
+(*                     WithRole(Config(log[n]), j, r) = the entry's value  *)
+(*   conf n i V L      none: n's next `state` compares (V, L) with         *)
+(*                     Config(log[n]) (the empty configuration for a       *)
+(*                     joiner without configuration entry: UsedConfig)     *)
+(*                     and i with LastConfigIndex(log[n])                  *)
+(*   commit n c        AdvanceCommitIndex(n) as before; if it commits n's  *)
+(*                     own removal (the spec makes n a follower), n is     *)
+(*                     Removing until its `stepdown`: it reports role      *)
+(*                     Leader, may send AppendEntries as the leader it     *)
+(*                     was (RemovingAppendEntries) and TimeoutNow, and     *)
+(*                     must report `stepdown` (no step) before its next    *)
+(*                     ready                                               *)
+(*   send n TimeoutNow none: n leads m.term (or is Removing in it), the    *)
+(*                     target is a voter of n's configuration; never       *)
+(*                     after persist                                       *)
+(*   recv n TimeoutNow none: sent, for n, not of a higher term than n's;   *)
+(*                     the target's campaign is its `timeout` event        *)
+(* CommittedEntriesDurable (stated for InitVoters) is not checked once a   *)
+(* configuration entry was proposed (TraceConfFrom), as in the checker.    *)
+(*   send n chunk      also: it carries no entry, or one configuration     *)
+(*                     entry at (index, logTerm) holding the configuration *)
+(*                     of n's log up to index (ConfigUpTo)                 *)
+(*   install n c TRUE  also: a joiner's configuration without              *)
+(*                     configuration entry is now InitConfig (`learned`,   *)
+(*                     persisted by the next written Ready, restored by    *)
+(*                     restart), and the reported index is reset           *)
 (*                                                                         *)
 (* The verdict: trace t is a behaviour of the spec iff TLC reaches a state *)
 (* with t and l = Len(Traces[t]) + 1.  TraceReport (a state constraint     *)
@@ -96,12 +129,24 @@ VARIABLES
                 \* stands for, fixed when c was sent
     noStepSent, \* the records of the no-step messages sent
                 \* (InstallSnapshotResp, PreVote, PreVoteResp)
-    chunk       \* chunk[i]: <<c>> for the chunk i received last in the
+    chunk,      \* chunk[i]: <<c>> for the chunk i received last in the
                 \* current API call (until its `state` event), else <<>>
+    reported,   \* reported[i]: the configuration i last reported (`conf`
+                \* event), [voters, learners, index]; compared at its `state`
+    removing,   \* removing[i]: the term in which leader i committed its own
+                \* removal and has not yet reported `stepdown` (0: none)
+    learned,    \* servers outside InitVoters that installed a snapshot: their
+                \* configuration before any configuration entry is then the
+                \* snapshot's, InitConfig (the core's, as the spec's)
+    durableLearned  \* ... as persisted with the snapshot (restored on restart)
 
-traceVars == <<t, l, sub, pending, started, snapMsg, noStepSent, chunk>>
+traceVars == <<t, l, sub, pending, started, snapMsg, noStepSent, chunk,
+               reported, removing, learned, durableLearned>>
 \* What the events of the unsnapshotted mapping leave alone.
 snapVars == <<snapMsg, noStepSent, chunk>>
+\* What the events of the mapping without membership changes leave alone.
+memberVars == <<reported, removing, learned, durableLearned>>
+learnedVars == <<learned, durableLearned>>
 
 Trace == Traces[t]
 Ev == Trace[l]
@@ -125,7 +170,9 @@ TraceInvariants ==
     /\ LeaderCompleteness
     /\ StateMachineSafety
     /\ CommittedPrefixStable
-    /\ CommittedEntriesDurable
+    \* stated for InitVoters: not checked once a configuration entry was
+    \* proposed (as raft/trace_checker.py)
+    /\ l > TraceConfFrom[t] \/ CommittedEntriesDurable
     /\ CommittedBlocksElection
 
 \* Every step: the new state satisfies the invariants, and a leader only
@@ -144,7 +191,8 @@ SnapChunk   == "InstallSnapshot"
 SnapAck     == "InstallSnapshotResp"
 PreVoteReq  == "PreVote"
 PreVoteResp == "PreVoteResp"
-NoStepTypes == {SnapAck, PreVoteReq, PreVoteResp}
+TimeoutNow  == "TimeoutNow"
+NoStepTypes == {SnapAck, PreVoteReq, PreVoteResp, TimeoutNow}
 IsChunk(tm)  == tm.type = SnapChunk
 IsNoStep(tm) == tm.type \in NoStepTypes
 NotSpecMsg(tm) == IsChunk(tm) \/ IsNoStep(tm)    \* not a Raft.tla message
@@ -155,6 +203,50 @@ NotSpecMsg(tm) == IsChunk(tm) \/ IsNoStep(tm)    \* not a Raft.tla message
 SnapAppend(i, j, k) ==
     Message(AppendEntriesMsg, i, j, currentTerm[i], 0, 0, 0,
             SubSeq(log[i], 1, k), commitIndex[i], FALSE)
+
+\* Membership (spec/README.md, "Membership changes in the trace").
+\* A configuration entry's value is a record with a field voters; client
+\* values and the no-op are records [val |-> ...].
+IsConfValue(v) == "voters" \in DOMAIN v
+NoConfig == [voters |-> {}, learners |-> {}]
+\* The configuration the core starts n with: the initial voters for one of
+\* them; the empty one for a server that joins later (RawNode(id, [])).
+StartConfig(n) ==
+    IF n \in InitVoters THEN [voters |-> InitVoters, learners |-> {}, index |-> 0]
+                       ELSE [voters |-> {}, learners |-> {}, index |-> 0]
+\* The configuration n must use: Config(log[n]), except that a server
+\* outside InitVoters with no configuration entry in its log has the empty
+\* one (the spec gives it InitConfig: the two agree on everything the spec
+\* asks of it, it is a voter of neither).
+UsedConfig(n) ==
+    IF LastConfigIndex(log[n]) = 0 /\ n \notin InitVoters \cup learned THEN NoConfig
+    ELSE Config(log[n])
+\* The configuration of leader n's log up to index k (what its snapshot at k
+\* carries), as UsedConfig.
+ConfigUpTo(n, k) ==
+    LET lg == SubSeq(log[n], 1, k) IN
+    IF LastConfigIndex(lg) = 0 /\ n \notin InitVoters \cup learned THEN NoConfig
+    ELSE Config(lg)
+\* Leader n committed its own removal (RemovedOnCommit: the spec made it a
+\* follower in that AdvanceCommitIndex step) and has not yet reported
+\* `stepdown`: the core does that step in two and, in between, still sends
+\* as the leader (the AppendEntries with the new commit index, TimeoutNow
+\* to a voter); it takes no proposal, commits nothing, and steps down
+\* before its next Ready.
+Removing(n) == removing[n] # 0 /\ removing[n] = currentTerm[n]
+
+\* The AppendEntries of a removing leader: AppendEntries(i, j, prev, k) as
+\* if i were still leader (state[i] = Leader dropped).
+RemovingAppendEntries(i, j, prev, k) ==
+    /\ Removing(i)
+    /\ j # i
+    /\ j \in Voters(i) \cup Learners(i)
+    /\ prev \in 0..Len(log[i])
+    /\ k \in 0..(Len(log[i]) - prev)
+    /\ Send(Message(AppendEntriesMsg, i, j, currentTerm[i], prev,
+                    TermAt(log[i], prev), 0, SubSeq(log[i], prev + 1, prev + k),
+                    commitIndex[i], FALSE))
+    /\ UNCHANGED <<memoryVars, durableVars, volatileVars, historyVars>>
 
 -----------------------------------------------------------------------------
 (* One operator per event kind.  n is the event's server.                 *)
@@ -177,38 +269,53 @@ RestartEvent(ev) ==
           \* a snapshot holds only committed entries (the log keeps them)
           /\ ev.first - 1 <= commitIndex'[n]
     /\ chunk' = [chunk EXCEPT ![n] = <<>>]
-    /\ UNCHANGED <<snapMsg, noStepSent>>
+    \* the core starts from its constructor's configuration (a `conf` follows
+    \* if its log holds another); a removal in progress is forgotten
+    /\ reported' = [reported EXCEPT ![n] = StartConfig(n)]
+    /\ removing' = [removing EXCEPT ![n] = 0]
+    /\ learned' = IF n \in durableLearned THEN learned \cup {n} ELSE learned \ {n}
+    /\ UNCHANGED <<snapMsg, noStepSent, durableLearned>>
 
 TimeoutEvent(ev) ==
     /\ Timeout(ev.n)
     /\ currentTerm'[ev.n] = ev.term
     /\ pending' = [pending EXCEPT ![ev.n] = BagAddSet(@, RequestVotes(ev.n))]
-    /\ UNCHANGED <<started, snapVars>>
+    /\ UNCHANGED <<started, snapVars, memberVars>>
 
 LeaderEvent(ev) ==
     /\ currentTerm[ev.n] = ev.term
     /\ BecomeLeader(ev.n)
-    /\ UNCHANGED <<pending, started, snapVars>>
+    /\ UNCHANGED <<pending, started, snapVars, memberVars>>
 
 \* CheckQuorum (diss. §6.2): the leader of ev.term steps down, keeping its
 \* term (StepDown leaves currentTerm unchanged; the next state event
 \* compares it).
+\* Or a leader that committed its own removal (Removing) reports the
+\* role change the spec made in that AdvanceCommitIndex: no spec step.
 StepDownEvent(ev) ==
     /\ currentTerm[ev.n] = ev.term
-    /\ StepDown(ev.n)
+    /\ IF Removing(ev.n)
+       THEN /\ removing' = [removing EXCEPT ![ev.n] = 0]
+            /\ UNCHANGED <<vars, reported, learnedVars>>
+       ELSE /\ StepDown(ev.n)
+            /\ UNCHANGED memberVars
     /\ UNCHANGED <<pending, started, snapVars>>
 
 \* One ClientRequest for entry sub + 1 of the event; the last one consumes it.
 ProposeEvent(ev) ==
     IF ev.entries = <<>>
-    THEN state[ev.n] = Leader /\ UNCHANGED <<vars, pending, started, snapVars>> /\ Consume
+    THEN state[ev.n] = Leader /\ UNCHANGED <<vars, pending, started, snapVars, memberVars>> /\ Consume
     ELSE LET e == ev.entries[sub + 1] IN
          /\ e.index = Len(log[ev.n]) + 1
          /\ e.term = currentTerm[ev.n]
-         /\ ClientRequest(ev.n, e.value)
+         /\ IF IsConfValue(e.value)
+            THEN \E j \in Server, r \in MemberRoles :
+                    /\ WithRole(Config(log[ev.n]), j, r) = e.value
+                    /\ ProposeConfigChange(ev.n, j, r)
+            ELSE ClientRequest(ev.n, e.value)
          /\ IF sub + 1 = Len(ev.entries) THEN Consume
                                          ELSE sub' = sub + 1 /\ l' = l
-         /\ UNCHANGED <<pending, started, snapVars>>
+         /\ UNCHANGED <<pending, started, snapVars, memberVars>>
 
 \* The steps before the handler: the network duplicates m (so a copy stays
 \* in flight), then n adopts m's term if it is higher.
@@ -223,7 +330,7 @@ RecvHidden(ev) ==
            \/ /\ m \in DOMAIN network
               /\ network[m] > 1
               /\ UpdateTerm(n, m)
-        /\ UNCHANGED <<l, sub, pending, started, snapVars>>
+        /\ UNCHANGED <<l, sub, pending, started, snapVars, memberVars>>
 
 RecvEvent(ev) ==
     LET n == ev.n
@@ -239,7 +346,7 @@ RecvEvent(ev) ==
               /\ pending' = [pending EXCEPT ![n] = BagAdd(@, AppendEntriesReply(n, m))]
            \/ /\ HandleAppendEntriesResponse(n, m)
               /\ UNCHANGED pending
-        /\ UNCHANGED <<started, snapVars>>
+        /\ UNCHANGED <<started, snapVars, memberVars>>
 
 SendEvent(ev) ==
     LET n == ev.n
@@ -252,10 +359,11 @@ SendEvent(ev) ==
                 /\ UNCHANGED vars
            ELSE /\ ev.m.type = AppendEntriesMsg
                 /\ IndexedFrom(ev.m.entries, ev.m.index + 1)
-                /\ AppendEntries(n, ev.m.dst, ev.m.index, Len(ev.m.entries))
+                /\ \/ AppendEntries(n, ev.m.dst, ev.m.index, Len(ev.m.entries))
+                   \/ RemovingAppendEntries(n, ev.m.dst, ev.m.index, Len(ev.m.entries))
                 /\ network' = BagAdd(network, m)   \* the spec sent exactly m
                 /\ UNCHANGED pending
-        /\ UNCHANGED <<started, snapVars>>
+        /\ UNCHANGED <<started, snapVars, memberVars>>
 
 \* A chunk of leader n's snapshot at (index, logTerm): AppendEntries(n, dst,
 \* 0, index), the committed prefix 1..index.  It promises nothing durable
@@ -269,9 +377,13 @@ SnapSendEvent(ev) ==
         /\ c.term = currentTerm[n]
         /\ c.index <= commitIndex[n]
         /\ c.logTerm = TermAt(log[n], c.index)
+        \* a chunk carries nothing, or (the first) the configuration of the
+        \* snapshot's prefix as one configuration entry at (index, logTerm)
+        /\ c.entries \in {<<>>, <<[index |-> c.index, term |-> c.logTerm,
+                                    value |-> ConfigUpTo(n, c.index)]>>}
         /\ AppendEntries(n, c.dst, 0, c.index)
         /\ snapMsg' = snapMsg @@ (c :> SnapAppend(n, c.dst, c.index))
-        /\ UNCHANGED <<pending, started, chunk, noStepSent>>
+        /\ UNCHANGED <<pending, started, chunk, noStepSent, memberVars>>
 
 \* A chunk acknowledgement, a PreVote or a PreVoteResp: no step; it goes
 \* out at once (never after persist: it promises nothing durable).
@@ -280,8 +392,14 @@ NoStepSendEvent(ev) ==
         c == ev.m
     IN  /\ c.src = n
         /\ ~ev.afterPersist
+        \* TimeoutNow (leader transfer, diss. §3.10, or a removed leader
+        \* handing over, §4.2.2): from the leader of its term to a voter
+        /\ c.type = TimeoutNow =>
+               /\ state[n] = Leader \/ Removing(n)
+               /\ c.term = currentTerm[n]
+               /\ c.dst \in Voters(n)
         /\ noStepSent' = noStepSent \cup {c}
-        /\ UNCHANGED <<vars, pending, started, snapMsg, chunk>>
+        /\ UNCHANGED <<vars, pending, started, snapMsg, chunk, memberVars>>
 
 \* n reports `install` before its next `state` event: the chunk received
 \* at l completed the snapshot (or is covered by n's log).
@@ -305,7 +423,7 @@ SnapRecvHidden(ev) ==
            \/ /\ am \in DOMAIN network
               /\ network[am] > 1
               /\ UpdateTerm(n, am)
-        /\ UNCHANGED <<l, sub, pending, started, snapVars>>
+        /\ UNCHANGED <<l, sub, pending, started, snapVars, memberVars>>
 
 \* A chunk: on the network unchanged, for n, its term adopted; DropMessage
 \* unless n installs it (then InstallEvent handles it).
@@ -321,7 +439,7 @@ SnapRecvEvent(ev) ==
         /\ IF InstallFollows(n) THEN UNCHANGED vars
                                  ELSE DropMessage(am)
         /\ chunk' = [chunk EXCEPT ![n] = <<c>>]
-        /\ UNCHANGED <<pending, started, snapMsg, noStepSent>>
+        /\ UNCHANGED <<pending, started, snapMsg, noStepSent, memberVars>>
 
 \* An acknowledgement, a PreVote or a PreVoteResp: sent (unchanged: the
 \* record, id included, is one that was sent), for n; no step.  Its term is
@@ -333,8 +451,8 @@ NoStepRecvEvent(ev) ==
         c == ev.m
     IN  /\ c.dst = n
         /\ c \in noStepSent
-        /\ c.type = SnapAck => c.term <= currentTerm[n]
-        /\ UNCHANGED <<vars, pending, started, snapVars>>
+        /\ c.type \in {SnapAck, TimeoutNow} => c.term <= currentTerm[n]
+        /\ UNCHANGED <<vars, pending, started, snapVars, memberVars>>
 
 \* n installs (or finds in its log) the snapshot of the chunk it has just
 \* received: HandleAppendEntries of the AppendEntries the chunk stands for,
@@ -348,7 +466,13 @@ InstallEvent(ev) ==
         /\ HandleAppendEntries(n, am)
         /\ pending' = [pending EXCEPT ![n] = BagAdd(@, AppendEntriesReply(n, am))]
         /\ chunk' = [chunk EXCEPT ![n] = <<>>]
-        /\ UNCHANGED <<started, snapMsg, noStepSent>>
+        \* installed: the core's configuration is now the snapshot's (a
+        \* `conf` follows); a joiner's initial one is now InitConfig
+        /\ IF ev.installed
+           THEN /\ learned' = IF n \in InitVoters THEN learned ELSE learned \cup {n}
+                /\ reported' = [reported EXCEPT ![n].index = 0]
+           ELSE UNCHANGED <<learned, reported>>
+        /\ UNCHANGED <<started, snapMsg, noStepSent, removing, durableLearned>>
 
 \* n's application snapshotted its state at (index, term): no spec step (the
 \* spec's log keeps the entries); they must be committed.
@@ -357,12 +481,16 @@ CompactEvent(ev) ==
     /\ ev.index <= commitIndex[n]
     /\ ev.index <= Len(log[n])
     /\ TermAt(log[n], ev.index) = ev.term
-    /\ UNCHANGED <<vars, pending, started, snapVars>>
+    /\ UNCHANGED <<vars, pending, started, snapVars, memberVars>>
 
+\* If it commits n's own removal (RemovedOnCommit), n is Removing until
+\* its `stepdown`.
 CommitEvent(ev) ==
     /\ AdvanceCommitIndex(ev.n)
     /\ commitIndex'[ev.n] = ev.commit
-    /\ UNCHANGED <<pending, started, snapVars>>
+    /\ removing' = IF state'[ev.n] = Leader THEN removing
+                   ELSE [removing EXCEPT ![ev.n] = currentTerm[ev.n]]
+    /\ UNCHANGED <<pending, started, snapVars, reported, learnedVars>>
 
 \* The Ready at l was written: n's next ready/advance/restart event is its
 \* advance (spec/README.md: why Persist maps to `ready`).
@@ -377,19 +505,34 @@ NothingToPersist(n) ==
     IsDurable(n) /\ DurableHint(n) = durableCommit[n] /\ outbox[n] = {}
 
 ReadyEvent(ev) ==
+    /\ ~Removing(ev.n)      \* a removing leader steps down before its next Ready
     /\ IF Written(ev.n) /\ ~NothingToPersist(ev.n)
        THEN Persist(ev.n)
        ELSE UNCHANGED vars
-    /\ UNCHANGED <<pending, started, snapVars>>
+    \* the snapshot (and the configuration it carries) is written too
+    /\ durableLearned' = IF ~Written(ev.n) THEN durableLearned
+                         ELSE IF ev.n \in learned THEN durableLearned \cup {ev.n}
+                         ELSE durableLearned \ {ev.n}
+    /\ UNCHANGED <<pending, started, snapVars, reported, removing, learned>>
 
 StateEvent(ev) ==
     LET n == ev.n IN
     /\ pending[n] = EmptyBag
-    /\ <<currentTerm[n], votedFor[n], state[n], commitIndex[n], Len(log[n]),
-         LastTerm(log[n])>>
+    /\ <<currentTerm[n], votedFor[n], IF Removing(n) THEN Leader ELSE state[n],
+         commitIndex[n], Len(log[n]), LastTerm(log[n])>>
          = <<ev.term, ev.vote, Roles[ev.role + 1], ev.commit, ev.last, ev.lastTerm>>
+    \* the configuration n uses is the spec's, and its latest entry
+    /\ [voters |-> reported[n].voters, learners |-> reported[n].learners] = UsedConfig(n)
+    /\ reported[n].index # 0 => reported[n].index = LastConfigIndex(log[n])
     /\ chunk' = [chunk EXCEPT ![n] = <<>>]   \* the API call is over
-    /\ UNCHANGED <<vars, pending, started, snapMsg, noStepSent>>
+    /\ UNCHANGED <<vars, pending, started, snapMsg, noStepSent, memberVars>>
+
+\* n reports the configuration it now uses: no step (compared at its next
+\* `state`: the core reports it from inside an action).
+ConfEvent(ev) ==
+    /\ reported' = [reported EXCEPT ![ev.n] =
+                       [voters |-> ev.voters, learners |-> ev.learners, index |-> ev.index]]
+    /\ UNCHANGED <<vars, pending, started, snapVars, removing, learnedVars>>
 
 -----------------------------------------------------------------------------
 
@@ -403,6 +546,10 @@ TraceInit ==
     /\ snapMsg = [c \in {} |-> 0]
     /\ noStepSent = {}
     /\ chunk = [i \in Server |-> <<>>]
+    /\ reported = [i \in Server |-> StartConfig(i)]
+    /\ removing = [i \in Server |-> 0]
+    /\ learned = {}
+    /\ durableLearned = {}
 
 TraceNext ==
     /\ l <= Len(Trace)
@@ -428,10 +575,11 @@ TraceNext ==
                                          ELSE SendEvent(ev)
                   [] ev.e = "commit"  -> CommitEvent(ev)
                   [] ev.e = "ready"   -> ReadyEvent(ev)
-                  [] ev.e = "advance" -> UNCHANGED <<vars, pending, started, snapVars>>
+                  [] ev.e = "advance" -> UNCHANGED <<vars, pending, started, snapVars, memberVars>>
                   [] ev.e = "state"   -> StateEvent(ev)
                   [] ev.e = "install" -> InstallEvent(ev)
                   [] ev.e = "compact" -> CompactEvent(ev)
+                  [] ev.e = "conf"    -> ConfEvent(ev)
                   [] OTHER            -> FALSE
     /\ UNCHANGED t
     /\ Checked

