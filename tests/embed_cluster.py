@@ -2,6 +2,7 @@
 on 127.0.0.1, real DiskStorage in tmp dirs (raft.testing.inproc, as test_node.py's Cluster)."""
 from __future__ import annotations
 
+import secrets
 from typing import Any, Callable
 
 from raft.config import NodeConfig
@@ -9,6 +10,8 @@ from raft.embed import EmbeddedNode, NotLeader, CallTimeout, StateMachine
 from raft.testing.inproc import InProcessCluster, run as _run, wait_until as _wait_until
 
 HOST = "127.0.0.1"
+# Each cluster adds a random suffix: a node another test left behind can never join it
+# through a reused port.
 SECRET = b"embed-test-secret-0123456789abcdef"
 TIME_LIMIT = 90.0
 
@@ -30,7 +33,8 @@ class EmbedCluster(InProcessCluster[EmbeddedNode]):
                  **cfg: Any) -> None:
         super().__init__(tmp_path, self._new_node, lambda node: node.read(),
                          (NotLeader, CallTimeout, TimeoutError),
-                         n=n, secret=SECRET, durability=durability, **cfg)
+                         n=n, secret=SECRET + secrets.token_hex(8).encode(),
+                         durability=durability, **cfg)
         self.make = make
         self.node_kw = node_kw or {}
         self.machines: dict[int, list[StateMachine]] = {}

@@ -290,8 +290,9 @@ def test_snapshots_restore_on_restart_and_catch_up_a_follower(tmp_path):
         leader = await c.leader()
         cnt, d, q = c.machines[leader.id]
         lagging = c.followers(leader)[0].id
-        lagging_last = c.nodes[lagging].raft.core.log.last_index
+        stopped = c.nodes[lagging]
         await c.stop(lagging)
+        lagging_last = stopped.raft.core.log.last_index    # all it holds, once stopped
         for i in range(40):
             await cnt.incr(2)
             await d.set(f"k{i}", [i, "v" * 100])
@@ -306,7 +307,11 @@ def test_snapshots_restore_on_restart_and_catch_up_a_follower(tmp_path):
         lc, ld, lq = c.machines[lagging]
         await wait_until(lambda: lc.value == 80 and len(ld) == 40 and len(lq) == 39,
                          what="lagging follower caught up")
-        assert c.nodes[lagging].raft.counters["snapshots_installed"] >= 1
+        back = c.nodes[lagging]
+        assert back.raft.counters["snapshots_installed"] >= 1, (
+            f"node {lagging} (log to {lagging_last} when stopped) caught up without a "
+            f"snapshot: its status {back.raft.core.status()}, the others' first indexes "
+            f"{ {i: n.raft.core.log.first_index for i, n in c.nodes.items()} }")
         assert ld.get("k7") == [7, "v" * 100] and lq.peek() == 1
         # Restart every node: state comes back from snapshot + log.
         for i in list(c.nodes):
