@@ -471,12 +471,13 @@ def test_more_calls_in_flight_than_the_session_window(tmp_path):
         leader = await c.leader()
         follower = c.followers(leader)[0]
         fj = c.machines[follower.id][0]
-        in_flight = []
+        in_flight, spans = [], []
         real_route = follower._route
 
         async def route(op, version, session, *rest):
             if session is not None:
                 in_flight.append(len(session._outstanding))
+                spans.append(max(session._outstanding) - session.ack)
             return await real_route(op, version, session, *rest)
 
         follower._route = route
@@ -488,6 +489,7 @@ def test_more_calls_in_flight_than_the_session_window(tmp_path):
         await wait_until(lambda: len(fj.items) == 300, what="all applied")
         assert sorted(fj.items) == list(range(300))
         assert max(in_flight) == 4, max(in_flight)
+        assert max(spans) < 4, max(spans)       # seqs in flight: within the window
     with_cluster(tmp_path, journals, body, node_kw={"session_window": 4})
 
 

@@ -31,6 +31,7 @@ leader over the embed RPC (``forward=True``, the default) or fails with ``NotLea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -85,10 +86,14 @@ class ClientSession:
 
     def __init__(self, session_id: int, window: int = 1024) -> None:
         self.id = session_id
-        #: At most ``window`` calls in flight (the state machine's session_window). With
-        #: more, a call retried after a leader change could find that newer calls had
-        #: already pushed the session's floor past it, and fail with SessionExpired.
-        self.slots = asyncio.Semaphore(window)
+        #: Calls in flight stay within ``window`` numbers of the lowest one still
+        #: unanswered (the state machine's session_window: it forgets outcomes more than
+        #: ``window`` below the newest call it applied). Counting calls is not enough:
+        #: with 44 unanswered and 45 answered, 44, 46, 47, 48 are four calls spanning
+        #: five numbers, and 48's apply would push the floor past 44, so 44 retried
+        #: after a leader change failed with SessionExpired.
+        self.window = window
+        self._room = asyncio.Event()
         self._next = 1
         self._outstanding: set[int] = set()
         # Seqs are begun in ascending order, so the unanswered ones form a FIFO whose
@@ -104,6 +109,20 @@ class ClientSession:
 
     def end(self, seq: int) -> None:
         self._outstanding.discard(seq)
+        self._room.set()
+
+    @contextlib.asynccontextmanager
+    async def call_slot(self) -> AsyncIterator[int]:
+        """A seq for one call, once it is within ``window`` of the lowest unanswered
+        one (waiting for earlier calls to be answered if not); ended on exit."""
+        while self._next - self.ack >= self.window:
+            self._room.clear()
+            await self._room.wait()
+        seq = self.begin()
+        try:
+            yield seq
+        finally:
+            self.end(seq)
 
     @property
     def ack(self) -> int:
@@ -367,8 +386,7 @@ class EmbeddedNode:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (timeout if timeout is not None else self.call_timeout)
         session = await self._get_session(deadline)
-        async with session.slots:
-            seq = session.begin()
+        async with session.call_slot() as seq:
             try:
                 outcome = await self._route(OP_CALL, version, session, seq, target, name,
                                             list(args), kwargs, deadline)
@@ -377,8 +395,6 @@ class EmbeddedNode:
                 # forwarded request is built; nothing was proposed).
                 check_args(args, kwargs, f"{target}.{name or 'submit'}")
                 raise
-            finally:
-                session.end(seq)
         try:
             return decode_outcome(outcome)
         except SessionExpired:

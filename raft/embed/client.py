@@ -63,13 +63,9 @@ class ClusterClient:
                    version: int = 1, **kwargs: Any) -> Any:
         """Call ``target.name(*args, **kwargs)`` (a @replicated method) through the log."""
         sess = await self.open_session()
-        async with sess.slots:
-            seq = sess.begin()
-            try:
-                return await self.invoke(target, name, list(args), kwargs, seq=seq,
-                                         timeout=timeout, version=version)
-            finally:
-                sess.end(seq)
+        async with sess.call_slot() as seq:
+            return await self.invoke(target, name, list(args), kwargs, seq=seq,
+                                     timeout=timeout, version=version)
 
     async def invoke(self, target: str, name: str, args: list[Any], kwargs: dict[str, Any], *,
                      seq: int, timeout: float | None = None, version: int = 1) -> Any:
