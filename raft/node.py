@@ -70,6 +70,7 @@ from raft._core import (
     ENTRY_NORMAL,
     LEADER,
     ROLE_NAMES,
+    ConfChangeNotYet,
     ConfChangeRefused,
     Entry,
     LocalProtocolError,
@@ -658,9 +659,9 @@ class RaftNode:
                                              self.addresses.context_for(members))
         except NotLeader as e:
             raise NotLeaderError(self._leader_client_addr(e.leader)) from None
-        except (ConfChangeRefused, ProposalDropped) as e:
-            if "not committed" in str(e) or isinstance(e, ProposalDropped):
-                raise TryAgainError(str(e)) from None
+        except (ConfChangeNotYet, ProposalDropped) as e:
+            raise TryAgainError(str(e)) from None
+        except ConfChangeRefused as e:
             raise MembershipError(str(e)) from None
         self._sync_membership()
         fut = self._track(index)

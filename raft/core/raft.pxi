@@ -523,8 +523,7 @@ cdef class _Raft:
         index are already queued."""
         cdef uint64_t peer
         self._prune_removed()
-        if (self.role != _LEADER or self._self_voter
-                or self.conf_index > self.log.committed):
+        if not self._removed_and_committed():
             return 0
         peer = self._successor()
         if peer:

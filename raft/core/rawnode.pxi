@@ -246,9 +246,9 @@ cdef class RawNode(_Raft):
         makes no sense; NotLeader; ProposalDropped during a transfer."""
         self._check_proposable()
         if not self._reads_can_start():
-            raise ConfChangeRefused("this leader has not committed an entry of its term yet; retry")
+            raise ConfChangeNotYet("this leader has not committed an entry of its term yet; retry")
         if self.conf_index > self.log.committed:
-            raise ConfChangeRefused(f"the configuration change at index {self.conf_index} is not committed yet; retry")
+            raise ConfChangeNotYet(f"the configuration change at index {self.conf_index} is not committed yet; retry")
         voters, learners = conf_after_change(self.voters, self.learners, op, node)
         self._append_local([encode_conf(voters, learners, context)], _ENTRY_CONF)
         if self._trace is not None:

@@ -81,6 +81,11 @@ class ConfChangeRefused(LocalProtocolError):
     removing the last voter). The message says which."""
 
 
+class ConfChangeNotYet(ConfChangeRefused):
+    """A configuration change that may be proposed a little later: the previous one is
+    not committed yet, or this leader has not yet committed an entry of its term."""
+
+
 class RemoteProtocolError(RaftError):
     """A peer's message is malformed or one the protocol says cannot happen (an
     AppendEntries to a leader in its own term, an ack for entries the leader

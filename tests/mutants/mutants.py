@@ -74,17 +74,17 @@ MUTANTS = [
      "entry before committing an entry of its own term (needs membership draws: "
      "raft sim --membership)",
      "        if not self._reads_can_start():\n"
-     "            raise ConfChangeRefused",
+     "            raise ConfChangeNotYet",
      "        if False:\n"
-     "            raise ConfChangeRefused"),
+     "            raise ConfChangeNotYet"),
     ("conf_change_while_uncommitted",
      "diss. §4.1: a second configuration change before the first is committed (two "
      "single-server changes in a row need not have overlapping majorities; needs "
      "membership draws)",
      "        if self.conf_index > self.log.committed:\n"
-     "            raise ConfChangeRefused",
+     "            raise ConfChangeNotYet",
      "        if False:\n"
-     "            raise ConfChangeRefused"),
+     "            raise ConfChangeNotYet"),
     ("leader_counts_itself_after_removal",
      "diss. §4.2.2: a leader that removed itself still counts its own log toward "
      "commitment (a majority of the new voters is not asked for; needs membership draws)",
