@@ -206,8 +206,10 @@ class EmbeddedNode:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sync_thread: int | None = None   # set by SyncNode: its loop's thread
         self._stopped = False
-        # Proposals waiting here -> why we cancelled them ("" until we do).
-        self._inflight: dict[asyncio.Future[Any], str] = {}
+        # Proposals waiting here -> the term they were made in; the ones the watcher
+        # cancelled because that term's leadership ended (_watch_leadership).
+        self._inflight: dict[asyncio.Future[Any], int] = {}
+        self._deposed: set[asyncio.Future[Any]] = set()
         self._hint_task: asyncio.Future[int] | None = None
         self._hint_at = 0.0
 
@@ -310,15 +312,7 @@ class EmbeddedNode:
             if core is not None:
                 info = LeaderInfo(core.leader, core.term, self.raft.is_leader)
                 if info != self._last_leader:
-                    if self._inflight and (not info.is_leader or info.term != self._last_leader.term):
-                        # Deposed (or a new term): our proposals may never commit, and
-                        # RaftNode only fails them once overwritten or after
-                        # propose_timeout. Fail them now so callers retry on the new
-                        # leader (the session makes the retry safe).
-                        inflight, self._inflight = self._inflight, {}
-                        for t in inflight:
-                            inflight[t] = "deposed"
-                            t.cancel()
+                    self._cancel_deposed(info)
                     self._last_leader = info
                     ev, self._leader_changed = self._leader_changed, asyncio.Event()
                     ev.set()
@@ -461,6 +455,22 @@ class EmbeddedNode:
                 return got
             await asyncio.sleep(RETRY_PAUSE)
 
+    def _cancel_deposed(self, info: LeaderInfo) -> None:
+        """Proposals made as leader of a term we no longer lead may never commit, and
+        RaftNode fails them only once overwritten or after propose_timeout: fail them
+        now so callers retry on the new leader (the session makes the retry safe).
+
+        Judged by each proposal's own term, not by the last leadership we observed:
+        this watch polls once per tick, so a call can be proposed before it has seen
+        us become leader, and comparing with that stale view (term 0) cancelled the
+        very first call and proposed it again: two log entries for one call."""
+        deposed = [t for t, term in self._inflight.items()
+                   if not info.is_leader or term != info.term]
+        for t in deposed:
+            del self._inflight[t]
+            self._deposed.add(t)
+            t.cancel()
+
     async def _leader_hint(self, timeout: float) -> int:
         """A leader named by another node's embed RPC, when our core knows none; probes
         are shared by concurrent callers and at most every HINT_PERIOD."""
@@ -526,22 +536,22 @@ class EmbeddedNode:
         loop = asyncio.get_running_loop()
         if deadline is not None and deadline >= loop.time() + self.config.propose_timeout:
             deadline = None
-        inflight = self._inflight
-        inflight[me] = ""
+        core = self._core()
+        self._inflight[me] = core.term if core is not None else 0
         try:
             async with asyncio.timeout_at(deadline):
                 out = await self.raft.propose(data)
         except NotLeaderError:
             raise NotLeader(self.leader_id, self.leader_addr) from None
         except asyncio.CancelledError:
-            if inflight.get(me) == "deposed" and me.uncancel() == 0:
+            if me in self._deposed and me.uncancel() == 0:
                 # We stopped leading, so the entry may never commit. The outcome is
                 # unknown; a retry on the new leader is safe (sessions).
                 raise NotLeader(self.leader_id, self.leader_addr) from None
             raise
         finally:
-            inflight.pop(me, None)
             self._inflight.pop(me, None)
+            self._deposed.discard(me)
         if not isinstance(out, bytes):
             raise EmbedError(f"the state machine returned {type(out).__name__}")
         return out
@@ -628,8 +638,10 @@ class EmbeddedNode:
 
     async def tail(self, from_index: int = 1, *, batch: int = 256) -> AsyncIterator[TailEntry]:
         """The committed calls from ``from_index`` on, in log order, forever (waiting
-        for new ones). Resume after a restart with ``last_seen.index + 1``. Raises
-        LogCompacted when the log no longer holds ``from_index`` (a snapshot covers it)."""
+        for new ones), each call once: a retry the state machine answered from its
+        session (a second log entry for the same call) is skipped. Resume after a
+        restart with ``last_seen.index + 1``. Raises LogCompacted when the log no
+        longer holds ``from_index`` (a snapshot covers it)."""
         if from_index < 1:
             raise ValueError("log indexes start at 1")
         cursor = from_index
@@ -645,9 +657,10 @@ class EmbeddedNode:
             hi = min(applied, cursor + batch - 1)
             entries = log.entries(cursor, hi + 1)
             cursor = hi + 1
+            skipped = self.replica.skipped
             for e in entries:
-                if e.type != ENTRY_NORMAL or not e.data:
-                    continue   # a new leader's no-op (diss. §6.4)
+                if e.type != ENTRY_NORMAL or not e.data or e.index in skipped:
+                    continue   # a new leader's no-op (diss. §6.4), or a call not executed
                 try:
                     d = decode_entry(e.data)
                 except DecodeError:

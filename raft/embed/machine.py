@@ -34,7 +34,9 @@ __all__ = ["Command", "StateMachine", "replicated", "query", "IncompatibleComman
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-SNAPSHOT_VERSION = 1
+#: 2 adds the calls the log holds but the replica did not execute (Replica.skipped);
+#: version 1 snapshots are still read.
+SNAPSHOT_VERSION = 2
 
 
 class IncompatibleCommand(RaftError, RuntimeError):
@@ -211,6 +213,13 @@ class Replica:
         self.last_applied = 0
         self.clock_ms = 0
         self.sessions: OrderedDict[int, _Session] = OrderedDict()  # LRU, oldest first
+        #: Indexes of session calls that were NOT executed: a retry answered with the
+        #: first outcome, or a call whose session had expired. The log still holds them,
+        #: and log readers (EmbeddedNode.tail) skip them so that each call is seen once.
+        #: Bounded by the log: what the snapshot before the last one covered is pruned
+        #: (RaftNode compacts one snapshot before it takes the next).
+        self.skipped: set[int] = set()
+        self._snapshot_index = 0
         #: Called after each applied entry with (index, entry); the node uses it for
         #: applied-index waiters.
         self.observers: list[Callable[[int, Entry | None], None]] = []
@@ -245,8 +254,11 @@ class Replica:
                 raise TypeError(f"{name}.snapshot() returned {type(data).__name__}, not bytes")
             user[name] = [m.version, data]
         sessions = [[sid, s.floor, list(s.outcomes.items())] for sid, s in self.sessions.items()]
+        # The log is compacted up to the previous snapshot by now: forget what it covered.
+        self.skipped = {i for i in self.skipped if i > self._snapshot_index}
+        self._snapshot_index = self.last_applied
         return pack([SNAPSHOT_VERSION, self.last_applied, self.clock_ms, self.max_sessions,
-                     self.session_window, sessions, user], "the snapshot")
+                     self.session_window, sessions, user, sorted(self.skipped)], "the snapshot")
 
     def restore(self, data: bytes) -> None:
         """Validate the whole snapshot, then replace the state (SnapshotError, with
@@ -255,9 +267,11 @@ class Replica:
             v = unpack(data, "snapshot")
         except DecodeError as e:
             raise SnapshotError(str(e)) from None
-        if not isinstance(v, list) or len(v) != 7 or v[0] != SNAPSHOT_VERSION:
+        if not (isinstance(v, list) and ((v[:1] == [1] and len(v) == 7)
+                                         or (v[:1] == [SNAPSHOT_VERSION] and len(v) == 8))):
             raise SnapshotError("not a raft.embed snapshot (or a newer version)")
-        _, applied, clock, max_sessions, window, sessions, user = v
+        _, applied, clock, max_sessions, window, sessions, user = v[:7]
+        skipped_list = v[7] if len(v) == 8 else []
         if not isinstance(user, dict) or set(user) != set(self.machines):
             raise SnapshotError(f"the snapshot holds machines {sorted(user or {})}, this node "
                                 f"runs {sorted(self.machines)}")
@@ -271,6 +285,7 @@ class Replica:
                                         f"is version {self.machines[name].version}")
                 if not isinstance(blob, bytes):
                     raise SnapshotError(f"{name}: snapshot data is not bytes")
+            skipped = {int(i) for i in skipped_list}
         except (TypeError, ValueError) as e:
             raise SnapshotError(f"malformed raft.embed snapshot: {e}") from None
         for name, (_, blob) in user.items():
@@ -278,6 +293,8 @@ class Replica:
         self.last_applied, self.clock_ms = int(applied), int(clock)
         self.max_sessions, self.session_window = int(max_sessions), int(window)
         self.sessions = restored
+        self.skipped = skipped
+        self._snapshot_index = self.last_applied
         for m in self.machines.values():
             m._now_ms, m._index = self.clock_ms, self.last_applied
 
@@ -293,13 +310,16 @@ class Replica:
     def _apply_in_session(self, index: int, e: Entry) -> bytes:
         sess = self.sessions.get(e.client_id)
         if sess is None:
+            self.skipped.add(index)
             return error_outcome("SessionExpired", f"unknown or expired session {e.client_id}",
                                  OUTCOME_SESSION_EXPIRED)
         self.sessions.move_to_end(e.client_id)
         saved = sess.outcomes.get(e.seq)
         if saved is not None:
+            self.skipped.add(index)
             return saved        # a retry: the first outcome, not a second apply
         if e.seq <= sess.floor:
+            self.skipped.add(index)
             return error_outcome("SessionExpired",
                                  f"the outcome of call {e.seq} of session {e.client_id} was "
                                  f"discarded (acknowledged, or more than "

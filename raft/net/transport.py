@@ -681,3 +681,11 @@ class PeerTransport:
         out["inbound_connections"] = len(self._inbound)
         out["peers"] = per_peer
         return out
+
+    def queued(self, peer_id: int) -> list[Message]:
+        """The messages waiting to be written to ``peer_id`` (oldest first). While a
+        peer is down they wait until the next failed dial drops them, so a node that
+        returns before that gets them: appends from before the leader compacted its
+        log can catch it up without a snapshot (legal: they are only late)."""
+        peer = self._peers.get(peer_id)
+        return [m for m, _ in peer.queue] if peer is not None else []
