@@ -416,6 +416,10 @@ def test_lagging_follower_catches_up_by_install_snapshot(tmp_path):
             await write_keys(r, lo, lo + 50)
         await wait_until(lambda: leader.core.log.first_index > stopped_last + 1,
                          what="the leader to compact past the stopped follower's log")
+        # Appends queued for the stopped follower would catch it up from the log
+        # (PeerTransport.queued): wait until a failed dial dropped them.
+        await wait_until(lambda: not any(m.entries for m in leader.transport.queued(fid)),
+                         what="the appends queued for the stopped follower dropped")
         assert leader.counters["snapshots_taken"] >= 2 and leader.counters["compactions"] >= 2
         snap = leader.core.snapshot
         assert len(snap.data) > 4 * SNAP_CFG["max_msg_bytes"]   # sent in several chunks
@@ -545,12 +549,11 @@ def test_traces_of_a_run_with_snapshots_pass_the_checker(tmp_path):
             # before the follower is back, and that leader must need a snapshot too.
             await wait_until(lambda: all(n.core.log.first_index > last + 1
                                          for n in c.nodes.values()))
-            # And the appends queued for the stopped follower must be gone: two more
-            # failed dials make the transports drop them (raft/net/transport.py), else
-            # the follower could catch up from that stale backlog.
-            for n in c.nodes.values():
-                seen = n.transport.stats()["connect_failures"]
-                await wait_until(lambda: n.transport.stats()["connect_failures"] >= seen + 2)
+            # And the appends queued for the stopped follower must be gone (a failed
+            # dial drops them: PeerTransport.queued), else the follower could catch
+            # up from that stale backlog.
+            await wait_until(lambda: not any(m.entries for n in c.nodes.values()
+                                             for m in n.transport.queued(fid)))
             await c.start(fid)
             node = c.nodes[fid]
             await wait_until(lambda: node.applied_index >= max(n.core.commit
