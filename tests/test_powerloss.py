@@ -49,7 +49,8 @@ def test_fsynced_entries_survive_and_unsynced_ones_are_lost(journaled):
     s.close()                                                # a kill: nothing flushed
     assert _reopen(journaled)[1] == list(range(1, 10))      # the page cache still has it
     undone = _power_loss(journaled)
-    assert undone["truncated_bytes"] > 0
+    # The unsynced batch went into the segment's preallocated zeros: zeroed again.
+    assert undone["zeroed_bytes"] > 0
     hs, indexes = _reopen(journaled)
     assert indexes == list(range(1, 6))
     assert (hs.term, hs.vote) == (1, 1)
@@ -190,7 +191,8 @@ def test_a_node_killed_before_its_baseline_was_journaled_loses_nothing(tmp_path)
     os.makedirs(path)
     with open(os.path.join(path, "keep"), "wb") as fp:
         fp.write(b"durable")
-    assert fileio.simulate_power_loss(path) == {"removed": 0, "restored": 0, "truncated_bytes": 0}
+    assert fileio.simulate_power_loss(path) == {"removed": 0, "restored": 0, "truncated_bytes": 0,
+                                                "zeroed_bytes": 0}
     pdir = fileio.powerloss_dir(path)
     os.makedirs(pdir)
     with open(os.path.join(pdir, "journal"), "w") as fp:

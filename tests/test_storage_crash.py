@@ -30,6 +30,8 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # the repo root, for the exec'd writer
 
+from typing import NamedTuple
+
 from raft._core import Entry, HardState, Snapshot  # noqa: E402
 from raft.storage import DiskStorage, StorageError  # noqa: E402
 from raft.storage.check import check, repair  # noqa: E402
@@ -391,22 +393,34 @@ def _last_segment(path: str) -> str:
 LAST_ENTRY_SIZE = 1500  # the last batch spans several 512-byte sectors
 
 
-@pytest.fixture
-def written(tmp_path):
+class Written(NamedTuple):
+    dir: str
+    before: tuple       # (entries, hard state) before the last save
+    after: tuple        # and after it
+    start: int          # byte offset where the last batch starts in the last segment
+    end: int            # and where it ends (the file goes on with zeros if preallocated)
+
+
+@pytest.fixture(params=["none", "fsync"])
+def written(tmp_path, request) -> Written:
     """A log of several segments; the last save is one 1.5 KB entry plus a hard state.
-    Returns (dir, state before the last save, state after, byte offset where the last batch starts)."""
+    With durability fsync the segments are preallocated: zeros follow the last batch."""
     d = str(tmp_path / "orig")
-    with DiskStorage(d, durability="none", segment_bytes=4096) as s:
+    with DiskStorage(d, durability=request.param, segment_bytes=4096) as s:
         for lo in range(1, 151, 10):
             s.save(HardState(1, 1, lo - 1), _entries(lo, lo + 9, 1))
     # segment_bytes is not a property of the files: reopen with room for the last batch
-    with DiskStorage(d, durability="none", segment_bytes=1 << 20) as s:
+    with DiskStorage(d, durability=request.param, segment_bytes=1 << 20) as s:
         before = s.load()
-        start = os.path.getsize(_last_segment(d))
+        start = s.segments()[-1].size
         s.save(HardState(2, 0, 150), [Entry(151, 2, 0, bytes(range(256)) * 5 + b"y" * (LAST_ENTRY_SIZE - 1280))])
         after = s.load()
+        end = s.segments()[-1].size
     assert len([n for n in os.listdir(d) if n.endswith(".wal")]) >= 3
-    return d, (before.entries, before.hard_state), (after.entries, after.hard_state), start
+    if request.param == "fsync":
+        assert os.path.getsize(_last_segment(d)) > end      # preallocated room follows
+    return Written(d, (before.entries, before.hard_state), (after.entries, after.hard_state),
+                   start, end)
 
 
 def _copy(src: str, dst: str) -> str:
@@ -421,14 +435,14 @@ def _load(path: str):
 
 
 def test_cut_at_every_byte_of_the_last_batch(written, tmp_path, caplog):
-    d, before, after, start = written
+    d, before, after, start, end = written
     c = _copy(d, str(tmp_path / "c"))
     seg = _last_segment(c)
     with open(seg, "rb") as f:
         data = f.read()
-    assert len(data) - start > LAST_ENTRY_SIZE
+    assert end - start > LAST_ENTRY_SIZE
     assert _load(c) == after
-    for cut in range(start, len(data)):
+    for cut in range(start, end):
         with open(seg, "wb") as f:  # the file as a crash mid-write left it
             f.write(data[:cut])
         caplog.clear()
@@ -454,12 +468,12 @@ def test_torn_sectors_of_the_last_batch(written, tmp_path):
     and read back as zeros. Any such pattern in the last batch is a torn tail:
     recovered to the state before that save. (Sectors are written whole, at
     sector-aligned file offsets: that is what tells a tear from bit rot.)"""
-    d, before, after, start = written
+    d, before, after, start, end = written
     c = _copy(d, str(tmp_path / "c"))
     seg = _last_segment(c)
     with open(seg, "rb") as f:
         data = f.read()
-    pieces = _sector_pieces(start, len(data))
+    pieces = _sector_pieces(start, end)
     assert len(pieces) >= 4
     patterns = [[p] for p in pieces]                       # one sector lost
     patterns += [pieces[i:] for i in range(len(pieces))]   # everything from a sector on lost
@@ -471,13 +485,16 @@ def test_torn_sectors_of_the_last_batch(written, tmp_path):
         with open(seg, "wb") as f:
             f.write(torn)
         assert _load(c) == before, f"zeroed sectors {lost}"
-        assert os.path.getsize(seg) == start
+        # Cut there, or (all zeros from `start` on) left as preallocated room.
+        with open(seg, "rb") as f:
+            rest = f.read()[start:]
+        assert rest.count(0) == len(rest), f"zeroed sectors {lost}"
 
 
 def test_flip_any_byte_of_a_middle_batch_is_refused(written, tmp_path):
     """Every single-byte corruption of an acknowledged batch that is not the tail
     is detected and named; none is silently cut or loaded."""
-    d, _, _, start = written
+    d, _, _, start, end = written
     seg = _last_segment(d)
     with open(seg, "rb") as f:
         data = f.read()
@@ -499,7 +516,7 @@ def test_flip_any_byte_of_a_middle_batch_is_refused(written, tmp_path):
 
 
 def test_flip_in_the_middle_then_repair(written, tmp_path):
-    d, _, after, _ = written
+    d, _, after, _, _ = written
     c = _copy(d, str(tmp_path / "c"))
     segs = sorted(n for n in os.listdir(c) if n.endswith(".wal"))
     first = os.path.join(c, segs[0])
@@ -539,7 +556,7 @@ def test_flip_in_the_middle_then_repair(written, tmp_path):
 def test_flip_in_the_last_batch_is_corruption_not_a_torn_tail(written, tmp_path):
     """The last batch is complete and has no zeroed sector: a checksum failure there
     is bit rot in an acknowledged save, which must not be cut silently."""
-    d, _, _, start = written
+    d, _, _, start, end = written
     c = _copy(d, str(tmp_path / "c"))
     seg = os.path.join(c, os.path.basename(_last_segment(d)))
     off = start + 40  # inside the entry record's payload

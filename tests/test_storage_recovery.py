@@ -41,7 +41,7 @@ def load(d):
 class SyscallCounter:
     def __init__(self, monkeypatch):
         self.calls: dict[str, int] = {}
-        for name in ("fdatasync", "fsync", "write", "writev"):
+        for name in ("fdatasync", "fsync", "write", "pwrite", "pwritev"):
             real = getattr(os, name)
             monkeypatch.setattr(wal_module.os, name, self._wrap(name, real))
 
@@ -60,10 +60,10 @@ def test_one_write_and_one_fdatasync_per_save(tmp_path, monkeypatch):
         s.save(HardState(1, 1, 0), ents(1, 10, 1))  # creates the first segment
         n = SyscallCounter(monkeypatch)
         s.save(HardState(1, 1, 5), ents(11, 1010, 1))  # 1000 entries and a hard state
-        assert n.calls == {"writev": 1, "fdatasync": 1}
+        assert n.calls == {"pwritev": 1, "fdatasync": 1}
         n.reset()
         s.save(HardState(2, 0, 5), ents(900, 905, 2))  # a truncation is in the same write
-        assert n.calls == {"writev": 1, "fdatasync": 1}
+        assert n.calls == {"pwritev": 1, "fdatasync": 1}
         n.reset()
         s.save(HardState(2, 0, 5), [])  # unchanged hard state, no entries: nothing to do
         s.save(None, [])
@@ -76,7 +76,7 @@ def test_new_segment_syncs_file_and_directory(tmp_path, monkeypatch):
         s.save(None, ents(1, 40, 1))
         n = SyscallCounter(monkeypatch)
         s.save(None, ents(41, 80, 1))  # does not fit: rotation
-        assert n.calls == {"writev": 1, "fdatasync": 1, "fsync": 1}
+        assert n.calls == {"pwritev": 1, "fdatasync": 1, "fsync": 1}
         assert len(wal_files(tmp_path)) == 2
 
 
@@ -86,7 +86,7 @@ def test_durability_none_never_syncs(tmp_path, monkeypatch):
         for lo in range(1, 400, 40):
             s.save(HardState(1, 0, 0), ents(lo, lo + 39, 1))
     assert "fdatasync" not in n.calls and "fsync" not in n.calls
-    assert n.calls["writev"] > 5
+    assert n.calls["pwritev"] > 5
 
 
 # --- segments and leftovers ---------------------------------------------------------
@@ -545,7 +545,7 @@ def test_install_and_compact_sync_counts(tmp_path, monkeypatch):
         assert n.calls.get("fsync") == 3 and "fdatasync" not in n.calls
         n.reset()
         s.compact(10)
-        assert n.calls == {"writev": 1, "fdatasync": 1}   # the compaction record
+        assert n.calls == {"pwritev": 1, "fdatasync": 1}   # the compaction record
         n.reset()
         s.install_snapshot(Snapshot(40, 2, b"img2"))
         # the snapshot file (3 fsyncs), then a new segment: fdatasync + directory fsync,

@@ -15,7 +15,10 @@ rolls the data directory back to exactly that: files not yet in a synced directo
 listing vanish, renamed or unlinked names come back, and every file is cut to its last
 synced length. It relies on the WAL's files being append-only (what a write adds is a
 suffix; the only shrinking is ftruncate, which the WAL always syncs at once and this
-model treats as immediate). Inodes that an unlink or a replacing rename would free are
+model treats as immediate) -- or, for a preallocated segment (zero-filled and synced
+before the WAL writes into it), on the WAL saying where its data ends at each sync
+(``fdatasync(fd, data_end)``): past that point the durable content is the zeros, so
+the rollback zero-fills it. Inodes that an unlink or a replacing rename would free are
 kept alive by a hard link in a graveyard beside the data directory until the rollback.
 
 **Failpoints** (``[debug] failpoints``; ``enable_failpoints``), as etcd's gofail: named
@@ -181,6 +184,8 @@ class _Journal:
 
         D <reldir>\\t<json {name: inode}>   the directory's entries, durable from here on
         F <inode> <size>                  the file's first <size> bytes are durable
+        Z <inode> <size> <end>            as F, but only the first <end> bytes as now
+                                          written: the rest is still the synced zeros
         T <inode> <size>                  the file was cut to <size> (treated as durable)
         B                                 the baseline (everything present at start) is complete
 
@@ -216,9 +221,12 @@ class _Journal:
         rel = os.path.relpath(path, self.root)
         self._write(f"D {rel}\t{json.dumps(listing, sort_keys=True)}")
 
-    def file_synced(self, fd: int) -> None:
+    def file_synced(self, fd: int, data_end: int | None = None) -> None:
         st = os.fstat(fd)
-        self._write(f"F {st.st_ino} {st.st_size}")
+        if data_end is None:
+            self._write(f"F {st.st_ino} {st.st_size}")
+        else:
+            self._write(f"Z {st.st_ino} {st.st_size} {data_end}")
 
     def truncated(self, fd: int, size: int) -> None:
         self._write(f"T {os.fstat(fd).st_ino} {size}")
@@ -282,13 +290,15 @@ def fsync(fd: int) -> None:
         _note_sync(fd)
 
 
-def fdatasync(fd: int) -> None:
+def fdatasync(fd: int, data_end: int | None = None) -> None:
+    """``data_end``: the file was preallocated (zero-filled and synced) and its data
+    ends there; what lies beyond is still zeros (for the power-loss journal)."""
     os.fdatasync(fd)
     if _journals:
-        _note_sync(fd)
+        _note_sync(fd, data_end)
 
 
-def _note_sync(fd: int) -> None:
+def _note_sync(fd: int, data_end: int | None = None) -> None:
     path = _path_of_fd(fd)
     j = _journal_of(path) if path is not None else None
     if j is None:
@@ -296,7 +306,7 @@ def _note_sync(fd: int) -> None:
     if stat.S_ISDIR(os.fstat(fd).st_mode):
         j.dir_synced(path)
     else:
-        j.file_synced(fd)
+        j.file_synced(fd, data_end)
 
 
 def fsync_dir(path: str) -> None:
@@ -341,10 +351,13 @@ def _keep(path: str) -> None:
 
 # --------------------------------------------------------------------- the power loss
 
-def _read_journal(path: str) -> tuple[dict[str, dict[str, int]], dict[int, int], bool]:
-    """The durable listings and sizes, and whether the baseline was complete."""
+def _read_journal(path: str) -> tuple[dict[str, dict[str, int]], dict[int, int],
+                                       dict[int, int], bool]:
+    """The durable listings and sizes, where a preallocated file's durable data
+    ends (zeros after it), and whether the baseline was complete."""
     listings: dict[str, dict[str, int]] = {}
     sizes: dict[int, int] = {}
+    data_ends: dict[int, int] = {}
     baseline = False
     with open(path, encoding="utf-8") as fp:
         for line in fp:
@@ -359,7 +372,12 @@ def _read_journal(path: str) -> tuple[dict[str, dict[str, int]], dict[int, int],
             elif kind in "FT":
                 ino, size = map(int, rest.split())
                 sizes[ino] = size if kind == "F" else min(size, sizes.get(ino, size))
-    return listings, sizes, baseline
+                if kind == "F":
+                    data_ends.pop(ino, None)
+            elif kind == "Z":
+                ino, size, end = map(int, rest.split())
+                sizes[ino], data_ends[ino] = size, end
+    return listings, sizes, data_ends, baseline
 
 
 def simulate_power_loss(data_dir: str) -> dict[str, int]:
@@ -367,9 +385,10 @@ def simulate_power_loss(data_dir: str) -> dict[str, int]:
     journal. Returns counts of what was undone. The node must not be running."""
     root = os.path.abspath(data_dir)
     pdir = powerloss_dir(root)
-    undone = {"removed": 0, "restored": 0, "truncated_bytes": 0}
+    undone = {"removed": 0, "restored": 0, "truncated_bytes": 0, "zeroed_bytes": 0}
     journal = os.path.join(pdir, "journal")
-    listings, sizes, baseline = _read_journal(journal) if os.path.exists(journal) else ({}, {}, False)
+    listings, sizes, data_ends, baseline = (_read_journal(journal) if os.path.exists(journal)
+                                            else ({}, {}, {}, False))
     if not baseline:
         # Killed before its journal's baseline was complete: the node had not opened
         # its storage yet (it journals first), and the last rollback, or the baseline's
@@ -393,9 +412,25 @@ def simulate_power_loss(data_dir: str) -> dict[str, int]:
             if st.st_size > durable:
                 os.truncate(path, durable)
                 undone["truncated_bytes"] += st.st_size - durable
+            end = data_ends.get(st.st_ino)
+            if end is not None and end < min(st.st_size, durable):
+                undone["zeroed_bytes"] += _zero_fill(path, end, min(st.st_size, durable))
     shutil.rmtree(pdir)
     os.sync()
     return undone
+
+
+def _zero_fill(path: str, start: int, end: int) -> int:
+    """Put back the zeros of a preallocated file's never-synced writes; returns how
+    many bytes were not zero already."""
+    changed = 0
+    with open(path, "r+b") as f:
+        f.seek(start)
+        old = f.read(end - start)
+        changed = len(old) - old.count(0)
+        f.seek(start)
+        f.write(bytes(end - start))
+    return changed
 
 
 def _link_into(path: str, grave: str) -> None:

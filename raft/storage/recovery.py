@@ -52,7 +52,7 @@ class SegmentInfo:
     seq: int
     first: int           # first index per its header: every entry in it is >= first
     size: int            # bytes of intact content = where the next batch goes
-    file_size: int = 0   # bytes on disk at recovery (> size if it has a damaged tail)
+    file_size: int = 0   # bytes on disk (> size: a damaged tail, or preallocated zeros)
     batches: int = 0
     lo: int = 0          # live entries are [lo, hi): later TRUNCATEs or the snapshot
     hi: int = 0          # may have killed the rest
@@ -170,6 +170,8 @@ def _replay_segment(st: _Replay, seg: SegmentInfo, buf: bytes, n: int) -> Damage
         while off < n:
             end, n_records, reason, kind = batch_at(buf, mv, off, n)
             if reason is not None:
+                if buf.count(0, off, n) == n - off:
+                    return None   # the preallocated zeros after the data (DiskStorage._extend)
                 return Damage(seg.path, end, off, reason, kind)
             p = off + BATCH_HEADER_SIZE
             appended_from = nxt

@@ -338,13 +338,29 @@ def classify_damage(buf: bytes, mv: memoryview, damage: Damage, n: int, last_seg
     synced before the next one was created); no intact batch follows it (a
     crash tears only the final write); and it looks like an interrupted write:
     the file ends inside the batch, or the batch holds a zero-filled sector.
+
+    Only the batch's own bytes count (its header's length, if the header is intact;
+    else the header's bytes): a preallocated segment has zeros after its last batch
+    anyway, and bit rot in that batch must not pass for a tear because of them.
     """
     if not last_segment or damage.kind == "malformed":
         return damage  # malformed = checksums right, content impossible: never a torn write
     if find_valid_batch(buf, mv, damage.batch_offset, n) is not None:
         return damage
-    damage.torn = damage.kind == "short" or has_zero_sector(buf, damage.batch_offset, n)
+    damage.torn = (damage.kind == "short"
+                   or has_zero_sector(buf, damage.batch_offset,
+                                      _batch_extent(buf, mv, damage.batch_offset, n)))
     return damage
+
+
+def _batch_extent(buf: bytes, mv: memoryview, off: int, n: int) -> int:
+    """Where the batch at ``off`` ends (at most ``n``): per its header if that is intact,
+    else the end of the header itself."""
+    if n - off >= BATCH_HEADER_SIZE:
+        magic, body_len, _ = BATCH_HEADER.unpack_from(buf, off)
+        if magic == BATCH_MAGIC and checksum(mv[off:off + BATCH_HEADER_SIZE]) == CRC_RESIDUE:
+            return min(n, off + BATCH_HEADER_SIZE + body_len)
+    return min(n, off + BATCH_HEADER_SIZE)
 
 
 def decode_hard_state(buf: bytes, payload_at: int, length: int, at: int) -> HardState:
