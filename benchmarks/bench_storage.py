@@ -1,5 +1,6 @@
 """DiskStorage figures: durable append throughput with group commit, the
-machine's raw write+fdatasync rate for comparison, recovery time, cold reads.
+machine's raw write+fdatasync rate for comparison, sync latency by how a segment
+makes room (append, zero-filled, fallocate), recovery time, cold reads.
 
     python benchmarks/bench_storage.py [--dir DIR] [--seconds S] [--recovery-entries N] [--quick]
 
@@ -41,6 +42,52 @@ def raw_fdatasync_rate(directory: str, seconds: float, size: int = 128) -> float
         os.close(fd)
         os.unlink(path)
     return n / (time.perf_counter() - t0)
+
+
+def _sync_latencies(path: str, mode: str, size: int, n: int, conn) -> None:
+    """(child process) n writes of ``size`` bytes, each + fdatasync, into a file that is
+    'append'ed, 'zero'-filled ahead (written zeros, synced) or 'fallocate'd ahead;
+    sends the sorted latencies in ms."""
+    room = max(1 << 20, size * n)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        if mode == "zero":
+            os.pwrite(fd, bytes(room), 0)
+            os.fsync(fd)
+        elif mode == "fallocate":
+            os.posix_fallocate(fd, 0, room)
+            os.fsync(fd)
+        buf, lat = b"x" * size, []
+        for i in range(n):
+            t = time.perf_counter()
+            os.pwrite(fd, buf, i * size)
+            os.fdatasync(fd)
+            lat.append((time.perf_counter() - t) * 1e3)
+        conn.send(sorted(lat))
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def preallocation(directory: str, size: int, n: int, procs: int = 3) -> dict:
+    """p50 write+fdatasync latency (ms) of ``procs`` processes at once (a 3-node cluster
+    on one disk) for each way of making room: why DiskStorage zero-fills ahead."""
+    import multiprocessing as mp
+    out = {}
+    for mode in ("append", "zero", "fallocate"):
+        pipes, workers = [], []
+        for k in range(procs):
+            here, there = mp.Pipe()
+            w = mp.Process(target=_sync_latencies,
+                           args=(os.path.join(directory, f"prealloc-{mode}-{k}"), mode, size, n, there))
+            w.start()
+            pipes.append(here)
+            workers.append(w)
+        lats = [p.recv() for p in pipes]
+        for w in workers:
+            w.join()
+        out[f"{mode} p50 ms"] = f"{sorted(l[len(l) // 2] for l in lats)[procs // 2]:.3f}"
+    return out
 
 
 def append_throughput(directory: str, batch: int, seconds: float, durability: str) -> dict:
@@ -148,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raw write(128B)+fdatasync loop, after: {raw_fdatasync_rate(directory, args.seconds):,.0f} /s")
         for batch in (1, 64, 1024):
             print(f"append {ENTRY_BYTES}B entries: " + fmt(append_throughput(directory, batch, args.seconds, "none")))
+        syncs = 100 if args.quick else 2000
+        for size in (200, 4096):
+            print(f"write({size}B)+fdatasync, 3 processes at once, by room: "
+                  + fmt(preallocation(directory, size, syncs)))
         for batch in (1024, 64):
             print("recovery: " + fmt(recovery_time(directory, args.recovery_entries, batch)))
         print("cold reads: " + fmt(cold_reads(directory, cold_entries)))

@@ -55,6 +55,33 @@ class SyscallCounter:
         self.calls.clear()
 
 
+def test_fsync_segments_write_into_preallocated_zeros_and_reopen_at_the_data_end(tmp_path):
+    """With fsync a segment is zero-filled PREALLOCATE_BYTES ahead; later saves go into
+    those zeros (the file does not grow), and a reopened storage continues at the end
+    of the data, not at the end of the file."""
+    room = wal_module.PREALLOCATE_BYTES
+    with DiskStorage(tmp_path, durability="fsync") as s:
+        s.save(HardState(1, 1, 0), ents(1, 10, 1))
+        seg = s.segments()[-1]
+        first_end = seg.size
+        assert os.path.getsize(seg.path) == first_end + room
+        s.save(HardState(1, 1, 5), ents(11, 20, 1))
+        assert seg.size > first_end and os.path.getsize(seg.path) == first_end + room
+        data_end = seg.size
+    with DiskStorage(tmp_path, durability="fsync") as s:
+        st = s.load()
+        assert [e.index for e in st.entries] == list(range(1, 21))
+        assert s.segments()[-1].size == data_end
+        s.save(HardState(1, 1, 20), ents(21, 30, 1))
+    with DiskStorage(tmp_path, durability="none") as s:
+        st = s.load()
+        assert [e.index for e in st.entries] == list(range(1, 31))
+        assert st.hard_state == HardState(1, 1, 20)
+    with DiskStorage(tmp_path / "none", durability="none") as s:   # no room without fsync
+        s.save(HardState(1, 1, 0), ents(1, 10, 1))
+        assert os.path.getsize(s.segments()[-1].path) == s.segments()[-1].size
+
+
 def test_one_write_and_one_fdatasync_per_save(tmp_path, monkeypatch):
     with DiskStorage(tmp_path, durability="fsync") as s:
         s.save(HardState(1, 1, 0), ents(1, 10, 1))  # creates the first segment
