@@ -55,7 +55,6 @@ Not done yet: membership changes (issue 12).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import os
 import secrets
@@ -92,6 +91,7 @@ from raft.limits import (effective_max_clients, fd_reserve, inflight_bytes_bound
 from raft.net.transport import DEFAULT_MAX_HANDSHAKES, PeerTransport
 from raft.metrics import NodeMetrics
 from raft.storage import fileio
+from raft.storage.disk_thread import DiskThread
 from raft.storage.guard import DataDirLost
 from raft.storage.wal import DiskStorage, data_bytes
 
@@ -250,7 +250,7 @@ class RaftNode:
         self._storage: DiskStorage | None = None
         self._transport: PeerTransport | None = None
         self._frontend: ClientFrontend | None = None
-        self._disk: concurrent.futures.ThreadPoolExecutor | None = None
+        self._disk: DiskThread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._kick = asyncio.Event()
@@ -307,8 +307,7 @@ class RaftNode:
         cfg = self.config
         self._loop = asyncio.get_running_loop()
         self._open_storage_and_core()
-        self._disk = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix=f"raft-wal-{self.id}")
+        self._disk = DiskThread(f"raft-wal-{self.id}")
         self._transport = self._make_transport()
         try:
             await self._transport.start()
@@ -435,7 +434,7 @@ class RaftNode:
         self._stop_metrics()
         self._close_trace()
         if self._disk is not None:
-            self._disk.shutdown(wait=True)
+            self._disk.shutdown()
         if self._storage is not None:
             self._storage.close()
         if self.config.debug_power_loss:
@@ -1066,7 +1065,8 @@ class RaftNode:
     async def _disk_call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a storage call on the disk thread (fsync mode), as _persist does."""
         if self.config.durability == "fsync":
-            return await asyncio.get_running_loop().run_in_executor(self._disk, fn, *args)
+            assert self._disk is not None
+            return await self._disk.call(fn, *args)
         return fn(*args)
 
     async def _install_snapshot(self, snap: Snapshot) -> None:
@@ -1200,8 +1200,8 @@ class RaftNode:
         assert storage is not None
         t0 = time.perf_counter()
         if self.config.durability == "fsync":
-            loop = asyncio.get_running_loop()
-            await loop.run_in_executor(self._disk, storage.save, rd.hard_state, rd.entries)
+            assert self._disk is not None
+            await self._disk.call(storage.save, rd.hard_state, rd.entries)
         else:
             storage.save(rd.hard_state, rd.entries)
         elapsed = time.perf_counter() - t0
