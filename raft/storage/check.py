@@ -150,8 +150,11 @@ class CheckReport:
         lines = [f"storage directory {self.path}"]
         for s in self.segments:
             live = f"entries {s.lo}..{s.hi - 1}" if s.live else "no live entries"
-            lines.append(f"  {os.path.basename(s.path)}: {s.file_size} bytes, {s.batches} intact "
-                         f"batches, {live}")
+            damaged = self.damage is not None and self.damage.path == s.path
+            room = (f" ({s.file_size - s.size} of them preallocated zeros)"
+                    if s.file_size > s.size and not damaged else "")
+            lines.append(f"  {os.path.basename(s.path)}: {s.file_size} bytes{room}, {s.batches} "
+                         f"intact batches, {live}")
         for s in self.unscanned:
             lines.append(f"  {os.path.basename(s.path)}: not read (follows the damage)")
         if self.snapshot:
