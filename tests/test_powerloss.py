@@ -56,6 +56,26 @@ def test_fsynced_entries_survive_and_unsynced_ones_are_lost(journaled):
     assert (hs.term, hs.vote) == (1, 1)
 
 
+def test_unsynced_writes_into_the_room_of_a_segment_from_before_the_restart_are_lost(tmp_path):
+    # The node restarts (journal baseline) with a preallocated segment; what it then
+    # writes into the segment's zeros without a sync is lost by the power loss.
+    path = str(tmp_path / "data")
+    with DiskStorage(path, durability="fsync") as s:
+        s.save(HardState(1, 1, 0), _entries(1, 5))
+        assert os.path.getsize(s.segments()[-1].path) > s.segments()[-1].size
+    fileio.record_durability(path)
+    try:
+        s = DiskStorage(path, durability="fsync")
+        s.load()
+        s.save(HardState(1, 1, 5), _entries(6, 9), sync=False)
+        s.close()
+    finally:
+        fileio.stop_recording(path)
+    undone = fileio.simulate_power_loss(path)
+    assert undone["zeroed_bytes"] > 0
+    assert _reopen(path)[1] == list(range(1, 6))
+
+
 def test_new_segments_survive_only_through_the_directory_sync(journaled, monkeypatch):
     # Many entries in 4 KiB segments: every rotation creates a file, renames it into
     # place and syncs the directory. All of it was synced, so all of it survives.

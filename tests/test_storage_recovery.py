@@ -3,6 +3,7 @@ leftovers of interrupted operations, refusal of damaged directories, the
 check/repair tools and their command line, recovery speed."""
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import time
@@ -80,6 +81,46 @@ def test_fsync_segments_write_into_preallocated_zeros_and_reopen_at_the_data_end
     with DiskStorage(tmp_path / "none", durability="none") as s:   # no room without fsync
         s.save(HardState(1, 1, 0), ents(1, 10, 1))
         assert os.path.getsize(s.segments()[-1].path) == s.segments()[-1].size
+
+
+def test_only_the_last_segment_may_end_in_zeros(tmp_path):
+    """A segment is cut to its data (and synced) before the next one is made, so zeros
+    ending an older segment are lost data: refused, never taken for room. Here the lost
+    batch is a truncation: taking its zeros for room would bring back the entries it
+    truncated, with nothing else to show for it (the next segment follows on)."""
+    with DiskStorage(tmp_path, durability="fsync", segment_bytes=8192) as s:
+        s.save(HardState(1, 1, 0), ents(1, 20, 1))
+        first = s.segments()[0]
+        truncated_at = first.size
+        s.save(HardState(2, 2, 0), ents(15, 20, 2))        # TRUNCATE 15, entries 15..20 of term 2
+        s.save(HardState(2, 2, 0), [Entry(21, 2, 0, b"x" * 7000)])   # does not fit: a new segment
+        segs = s.segments()
+        assert len(segs) == 2 and segs[0].path == first.path
+        assert os.path.getsize(first.path) == segs[0].size   # cut to its data at the rollover
+        assert os.path.getsize(segs[-1].path) > segs[-1].size  # the active one has room
+    with open(first.path, "r+b") as f:      # the truncation batch reads back as zeros
+        f.seek(truncated_at)
+        f.write(bytes(os.path.getsize(first.path) - truncated_at))
+    with pytest.raises(StorageError, match="corrupt"):
+        DiskStorage(tmp_path, durability="fsync")
+
+
+def test_a_full_disk_drops_the_room_not_the_save(tmp_path, monkeypatch):
+    real = wal_module._write_at
+
+    def no_room(fd, bufs, offset):
+        if any(isinstance(b, memoryview) and b.nbytes and not any(b[:64]) for b in bufs[1:]):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, bufs, offset)
+
+    monkeypatch.setattr(wal_module, "_write_at", no_room)
+    with DiskStorage(tmp_path, durability="fsync") as s:
+        s.save(HardState(1, 1, 0), ents(1, 10, 1))
+        s.save(HardState(1, 1, 5), ents(11, 20, 1))
+        seg = s.segments()[-1]
+        assert os.path.getsize(seg.path) == seg.size                   # no room was written
+    with DiskStorage(tmp_path, durability="fsync") as s:
+        assert [e.index for e in s.load().entries] == list(range(1, 21))
 
 
 def test_one_write_and_one_fdatasync_per_save(tmp_path, monkeypatch):

@@ -87,6 +87,9 @@ def summarize_region(buf: bytes, start: int, path: str) -> RegionSummary:
     while pos is not None and pos < n:
         end, n_records, reason, _ = batch_at(buf, mv, pos, n)
         if reason is not None:
+            if buf.count(0, pos, n) == n - pos:
+                out.bytes -= n - pos      # preallocated room: nothing was lost there
+                break
             nxt = find_valid_batch(buf, mv, pos, n)
             out.unreadable_bytes += (nxt if nxt is not None else n) - pos
             pos = nxt

@@ -205,8 +205,16 @@ class _Journal:
         for d, dirs, files in os.walk(root):
             self.dir_synced(d)
             for name in files:
-                st = os.lstat(os.path.join(d, name))
-                self._write(f"F {st.st_ino} {st.st_size}")
+                path = os.path.join(d, name)
+                st = os.lstat(path)
+                if name.endswith(".wal"):
+                    # A segment may end in preallocated zeros: what a restarted node
+                    # writes into them is durable only once synced, as any write.
+                    with open(path, "rb") as fp:
+                        end = len(fp.read().rstrip(b"\0"))
+                    self._write(f"Z {st.st_ino} {st.st_size} {end}")
+                else:
+                    self._write(f"F {st.st_ino} {st.st_size}")
         self._write("B")
 
     def _write(self, line: str) -> None:

@@ -148,7 +148,7 @@ class _Replay:
         return nxt
 
 
-def _replay_segment(st: _Replay, seg: SegmentInfo, buf: bytes, n: int) -> Damage | None:
+def _replay_segment(st: _Replay, seg: SegmentInfo, buf: bytes, n: int, last: bool) -> Damage | None:
     """Replay the batches of one segment (header already checked) into ``st``.
 
     This is recovery's hot loop: one checksum call per batch, then per record
@@ -170,8 +170,11 @@ def _replay_segment(st: _Replay, seg: SegmentInfo, buf: bytes, n: int) -> Damage
         while off < n:
             end, n_records, reason, kind = batch_at(buf, mv, off, n)
             if reason is not None:
-                if buf.count(0, off, n) == n - off:
-                    return None   # the preallocated zeros after the data (DiskStorage._extend)
+                if last and buf.count(0, off, n) == n - off:
+                    # The active segment's preallocated room (DiskStorage._room). Only
+                    # there: a segment is cut to its data before the next one is made,
+                    # so zeros ending an older one are lost data, not room.
+                    return None
                 return Damage(seg.path, end, off, reason, kind)
             p = off + BATCH_HEADER_SIZE
             appended_from = nxt
@@ -288,7 +291,7 @@ def recover(path: str | os.PathLike) -> Recovery:
             with open(seg.path, "rb") as f:
                 buf = f.read()
             seg.file_size = n = len(buf)
-            damage = _read_segment_header(seg, buf, last) or _replay_segment(st, seg, buf, n)
+            damage = _read_segment_header(seg, buf, last) or _replay_segment(st, seg, buf, n, last)
             rec.segments.append(seg)
             if damage is not None:
                 if damage.kind != "segment":

@@ -44,6 +44,7 @@ per-segment offset index built on first use.
 from __future__ import annotations
 
 import bisect
+import errno
 import fcntl
 import logging
 import os
@@ -295,9 +296,10 @@ class DiskStorage:
             rec.segments.pop()
             self._sync_dir()
         else:
-            log.warning("raft.storage: torn write at the end of %s: cutting %d bytes at byte "
-                        "offset %d (%s); this was a save() that never returned",
-                        seg.path, seg.file_size - d.batch_offset, d.batch_offset, d.reason)
+            log.warning("raft.storage: torn write at the end of %s: cutting the file at byte "
+                        "offset %d, %d bytes before its end (preallocated room included) (%s); "
+                        "this was a save() that never returned",
+                        seg.path, d.batch_offset, seg.file_size - d.batch_offset, d.reason)
             fd = os.open(seg.path, os.O_WRONLY | os.O_CLOEXEC)
             try:
                 fileio.ftruncate(fd, d.batch_offset)
@@ -650,11 +652,13 @@ class DiskStorage:
                 seg_first = truncate_at if truncate_at is not None else (
                     entries[0].index if entries else self._last + 1)
             seq = active.seq + 1 if active else 1
+            if active is not None:
+                self._close_room(active)
             seg, batch_at_offset = self._create_segment(seq, seg_first, batch), SEG_HEADER_SIZE
         else:
             seg, batch_at_offset = active, active.size
             fileio.failpoint("wal.write")
-            _write_at(self._fd, [batch, *self._room(seg, len(batch))], seg.size)
+            self._write_with_room(self._fd, seg, [batch], len(batch), seg.size)
             seg.size += len(batch)
             if self.durability == "fsync" and sync:
                 fileio.failpoint("wal.sync")
@@ -691,6 +695,32 @@ class DiskStorage:
         seg.file_size = alloc
         return [_ZEROS[:alloc - end]] if alloc > end else []
 
+    def _write_with_room(self, fd: int, seg: SegmentInfo, bufs: list, n: int, offset: int) -> None:
+        """Write ``bufs`` (a batch of ``n`` bytes, after a segment header if new) at
+        ``offset``, with the zeros _room asks for. A full disk fails the save only if the
+        batch itself does not fit: without the zeros it is tried again."""
+        room = self._room(seg, n)
+        try:
+            _write_at(fd, [*bufs, *room], offset)
+        except OSError as e:
+            if e.errno != errno.ENOSPC or not room:
+                raise
+            seg.file_size = os.fstat(fd).st_size
+            log.warning("raft.storage: %s: no space for %d bytes of preallocated room; "
+                        "writing the batch alone", seg.path, len(room[0]))
+            _write_at(fd, bufs, offset)
+
+    def _close_room(self, seg: SegmentInfo) -> None:
+        """Cut the outgoing segment's preallocated room before the next segment is made:
+        recovery takes zeros at the end of the *last* segment as room, and at the end of
+        any other as lost data. Synced, so a new segment never follows an uncut one."""
+        if seg.file_size > seg.size:
+            fileio.ftruncate(self._fd, seg.size)
+            if self.durability == "fsync":
+                fileio.fsync(self._fd)
+                self.syncs += 1
+            seg.file_size = seg.size
+
     def _create_segment(self, seq: int, first: int, batch: bytearray) -> SegmentInfo:
         """Write header + first batch (+ preallocated zeros) to a temp file, sync it,
         rename it into place and sync the directory: the segment appears whole or not
@@ -701,8 +731,8 @@ class DiskStorage:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             fileio.failpoint("wal.write")
-            _write_at(fd, [encode_segment_header(seq, first), batch,
-                           *self._room(seg, len(batch))], 0)
+            self._write_with_room(fd, seg, [encode_segment_header(seq, first), batch],
+                                  len(batch), 0)
             seg.size += len(batch)
             if self.durability == "fsync":
                 fileio.failpoint("wal.sync")
