@@ -1063,7 +1063,8 @@ class RaftNode:
     # --- snapshots and log compaction (§7) -------------------------------------------
 
     async def _disk_call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run a storage call on the disk thread (fsync mode), as _persist does."""
+        """Run a storage call on the disk thread with fsync (the loop goes on meanwhile);
+        inline with durability "none", where it is a page-cache write."""
         if self.config.durability == "fsync":
             assert self._disk is not None
             return await self._disk.call(fn, *args)
@@ -1199,11 +1200,7 @@ class RaftNode:
         storage = self._storage
         assert storage is not None
         t0 = time.perf_counter()
-        if self.config.durability == "fsync":
-            assert self._disk is not None
-            await self._disk.call(storage.save, rd.hard_state, rd.entries)
-        else:
-            storage.save(rd.hard_state, rd.entries)
+        await self._disk_call(storage.save, rd.hard_state, rd.entries)
         elapsed = time.perf_counter() - t0
         self.counters["saves"] += 1
         self.counters["entries_saved"] += len(rd.entries)

@@ -29,6 +29,7 @@ from raft.storage.segment import (
     HARD_STATE_PAYLOAD,
     batch_at,
     find_valid_batch,
+    is_room,
 )
 from raft.storage.snapshot import read_snapshot
 from raft.storage.recovery import Recovery, SegmentInfo, recover
@@ -87,7 +88,7 @@ def summarize_region(buf: bytes, start: int, path: str) -> RegionSummary:
     while pos is not None and pos < n:
         end, n_records, reason, _ = batch_at(buf, mv, pos, n)
         if reason is not None:
-            if buf.count(0, pos, n) == n - pos:
+            if is_room(buf, pos, n):
                 out.bytes -= n - pos      # preallocated room: nothing was lost there
                 break
             nxt = find_valid_batch(buf, mv, pos, n)

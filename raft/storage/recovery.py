@@ -33,6 +33,7 @@ from raft.storage.segment import (
     MalformedRecord,
     batch_at,
     classify_damage,
+    is_room,
     decode_hard_state,
     decode_segment_header,
     parse_segment_name,
@@ -170,7 +171,7 @@ def _replay_segment(st: _Replay, seg: SegmentInfo, buf: bytes, n: int, last: boo
         while off < n:
             end, n_records, reason, kind = batch_at(buf, mv, off, n)
             if reason is not None:
-                if last and buf.count(0, off, n) == n - off:
+                if last and is_room(buf, off, n):
                     # The active segment's preallocated room (DiskStorage._room). Only
                     # there: a segment is cut to its data before the next one is made,
                     # so zeros ending an older one are lost data, not room.

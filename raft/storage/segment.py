@@ -302,6 +302,12 @@ def first_bad_record(buf: bytes, mv: memoryview, p: int, end: int) -> int:
     return p
 
 
+def is_room(buf: bytes, off: int, n: int) -> bool:
+    """Is ``buf[off:n]`` all zeros: the preallocated room after a segment's data
+    (DiskStorage._room), not a batch?"""
+    return buf.count(0, off, n) == n - off
+
+
 def has_zero_sector(buf: bytes, start: int, end: int) -> bool:
     """Does ``buf[start:end]`` contain a sector-aligned run of zeros (a whole
     sector, or the part of one that ends at ``end`` = EOF)?

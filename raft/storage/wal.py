@@ -658,7 +658,7 @@ class DiskStorage:
         else:
             seg, batch_at_offset = active, active.size
             fileio.failpoint("wal.write")
-            self._write_with_room(self._fd, seg, [batch], len(batch), seg.size)
+            self._write_with_room(self._fd, seg, [batch], seg.size)
             seg.size += len(batch)
             if self.durability == "fsync" and sync:
                 fileio.failpoint("wal.sync")
@@ -684,31 +684,32 @@ class DiskStorage:
             seg.hi = seg.lo   # all dead; the new (active) segment starts empty at index + 1
         self._indexes.clear()
 
-    def _room(self, seg: SegmentInfo, n: int) -> list[memoryview]:
-        """The zeros to write after a batch of ``n`` bytes at ``seg.size`` so that the
-        segment stays preallocated PREALLOCATE_BYTES ahead (none while the batch fits in
-        what is, none past segment_bytes, none without fsync: nothing to gain)."""
-        end = seg.size + n
+    def _room(self, seg: SegmentInfo, end: int) -> int:
+        """How many zeros to write after data ending at ``end`` so that the segment stays
+        preallocated PREALLOCATE_BYTES ahead (none while the data fits in what is, none
+        past segment_bytes, none without fsync: nothing to gain)."""
         if self.durability != "fsync" or end <= seg.file_size:
-            return []
-        alloc = max(end, min(end + PREALLOCATE_BYTES, self.segment_bytes))
-        seg.file_size = alloc
-        return [_ZEROS[:alloc - end]] if alloc > end else []
+            return 0
+        return max(0, min(PREALLOCATE_BYTES, self.segment_bytes - end))
 
-    def _write_with_room(self, fd: int, seg: SegmentInfo, bufs: list, n: int, offset: int) -> None:
-        """Write ``bufs`` (a batch of ``n`` bytes, after a segment header if new) at
-        ``offset``, with the zeros _room asks for. A full disk fails the save only if the
-        batch itself does not fit: without the zeros it is tried again."""
-        room = self._room(seg, n)
+    def _write_with_room(self, fd: int, seg: SegmentInfo, bufs: list, offset: int) -> None:
+        """Write ``bufs`` (a batch, after a segment header if new) at ``offset``, with the
+        zeros _room asks for. A full disk fails the save only if the batch itself does
+        not fit: without the zeros it is tried again."""
+        end = offset + sum(len(b) for b in bufs)
+        room = self._room(seg, end)
         try:
-            _write_at(fd, [*bufs, *room], offset)
+            _write_at(fd, [*bufs, _ZEROS[:room]] if room else bufs, offset)
         except OSError as e:
             if e.errno != errno.ENOSPC or not room:
                 raise
-            seg.file_size = os.fstat(fd).st_size
             log.warning("raft.storage: %s: no space for %d bytes of preallocated room; "
-                        "writing the batch alone", seg.path, len(room[0]))
+                        "writing the batch alone", seg.path, room)
+            # Part of the zeros may be on disk: _close_room must see them to cut them.
+            seg.file_size = max(seg.file_size, os.fstat(fd).st_size)
             _write_at(fd, bufs, offset)
+            room = 0
+        seg.file_size = max(seg.file_size, end + room)
 
     def _close_room(self, seg: SegmentInfo) -> None:
         """Cut the outgoing segment's preallocated room before the next segment is made:
@@ -731,8 +732,7 @@ class DiskStorage:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             fileio.failpoint("wal.write")
-            self._write_with_room(fd, seg, [encode_segment_header(seq, first), batch],
-                                  len(batch), 0)
+            self._write_with_room(fd, seg, [encode_segment_header(seq, first), batch], 0)
             seg.size += len(batch)
             if self.durability == "fsync":
                 fileio.failpoint("wal.sync")
