@@ -646,3 +646,44 @@ def test_determinism_and_snapshot_mid_log(seed):
     replies_c = [c.apply(i, e) for i, e in enumerate(entries[half:], half + 1)]
     assert replies_c == replies_a[half:]
     assert c.snapshot() == a.snapshot()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["set", "setex", "xadd", "del", "get", "expire"]),
+                          st.integers(0, 3), st.integers(1, 50)), max_size=60))
+def test_plain_set_fast_path_behaves_as_the_general_set(ops):
+    """KVStateMachine.apply takes `SET key value` (spelled SET or set) on a short path;
+    spelled any other way it takes the general SET. Both logs must leave the same state
+    (snapshot bytes) and give the same replies, whatever came before on the key: a TTL,
+    a stream, an expired value."""
+    fast, general = Log(), Log()
+    for op, k, dt in ops:
+        key = f"k{k}"
+        for log, set_name in ((fast, "SET"), (general, "SeT")):
+            log.t += dt
+            if op == "set":
+                got = log(set_name, key, f"v{dt}")
+            elif op == "setex":
+                got = log("SET", key, "w", "PX", dt)
+            elif op == "xadd":
+                got = log("XADD", key, "*", "f", "v")
+            elif op == "del":
+                got = log("DEL", key)
+            elif op == "expire":
+                got = log("PEXPIRE", key, dt)
+            else:
+                got = log.read("GET", key)
+            if log is fast:
+                want = got
+        assert got == want, (op, key)
+    assert fast.sm.snapshot() == general.sm.snapshot()
+    assert fast.sm.expires_count() == general.sm.expires_count()
+
+
+def test_plain_set_drops_the_ttl_and_replaces_a_stream(db):
+    db("SET", "k", "v", "PX", 1000)
+    db("XADD", "s", "*", "f", "v")
+    assert db("SET", "k", "w") == OK and db("SET", "s", "x") == OK
+    db.t += 5000
+    assert db.read("GET", "k") == b"w" and db.read("GET", "s") == b"x"
+    assert db.sm.expires_count() == 0

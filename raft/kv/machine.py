@@ -37,11 +37,27 @@ from raft.kv.args import (_MAX_ID, INT64_MAX, INT64_MIN, UINT64_MAX, StreamID, X
                           _fmt_id, _incr_id, _next_stream_id, _parse_expire_flags,
                           _parse_interval_id, _parse_set_options, _parse_stream_id, _parse_xadd,
                           parse_int, parse_xread)
-from raft.kv.codec import (Command, CommandDecodeError, _Cursor, _get_value, _put_bytes, _put_uvarint,
-                           _put_value, decode_argv, decode_command)
+from raft.kv.codec import (Command, CommandDecodeError, _Cursor, _get_value, _kvcodec, _put_bytes,
+                           _put_uvarint, _put_value, decode_argv, decode_command)
 from raft.kv.commands import _command, lookup_command
 from raft.kv.replies import (E_BAD_ID, E_NOT_INT, E_OVERFLOW, E_SYNTAX, E_WRONGTYPE, E_XADD_EXHAUSTED,
                              NULL_ARRAY, OK, ErrorReply, Reply, Status, _sanitize, arity_error)
+
+
+#: SET's name as clients send it; any other spelling takes the general path.
+_PLAIN_SET = frozenset((b"SET", b"set"))
+
+
+def _decode_fields(data: bytes) -> tuple[int, int, int, tuple[bytes, ...]] | None:
+    """(client_id, seq, time_ms, argv) from the compiled codec, or None: then
+    decode_command decides (and names what is wrong with a malformed entry)."""
+    if _kvcodec is not None and type(data) is bytes:
+        return _kvcodec.decode(data)
+    return None
+
+
+def _fields(cmd: Command) -> tuple[int, int, int, tuple[bytes, ...]]:
+    return cmd.client_id, cmd.seq, cmd.time_ms, cmd.argv
 
 log = logging.getLogger("raft.kv")
 
@@ -165,16 +181,31 @@ class KVStateMachine:
         if index <= self.last_applied:
             raise ValueError(f"apply index {index} <= last applied {self.last_applied}")
         self.last_applied = index
-        try:
-            cmd = decode_command(data)
-        except CommandDecodeError as e:
-            return ErrorReply(_sanitize(f"ERR malformed log entry at index {index}: {e}"))
-        self.clock_ms = max(self.clock_ms, cmd.time_ms)
+        fields = _decode_fields(data)
+        if fields is None:
+            try:
+                fields = _fields(decode_command(data))
+            except CommandDecodeError as e:
+                return ErrorReply(_sanitize(f"ERR malformed log entry at index {index}: {e}"))
+        client_id, seq, time_ms, argv = fields
+        if time_ms > self.clock_ms:
+            self.clock_ms = time_ms
         self._now, self._index = self.clock_ms, index
-        self._purge_expired()
-        if cmd.client_id == 0:
-            return self._execute(list(cmd.argv), write=True)
-        return self._apply_in_session(cmd)
+        if self._expiry_heap:
+            self._purge_expired()
+        if client_id == 0:
+            if len(argv) == 3 and argv[0] in _PLAIN_SET:
+                return self._plain_set(argv[1], argv[2])
+            return self._execute(list(argv), write=True)
+        return self._apply_in_session(Command(client_id, seq, time_ms, argv))
+
+    def _plain_set(self, key: bytes, value: bytes) -> Reply:
+        """``SET key value`` without options, the hot write: what _set does for it
+        (any old value and TTL are replaced), without parsing options."""
+        self._data[key] = value
+        if self._expires:
+            self._expires.pop(key, None)
+        return OK
 
     def read(self, argv: list[bytes], now_ms: int | None = None) -> Reply:
         """Run a read-only command against the current state, without changing it.
