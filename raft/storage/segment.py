@@ -75,6 +75,11 @@ CRC_SEED = CRC_RESIDUE
 
 crc32c: Callable[..., int] = _crc32c_impl
 
+try:  # the batch's ENTRY records in C (raft/_fastpath.pyx); entries() falls back to Python
+    from raft._fastpath import wal_entry_records as _wal_entry_records
+except ImportError:  # pragma: no cover - a source tree without compiled extensions
+    _wal_entry_records = None
+
 
 def checksum(data, seed: int = CRC_SEED) -> int:
     """The format's checksum of ``data`` (bytes-like)."""
@@ -205,6 +210,14 @@ class BatchBuilder:
         self.head_kinds.append(KIND_TRUNCATE)
 
     def entries(self, entries: list[Entry]) -> None:
+        if _wal_entry_records is not None:   # the same bytes, compiled
+            self.n_records += _wal_entry_records(self.buf, entries, self.entry_offsets,
+                                                 self.entry_ends, KIND_ENTRY, CRC_SEED)
+            return
+        self._entries_reference(entries)
+
+    def _entries_reference(self, entries: list[Entry]) -> None:
+        """BatchBuilder.entries in Python: the reference the compiled one must match."""
         # The hot loop of the write path: keep lookups local.
         buf = self.buf
         pack = RECORD_HEADER.pack
