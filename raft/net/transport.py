@@ -142,7 +142,7 @@ class _Peer:
     """Outbound state for one peer: its bounded queue and its connection."""
 
     __slots__ = ("id", "addr", "queue", "queued_bytes", "wake", "writer", "task",
-                 "dropped", "dropping", "connected")
+                 "dropped", "dropping", "connected", "flush_scheduled", "draining", "high")
 
     def __init__(self, peer_id: int, addr: tuple[str, int]) -> None:
         self.id = peer_id
@@ -155,6 +155,9 @@ class _Peer:
         self.dropped = 0
         self.dropping = False        # in a drop episode (log once per episode)
         self.connected = False
+        self.flush_scheduled = False  # a _flush callback is due in this loop iteration
+        self.draining = False         # the pump task is waiting for the socket to drain
+        self.high = 0                 # the socket's write-buffer high-water mark
 
     def write_buffer_size(self) -> int:
         w = self.writer
@@ -350,7 +353,24 @@ class PeerTransport:
             return
         queue.append((m, size))
         peer.queued_bytes += size
-        peer.wake.set()
+        if not peer.flush_scheduled:
+            peer.flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush, peer)
+
+    def _flush(self, peer: _Peer) -> None:
+        """Write what was queued for ``peer`` in this loop iteration, from a callback:
+        a frame then costs no task switch (profiled under ``raft bench``, waking the
+        pump task for every frame was a tenth of a leader's time). The pump task
+        writes instead while the socket is over its high-water mark (it waits in
+        drain()) and while there is no connection (it dials)."""
+        peer.flush_scheduled = False
+        writer = peer.writer
+        if not peer.queue:
+            return
+        if writer is None or peer.draining or writer.transport.get_write_buffer_size() >= peer.high:
+            peer.wake.set()   # the pump task writes once connected, or once drained
+            return
+        self._write_queued(peer, writer)
 
     def _drop_queue(self, peer: _Peer) -> None:
         """``peer`` is unreachable: drop what is queued for it (Raft retransmits)."""
@@ -456,8 +476,9 @@ class PeerTransport:
         log.info("node %d: connected to node %d at %s:%d", self.node_id, peer.id, *peer.addr)
         # Let the socket buffer take part of the budget; beyond that, drain() blocks
         # and messages wait (and may be dropped) in the queue instead.
-        high = max(64 * 1024, self.max_buffered_bytes // 4)
-        writer.transport.set_write_buffer_limits(high=min(high, self.max_buffered_bytes))
+        high = min(max(64 * 1024, self.max_buffered_bytes // 4), self.max_buffered_bytes)
+        writer.transport.set_write_buffer_limits(high=high)
+        peer.high = high
         peer.writer = writer
         peer.connected = True
         watcher = asyncio.create_task(self._watch_outbound(peer, reader, writer))
@@ -468,7 +489,11 @@ class PeerTransport:
                     await peer.wake.wait()
                     continue
                 self._write_queued(peer, writer)
-                await writer.drain()
+                peer.draining = True
+                try:
+                    await writer.drain()
+                finally:
+                    peer.draining = False
         except _CONNECTION_ERRORS as exc:
             log.info("node %d: connection to node %d lost: %r", self.node_id, peer.id, exc)
         finally:
