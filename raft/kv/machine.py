@@ -44,8 +44,9 @@ from raft.kv.replies import (E_BAD_ID, E_NOT_INT, E_OVERFLOW, E_SYNTAX, E_WRONGT
                              NULL_ARRAY, OK, ErrorReply, Reply, Status, _sanitize, arity_error)
 
 
-#: SET's name as clients send it; any other spelling takes the general path.
+#: SET's and GET's names as clients send them; any other spelling takes the general path.
 _PLAIN_SET = frozenset((b"SET", b"set"))
+_PLAIN_GET = frozenset((b"GET", b"get"))
 
 
 def _decode_fields(data: bytes) -> tuple[int, int, int, tuple[bytes, ...]] | None:
@@ -214,6 +215,8 @@ class KVStateMachine:
         applied command; it never makes a key live that the log already expired.
         """
         self._now = max(self.clock_ms, now_ms or 0)
+        if len(argv) == 2 and argv[0] in _PLAIN_GET:
+            return self._string(argv[1])   # GET, the hot read, without the command lookup
         return self._execute(argv, write=False)
 
     def xread(self, args: XReadArgs, id_args: list[bytes] | None, now_ms: int | None = None
