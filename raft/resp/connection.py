@@ -57,6 +57,13 @@ def _write_reply(fut: asyncio.Future[Any]) -> Any:
     return ErrorReply(_one_line(f"ERR internal error: {type(e).__name__}: {e}"))
 
 
+def _consume_outcome(fut: asyncio.Future[Any]) -> None:
+    """Mark a reply's outcome as seen (a closed connection's), so asyncio does not log
+    its exception as never retrieved."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class _Ready:
     """A reply already computed, queued behind replies still in flight."""
 
@@ -157,6 +164,7 @@ class RespConnection(asyncio.Protocol):
         self._parser = RequestParser(server.config, preauth=not self.authenticated)
         self._queue: collections.deque[list[bytes] | _Fatal] = collections.deque()
         self._replies: collections.deque[asyncio.Future | _Ready] = collections.deque()
+        self._watched: asyncio.Future | None = None   # the head reply _flush waits on
         self._last_write: asyncio.Future | None = None   # see _before_read
         self._last_write_index = 0   # log index of this connection's last write
         self._wakeup = asyncio.Event()
@@ -299,11 +307,18 @@ class RespConnection(asyncio.Protocol):
 
     def _push(self, item: asyncio.Future | _Ready) -> None:
         self._replies.append(item)
-        if isinstance(item, _Ready):
-            if len(self._replies) == 1:
-                self._flush()
-        else:
-            item.add_done_callback(self._flush)
+        if len(self._replies) == 1:
+            self._flush()
+
+    def _watch_head(self) -> None:
+        """Flush when the reply at the head of the queue is done. Only the head is
+        watched: replies leave in order, so nothing can go before it, and the flush
+        then takes every reply behind it that is done too (a pipeline's writes,
+        applied in one batch, cost one callback rather than one each)."""
+        head = self._replies[0]
+        if head is not self._watched:
+            self._watched = head
+            head.add_done_callback(self._flush)
 
     def reply(self, value: Any) -> None:
         self._push(_Ready(value))
@@ -320,10 +335,10 @@ class RespConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             for item in self._replies:   # nobody will look at their outcome now
-                if not isinstance(item, _Ready) and item.done() and not item.cancelled():
-                    item.exception()
-            if isinstance(_fut, asyncio.Future) and not _fut.cancelled():
-                _fut.exception()
+                if not isinstance(item, _Ready):
+                    item.add_done_callback(_consume_outcome)
+            if isinstance(_fut, asyncio.Future):
+                _consume_outcome(_fut)
             self._replies.clear()
             return
         out, replies = self._out, self._replies
@@ -332,6 +347,7 @@ class RespConnection(asyncio.Protocol):
             if isinstance(head, _Ready):
                 value = head.value
             elif not head.done():
+                self._watch_head()
                 break
             else:
                 value = _write_reply(head)
