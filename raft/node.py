@@ -1015,8 +1015,9 @@ class RaftNode:
             storage.save(rd.hard_state, [], sync=False)
         if rd.messages_after_persist:
             # Vote grants, AppendEntries acks and our own RequestVotes promise durable
-            # state (Figure 2: "respond after updating stable storage").
-            transport.send(rd.messages_after_persist)
+            # state (Figure 2: "respond after updating stable storage"). Sent at once:
+            # the leader's commit waits on them.
+            transport.send(rd.messages_after_persist, now=True)
             self.counters["messages_sent"] += len(rd.messages_after_persist)
         self.core.advance(rd)
         if self.config.snapshot_threshold_bytes:

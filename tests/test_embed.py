@@ -468,7 +468,7 @@ def test_lock_manager_basics(tmp_path):
 def isolate(node) -> None:
     """Stop delivering to and from ``node`` (a partition; test_node.py's technique)."""
     t = node.raft.transport
-    t.send = lambda msgs: None
+    t.send = lambda msgs, **kw: None
     t._real_on_messages = t._on_messages
     t._on_messages = lambda msgs: None
 

@@ -278,7 +278,7 @@ def test_overwritten_proposal_fails_with_not_leader(tmp_path):
     async def body(c: Cluster):
         old = await c.leader()
         # Isolate the leader: drop everything it sends and receives.
-        old.transport.send = lambda msgs: None
+        old.transport.send = lambda msgs, **kw: None
         real_deliver = old.transport._on_messages
         old.transport._on_messages = lambda msgs: None
         doomed = asyncio.ensure_future(old.propose(cmd("SET", "lost", "1")))

@@ -318,8 +318,11 @@ class PeerTransport:
 
     # --- sending --------------------------------------------------------------
 
-    def send(self, msgs: list[Message]) -> None:
-        """Queue ``msgs`` for their destinations (``m.dst``); never blocks.
+    def send(self, msgs: list[Message], *, now: bool = False) -> None:
+        """Queue ``msgs`` for their destinations (``m.dst``); never blocks. They are
+        written at the end of this loop iteration (with whatever else is sent to the
+        same peer meanwhile, in one frame), or with ``now`` at once: for replies
+        that someone waits on and that nothing will join (an ack after a save).
 
         Raises TypeError/ValueError (before queuing any of them) if a message
         cannot be encoded: that is the caller's bug, not a network condition.
@@ -339,6 +342,11 @@ class PeerTransport:
                             "max_frame (%d)", self.node_id, size, peer.id, self.max_frame)
             elif not self._closed:
                 self._enqueue(peer, m, size)
+        if now:
+            for peer in {m.dst for m in msgs}:
+                target = peers.get(peer)
+                if target is not None and target.queue:
+                    self._flush(target)
 
     def _enqueue(self, peer: _Peer, m: Message, size: int) -> None:
         budget = self.max_buffered_bytes - peer.write_buffer_size()

@@ -330,8 +330,10 @@ class RespConnection(asyncio.Protocol):
 
     def _flush(self, _fut: object = None) -> None:
         """Encode every reply at the head of the queue that is complete, in order, into
-        the output buffer; it is written once per event loop iteration, so a pipeline's
-        replies leave in a few large writes rather than one syscall each."""
+        the output buffer. Called for the head's completion it writes at once (the
+        whole batch that completed is in the buffer); otherwise the write waits for
+        the end of the loop iteration. Either way a pipeline's replies leave in a few
+        large writes rather than one syscall each."""
         transport = self._transport
         if transport is None or transport.is_closing():
             for item in self._replies:   # nobody will look at their outcome now
@@ -357,9 +359,14 @@ class RespConnection(asyncio.Protocol):
             except TypeError:
                 log.exception("unencodable reply %r", value)
                 encode_reply(ErrorReply("ERR internal error: unencodable reply"), out)
-        if (out or self._close_when_flushed) and not self._write_scheduled:
-            self._write_scheduled = True
-            asyncio.get_running_loop().call_soon(self._write_out)
+        if out or self._close_when_flushed:
+            if _fut is not None:
+                # Called as the head's done-callback: every reply the same apply batch
+                # resolved is drained above, so write now rather than a loop turn later.
+                self._write_out()
+            elif not self._write_scheduled:
+                self._write_scheduled = True
+                asyncio.get_running_loop().call_soon(self._write_out)
         self._maybe_resume_reading()
         self._wakeup.set()  # the runner may be waiting for room in the pipeline
 
