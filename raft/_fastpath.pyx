@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""The client front end's hot path, compiled: every write passes through both parts.
+"""The hot path, compiled: every write passes through all three parts.
 
 1. ``scan_requests``: RESP request framing for well-formed multibulk commands (what
    every client library sends); anything else stops it, and ``raft.resp.RequestParser``
@@ -9,7 +9,7 @@
 3. ``wal_entry_records``: the WAL's ENTRY records of one batch (every node writes
    every entry once), with ``crc32c``, CRC-32C in portable C (slicing by 8).
 
-Both are checked against their Python reference (tests/test_fastpath.py).
+Each is checked against its Python reference (tests/test_fastpath.py).
 
 The command codec: byte for byte the format of ``raft.kv.encode_command``/``decode_command`` (which stay
 the reference and the fallback): ``version, client_id, seq, time_ms, argc, (len, bytes)
