@@ -223,7 +223,7 @@ cdef inline uint32_t _crc_update(uint32_t reg, const uint8_t* p, Py_ssize_t n) n
     return reg
 
 
-def crc32c(const uint8_t[:] data, uint32_t value=0):
+def crc32c(const uint8_t[::1] data, uint32_t value=0):
     """CRC-32C of ``data`` continuing from ``value``: the ``crc32c`` package's
     convention (``crc32c(b, crc32c(a, s)) == crc32c(a + b, s)``)."""
     cdef Py_ssize_t n = data.shape[0]

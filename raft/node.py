@@ -22,7 +22,7 @@ follow too; here it is as this node runs it::
         storage.save(rd.hard_state, rd.entries)   # ONE write + ONE fdatasync, disk thread
     elif rd.hard_state:                    # only the commit hint: volatile, not synced
         storage.save(rd.hard_state, [], sync=False)
-    transport.send(rd.messages_after_persist) # votes and acks promise durability: after it
+    transport.send(rd.messages_after_persist, now=True)  # votes, acks: after it
     core.advance(rd)
     maybe snapshot + compact               # the log since the last snapshot is over a threshold
 

@@ -100,6 +100,36 @@ def test_two_nodes_exchange_and_batch(loop_factory):
     run(main(), loop_factory)
 
 
+@pytest.mark.parametrize("loop_factory", [new_event_loop, asyncio.new_event_loop],
+                         ids=["uvloop", "asyncio"])
+@pytest.mark.parametrize("now", [True, False], ids=["now", "next-iteration"])
+def test_a_send_into_a_connection_that_just_broke_waits_for_the_next_one(loop_factory, now):
+    """For a loop turn after a connection breaks, the peer still holds its writer (the
+    pump has not noticed yet). A send then must neither raise (uvloop raises on a
+    write to a closed transport; from send(now=True) that would stop the node) nor
+    vanish into the dead socket: it waits in the queue and goes on the next
+    connection."""
+    async def main():
+        ports = dict(zip((1, 2), free_ports(2)))
+        a, b = Node(1, ports), Node(2, ports)
+        await a.t.start()
+        await b.t.start()
+        try:
+            peer = a.t._peers[2]
+            await wait_until(lambda: peer.connected)
+            old = peer.writer
+            old.transport.abort()        # a reset: connection_lost runs, the pump has not
+            await asyncio.sleep(0)
+            assert peer.writer is old and old.transport.is_closing()
+            a.t.send([hb(1, 2, 7)], now=now)
+            await wait_until(lambda: [m.msg_id for m in b.received] == [7])
+            assert peer.writer is not old
+        finally:
+            await a.t.close()
+            await b.t.close()
+    run(main(), loop_factory)
+
+
 def test_three_nodes_all_to_all():
     async def main():
         ports = dict(zip((1, 2, 3), free_ports(3)))

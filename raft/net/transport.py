@@ -362,8 +362,8 @@ class PeerTransport:
         queue.append((m, size))
         peer.queued_bytes += size
         if not peer.flush_scheduled:
-            peer.flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush, peer)
+            peer.flush_scheduled = True
 
     def _flush(self, peer: _Peer) -> None:
         """Write what was queued for ``peer`` in this loop iteration, from a callback:
@@ -375,8 +375,12 @@ class PeerTransport:
         writer = peer.writer
         if not peer.queue:
             return
-        if writer is None or peer.draining or writer.transport.get_write_buffer_size() >= peer.high:
-            peer.wake.set()   # the pump task writes once connected, or once drained
+        if writer is None or peer.draining or writer.transport.is_closing() \
+                or writer.transport.get_write_buffer_size() >= peer.high:
+            # The pump task writes once connected, or drained. A connection that just
+            # broke keeps its writer until the pump notices: the queue waits for the
+            # next connection (a write into the dead one would raise, or vanish).
+            peer.wake.set()
             return
         self._write_queued(peer, writer)
 
@@ -492,7 +496,7 @@ class PeerTransport:
         watcher = asyncio.create_task(self._watch_outbound(peer, reader, writer))
         try:
             while not watcher.done():
-                if not peer.queue:
+                if not peer.queue or writer.transport.is_closing():
                     peer.wake.clear()
                     await peer.wake.wait()
                     continue

@@ -356,7 +356,7 @@ class RespConnection(asyncio.Protocol):
             replies.popleft()
             try:
                 encode_reply(value, out, self.proto)
-            except TypeError:
+            except Exception:   # a bug; answer it rather than leave the queue unwatched
                 log.exception("unencodable reply %r", value)
                 encode_reply(ErrorReply("ERR internal error: unencodable reply"), out)
         if out or self._close_when_flushed:
