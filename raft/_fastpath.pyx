@@ -249,7 +249,7 @@ def wal_entry_records(bytearray buf not None, list entries not None, list offset
     cdef Py_ssize_t n = len(entries), i, pos, size, total = 0
     cdef Entry e
     cdef uint8_t* out
-    cdef const uint8_t* rec
+    cdef uint8_t* rec
     for i in range(n):
         e = <Entry?>entries[i]
         size = PyBytes_GET_SIZE(e.data)
@@ -266,15 +266,14 @@ def wal_entry_records(bytearray buf not None, list entries not None, list offset
         size = PyBytes_GET_SIZE(e.data)
         offsets.append(pos)
         rec = out + pos
-        _put_le(out + pos, <uint64_t>size, 4)
-        out[pos + 4] = <uint8_t>kind
-        out[pos + 5] = 0
-        _put_le(out + pos + 6, <uint64_t>e.type, 2)
-        _put_le(out + pos + 8, e.index, 8)
-        _put_le(out + pos + 16, e.term, 8)
-        memcpy(out + pos + 24, PyBytes_AS_STRING(e.data), size)
-        _put_le(out + pos + 24 + size,
-                _crc_update(seed ^ 0xFFFFFFFF, rec, 24 + size) ^ 0xFFFFFFFF, 4)
+        _put_le(rec, <uint64_t>size, 4)
+        rec[4] = <uint8_t>kind
+        rec[5] = 0
+        _put_le(rec + 6, <uint64_t>e.type, 2)
+        _put_le(rec + 8, e.index, 8)
+        _put_le(rec + 16, e.term, 8)
+        memcpy(rec + 24, PyBytes_AS_STRING(e.data), size)
+        _put_le(rec + 24 + size, _crc_update(seed ^ 0xFFFFFFFF, rec, 24 + size) ^ 0xFFFFFFFF, 4)
         pos += 28 + size
         ends.append(pos)
     return n

@@ -4,6 +4,7 @@ Every test runs in its own event loop under a hard time limit (asyncio.wait_for)
 uses only 127.0.0.1, and closes every transport and socket it opened.
 """
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -62,6 +63,20 @@ class Node:
         self.received.extend(msgs)
 
 
+@contextlib.asynccontextmanager
+async def two_nodes():
+    """Nodes 1 and 2, started; closed on the way out."""
+    ports = dict(zip((1, 2), free_ports(2)))
+    a, b = Node(1, ports), Node(2, ports)
+    await a.t.start()
+    await b.t.start()
+    try:
+        yield a, b
+    finally:
+        await a.t.close()
+        await b.t.close()
+
+
 def hb(src, dst, i=0, entries=None):
     return Message(MSG_APP, src, dst, term=1, index=i, commit=i, msg_id=i, entries=entries)
 
@@ -76,11 +91,7 @@ async def raw_dial(port):
                          ids=["uvloop", "asyncio"])
 def test_two_nodes_exchange_and_batch(loop_factory):
     async def main():
-        ports = dict(zip((1, 2), free_ports(2)))
-        a, b = Node(1, ports), Node(2, ports)
-        await a.t.start()
-        await b.t.start()
-        try:
+        async with two_nodes() as (a, b):
             # Sent in one loop iteration: must travel as one frame.
             ents = [Entry(k, 1, 0, b"x" * 100) for k in range(1, 65)]
             a.t.send([hb(1, 2, i) for i in range(99)] + [hb(1, 2, 99, ents)])
@@ -94,9 +105,6 @@ def test_two_nodes_exchange_and_batch(loop_factory):
             assert sb["frames_received"] == 1 and sb["messages_received"] == 100
             assert sb["bytes_received"] == sa["bytes_sent"]
             assert sa["peers"][2]["connected"] and sa["buffered_bytes"] == 0
-        finally:
-            await a.t.close()
-            await b.t.close()
     run(main(), loop_factory)
 
 
@@ -110,11 +118,7 @@ def test_a_send_into_a_connection_that_just_broke_waits_for_the_next_one(loop_fa
     vanish into the dead socket: it waits in the queue and goes on the next
     connection."""
     async def main():
-        ports = dict(zip((1, 2), free_ports(2)))
-        a, b = Node(1, ports), Node(2, ports)
-        await a.t.start()
-        await b.t.start()
-        try:
+        async with two_nodes() as (a, b):
             peer = a.t._peers[2]
             await wait_until(lambda: peer.connected)
             old = peer.writer
@@ -124,9 +128,6 @@ def test_a_send_into_a_connection_that_just_broke_waits_for_the_next_one(loop_fa
             a.t.send([hb(1, 2, 7)], now=now)
             await wait_until(lambda: [m.msg_id for m in b.received] == [7])
             assert peer.writer is not old
-        finally:
-            await a.t.close()
-            await b.t.close()
     run(main(), loop_factory)
 
 

@@ -143,11 +143,18 @@ def encode_command(client_id: int, seq: int, argv: list[bytes], *, time_ms: int)
 
 def decode_command(data: bytes) -> Command:
     """Inverse of :func:`encode_command`; raises :class:`CommandDecodeError` on anything else."""
+    return Command(*decode_fields(data))
+
+
+def decode_fields(data: bytes) -> tuple[int, int, int, tuple[bytes, ...]]:
+    """decode_command's fields as a plain tuple ``(client_id, seq, time_ms, argv)``:
+    what the state machine's hot path reads, without building a Command."""
     if _kvcodec is not None and type(data) is bytes:
         fast = _kvcodec.decode(data)
         if fast is not None:
-            return Command(*fast)
-    return _decode_command_reference(data)
+            return fast
+    cmd = _decode_command_reference(data)
+    return cmd.client_id, cmd.seq, cmd.time_ms, cmd.argv
 
 
 def _decode_command_reference(data: bytes) -> Command:

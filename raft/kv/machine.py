@@ -37,8 +37,8 @@ from raft.kv.args import (_MAX_ID, INT64_MAX, INT64_MIN, UINT64_MAX, StreamID, X
                           _fmt_id, _incr_id, _next_stream_id, _parse_expire_flags,
                           _parse_interval_id, _parse_set_options, _parse_stream_id, _parse_xadd,
                           parse_int, parse_xread)
-from raft.kv.codec import (Command, CommandDecodeError, _Cursor, _get_value, _kvcodec, _put_bytes,
-                           _put_uvarint, _put_value, decode_argv, decode_command)
+from raft.kv.codec import (Command, CommandDecodeError, _Cursor, _get_value, _put_bytes, _put_uvarint,
+                           _put_value, decode_argv, decode_fields)
 from raft.kv.commands import _command, lookup_command
 from raft.kv.replies import (E_BAD_ID, E_NOT_INT, E_OVERFLOW, E_SYNTAX, E_WRONGTYPE, E_XADD_EXHAUSTED,
                              NULL_ARRAY, OK, ErrorReply, Reply, Status, _sanitize, arity_error)
@@ -47,18 +47,6 @@ from raft.kv.replies import (E_BAD_ID, E_NOT_INT, E_OVERFLOW, E_SYNTAX, E_WRONGT
 #: SET's and GET's names as clients send them; any other spelling takes the general path.
 _PLAIN_SET = frozenset((b"SET", b"set"))
 _PLAIN_GET = frozenset((b"GET", b"get"))
-
-
-def _decode_fields(data: bytes) -> tuple[int, int, int, tuple[bytes, ...]] | None:
-    """(client_id, seq, time_ms, argv) from the compiled codec, or None: then
-    decode_command decides (and names what is wrong with a malformed entry)."""
-    if _kvcodec is not None and type(data) is bytes:
-        return _kvcodec.decode(data)
-    return None
-
-
-def _fields(cmd: Command) -> tuple[int, int, int, tuple[bytes, ...]]:
-    return cmd.client_id, cmd.seq, cmd.time_ms, cmd.argv
 
 log = logging.getLogger("raft.kv")
 
@@ -182,13 +170,10 @@ class KVStateMachine:
         if index <= self.last_applied:
             raise ValueError(f"apply index {index} <= last applied {self.last_applied}")
         self.last_applied = index
-        fields = _decode_fields(data)
-        if fields is None:
-            try:
-                fields = _fields(decode_command(data))
-            except CommandDecodeError as e:
-                return ErrorReply(_sanitize(f"ERR malformed log entry at index {index}: {e}"))
-        client_id, seq, time_ms, argv = fields
+        try:
+            client_id, seq, time_ms, argv = decode_fields(data)
+        except CommandDecodeError as e:
+            return ErrorReply(_sanitize(f"ERR malformed log entry at index {index}: {e}"))
         if time_ms > self.clock_ms:
             self.clock_ms = time_ms
         self._now, self._index = self.clock_ms, index
