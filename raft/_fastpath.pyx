@@ -11,6 +11,9 @@
 
 Each is checked against its Python reference (tests/test_fastpath.py).
 
+And the WAL's writer thread, ``SyncWriter`` (raft/fastpath/sync_writer.pxi): pwritev +
+fdatasync of a batch the loop thread built, with no GIL (tests/test_sync_writer.py).
+
 The command codec: byte for byte the format of ``raft.kv.encode_command``/``decode_command`` (which stay
 the reference and the fallback): ``version, client_id, seq, time_ms, argc, (len, bytes)
 * argc``, every integer an unsigned LEB128 varint. ``decode`` returns None for anything
@@ -277,3 +280,6 @@ def wal_entry_records(bytearray buf not None, list entries not None, list offset
         pos += 28 + size
         ends.append(pos)
     return n
+
+
+include "fastpath/sync_writer.pxi"

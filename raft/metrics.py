@@ -98,6 +98,11 @@ class NodeMetrics:
             fam = self._counter_family(f"raft_{name}", text)
             fam.add_metric([], c.get(name, 0))
             yield fam
+        fam = self._counter_family(
+            "raft_wal_io_seconds", "Time in the WAL writer thread's write + fdatasync alone "
+            "(the common saves; raft_fsync_seconds is the whole save as the loop waits for it)")
+        fam.add_metric([], c.get("wal_io_us", 0) / 1e6)
+        yield fam
         gauges = {
             "term": ("Current term", st.get("term", 0)),
             "commit_index": ("Highest log index known committed", st.get("commit_index", 0)),

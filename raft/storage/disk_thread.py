@@ -15,11 +15,12 @@ the order they were made.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import threading
 from typing import Any, Callable
 
-__all__ = ["DiskThread"]
+__all__ = ["DiskThread", "SyncWriteThread"]
 
 
 def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -73,3 +74,57 @@ class DiskThread:
                 loop.call_soon_threadsafe(_settle, fut, ok, value)
             except RuntimeError:
                 pass   # the loop is closed: nobody waits for this any more
+
+
+class SyncWriteThread:
+    """``await writer.write(fd, bufs, offset)``: pwritev + fdatasync on a thread that
+    never takes the GIL (``raft._fastpath.SyncWriter``), its completion delivered
+    through an eventfd this loop watches. For the WAL's common save (wal.py
+    begin_save/end_save); everything else goes through ``DiskThread``. One write
+    at a time: the caller awaits each before the next (and does not mix the two
+    threads' calls: the node's Ready loop awaits every storage call in turn)."""
+
+    def __init__(self, name: str, loop: asyncio.AbstractEventLoop) -> None:
+        from raft._fastpath import SyncWriter
+
+        self._loop = loop
+        self._writer = SyncWriter(name)
+        self._future: asyncio.Future[float] | None = None
+        self._closed = False
+        loop.add_reader(self._writer.done_fd, self._on_done)
+
+    def write(self, fd: int, bufs: list, offset: int, sync: bool = True) -> asyncio.Future[float]:
+        """Write ``bufs`` at ``offset`` of ``fd`` (then fdatasync if ``sync``); the
+        future gets the seconds the write + fdatasync took on the writer thread, or
+        the ``OSError``."""
+        if self._closed:
+            raise RuntimeError("the WAL writer thread is shut down")
+        fut = self._loop.create_future()
+        self._writer.submit(fd, bufs, offset, sync)    # refuses a second write in flight
+        self._future = fut
+        return fut
+
+    def _on_done(self) -> None:
+        outcome = self._writer.result()
+        if outcome is None:
+            return                     # nothing finished (a spurious wakeup)
+        fut, self._future = self._future, None
+        _written, err, io_ns = outcome
+        if fut is None or fut.cancelled():
+            return
+        if err:
+            fut.set_exception(OSError(err, os.strerror(err)))
+        else:
+            fut.set_result(io_ns / 1e9)
+
+    def shutdown(self) -> None:
+        """Finish the write in flight (its buffers stay valid until then), end the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._loop.remove_reader(self._writer.done_fd)
+        except (RuntimeError, ValueError, OSError):
+            pass   # the loop is already closed
+        self._writer.close()
+

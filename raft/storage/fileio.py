@@ -40,7 +40,7 @@ import time
 
 from raft.errors import RaftError
 
-__all__ = ["fsync", "fdatasync", "fsync_dir", "rename", "replace", "unlink", "ftruncate",
+__all__ = ["fsync", "fdatasync", "note_fdatasync", "failpoints_enabled", "fsync_dir", "rename", "replace", "unlink", "ftruncate",
            "failpoint", "FAILPOINTS", "record_durability", "stop_recording",
            "simulate_power_loss", "powerloss_dir", "enable_failpoints", "disable_failpoints",
            "failpoints_path", "write_failpoints", "set_failpoints", "PowerLossError"]
@@ -64,6 +64,12 @@ class PowerLossError(RaftError):
 _failpoints: dict[str, tuple[str, float]] = {}
 _ACTION = re.compile(r"^(off|error|sleep\((\d+(?:\.\d+)?)\))$")
 _control: "_ControlFile | None" = None    # None: failpoints disabled (production)
+
+
+def failpoints_enabled() -> bool:
+    """True while failpoints are enabled (then every storage write takes the path
+    that passes them: wal.py begin_save)."""
+    return _control is not None
 
 
 def failpoint(name: str) -> None:
@@ -302,6 +308,13 @@ def fdatasync(fd: int, data_end: int | None = None) -> None:
     """``data_end``: the file was preallocated (zero-filled and synced) and its data
     ends there; what lies beyond is still zeros (for the power-loss journal)."""
     os.fdatasync(fd)
+    if _journals:
+        _note_sync(fd, data_end)
+
+
+def note_fdatasync(fd: int, data_end: int | None = None) -> None:
+    """An fdatasync of ``fd`` made elsewhere (the WAL's writer thread, which runs
+    without the GIL) succeeded: tell the power-loss journal, as fdatasync() does."""
     if _journals:
         _note_sync(fd, data_end)
 

@@ -140,6 +140,34 @@ def _write_at(fd: int, bufs: list, offset: int) -> None:
             rest, done = rest[n:], done + n
 
 
+class _BatchPlan:
+    """One batch, built (``builder``, ``batch``) and placed: a new segment, or
+    ``seg`` (the active one) at ``offset``."""
+
+    __slots__ = ("builder", "batch", "new_segment", "truncate_at", "hard_state", "entries",
+                 "marker", "reset", "seg", "offset")
+
+    def __init__(self, builder: BatchBuilder, batch: bytearray, new_segment: bool,
+                 truncate_at: int | None, hard_state: HardState | None, entries: list[Entry],
+                 marker: tuple[int, int] | None, reset: bool, seg: SegmentInfo | None,
+                 offset: int) -> None:
+        self.builder, self.batch, self.new_segment = builder, batch, new_segment
+        self.truncate_at, self.hard_state, self.entries = truncate_at, hard_state, entries
+        self.marker, self.reset = marker, reset
+        self.seg: SegmentInfo = seg   # type: ignore[assignment]  # set for a new segment later
+        self.offset = offset
+
+
+class PendingSave:
+    """A save between begin_save and end_save: write ``bufs`` at ``offset`` of ``fd``,
+    then fdatasync."""
+
+    __slots__ = ("fd", "bufs", "offset", "plan")
+
+    def __init__(self, fd: int, bufs: list, offset: int, plan: _BatchPlan) -> None:
+        self.fd, self.bufs, self.offset, self.plan = fd, bufs, offset, plan
+
+
 class DiskStorage:
     """The Storage protocol (raft/storage/base.py) on a directory of WAL segments.
 
@@ -176,6 +204,7 @@ class DiskStorage:
         self.syncs = 0
         self._fd = -1  # write fd of the active (last) segment
         self._failed: BaseException | None = None
+        self._pending_save: PendingSave | None = None   # begin_save .. end_save
         self._closed = False
         self._guard: DataDirGuard | None = None
         self._node_id = node_id
@@ -456,6 +485,13 @@ class DiskStorage:
         commit hint (``Ready.must_fsync`` False), which Raft does not require to be
         durable. A new segment is still synced whole (it appears whole or not at all)."""
         self._check_usable()
+        if not self._check_save(hard_state, entries):
+            return  # nothing to make durable
+        self._save_guarded(hard_state, entries, sync=sync)
+        self.saves += 1
+
+    def _check_save(self, hard_state: HardState | None, entries: list[Entry]) -> bool:
+        """Refuse entries that cannot follow the log; False if there is nothing to save."""
         if entries:
             first = entries[0].index
             if entries[-1].index != first + len(entries) - 1:
@@ -465,14 +501,15 @@ class DiskStorage:
                 raise StorageError(f"gap: appending {first} after {self._last}")
             if first <= self._snap_index:
                 raise StorageError(f"cannot overwrite compacted index {first}")
-        elif hard_state is None or hard_state == self._hard_state:
-            return  # nothing to make durable
-        self._save_guarded(hard_state, entries, sync=sync)
-        self.saves += 1
+            return True
+        return hard_state is not None and hard_state != self._hard_state
 
     def _save_guarded(self, hard_state: HardState | None, entries: list[Entry],
                       marker: tuple[int, int] | None = None, reset: bool = False,
                       sync: bool = True) -> None:
+        if self._pending_save is not None:
+            # Every WAL write passes here; begin_save's batch is placed at the end.
+            raise StorageError("a WAL write while a save is in flight (begin_save .. end_save)")
         self._loaded = None
         self.check_data_dir()     # never promise durability in a directory that is gone
         try:
@@ -610,6 +647,38 @@ class DiskStorage:
         The first batch of every new segment carries the hard state and the WAL's
         current SNAPSHOT record, so the newest segment always holds both and
         deleting older ones can lose neither."""
+        plan = self._plan_batch(hard_state, entries, marker, reset)
+        if plan.new_segment:
+            if reset:
+                if marker is None or entries:
+                    raise StorageError("a log reset writes a snapshot marker and no entries")
+                seg_first = marker[0] + 1
+            else:
+                seg_first = plan.truncate_at if plan.truncate_at is not None else (
+                    entries[0].index if entries else self._last + 1)
+            active = self._segments[-1] if self._segments else None
+            seq = active.seq + 1 if active else 1
+            if active is not None:
+                self._close_room(active)
+            plan.seg = self._create_segment(seq, seg_first, plan.batch)
+            plan.offset = SEG_HEADER_SIZE
+        else:
+            seg = plan.seg
+            fileio.failpoint("wal.write")
+            self._write_with_room(self._fd, seg, [plan.batch], seg.size)
+            seg.size += len(plan.batch)
+            if self.durability == "fsync" and sync:
+                fileio.failpoint("wal.sync")
+                fileio.fdatasync(self._fd, seg.size)
+                self.syncs += 1
+        self._commit_batch(plan)
+        if plan.new_segment:
+            self._collect_garbage()
+
+    def _plan_batch(self, hard_state: HardState | None, entries: list[Entry],
+                    marker: tuple[int, int] | None, reset: bool) -> _BatchPlan:
+        """The batch's bytes and where it goes (the active segment, or a new one);
+        nothing written, nothing in memory changed."""
         active = self._segments[-1] if self._segments else None
         truncate_at = None
         if entries:
@@ -642,36 +711,66 @@ class DiskStorage:
         if hard_state is not None or new_segment or active.batches == 0:
             # A segment's first batch always carries the hard state (see _collect_garbage).
             b.hard_state(hard_state if hard_state is not None else self._hard_state)
-        batch = b.finish()
-        if new_segment:
-            if reset:
-                if marker is None or entries:
-                    raise StorageError("a log reset writes a snapshot marker and no entries")
-                seg_first = marker[0] + 1
-            else:
-                seg_first = truncate_at if truncate_at is not None else (
-                    entries[0].index if entries else self._last + 1)
-            seq = active.seq + 1 if active else 1
-            if active is not None:
-                self._close_room(active)
-            seg, batch_at_offset = self._create_segment(seq, seg_first, batch), SEG_HEADER_SIZE
-        else:
-            seg, batch_at_offset = active, active.size
-            fileio.failpoint("wal.write")
-            self._write_with_room(self._fd, seg, [batch], seg.size)
-            seg.size += len(batch)
-            if self.durability == "fsync" and sync:
-                fileio.failpoint("wal.sync")
-                fileio.fdatasync(self._fd, seg.size)
-                self.syncs += 1
-        seg.batches += 1
-        if marker is not None:
-            self._marker = marker
-            if reset:
-                self._reset_memory(marker[0], marker[1])
-        self._apply(seg, truncate_at, entries, b, batch_at_offset, hard_state)
-        if new_segment:
-            self._collect_garbage()
+        return _BatchPlan(b, b.finish(), new_segment, truncate_at, hard_state, entries,
+                          marker, reset, active, active.size if active is not None else 0)
+
+    def _commit_batch(self, plan: _BatchPlan) -> None:
+        """The batch is on disk: count it and bring memory in line with it."""
+        plan.seg.batches += 1
+        if plan.marker is not None:
+            self._marker = plan.marker
+            if plan.reset:
+                self._reset_memory(plan.marker[0], plan.marker[1])
+        self._apply(plan.seg, plan.truncate_at, plan.entries, plan.builder, plan.offset,
+                    plan.hard_state)
+
+    # -- the save hot path, split for a writer thread without the GIL ----------
+
+    def begin_save(self, hard_state: HardState | None, entries: list[Entry]) -> PendingSave | None:
+        """The common save (an append to the active segment, into room already
+        preallocated), in three steps so that the write + fdatasync can run on a
+        thread that never takes the GIL (raft._fastpath.SyncWriter; node.py):
+        ``begin_save`` checks and builds the batch on the caller's thread, the
+        writer writes ``pending.bufs`` at ``pending.offset`` of ``pending.fd`` and
+        fdatasyncs, then ``end_save`` brings memory in line (or fails the storage).
+
+        Returns None when this save is not the common case (nothing to save, a new
+        segment, room to preallocate, a snapshot marker, armed failpoints, no
+        fsync): the caller then runs ``save()`` whole. Until ``end_save`` no other
+        call may change the storage (the node's Ready loop runs one save at a time;
+        checked)."""
+        self._check_usable()
+        if self._pending_save is not None:
+            raise StorageError("begin_save while another save is in flight")
+        if self.durability != "fsync" or self._needs_marker or fileio.failpoints_enabled():
+            return None
+        if not self._check_save(hard_state, entries):
+            return None
+        plan = self._plan_batch(hard_state, entries, None, False)
+        if plan.new_segment or self._room(plan.seg, plan.offset + len(plan.batch)):
+            return None
+        self._loaded = None
+        self.check_data_dir()     # never promise durability in a directory that is gone
+        pending = PendingSave(self._fd, [plan.batch], plan.offset, plan)
+        self._pending_save = pending
+        return pending
+
+    def end_save(self, pending: PendingSave, error: OSError | None) -> None:
+        """The writer finished ``pending``: ``error`` None means written in full and
+        synced. An error makes the storage unusable, as in save()."""
+        if pending is not self._pending_save:
+            raise StorageError("end_save of a save that is not the one in flight")
+        self._pending_save = None
+        plan = pending.plan
+        if error is not None:
+            self._failed = error
+            raise StorageError(f"write to {plan.seg.path} failed ({error}); this DiskStorage "
+                               f"is unusable, reopen it to recover") from error
+        plan.seg.size += len(plan.batch)
+        self.syncs += 1
+        fileio.note_fdatasync(pending.fd, plan.seg.size)
+        self._commit_batch(plan)
+        self.saves += 1
 
     def _reset_memory(self, index: int, term: int) -> None:
         """An installed snapshot at (index, term) replaced the whole log."""
@@ -928,5 +1027,5 @@ class DiskStorage:
                 f"entries [{self.first_index}, {self._last}], {len(self._segments)} segments)")
 
 
-__all__ = ["DiskStorage", "Recovery", "SegmentInfo", "recover", "DURABILITY_MODES",
+__all__ = ["DiskStorage", "PendingSave", "Recovery", "SegmentInfo", "recover", "DURABILITY_MODES",
            "KIND_ENTRY", "KIND_HARD_STATE", "KIND_TRUNCATE"]
