@@ -8,6 +8,8 @@
    end, decoded by every node's state machine when it applies the entry).
 3. ``wal_entry_records``: the WAL's ENTRY records of one batch (every node writes
    every entry once), with ``crc32c``, CRC-32C in portable C (slicing by 8).
+4. ``apply_plain_sets``: the state machine's hot write, ``SET key value``, applied over
+   a run of committed entries (every node applies every entry once).
 
 Each is checked against its Python reference (tests/test_fastpath.py).
 
@@ -102,6 +104,10 @@ cdef inline bint _get_uvarint(const unsigned char* buf, Py_ssize_t end, Py_ssize
 
 def decode(bytes data not None):
     """(client_id, seq, time_ms, argv tuple) of a well-formed command, else None."""
+    return _decode(data)
+
+
+cdef object _decode(bytes data):
     cdef const unsigned char* buf = <const unsigned char*>PyBytes_AS_STRING(data)
     cdef Py_ssize_t end = PyBytes_GET_SIZE(data), pos = 1, i
     cdef uint64_t client_id, seq, time_ms, argc, size
@@ -121,6 +127,66 @@ def decode(bytes data not None):
     if pos != end:
         return None
     return client_id, seq, time_ms, tuple(argv)
+
+
+cdef inline bint _is_plain_set_name(bytes name) noexcept:
+    # b"SET" or b"set": the spellings clients send (kv.machine._PLAIN_SET); any other
+    # spelling takes the general path, which gives the same result.
+    cdef const char* p
+    if PyBytes_GET_SIZE(name) != 3:
+        return False
+    p = PyBytes_AS_STRING(name)
+    return (p[0] == b'S' and p[1] == b'E' and p[2] == b'T') or \
+           (p[0] == b's' and p[1] == b'e' and p[2] == b't')
+
+
+def apply_plain_sets(list entries not None, Py_ssize_t pos, dict data not None,
+                     dict expires not None, uint64_t last_applied, uint64_t clock_ms,
+                     object ok, list replies not None):
+    """The KV state machine's hot path over a run of committed entries
+    (``KVStateMachine.apply_entries``): from ``entries[pos]`` on, each plain
+    ``SET key value`` of client 0 -- a normal entry whose command decodes, index above
+    ``last_applied`` -- does what ``KVStateMachine._plain_set`` does (``data[key] =
+    value``, any TTL dropped), moves the clock to its time, and appends ``ok`` to
+    ``replies``. Stops at the first entry that is anything else, which the caller
+    applies in Python. Returns ``(pos, last_applied, clock_ms)`` after the run.
+
+    The caller runs it only while no key has a pending expiry (an apply then purges
+    nothing before the SET); ``tests/test_kv.py`` checks it against apply()."""
+    cdef Py_ssize_t n = len(entries)
+    cdef Entry e
+    cdef tuple fields, argv
+    cdef uint64_t time_ms
+    while pos < n:
+        e = entries[pos]
+        if e.type != 0 or e.index <= last_applied or not e.data:   # 0: ENTRY_NORMAL
+            break
+        fields = _decode(e.data)
+        if fields is None or fields[0] != 0:
+            break
+        argv = <tuple>fields[3]
+        if len(argv) != 3 or not _is_plain_set_name(<bytes>argv[0]):
+            break
+        time_ms = fields[2]
+        if time_ms > clock_ms:
+            clock_ms = time_ms
+        last_applied = e.index
+        data[argv[1]] = argv[2]
+        if expires:
+            expires.pop(argv[1], None)
+        replies.append(ok)
+        pos += 1
+    return pos, last_applied, clock_ms
+
+
+def entries_data_bytes(list entries not None):
+    """sum(len(e.data) for e in entries): what byte budgets on the log count."""
+    cdef Py_ssize_t total = 0
+    cdef Entry e
+    for item in entries:
+        e = item
+        total += PyBytes_GET_SIZE(e.data)
+    return total
 
 
 # --- RESP requests ----------------------------------------------------------------------

@@ -245,6 +245,9 @@ class RaftNode:
         self.id = config.node_id
         #: The replicated state machine; only touched on the loop thread.
         self.state_machine = state_machine if state_machine is not None else KVStateMachine()
+        #: the state machine's batch apply, if it has one (KVStateMachine.apply_entries)
+        self._apply_entries: Callable[[list[Entry], list[Any]], int] | None = getattr(
+            self.state_machine, "apply_entries", None)
         self._seed = seed if seed is not None else secrets.randbits(64)
         self._core: RawNode | None = None
         self._storage: DiskStorage | None = None
@@ -1276,6 +1279,31 @@ class RaftNode:
     def _apply(self, entries: list[Entry]) -> None:
         """Apply committed entries in log order (§5.3: State Machine Safety makes every
         node apply the same command at each index) and answer their proposers."""
+        if self._reads_at or self._apply_entries is None:
+            applied_commands = self._apply_one_by_one(entries)
+        else:
+            # No read waits at an index of this batch: apply it whole (the state
+            # machine's batch path), then answer the proposers.
+            replies: list[Any] = []
+            applied_commands = self._apply_entries(entries, replies)
+            pending = self._pending
+            if pending:
+                for e, reply in zip(entries, replies):
+                    p = pending.pop(e.index, None)
+                    if p is not None:
+                        self._answer(p, e, reply)
+        self.applied_index = entries[-1].index
+        self.counters["entries_applied"] += len(entries)
+        self._log_bytes += data_bytes(entries) + ENTRY_LOG_OVERHEAD * len(entries)
+        self.counters["commands_applied"] += applied_commands
+        # Wake every waiter (XREAD BLOCK, reads waiting for their read index) once
+        # per batch, then start a new event.
+        self._applied_event.set()
+        self._applied_event = asyncio.Event()
+
+    def _apply_one_by_one(self, entries: list[Entry]) -> int:
+        """Each entry, then the reads waiting at its index (evaluated right there:
+        a read sees the log up to its place, no further)."""
         sm = self.state_machine
         pending = self._pending
         applied_commands = 0
@@ -1289,25 +1317,25 @@ class RaftNode:
                 applied_commands += 1
             if pending:
                 p = pending.pop(index, None)
-                if p is not None and not p.future.done():
-                    if p.term == e.term:
-                        p.future.set_result(reply)
-                    else:
-                        self.counters["proposals_failed"] += 1
-                        p.future.set_exception(NotLeaderError(self._leader_client_addr()))
+                if p is not None:
+                    self._answer(p, e, reply)
             if self._reads_at:
                 reads = self._reads_at.pop(index, None)
                 if reads is not None:
                     for read in reads:
                         read.evaluate_now()
-        self.applied_index = entries[-1].index
-        self.counters["entries_applied"] += len(entries)
-        self._log_bytes += data_bytes(entries) + ENTRY_LOG_OVERHEAD * len(entries)
-        self.counters["commands_applied"] += applied_commands
-        # Wake every waiter (XREAD BLOCK, reads waiting for their read index) once
-        # per batch, then start a new event.
-        self._applied_event.set()
-        self._applied_event = asyncio.Event()
+        return applied_commands
+
+    def _answer(self, p: _Pending, e: Entry, reply: Any) -> None:
+        """The proposer of ``e``: its reply, or NotLeaderError if another leader's
+        entry took its index (§5.3)."""
+        if p.future.done():
+            return
+        if p.term == e.term:
+            p.future.set_result(reply)
+        else:
+            self.counters["proposals_failed"] += 1
+            p.future.set_exception(NotLeaderError(self._leader_client_addr()))
 
     def _expire_pending(self, now: float) -> None:
         """Time out waiters past propose_timeout: their outcome is unknown (the entry

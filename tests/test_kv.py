@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from raft._core import ENTRY_NOOP, ENTRY_NORMAL, Entry
 from raft.kv import (
     NULL_ARRAY,
     OK,
@@ -687,3 +688,78 @@ def test_plain_set_drops_the_ttl_and_replaces_a_stream(db):
     db.t += 5000
     assert db.read("GET", "k") == b"w" and db.read("GET", "s") == b"x"
     assert db.sm.expires_count() == 0
+
+
+def _random_entries(rng: random.Random, n: int, t0: int) -> list[Entry]:
+    """Committed entries as a node applies them: mostly plain SETs (the compiled run),
+    mixed with everything that must stop the run -- other commands, other spellings,
+    options and TTLs, session commands, time going backwards, no-ops, empty entries,
+    malformed data."""
+    out, t = [], t0
+    for index in range(1, n + 1):
+        t += rng.randint(-3, 20)          # leaders' clocks differ: not monotonic
+        key = f"k{rng.randrange(6)}".encode()
+        r = rng.random()
+        if r < 0.55:
+            argv = [rng.choice([b"SET", b"set"]), key, b"v%d" % index]
+        elif r < 0.60:
+            argv = [b"SeT", key, b"w"]
+        elif r < 0.66:
+            argv = [b"SET", key, b"x", b"PX", str(rng.randint(1, 40)).encode()]
+        elif r < 0.70:
+            argv = [b"PEXPIRE", key, str(rng.randint(1, 40)).encode()]
+        elif r < 0.75:
+            argv = [b"XADD", key, b"*", b"f", b"v"]
+        elif r < 0.80:
+            argv = [b"DEL", key]
+        elif r < 0.84:
+            argv = [b"INCR", key]
+        elif r < 0.87:
+            argv = [b"SET", key]                    # wrong arity
+        elif r < 0.90:
+            out.append(Entry(index, 1, ENTRY_NOOP))
+            continue
+        elif r < 0.92:
+            out.append(Entry(index, 1, ENTRY_NORMAL, b""))
+            continue
+        elif r < 0.94:
+            out.append(Entry(index, 1, ENTRY_NORMAL, b"\x01\xff\xff"))   # malformed
+            continue
+        else:
+            cid = rng.randint(1, 3)
+            out.append(Entry(index, 1, ENTRY_NORMAL, encode_command(
+                cid, rng.randint(1, 5), [b"SET", key, b"s"], time_ms=t)))
+            continue
+        out.append(Entry(index, 1, ENTRY_NORMAL, encode_command(0, 0, argv, time_ms=t)))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_apply_entries_is_apply_one_by_one(seed):
+    """KVStateMachine.apply_entries (runs of plain SETs applied in C) against apply()
+    of each entry: the same replies (None for an entry without a command), the same
+    state (snapshot bytes, expiries), whatever the batches' boundaries."""
+    rng = random.Random(seed)
+    entries = _random_entries(rng, 400, T0)
+    one, batched = KVStateMachine(), KVStateMachine()
+    want = [one.apply(e.index, e.data) if e.type == ENTRY_NORMAL and e.data else None
+            for e in entries]
+    got: list = []
+    commands, pos = 0, 0
+    while pos < len(entries):
+        size = rng.choice([1, 2, 7, 50, 400])
+        commands += batched.apply_entries(entries[pos:pos + size], got)
+        pos += size
+    assert got == want, f"seed {seed}"
+    assert commands == sum(1 for e in entries if e.type == ENTRY_NORMAL and e.data)
+    assert batched.snapshot() == one.snapshot(), f"seed {seed}"
+    assert (batched.last_applied, batched.clock_ms, batched.expires_count()) == \
+        (one.last_applied, one.clock_ms, one.expires_count()), f"seed {seed}"
+
+
+def test_apply_entries_refuses_an_index_already_applied():
+    sm = KVStateMachine()
+    e = Entry(1, 1, ENTRY_NORMAL, encode_command(0, 0, [b"SET", b"k", b"v"], time_ms=T0))
+    assert sm.apply_entries([e], []) == 1
+    with pytest.raises(ValueError, match="last applied"):
+        sm.apply_entries([e], [])

@@ -32,6 +32,7 @@ import logging
 from collections import OrderedDict
 from typing import Union
 
+from raft._core import ENTRY_NORMAL
 from raft.errors import RaftError
 from raft.kv.args import (_MAX_ID, INT64_MAX, INT64_MIN, UINT64_MAX, StreamID, XReadArgs, _decr_id,
                           _fmt_id, _incr_id, _next_stream_id, _parse_expire_flags,
@@ -43,6 +44,11 @@ from raft.kv.commands import _command, lookup_command
 from raft.kv.replies import (E_BAD_ID, E_NOT_INT, E_OVERFLOW, E_SYNTAX, E_WRONGTYPE, E_XADD_EXHAUSTED,
                              NULL_ARRAY, OK, ErrorReply, Reply, Status, _sanitize, arity_error)
 
+
+try:   # the compiled apply of plain SETs (raft/_fastpath.pyx); apply() is its reference
+    from raft._fastpath import apply_plain_sets as _apply_plain_sets
+except ImportError:  # a source tree without compiled extensions
+    _apply_plain_sets = None
 
 #: SET's and GET's names as clients send them; any other spelling takes the general path.
 _PLAIN_SET = frozenset((b"SET", b"set"))
@@ -184,6 +190,35 @@ class KVStateMachine:
                 return self._plain_set(argv[1], argv[2])
             return self._execute(list(argv), write=True)
         return self._apply_in_session(Command(client_id, seq, time_ms, argv))
+
+    def apply_entries(self, entries: list, replies: list) -> int:
+        """apply() each committed entry of ``entries`` in order, appending its reply to
+        ``replies`` (None for an entry without a command: a no-op or an empty read
+        barrier, which moves the node's applied index, not the machine's). Returns the
+        number of commands applied.
+
+        Runs of plain ``SET key value`` are applied in C (``apply_plain_sets``, the
+        same effect as _plain_set) while no key has a pending expiry; anything else
+        goes through apply()."""
+        pos, n, commands = 0, len(entries), 0
+        while pos < n:
+            if _apply_plain_sets is not None and not self._expiry_heap:
+                end, self.last_applied, self.clock_ms = _apply_plain_sets(
+                    entries, pos, self._data, self._expires, self.last_applied,
+                    self.clock_ms, OK, replies)
+                if end > pos:
+                    commands += end - pos
+                    pos = end
+                    self._now, self._index = self.clock_ms, self.last_applied
+                    continue
+            e = entries[pos]
+            if e.type == ENTRY_NORMAL and e.data:
+                replies.append(self.apply(e.index, e.data))
+                commands += 1
+            else:
+                replies.append(None)
+            pos += 1
+        return commands
 
     def _plain_set(self, key: bytes, value: bytes) -> Reply:
         """``SET key value`` without options, the hot write: what _set does for it

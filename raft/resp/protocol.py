@@ -72,7 +72,10 @@ def encode_reply(reply: Reply | Any, out: bytearray, proto: int = 2) -> None:
     elif reply is None or reply is NULL_ARRAY:
         out += b"_\r\n" if proto == 3 else (b"$-1\r\n" if reply is None else b"*-1\r\n")
     elif t is Status:
-        out += b"+%s\r\n" % _one_line(reply).encode()
+        if reply == "OK":
+            out += b"+OK\r\n"     # the reply to every SET: skip the escaping
+        else:
+            out += b"+%s\r\n" % _one_line(reply).encode()
     elif t is ErrorReply:
         out += b"-%s\r\n" % _one_line(reply).encode()
     elif t is list or t is tuple:

@@ -98,9 +98,16 @@ _INDEXED_SEGMENTS = 4
 _term_of = attrgetter("term")
 _data_of = attrgetter("data")
 
+try:   # compiled (raft/_fastpath.pyx); the sum below is its reference
+    from raft._fastpath import entries_data_bytes as _entries_data_bytes
+except ImportError:  # a source tree without compiled extensions
+    _entries_data_bytes = None
+
 
 def data_bytes(entries: list[Entry]) -> int:
     """The total size of the entries' data (what byte budgets on the log count)."""
+    if _entries_data_bytes is not None and type(entries) is list:
+        return _entries_data_bytes(entries)
     return sum(map(len, map(_data_of, entries)))
 
 REPAIR_HINT = ("`raft storage check DIR` describes the damage; `raft storage repair DIR` "
@@ -895,7 +902,7 @@ class DiskStorage:
         if len(self._cache) == self._cache_start:
             self._cache, self._cache_start, self._cache_lo = [], 0, entries[0].index
         self._cache.extend(entries)
-        self._cache_used += sum(len(e.data) for e in entries) + ENTRY_MEMORY_OVERHEAD * len(entries)
+        self._cache_used += data_bytes(entries) + ENTRY_MEMORY_OVERHEAD * len(entries)
         self._evict()
 
     def _evict(self) -> None:
