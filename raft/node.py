@@ -1278,20 +1278,26 @@ class RaftNode:
 
     def _apply(self, entries: list[Entry]) -> None:
         """Apply committed entries in log order (§5.3: State Machine Safety makes every
-        node apply the same command at each index) and answer their proposers."""
-        if self._reads_at or self._apply_entries is None:
+        node apply the same command at each index) and answer their proposers. A read
+        waiting at an index is evaluated right after that entry: it sees the log up to
+        its place, no further."""
+        first = entries[0].index
+        if self._apply_entries is None or entries[-1].index - first != len(entries) - 1:
             applied_commands = self._apply_one_by_one(entries)
         else:
-            # No read waits at an index of this batch: apply it whole (the state
-            # machine's batch path), then answer the proposers.
-            replies: list[Any] = []
-            applied_commands = self._apply_entries(entries, replies)
-            pending = self._pending
-            if pending:
-                for e, reply in zip(entries, replies):
-                    p = pending.pop(e.index, None)
-                    if p is not None:
-                        self._answer(p, e, reply)
+            # Apply in runs (the state machine's batch path), cut after each index a
+            # read waits at. Reads wait only at indexes above the applied one (read()).
+            reads_at = self._reads_at
+            marks = sorted(i for i in reads_at if first <= i <= entries[-1].index) if reads_at else ()
+            applied_commands, start = 0, 0
+            for mark in marks:
+                end = mark - first + 1
+                applied_commands += self._apply_run(entries[start:end])
+                for read in reads_at.pop(mark):
+                    read.evaluate_now()
+                start = end
+            if start < len(entries):
+                applied_commands += self._apply_run(entries[start:] if start else entries)
         self.applied_index = entries[-1].index
         self.counters["entries_applied"] += len(entries)
         self._log_bytes += data_bytes(entries) + ENTRY_LOG_OVERHEAD * len(entries)
@@ -1300,6 +1306,20 @@ class RaftNode:
         # per batch, then start a new event.
         self._applied_event.set()
         self._applied_event = asyncio.Event()
+
+    def _apply_run(self, entries: list[Entry]) -> int:
+        """Apply ``entries`` whole with the state machine's batch path, then answer
+        their proposers (the futures' callbacks run after this anyway)."""
+        assert self._apply_entries is not None
+        replies: list[Any] = []
+        applied_commands = self._apply_entries(entries, replies)
+        pending = self._pending
+        if pending:
+            for e, reply in zip(entries, replies):
+                p = pending.pop(e.index, None)
+                if p is not None:
+                    self._answer(p, e, reply)
+        return applied_commands
 
     def _apply_one_by_one(self, entries: list[Entry]) -> int:
         """Each entry, then the reads waiting at its index (evaluated right there:
