@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -40,6 +41,14 @@ __all__ = ["add_subcommands", "cluster_main", "serve_main", "status_main"]
 
 #: sys.setswitchinterval for a `raft serve` process (see serve_main).
 GIL_SWITCH_INTERVAL = 0.00025
+
+#: The cyclic GC's youngest-generation threshold for a `raft serve` process (Python's
+#: default: 700 allocations). A node allocates a few container objects per request
+#: (futures, reads, replies) that die young without cycles; at 700 the collector ran
+#: thousands of times a second and took ~6% of the leader's CPU under mixed reads and
+#: writes (perf). Measured in pairs (raft bench, 32x16, 50% reads): +16% and +22%.
+#: A collection still runs every 20,000 net allocations, so cycles are freed.
+GC_GEN0_THRESHOLD = 20_000
 
 
 # --- raft serve ----------------------------------------------------------------------
@@ -76,6 +85,8 @@ def serve_main(args: argparse.Namespace) -> int:
     # would take >= 5 ms however fast the disk. 0.25 ms bounds that wait to about
     # the disk's own fdatasync time; the loop thread is the only other thread.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
     raise_nofile_limit()  # before anything opens: clients get what the reserve leaves
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
@@ -93,6 +104,9 @@ async def _serve(config: NodeConfig, force_new: bool = False, join: bool = False
     loop = asyncio.get_running_loop()
     try:
         await node.start()
+        # What recovery loaded (the log, the state machine) lives as long as the
+        # node: out of the collector's way, so older-generation passes skip it.
+        gc.freeze()
     except StorageError as e:
         log.error("node %d: cannot open its data directory: %s", config.node_id, e)
         return 1
