@@ -55,6 +55,7 @@ Not done yet: membership changes (issue 12).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -153,16 +154,15 @@ class _LinearizableRead:
 
     __slots__ = ("evaluate", "result", "value", "evaluated", "confirmed", "deadline")
 
-    def __init__(self, evaluate: Callable[[], Any], confirm: asyncio.Future[int],
+    def __init__(self, evaluate: Callable[[], Any], loop: asyncio.AbstractEventLoop,
                  deadline: float) -> None:
         self.evaluate = evaluate
         self.deadline = deadline
-        self.result: asyncio.Future[Any] = confirm.get_loop().create_future()
+        self.result: asyncio.Future[Any] = loop.create_future()
         self.result.add_done_callback(_retrieve)
         self.value: Any = None
         self.evaluated = False
         self.confirmed = False
-        confirm.add_done_callback(self._on_confirm)
 
     def fail(self, exc: Exception) -> None:
         if not self.result.done():
@@ -199,6 +199,13 @@ def _pop_expired(waiters: dict[int, _Pending], now: float) -> list[_Pending]:
             break
         expired.append(key)
     return [waiters.pop(key) for key in expired]
+
+
+def _confirm_reads(reads: list[_LinearizableRead], confirm: asyncio.Future[int]) -> None:
+    """A ReadIndex round's outcome to every read that joined it: one callback per
+    round rather than one per read."""
+    for read in reads:
+        read._on_confirm(confirm)
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
@@ -275,6 +282,7 @@ class RaftNode:
         self._reads: dict[int, _Pending] = {}
         self._read_ctx = 0
         self._open_read: asyncio.Future[int] | None = None
+        self._open_read_joiners: list[_LinearizableRead] = []   # the reads of _open_read
         # Reads (RaftNode.read) to evaluate right after the entry at their index is
         # applied: index -> reads.
         self._reads_at: dict[int, list[_LinearizableRead]] = {}
@@ -813,8 +821,11 @@ class RaftNode:
             raise NotLeaderError(self._leader_client_addr(e.leader)) from None
         fut = loop.create_future()
         fut.add_done_callback(_retrieve)
+        joiners: list[_LinearizableRead] = []
+        fut.add_done_callback(functools.partial(_confirm_reads, joiners))
         self._reads[ctx] = _Pending(core.term, fut, loop.time() + self.config.propose_timeout)
         self._open_read = fut
+        self._open_read_joiners = joiners
         self._kick.set()
         self._schedule_pump()
         self.counters["read_barriers"] += 1
@@ -843,7 +854,11 @@ class RaftNode:
             return None
         confirm = self._read_request()
         loop = asyncio.get_running_loop()
-        read = _LinearizableRead(evaluate, confirm, loop.time() + self.config.propose_timeout)
+        read = _LinearizableRead(evaluate, loop, loop.time() + self.config.propose_timeout)
+        if confirm.done():    # (an open request is never done; kept safe regardless)
+            read._on_confirm(confirm)
+        else:
+            self._open_read_joiners.append(read)   # the reads of confirm's round
         # The connection's last write, if it is still in our log (a write lost with an
         # earlier term of ours may lie beyond it: nothing to wait for there).
         need = max(commit, min(after_index, core.last_index))

@@ -728,7 +728,8 @@ def test_reads_waiting_for_their_index_fail_or_expire_and_never_hang(tmp_path):
         def waiting(deadline: float) -> _LinearizableRead:
             confirmed = loop.create_future()
             confirmed.set_result(0)
-            read = _LinearizableRead(lambda: "never", confirmed, deadline)
+            read = _LinearizableRead(lambda: "never", loop, deadline)
+            read._on_confirm(confirmed)
             leader._reads_at.setdefault(10 ** 9, []).append(read)   # an index never applied
             return read
 
