@@ -1327,14 +1327,17 @@ class RaftNode:
         their proposers (the futures' callbacks run after this anyway)."""
         assert self._apply_entries is not None
         replies: list[Any] = []
-        applied_commands = self._apply_entries(entries, replies)
-        pending = self._pending
-        if pending:
-            for e, reply in zip(entries, replies):
-                p = pending.pop(e.index, None)
-                if p is not None:
-                    self._answer(p, e, reply)
-        return applied_commands
+        try:
+            return self._apply_entries(entries, replies)
+        finally:
+            # Even if the state machine raised partway (a bug: the node then stops),
+            # what it applied is answered, as entry-by-entry apply would have.
+            pending = self._pending
+            if pending:
+                for e, reply in zip(entries, replies):
+                    p = pending.pop(e.index, None)
+                    if p is not None:
+                        self._answer(p, e, reply)
 
     def _apply_one_by_one(self, entries: list[Entry]) -> int:
         """Each entry, then the reads waiting at its index (evaluated right there:

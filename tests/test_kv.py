@@ -763,3 +763,30 @@ def test_apply_entries_refuses_an_index_already_applied():
     assert sm.apply_entries([e], []) == 1
     with pytest.raises(ValueError, match="last applied"):
         sm.apply_entries([e], [])
+
+
+def test_apply_entries_after_a_clock_beyond_64_bits():
+    """The Python decoder takes a 10-byte varint time; the C run's clock is 64 bits:
+    after such an entry, apply_entries goes on through apply() (a review found it
+    raised OverflowError on every later batch instead)."""
+    def uvarint(n: int) -> bytes:
+        out = bytearray()
+        while n >= 0x80:
+            out.append((n & 0x7F) | 0x80)
+            n >>= 7
+        out.append(n)
+        return bytes(out)
+
+    def raw(time_ms: int, argv: list[bytes]) -> bytes:
+        body = bytes([1]) + uvarint(0) + uvarint(0) + uvarint(time_ms) + uvarint(len(argv))
+        return body + b"".join(uvarint(len(a)) + a for a in argv)
+
+    entries = [Entry(1, 1, ENTRY_NORMAL, raw(2 ** 64 + 5, [b"SET", b"a", b"1"]))] + [
+        Entry(i, 1, ENTRY_NORMAL, raw(1000 + i, [b"SET", b"k%d" % i, b"v"])) for i in range(2, 6)]
+    one, batched = KVStateMachine(), KVStateMachine()
+    want = [one.apply(e.index, e.data) for e in entries]
+    got: list = []
+    batched.apply_entries(entries[:1], got)
+    batched.apply_entries(entries[1:], got)
+    assert got == want
+    assert batched.snapshot() == one.snapshot() and batched.clock_ms == 2 ** 64 + 5

@@ -743,3 +743,40 @@ def test_reads_waiting_for_their_index_fail_or_expire_and_never_hang(tmp_path):
             await deposed.result
         assert not leader._reads_at
     with_cluster(tmp_path, body)
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_state_machine_error_mid_batch_still_answers_what_was_applied(batch):
+    """If apply raises partway through a batch (a bug: the node then stops), the
+    proposers of the entries already applied get their replies, on the batch path as
+    entry by entry: a NotLeaderError instead would make a client retry a write that
+    was applied (an INCR twice). From a review of the batch path."""
+    from raft._core import Entry
+    from raft.kv.machine import KVStateMachine
+    from raft.node import _Pending
+
+    loop = asyncio.new_event_loop()
+    try:
+        node = object.__new__(RaftNode)        # only what _apply touches
+        node.state_machine = sm = KVStateMachine()
+        node._apply_entries = sm.apply_entries if batch else None
+        node._pending, node._reads_at = {}, {}
+        node.counters = {"proposals_failed": 0}
+        real_apply = sm.apply
+
+        def apply(index: int, data: bytes):
+            if index == 7:
+                raise ValueError("injected failure at 7")
+            return real_apply(index, data)
+
+        sm.apply = apply   # type: ignore[method-assign]
+        entries = [Entry(i, 1, 0, cmd("INCR", "c")) for i in (6, 7)]
+        futures = {e.index: loop.create_future() for e in entries}
+        for i, f in futures.items():
+            node._pending[i] = _Pending(1, f, 1e18)
+        with pytest.raises(ValueError, match="injected"):
+            node._apply(entries)
+        assert futures[6].done() and futures[6].result() == 1
+        assert not futures[7].done()
+    finally:
+        loop.close()

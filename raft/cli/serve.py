@@ -105,7 +105,9 @@ async def _serve(config: NodeConfig, force_new: bool = False, join: bool = False
     try:
         await node.start()
         # What recovery loaded (the log, the state machine) lives as long as the
-        # node: out of the collector's way, so older-generation passes skip it.
+        # node: out of the collector's way, so older-generation passes skip it
+        # (collected first: garbage frozen would never be freed).
+        gc.collect()
         gc.freeze()
     except StorageError as e:
         log.error("node %d: cannot open its data directory: %s", config.node_id, e)

@@ -50,6 +50,8 @@ try:   # the compiled apply of plain SETs (raft/_fastpath.pyx); apply() is its r
 except ImportError:  # a source tree without compiled extensions
     _apply_plain_sets = None
 
+_CLOCK_LIMIT = 1 << 64   # apply_plain_sets's clock is a uint64
+
 #: SET's and GET's names as clients send them; any other spelling takes the general path.
 _PLAIN_SET = frozenset((b"SET", b"set"))
 _PLAIN_GET = frozenset((b"GET", b"get"))
@@ -202,7 +204,10 @@ class KVStateMachine:
         goes through apply()."""
         pos, n, commands = 0, len(entries), 0
         while pos < n:
-            if _apply_plain_sets is not None and not self._expiry_heap:
+            # The C run keeps the clock in 64 bits; the Python decoder accepts a larger
+            # time_ms (a 10-byte varint), and from then on apply() keeps the clock.
+            if _apply_plain_sets is not None and not self._expiry_heap \
+                    and self.clock_ms < _CLOCK_LIMIT:
                 end, self.last_applied, self.clock_ms = _apply_plain_sets(
                     entries, pos, self._data, self._expires, self.last_applied,
                     self.clock_ms, OK, replies)
