@@ -161,6 +161,18 @@ class _Shared:
             self.result.error_samples.append(text)
 
 
+def _count_reply(res: LoadResult, is_read: bool, elapsed_ns: int) -> None:
+    """A successful reply: counted, its latency kept (microseconds, clamped to the
+    histogram's range)."""
+    us = min(max(1, elapsed_ns // 1000), LAT_MAX_US)
+    if is_read:
+        res.reads += 1
+        res.read_us.append(us)
+    else:
+        res.writes += 1
+        res.write_us.append(us)
+
+
 class _LoadProtocol(asyncio.Protocol):
     """One connection keeping ``pipeline`` requests in flight; replies come back in
     order, so a FIFO of (send time, is_read) pairs them with their requests."""
@@ -222,13 +234,7 @@ class _LoadProtocol(asyncio.Protocol):
             if isinstance(reply, Exception):
                 self._on_error(str(reply).encode())
                 continue
-            us = min(max(1, (now - t0) // 1000), LAT_MAX_US)
-            if is_read:
-                res.reads += 1
-                res.read_us.append(us)
-            else:
-                res.writes += 1
-                res.write_us.append(us)
+            _count_reply(res, is_read, now - t0)
         if self.done.done():
             return
         self._fill()
@@ -241,15 +247,9 @@ class _LoadProtocol(asyncio.Protocol):
         if n == 0 or n > len(inflight) or data.count(_OK_REPLY) != n or n * 5 != len(data):
             return False
         res = self.shared.result
-        write_us = res.write_us
         for _ in range(n):
             t0, is_read = inflight.popleft()
-            if is_read:           # as the parser path counts it
-                res.reads += 1
-                res.read_us.append(min(max(1, (now - t0) // 1000), LAT_MAX_US))
-            else:
-                res.writes += 1
-                write_us.append(min(max(1, (now - t0) // 1000), LAT_MAX_US))
+            _count_reply(res, is_read, now - t0)
         return True
 
     def _on_error(self, text: bytes) -> None:

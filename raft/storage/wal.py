@@ -166,13 +166,21 @@ class _BatchPlan:
 
 
 class PendingSave:
-    """A save between begin_save and end_save: write ``bufs`` at ``offset`` of ``fd``,
-    then fdatasync."""
+    """A save between begin_save and end_save: write ``bufs`` at ``offset`` of ``fd``
+    (the active segment's), then fdatasync."""
 
-    __slots__ = ("fd", "bufs", "offset", "plan")
+    __slots__ = ("fd", "plan")
 
-    def __init__(self, fd: int, bufs: list, offset: int, plan: _BatchPlan) -> None:
-        self.fd, self.bufs, self.offset, self.plan = fd, bufs, offset, plan
+    def __init__(self, fd: int, plan: _BatchPlan) -> None:
+        self.fd, self.plan = fd, plan
+
+    @property
+    def bufs(self) -> list:
+        return [self.plan.batch]
+
+    @property
+    def offset(self) -> int:
+        return self.plan.offset
 
 
 class DiskStorage:
@@ -514,11 +522,7 @@ class DiskStorage:
     def _save_guarded(self, hard_state: HardState | None, entries: list[Entry],
                       marker: tuple[int, int] | None = None, reset: bool = False,
                       sync: bool = True) -> None:
-        if self._pending_save is not None:
-            # Every WAL write passes here; begin_save's batch is placed at the end.
-            raise StorageError("a WAL write while a save is in flight (begin_save .. end_save)")
-        self._loaded = None
-        self.check_data_dir()     # never promise durability in a directory that is gone
+        self._before_write()
         try:
             self._write_batch(hard_state, entries, marker, reset, sync)
             if self._needs_marker:
@@ -527,12 +531,24 @@ class DiskStorage:
         except StorageError:
             raise
         except OSError as e:
-            # After a failed write or fsync the file's state is unknown (and Linux
-            # may have dropped the dirty pages: retrying fsync would lie). Refuse
-            # further use; reopening runs recovery, which cuts any partial batch.
-            self._failed = e
-            raise StorageError(f"write to {self._segments[-1].path if self._segments else self.path} "
-                               f"failed ({e}); this DiskStorage is unusable, reopen it to recover") from e
+            path = self._segments[-1].path if self._segments else self.path
+            raise self._write_failed(path, e) from e
+
+    def _before_write(self) -> None:
+        """What every WAL write checks first (save(), compaction, begin_save)."""
+        if self._pending_save is not None:
+            # begin_save's batch is placed at the end of the log: nothing may go first.
+            raise StorageError("a WAL write while a save is in flight (begin_save .. end_save)")
+        self._loaded = None
+        self.check_data_dir()     # never promise durability in a directory that is gone
+
+    def _write_failed(self, path: str, e: OSError) -> StorageError:
+        """After a failed write or fsync the file's state is unknown (and Linux may
+        have dropped the dirty pages: retrying fsync would lie). Refuse further use;
+        reopening runs recovery, which cuts any partial batch."""
+        self._failed = e
+        return StorageError(f"write to {path} failed ({e}); this DiskStorage is unusable, "
+                            f"reopen it to recover")
 
     def entries(self, lo: int, hi: int) -> list[Entry]:
         """Entries [lo, hi), from memory when cached, else read back from segments."""
@@ -748,7 +764,7 @@ class DiskStorage:
         checked)."""
         self._check_usable()
         if self._pending_save is not None:
-            raise StorageError("begin_save while another save is in flight")
+            raise StorageError("begin_save while another save is in flight")   # before planning
         if self.durability != "fsync" or self._needs_marker or fileio.failpoints_enabled():
             return None
         if not self._check_save(hard_state, entries):
@@ -756,9 +772,8 @@ class DiskStorage:
         plan = self._plan_batch(hard_state, entries, None, False)
         if plan.new_segment or self._room(plan.seg, plan.offset + len(plan.batch)):
             return None
-        self._loaded = None
-        self.check_data_dir()     # never promise durability in a directory that is gone
-        pending = PendingSave(self._fd, [plan.batch], plan.offset, plan)
+        self._before_write()
+        pending = PendingSave(self._fd, plan)
         self._pending_save = pending
         return pending
 
@@ -770,9 +785,7 @@ class DiskStorage:
         self._pending_save = None
         plan = pending.plan
         if error is not None:
-            self._failed = error
-            raise StorageError(f"write to {plan.seg.path} failed ({error}); this DiskStorage "
-                               f"is unusable, reopen it to recover") from error
+            raise self._write_failed(plan.seg.path, error) from error
         plan.seg.size += len(plan.batch)
         self.syncs += 1
         fileio.note_fdatasync(pending.fd, plan.seg.size)
