@@ -9,7 +9,9 @@
 3. ``wal_entry_records``: the WAL's ENTRY records of one batch (every node writes
    every entry once), with ``crc32c``, CRC-32C in portable C (slicing by 8).
 4. ``apply_plain_sets``: the state machine's hot write, ``SET key value``, applied over
-   a run of committed entries (every node applies every entry once).
+   a run of committed entries (every node applies every entry once), and
+   ``take_plain_sets``: the same writes taken from a connection's parsed commands and
+   encoded as log entries, a run at a time (the leader's front end).
 
 Each is checked against its Python reference (tests/test_fastpath.py).
 
@@ -177,6 +179,36 @@ def apply_plain_sets(list entries not None, Py_ssize_t pos, dict data not None,
         replies.append(ok)
         pos += 1
     return pos, last_applied, clock_ms
+
+
+def take_plain_sets(queue not None, Py_ssize_t max_count, uint64_t time_ms,
+                    Py_ssize_t max_entry_bytes):
+    """The RESP front end's hot write (``RespConnection._write_run``): pop from the
+    front of ``queue`` (a deque of parsed commands) each plain ``SET key value`` (argv
+    a list of three bytes, the name spelled b"SET" or b"set"), at most ``max_count``,
+    and return their log entries, ``encode(0, 0, argv, time_ms)`` each. Stops at the
+    first command that is anything else, or whose entry could exceed
+    ``max_entry_bytes`` by ``raft.limits.command_size_bound`` (the general path then
+    answers it with the same error as always)."""
+    cdef list out = []
+    cdef list argv
+    cdef Py_ssize_t size
+    while len(out) < max_count and queue:
+        item = queue[0]
+        if type(item) is not list:
+            break
+        argv = <list>item
+        if len(argv) != 3 or type(argv[0]) is not bytes or type(argv[1]) is not bytes \
+                or type(argv[2]) is not bytes or not _is_plain_set_name(<bytes>argv[0]):
+            break
+        # command_size_bound: 51 + 10 per argument + their bytes
+        size = 81 + PyBytes_GET_SIZE(argv[0]) + PyBytes_GET_SIZE(argv[1]) \
+            + PyBytes_GET_SIZE(argv[2])
+        if size > max_entry_bytes:
+            break
+        out.append(encode(0, 0, argv, time_ms))
+        queue.popleft()
+    return out
 
 
 def entries_data_bytes(list entries not None):

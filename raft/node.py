@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import os
 import secrets
@@ -146,6 +147,48 @@ class _Pending:
         self.future = future
         self.deadline = deadline
 
+    def resolve(self, index: int, reply: Any) -> None:
+        """The entry at ``index`` was applied with ``reply``."""
+        if not self.future.done():
+            self.future.set_result(reply)
+
+    def fail(self, index: int, exc: BaseException) -> bool:
+        """The entry at ``index`` will not be applied (or its fate is unknown: a
+        timeout). False if it was already answered."""
+        if self.future.done():
+            return False
+        self.future.set_exception(exc)
+        return True
+
+
+class _PendingBatch:
+    """Proposals appended together (``RaftNode.submit_batch``): one waiter for the
+    run first .. first + len(outcomes) - 1, found at each of those indexes in
+    ``RaftNode._pending``. Each index is popped from there, and so settled, once; the
+    future resolves to the outcomes (a reply, or the exception a single proposal's
+    future would fail with) once every one is settled."""
+
+    __slots__ = ("term", "future", "deadline", "first", "outcomes", "left")
+
+    def __init__(self, term: int, future: asyncio.Future[Any], deadline: float,
+                 first: int, count: int) -> None:
+        self.term = term
+        self.future = future
+        self.deadline = deadline
+        self.first = first
+        self.outcomes: list[Any] = [None] * count
+        self.left = count
+
+    def resolve(self, index: int, reply: Any) -> None:
+        self.outcomes[index - self.first] = reply
+        self.left -= 1
+        if self.left == 0 and not self.future.done():
+            self.future.set_result(self.outcomes)
+
+    def fail(self, index: int, exc: BaseException) -> bool:
+        self.resolve(index, exc)
+        return True
+
 
 class _LinearizableRead:
     """A read evaluated at its place in the applied log and answered once leadership
@@ -189,16 +232,16 @@ class _LinearizableRead:
                 self.result.set_result(self.value)
 
 
-def _pop_expired(waiters: dict[int, _Pending], now: float) -> list[_Pending]:
-    """Remove and return the waiters whose deadline has passed. Insertion order is
-    deadline order (every waiter gets now + propose_timeout), so the scan stops at
-    the first one still waiting."""
+def _pop_expired(waiters: dict[int, Any], now: float) -> list[tuple[int, Any]]:
+    """Remove and return (key, waiter) for the waiters whose deadline has passed.
+    Insertion order is deadline order (every waiter gets now + propose_timeout), so
+    the scan stops at the first one still waiting."""
     expired = []
     for key, p in waiters.items():
         if p.deadline > now:
             break
         expired.append(key)
-    return [waiters.pop(key) for key in expired]
+    return [(key, waiters.pop(key)) for key in expired]
 
 
 def _confirm_reads(reads: list[_LinearizableRead], confirm: asyncio.Future[int]) -> None:
@@ -274,7 +317,9 @@ class RaftNode:
         self._pump_scheduled = False
         self.fatal_error: str | None = None
         # Waiting proposals and barriers, by log index (insertion order ~ deadline order).
-        self._pending: dict[int, _Pending] = {}
+        # Proposals waiting for their entry to be applied, by log index; a batch
+        # (submit_batch) is found at each of its indexes.
+        self._pending: dict[int, _Pending | _PendingBatch] = {}
         self._max_pending = 0
         # ReadIndex reads waiting for confirmation: ctx -> future of the read index.
         # ReadIndex requests waiting for confirmation: ctx -> future of the read index
@@ -615,10 +660,9 @@ class RaftNode:
         lost = [i for i in self._pending if i > commit]
         for i in lost:
             p = self._pending.pop(i)
-            if not p.future.done():
+            if p.fail(i, asyncio.TimeoutError(
+                    "this node was removed from the cluster; the write may or may not apply")):
                 self.counters["proposals_timed_out"] += 1
-                p.future.set_exception(asyncio.TimeoutError(
-                    "this node was removed from the cluster; the write may or may not apply"))
 
     def members(self) -> list[dict[str, Any]]:
         """Every member of the configuration in force: id, role (voter/learner),
@@ -764,6 +808,38 @@ class RaftNode:
         fut = self._append(data)
         self.counters["proposals"] += 1
         return self._max_pending, fut
+
+    def submit_batch(self, datas: list[bytes]) -> tuple[int, asyncio.Future[list[Any]]]:
+        """Append every command of ``datas`` to the log now, in order, as one run;
+        return the index of the last and one future for all of them:
+        NodeAPI.submit_batch (raft/api.py). One waiter, one future and one Ready
+        wakeup for the run rather than one each (the RESP front end's pipelined SETs)."""
+        core = self._core
+        if not self._running or core is None:
+            raise NotLeaderError(None)
+        if not datas or type(datas) is not list or not all(datas):
+            raise ValueError("a batch must be a non-empty list of non-empty bytes")
+        if max(map(len, datas)) > self.config.max_entry_bytes:
+            raise ValueError(too_large_message(max(map(len, datas)), self.config.max_entry_bytes))
+        try:
+            first = core.propose_batch(datas)
+        except NotLeader as e:
+            raise NotLeaderError(self._leader_client_addr(e.leader)) from None
+        except ProposalDropped as e:     # a leadership transfer is under way
+            raise TryAgainError(str(e)) from None
+        loop = self._loop
+        assert loop is not None
+        fut = loop.create_future()
+        n = len(datas)
+        last = first + n - 1
+        batch = _PendingBatch(core.term, fut, loop.time() + self.config.propose_timeout, first, n)
+        self._pending.update(zip(range(first, last + 1), itertools.repeat(batch)))
+        if last > self._max_pending:
+            self._max_pending = last
+        self.counters["proposals"] += n
+        self._kick.set()
+        self._schedule_pump()
+        return last, fut
 
     async def propose(self, data: bytes) -> object:
         """Replicate ``data`` (an encoded KV command) and return the state machine's
@@ -1121,9 +1197,8 @@ class RaftNode:
         # from our log unless the leader sends them again.
         for index in [i for i in self._pending if i <= snap.index]:
             p = self._pending.pop(index)
-            if not p.future.done():
+            if p.fail(index, asyncio.TimeoutError()):
                 self.counters["proposals_timed_out"] += 1
-                p.future.set_exception(asyncio.TimeoutError())
         if self._pending:
             self._fail_overwritten(snap.index + 1)
         log.info("node %d: installed a snapshot from the leader at index %d (term %d, %d bytes): "
@@ -1284,12 +1359,11 @@ class RaftNode:
                 if i >= from_index and (i > last or core.log.term(i) != p.term)]
         for i in lost:
             p = self._pending.pop(i)
-            self._resolve_lost(p)
+            self._resolve_lost(i, p)
 
-    def _resolve_lost(self, p: _Pending) -> None:
-        if not p.future.done():
+    def _resolve_lost(self, index: int, p: _Pending | _PendingBatch) -> None:
+        if p.fail(index, NotLeaderError(self._leader_client_addr())):
             self.counters["proposals_failed"] += 1
-            p.future.set_exception(NotLeaderError(self._leader_client_addr()))
 
     def _apply(self, entries: list[Entry]) -> None:
         """Apply committed entries in log order (§5.3: State Machine Safety makes every
@@ -1364,26 +1438,22 @@ class RaftNode:
                         read.evaluate_now()
         return applied_commands
 
-    def _answer(self, p: _Pending, e: Entry, reply: Any) -> None:
+    def _answer(self, p: _Pending | _PendingBatch, e: Entry, reply: Any) -> None:
         """The proposer of ``e``: its reply, or NotLeaderError if another leader's
         entry took its index (§5.3)."""
-        if p.future.done():
-            return
         if p.term == e.term:
-            p.future.set_result(reply)
+            p.resolve(e.index, reply)
         else:
-            self.counters["proposals_failed"] += 1
-            p.future.set_exception(NotLeaderError(self._leader_client_addr()))
+            self._resolve_lost(e.index, p)
 
     def _expire_pending(self, now: float) -> None:
         """Time out waiters past propose_timeout: their outcome is unknown (the entry
         may still commit later), which RESP reports as -TRYAGAIN."""
         if self._reads or self._reads_at:
             self._expire_reads(now)
-        for p in _pop_expired(self._pending, now):
-            if not p.future.done():
+        for index, p in _pop_expired(self._pending, now):
+            if p.fail(index, asyncio.TimeoutError()):
                 self.counters["proposals_timed_out"] += 1
-                p.future.set_exception(asyncio.TimeoutError())
 
     def _expire_reads(self, now: float) -> None:
         """ReadIndex requests no majority confirmed within propose_timeout, and reads
@@ -1399,7 +1469,7 @@ class RaftNode:
                 self._reads_at[index] = keep
             else:
                 del self._reads_at[index]
-        for p in _pop_expired(self._reads, now):
+        for _, p in _pop_expired(self._reads, now):
             if p.future is self._open_read:
                 self._open_read = None
             if not p.future.done():
@@ -1423,9 +1493,8 @@ class RaftNode:
         lost = [i for i in self._pending if i > commit]
         for i in lost:
             p = self._pending.pop(i)
-            if not p.future.done():
-                p.future.set_exception(exc)
-                p.future.exception()  # nobody may be left to look at it
+            if p.fail(i, exc) and p.future.done():
+                _retrieve(p.future)  # nobody may be left to look at it
         self._applied_event.set()
 
     # --- tracing ---------------------------------------------------------------------

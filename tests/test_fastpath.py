@@ -198,3 +198,63 @@ def test_wal_entry_records_refuse_an_entry_type_beyond_16_bits_before_writing():
         wal_entry_records(buf, [Entry(1, 1, 0, b"ok"), Entry(2, 1, 70000, b"x")],
                           offs, ends, 1, 0)
     assert buf == b"head" and offs == [] and ends == []
+
+
+# --- take_plain_sets: the front end's run of SETs --------------------------------------
+
+def _reference_take(queue, max_count, time_ms, max_entry_bytes):
+    """What take_plain_sets must do, in Python: the plain SETs at the head of the
+    queue (the spellings the C apply path takes too), each bounded as the general
+    path bounds a write (raft.limits.command_size_bound)."""
+    from raft.limits import command_size_bound
+    out = []
+    while queue and len(out) < max_count:
+        argv = queue[0]
+        if not (type(argv) is list and len(argv) == 3 and all(type(a) is bytes for a in argv)
+                and argv[0] in (b"SET", b"set")
+                and command_size_bound(argv) <= max_entry_bytes):
+            break
+        out.append(_reference_encode(0, 0, argv, time_ms))
+        queue.popleft()
+    return out
+
+
+def _random_command(rng):
+    kind = rng.randrange(10)
+    value = rng.randbytes(rng.choice((0, 1, 20, 100, 400)))
+    if kind < 5:
+        return [rng.choice((b"SET", b"set")), b"k%d" % rng.randrange(10, 100), value]
+    return rng.choice((
+        [b"Set", b"k", value],                      # another spelling: the general path
+        [b"SET", b"k", value, b"EX", b"10"],        # options: the general path
+        [b"SET", b"k"],                             # wrong arity
+        [b"SETX", b"k", b"v"], [b"GET", b"k"], [b"INCR", b"n"],
+        (b"SET", b"k", b"v"),                       # not a list
+        [b"SET", "k", b"v"],                        # not bytes
+        object(),                                   # a queued close (_Fatal)
+    ))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_take_plain_sets_is_the_reference(seed):
+    """Byte for byte the entries encode_command makes, taken from the head of the
+    queue only, stopping at the first command the general path must answer, at
+    max_count, and at a SET whose entry could exceed max_entry_bytes; the rest of
+    the queue is left as it was."""
+    import collections
+    rng = random.Random(seed)
+    try:
+        for _ in range(50):
+            commands = [_random_command(rng) for _ in range(rng.randrange(0, 20))]
+            max_count = rng.randrange(0, 25)
+            # At a SET's exact bound, one below, or far above.
+            bound = 81 + 3 + 3 + rng.choice((0, 1, 20, 100, 400))
+            max_entry_bytes = rng.choice((bound, bound - 1, 1 << 20))
+            time_ms = rng.choice((0, 1, 1_700_000_000_000, (1 << 64) - 1))
+            fast_q, ref_q = collections.deque(commands), collections.deque(commands)
+            fast = _kvcodec.take_plain_sets(fast_q, max_count, time_ms, max_entry_bytes)
+            assert fast == _reference_take(ref_q, max_count, time_ms, max_entry_bytes)
+            assert list(fast_q) == list(ref_q)
+    except AssertionError:
+        print(f"seed {seed}")
+        raise

@@ -9,6 +9,7 @@ fixtures' finally blocks), so a hang fails the test instead of the run.
 from __future__ import annotations
 
 import asyncio
+import collections
 import os
 import textwrap
 import urllib.request
@@ -284,6 +285,7 @@ def test_overwritten_proposal_fails_with_not_leader(tmp_path):
         real_deliver = old.transport._on_messages
         old.transport._on_messages = lambda msgs: None
         doomed = asyncio.ensure_future(old.propose(cmd("SET", "lost", "1")))
+        _, doomed_batch = old.submit_batch([cmd("SET", "lost", "2"), cmd("SET", "lost2", "3")])
         await asyncio.sleep(0.05)
         assert not doomed.done()
         others = [n for i, n in c.nodes.items() if i != old.id]
@@ -292,12 +294,17 @@ def test_overwritten_proposal_fails_with_not_leader(tmp_path):
         new = next(n for n in others if n.is_leader)
         for i in range(3):
             await new.propose(cmd("SET", "kept", str(i)))
+        last, batch = new.submit_batch([cmd("SET", "b", "1"), cmd("INCR", "n"), cmd("INCR", "n")])
+        assert last == new.core.last_index
+        assert await asyncio.wait_for(batch, 15) == ["OK", 1, 2]
         # Heal.
         del old.transport.send
         old.transport._on_messages = real_deliver
         with pytest.raises(NotLeaderError) as e:
             await asyncio.wait_for(doomed, 15)
         assert e.value.leader_addr in (None, "%s:%d" % c.peers[new.id].client)
+        outcomes = await asyncio.wait_for(doomed_batch, 15)   # each entry, one outcome
+        assert len(outcomes) == 2 and all(isinstance(o, NotLeaderError) for o in outcomes)
         await wait_until(lambda: old.applied_index >= new.core.commit, what="old leader catch-up")
         assert old.state_machine.read([b"GET", b"lost"]) is None
         assert old.state_machine.read([b"GET", b"kept"]) == b"2"
@@ -778,5 +785,44 @@ def test_a_state_machine_error_mid_batch_still_answers_what_was_applied(batch):
             node._apply(entries)
         assert futures[6].done() and futures[6].result() == 1
         assert not futures[7].done()
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_batch_of_proposals_gets_each_entry_s_own_outcome(batch):
+    """submit_batch's waiter is settled entry by entry: applied entries give their
+    replies, an entry another leader's took the index of gives NotLeaderError (§5.3),
+    and the future resolves once all are settled, in order; entries that time out
+    give asyncio.TimeoutError each."""
+    from raft._core import Entry
+    from raft.kv.machine import KVStateMachine
+    from raft.node import _PendingBatch
+
+    loop = asyncio.new_event_loop()
+    try:
+        node = object.__new__(RaftNode)        # only what _apply and expiry touch
+        node.state_machine = sm = KVStateMachine()
+        node._apply_entries = sm.apply_entries if batch else None
+        node._pending, node._reads_at, node._reads = {}, {}, {}
+        node.counters = collections.Counter()
+        node._log_bytes, node._applied_event = 0, asyncio.Event()
+        node._leader_client_addr = lambda leader=None: "127.0.0.1:1"
+        waiter = _PendingBatch(1, loop.create_future(), 100.0, 6, 3)
+        node._pending.update((i, waiter) for i in (6, 7, 8))
+        node._apply([Entry(6, 1, 0, cmd("INCR", "c")), Entry(7, 1, 0, cmd("SET", "k", "v"))])
+        assert not waiter.future.done()
+        node._apply([Entry(8, 2, 0, cmd("INCR", "c"))])     # term 2: not ours
+        outcomes = waiter.future.result()
+        assert outcomes[:2] == [1, "OK"] and isinstance(outcomes[2], NotLeaderError)
+        assert node.counters["proposals_failed"] == 1 and not node._pending
+
+        late = _PendingBatch(1, loop.create_future(), 100.0, 9, 2)
+        node._pending.update((i, late) for i in (9, 10))
+        node._expire_pending(99.0)
+        assert not late.future.done()
+        node._expire_pending(100.0)
+        assert [type(o) for o in late.future.result()] == [asyncio.TimeoutError] * 2
+        assert node.counters["proposals_timed_out"] == 2 and not node._pending
     finally:
         loop.close()

@@ -50,6 +50,7 @@ class FakeNode:
         self.max_in_flight = 0
         self.barriers = 0
         self.lose_replies = 0  # apply, then fail with a timeout: the reply is "lost"
+        self.batch_sizes: list[int] = []   # of each submit_batch
         self._queue: list[tuple[bytes, asyncio.Future]] = []
         self._applied = asyncio.Event()
         self._kick = asyncio.Event()
@@ -87,6 +88,20 @@ class FakeNode:
         fut.add_done_callback(self._done)
         return self.index + len(self._queue), fut
 
+    def submit_batch(self, datas: list[bytes]) -> tuple[int, asyncio.Future]:
+        """submit() for each, and one future for their outcomes (NodeAPI.submit_batch)."""
+        self.batch_sizes.append(len(datas))
+        subs = [self.submit(d)[1] for d in datas]
+        batch = asyncio.get_running_loop().create_future()
+
+        def settle(_fut: asyncio.Future) -> None:
+            if not batch.done() and all(f.done() for f in subs):
+                batch.set_result([f.exception() or f.result() for f in subs])
+
+        for f in subs:
+            f.add_done_callback(settle)
+        return self.index + len(self._queue), batch
+
     def read(self, evaluate, after_index: int = 0):
         return None   # no ReadIndex here: the server waits (read_barrier) instead
 
@@ -117,6 +132,9 @@ class FollowerNode(FakeNode):
         self.leader_addr = leader_addr
 
     def submit(self, data: bytes) -> asyncio.Future:
+        raise NotLeaderError(self.leader_addr)
+
+    def submit_batch(self, datas: list[bytes]) -> tuple[int, asyncio.Future]:
         raise NotLeaderError(self.leader_addr)
 
     async def read_barrier(self) -> None:
@@ -334,6 +352,36 @@ def test_raw_pipelining_split_at_every_byte(srv):
         assert recv_until(s, lambda b: len(b) >= len(expected)) == expected
 
 
+def test_a_run_of_sets_is_one_batch_answered_one_reply_each_in_order(srv):
+    """Pipelined SETs are proposed together (NodeAPI.submit_batch) and answered one
+    reply each, in request order, each with its own outcome: writes whose replies
+    were lost (applied, outcome unknown) get -TRYAGAIN, the rest +OK; the commands
+    around the run keep their places."""
+    srv.node.lose_replies = 2
+    payload = (pack("INCR", "n") + b"".join(pack("SET", f"k{i}", str(i)) for i in range(4))
+               + pack("set", "k9", "9") + pack("SET", "kx", "v", "EX", "100") + pack("GET", "k2"))
+    lost = b"-TRYAGAIN write timed out; it may or may not have been applied\r\n"
+    expected = lost * 2 + b"+OK\r\n" * 5 + b"$1\r\n2\r\n"
+    with srv.sock() as s:
+        s.sendall(payload)
+        assert recv_until(s, lambda b: len(b) >= len(expected)) == expected
+    # The INCR and the SET with options took the general path, one submit each.
+    assert sum(srv.node.batch_sizes) == 5
+
+
+def test_backpressure_small_pipeline_limit_with_runs_of_sets():
+    """max_pipeline counts every command of a batch, not the batch once."""
+    with ServerThread(FakeNode(apply_delay=0.005), max_pipeline=4) as srv, srv.sock() as s:
+        payload = b"".join(pack("SET", "k", str(i)) for i in range(400)) + pack("GET", "k")
+        expected = b"+OK\r\n" * 400 + b"$3\r\n399\r\n"
+        sender = threading.Thread(target=s.sendall, args=(payload,))
+        sender.start()
+        assert recv_until(s, lambda b: len(b) >= len(expected)) == expected
+        sender.join(TIMEOUT)
+        assert srv.node.max_in_flight <= 4
+        assert max(srv.node.batch_sizes) <= 4
+
+
 def test_backpressure_small_pipeline_limit():
     with ServerThread(FakeNode(apply_delay=0.005), max_pipeline=4) as srv, srv.sock() as s:
         payload = b"".join(pack("INCR", "n") for _ in range(400))
@@ -438,8 +486,10 @@ def test_parser_unit():
 def test_not_leader_redirects():
     with ServerThread(FollowerNode("127.0.0.1:7001")) as f:
         with f.sock() as s:
-            s.sendall(pack("SET", "k", "v") + pack("GET", "k") + pack("PING"))
-            expected = b"-MOVED 0 127.0.0.1:7001\r\n" * 2 + b"+PONG\r\n"
+            # A run of SETs (one submit_batch) gets one redirect per command.
+            s.sendall(pack("SET", "k", "v") + pack("SET", "k2", "v") + pack("GET", "k")
+                      + pack("PING"))
+            expected = b"-MOVED 0 127.0.0.1:7001\r\n" * 3 + b"+PONG\r\n"
             assert recv_until(s, lambda b: len(b) >= len(expected)) == expected
         with pytest.raises(redis.exceptions.MovedError) as e:
             f.redis().set("k", "v")

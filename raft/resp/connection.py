@@ -23,9 +23,10 @@ from typing import Any, Callable, cast
 
 from raft import kv
 from raft.api import NodeAPI, NotLeaderError, ReadTimeoutError, TryAgainError
-from raft.kv import NULL_ARRAY, ErrorReply, Reply, arity_ok
+from raft.kv import NULL_ARRAY, OK, ErrorReply, Reply, arity_ok
 from raft.limits import EXEC_ENVELOPE, command_size_bound, exec_item_size_bound, too_large_message
 from raft.resp.commands import _LOCAL_COMMANDS, _NOT_QUEUED, _QUEUED, _not_leader_reply
+from raft._fastpath import take_plain_sets as _take_plain_sets
 from raft.resp.protocol import ProtocolError, RequestParser, ServerConfig, _one_line, encode_reply
 
 log = logging.getLogger("raft.resp")
@@ -45,6 +46,11 @@ def _write_reply(fut: asyncio.Future[Any]) -> Any:
     e = fut.exception()
     if e is None:
         return fut.result()
+    return _failure_reply(e)
+
+
+def _failure_reply(e: BaseException) -> ErrorReply:
+    """The reply to a write that failed with ``e`` after it was proposed."""
     if isinstance(e, NotLeaderError):
         return _not_leader_reply(e)
     if isinstance(e, ReadTimeoutError):
@@ -55,6 +61,32 @@ def _write_reply(fut: asyncio.Future[Any]) -> Any:
         return ErrorReply(_one_line(f"TRYAGAIN {e}"))
     log.error("write failed: %r", e)
     return ErrorReply(_one_line(f"ERR internal error: {type(e).__name__}: {e}"))
+
+
+def _refusal_reply(e: Exception) -> ErrorReply:
+    """The reply to a write the node refused before it entered the log."""
+    if isinstance(e, NotLeaderError):
+        return _not_leader_reply(e)
+    if isinstance(e, TryAgainError):   # a leadership transfer: not in the log, retry
+        return ErrorReply(_one_line(f"TRYAGAIN {e}"))
+    # ValueError: refused before it entered the log (e.g. too large)
+    return ErrorReply(_one_line(str(e) if str(e).startswith("ERR") else f"ERR {e}"))
+
+
+def _encode_batch(batch: _Batch, out: bytearray, proto: int) -> None:
+    """The replies of a done batch of writes (NodeAPI.submit_batch), in order."""
+    fut = batch.future
+    if fut.cancelled() or fut.exception() is not None:
+        error = _write_reply(fut)   # not expected from a node: every one failed alike
+        for _ in range(batch.count):
+            encode_reply(error, out, proto)
+        return
+    outcomes = fut.result()
+    if all(v is OK for v in outcomes):
+        out += _OK_LINE * len(outcomes)   # the common case: a pipeline of SETs
+        return
+    for v in outcomes:
+        encode_reply(_failure_reply(v) if isinstance(v, BaseException) else v, out, proto)
 
 
 def _consume_outcome(fut: asyncio.Future[Any]) -> None:
@@ -73,6 +105,17 @@ class _Ready:
         self.value = value
 
 
+class _Batch:
+    """The replies to ``count`` writes proposed together (NodeAPI.submit_batch): one
+    place in the reply queue, one future."""
+
+    __slots__ = ("future", "count")
+
+    def __init__(self, future: asyncio.Future[list[Any]], count: int) -> None:
+        self.future = future
+        self.count = count
+
+
 class _Fatal:
     """Answer ``message`` (if any) after the queued replies, then close."""
 
@@ -83,6 +126,7 @@ class _Fatal:
 
 
 NOAUTH = ErrorReply("NOAUTH Authentication required.")
+_OK_LINE = b"+OK\r\n"
 # Allowed before AUTH. Redis 7 also requires AUTH for PING; we let it through so health
 # checks work without the password (it reveals nothing).
 _NOAUTH_ALLOWED = frozenset((b"auth", b"hello", b"quit", b"ping"))
@@ -163,7 +207,8 @@ class RespConnection(asyncio.Protocol):
         self.last_command = b""
         self._parser = RequestParser(server.config, preauth=not self.authenticated)
         self._queue: collections.deque[list[bytes] | _Fatal] = collections.deque()
-        self._replies: collections.deque[asyncio.Future | _Ready] = collections.deque()
+        self._replies: collections.deque[asyncio.Future | _Ready | _Batch] = collections.deque()
+        self._batched = 0   # replies in the queue beyond one per _Batch: sum(count - 1)
         self._watched: asyncio.Future | None = None   # the head reply _flush waits on
         self._last_write: asyncio.Future | None = None   # see _before_read
         self._last_write_index = 0   # log index of this connection's last write
@@ -222,7 +267,7 @@ class RespConnection(asyncio.Protocol):
         self._parse(self._parser.feed, data)
         if self._parser.held:
             self._pause_reading()  # until the AUTH that held the parser has run
-        if len(self._queue) + len(self._replies) > self.cfg.max_pipeline:
+        if self._pipeline_length() > self.cfg.max_pipeline:
             self._pause_reading()
         self._wakeup.set()
 
@@ -282,6 +327,10 @@ class RespConnection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    def _pipeline_length(self) -> int:
+        """Commands read and not yet answered: what max_pipeline bounds."""
+        return len(self._queue) + len(self._replies) + self._batched
+
     def _stop_input(self) -> None:
         self._input_closed = True
         self._pause_reading()
@@ -296,7 +345,7 @@ class RespConnection(asyncio.Protocol):
             self._reading_paused
             and not self._input_closed
             and not self._parser.held
-            and len(self._queue) + len(self._replies) <= self.cfg.max_pipeline // 2
+            and self._pipeline_length() <= self.cfg.max_pipeline // 2
             and self._transport is not None
             and not self._transport.is_closing()
         ):
@@ -305,7 +354,7 @@ class RespConnection(asyncio.Protocol):
 
     # ----------------------------------------------------------------- replies
 
-    def _push(self, item: asyncio.Future | _Ready) -> None:
+    def _push(self, item: asyncio.Future | _Ready | _Batch) -> None:
         self._replies.append(item)
         if len(self._replies) == 1:
             self._flush()
@@ -316,6 +365,8 @@ class RespConnection(asyncio.Protocol):
         then takes every reply behind it that is done too (a pipeline's writes,
         applied in one batch, cost one callback rather than one each)."""
         head = self._replies[0]
+        if type(head) is _Batch:
+            head = head.future
         if head is not self._watched:
             self._watched = head
             head.add_done_callback(self._flush)
@@ -337,15 +388,26 @@ class RespConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             for item in self._replies:   # nobody will look at their outcome now
-                if not isinstance(item, _Ready):
+                if type(item) is _Batch:
+                    item.future.add_done_callback(_consume_outcome)
+                elif not isinstance(item, _Ready):
                     item.add_done_callback(_consume_outcome)
             if isinstance(_fut, asyncio.Future):
                 _consume_outcome(_fut)
             self._replies.clear()
+            self._batched = 0
             return
         out, replies = self._out, self._replies
         while replies:
             head = replies[0]
+            if type(head) is _Batch:
+                if not head.future.done():
+                    self._watch_head()
+                    break
+                replies.popleft()
+                self._batched -= head.count - 1
+                _encode_batch(head, out, self.proto)
+                continue
             if isinstance(head, _Ready):
                 value = head.value
             elif not head.done():
@@ -386,6 +448,8 @@ class RespConnection(asyncio.Protocol):
     async def _run(self) -> None:
         try:
             while True:
+                if self._queue and self._write_run():
+                    continue
                 item = self._next_item_now()
                 if item is None:
                     item = await self._next_item()
@@ -407,11 +471,39 @@ class RespConnection(asyncio.Protocol):
         """_next_item without awaiting, when an item is there and may run: a pipeline's
         commands then cost no coroutine switch each."""
         if self._queue and self._can_write.is_set() \
-                and len(self._replies) < self.cfg.max_pipeline:
+                and len(self._replies) + self._batched < self.cfg.max_pipeline:
             item = self._queue.popleft()
             self._maybe_resume_reading()
             return item
         return None
+
+    def _write_run(self) -> bool:
+        """The plain ``SET key value`` commands at the head of the queue, as one batch
+        (NodeAPI.submit_batch) with one place in the reply queue: the compiled
+        ``take_plain_sets`` checks and encodes them, with no per-command Python. False
+        if the head is not one, or the connection may not run commands now."""
+        if self.multi is not None or not self.authenticated or not self._can_write.is_set():
+            return False
+        room = self.cfg.max_pipeline - len(self._replies) - self._batched
+        if room <= 0:
+            return False
+        datas = _take_plain_sets(self._queue, room, now_ms(), self.cfg.max_entry_bytes)
+        if not datas:
+            return False
+        self.last_command = b"set"
+        self._maybe_resume_reading()
+        try:
+            last, fut = self.api.submit_batch(datas)
+        except (NotLeaderError, TryAgainError, ValueError) as e:
+            refusal = _refusal_reply(e)
+            for _ in datas:
+                self.reply(refusal)
+            return True
+        self._last_write = fut
+        self._last_write_index = last
+        self._batched += len(datas) - 1
+        self._push(_Batch(fut, len(datas)))
+        return True
 
     def _handle_now(self, argv: list[bytes], name: bytes) -> bool:
         """The hot commands without a coroutine: an authenticated client's write, or
@@ -435,7 +527,7 @@ class RespConnection(asyncio.Protocol):
             await self._can_write.wait()
             if not self._queue and self._parser.held:
                 self._resume_parser()
-            if self._queue and len(self._replies) < self.cfg.max_pipeline:
+            if self._queue and len(self._replies) + self._batched < self.cfg.max_pipeline:
                 item = self._queue.popleft()
                 self._maybe_resume_reading()
                 return item
@@ -535,14 +627,8 @@ class RespConnection(asyncio.Protocol):
         data = kv.encode_command(client_id, seq, argv, time_ms=now_ms())
         try:
             index, fut = self.api.submit(data)
-        except NotLeaderError as e:
-            self.reply(_not_leader_reply(e))
-            return
-        except TryAgainError as e:   # a leadership transfer: not in the log, retry
-            self.reply(ErrorReply(_one_line(f"TRYAGAIN {e}")))
-            return
-        except ValueError as e:   # refused before it entered the log (e.g. too large)
-            self.reply(ErrorReply(_one_line(str(e) if str(e).startswith("ERR") else f"ERR {e}")))
+        except (NotLeaderError, TryAgainError, ValueError) as e:
+            self.reply(_refusal_reply(e))
             return
         self._last_write = fut
         self._last_write_index = index
