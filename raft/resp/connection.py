@@ -212,7 +212,9 @@ class RespConnection(asyncio.Protocol):
         self._watched: asyncio.Future | None = None   # the head reply _flush waits on
         self._last_write: asyncio.Future | None = None   # see _before_read
         self._last_write_index = 0   # log index of this connection's last write
-        self._wakeup = asyncio.Event()
+        self._wakeup = asyncio.Event()   # for the runner: commands queued, or room, or drained
+        self._idle = False      # the runner is parked in _next_item on an empty queue
+        self._draining = False  # the runner waits in replies_drained
         self._can_write = asyncio.Event()
         self._can_write.set()
         self._reading_paused = False
@@ -264,12 +266,19 @@ class RespConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._input_closed:
             return
+        # With the runner parked on an empty queue nothing is mid-command, so the
+        # commands that need no waiting can run right here, in order, without a task
+        # switch per read (the common case: a client waiting for its replies).
+        direct = self._idle and not self._queue
         self._parse(self._parser.feed, data)
         if self._parser.held:
             self._pause_reading()  # until the AUTH that held the parser has run
+        if direct:
+            self._run_ready_commands()
         if self._pipeline_length() > self.cfg.max_pipeline:
             self._pause_reading()
-        self._wakeup.set()
+        if self._queue:
+            self._wakeup.set()
 
     def _parse(self, fn: Callable[..., list[list[bytes]]], *args: Any) -> None:
         """Queue the commands ``fn`` parses; on a framing error queue the commands
@@ -375,9 +384,13 @@ class RespConnection(asyncio.Protocol):
         self._push(_Ready(value))
 
     async def replies_drained(self) -> None:
-        while self._replies:
-            self._wakeup.clear()
-            await self._wakeup.wait()  # _flush sets it
+        self._draining = True
+        try:
+            while self._replies:
+                self._wakeup.clear()
+                await self._wakeup.wait()  # _flush sets it
+        finally:
+            self._draining = False
 
     def _flush(self, _fut: object = None) -> None:
         """Encode every reply at the head of the queue that is complete, in order, into
@@ -430,7 +443,8 @@ class RespConnection(asyncio.Protocol):
                 self._write_scheduled = True
                 asyncio.get_running_loop().call_soon(self._write_out)
         self._maybe_resume_reading()
-        self._wakeup.set()  # the runner may be waiting for room in the pipeline
+        if self._queue or self._draining:
+            self._wakeup.set()  # the runner may be waiting for room, or for the drain
 
     def _write_out(self) -> None:
         self._write_scheduled = False
@@ -448,11 +462,8 @@ class RespConnection(asyncio.Protocol):
     async def _run(self) -> None:
         try:
             while True:
-                if self._queue and self._write_run():
-                    continue
-                item = self._next_item_now()
-                if item is None:
-                    item = await self._next_item()
+                self._run_ready_commands()
+                item = await self._next_item()
                 if isinstance(item, _Fatal):
                     self._finish(item.message)
                     return
@@ -467,15 +478,24 @@ class RespConnection(asyncio.Protocol):
             log.exception("client %d: connection handler failed", self.client_id)
             self.abort()
 
-    def _next_item_now(self) -> list[bytes] | _Fatal | None:
-        """_next_item without awaiting, when an item is there and may run: a pipeline's
-        commands then cost no coroutine switch each."""
-        if self._queue and self._can_write.is_set() \
-                and len(self._replies) + self._batched < self.cfg.max_pipeline:
-            item = self._queue.popleft()
+    def _run_ready_commands(self) -> None:
+        """Run the queued commands that need no waiting (_write_run, _handle_now), in
+        order, until the queue is empty or its head needs the runner task (it awaits,
+        or closes), or the pipeline is full, or the client is not reading: a
+        pipeline's commands then cost no coroutine switch each."""
+        queue = self._queue
+        while queue:
+            if self._write_run():
+                continue
+            head = queue[0]
+            if type(head) is not list or not self._can_write.is_set() \
+                    or len(self._replies) + self._batched >= self.cfg.max_pipeline:
+                return
+            self.last_command = name = head[0].lower()
+            if not self._handle_now(head, name):
+                return
+            queue.popleft()
             self._maybe_resume_reading()
-            return item
-        return None
 
     def _write_run(self) -> bool:
         """The plain ``SET key value`` commands at the head of the queue, as one batch
@@ -532,7 +552,9 @@ class RespConnection(asyncio.Protocol):
                 self._maybe_resume_reading()
                 return item
             self._wakeup.clear()
+            self._idle = not self._queue
             await self._wakeup.wait()
+            self._idle = False
 
     def _finish(self, message: str) -> None:
         if message:
