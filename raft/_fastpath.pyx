@@ -211,6 +211,35 @@ def take_plain_sets(queue not None, Py_ssize_t max_count, uint64_t time_ms,
     return out
 
 
+cdef inline bint _is_plain_get_name(bytes name) noexcept:
+    cdef const char* p
+    if PyBytes_GET_SIZE(name) != 3:
+        return False
+    p = PyBytes_AS_STRING(name)
+    return (p[0] == b'G' and p[1] == b'E' and p[2] == b'T') or \
+           (p[0] == b'g' and p[1] == b'e' and p[2] == b't')
+
+
+def take_plain_gets(queue not None, Py_ssize_t max_count):
+    """The reads beside ``take_plain_sets``: pop from the front of ``queue`` each
+    ``GET key`` (argv a list of two bytes, the name spelled b"GET" or b"get"), at most
+    ``max_count``, and return their argvs, for one linearizable read of them all
+    (``RespConnection._read_run``). Stops at the first command that is anything else."""
+    cdef list out = []
+    cdef list argv
+    while len(out) < max_count and queue:
+        item = queue[0]
+        if type(item) is not list:
+            break
+        argv = <list>item
+        if len(argv) != 2 or type(argv[0]) is not bytes or type(argv[1]) is not bytes \
+                or not _is_plain_get_name(<bytes>argv[0]):
+            break
+        out.append(argv)
+        queue.popleft()
+    return out
+
+
 def entries_data_bytes(list entries not None):
     """sum(len(e.data) for e in entries): what byte budgets on the log count."""
     cdef Py_ssize_t total = 0

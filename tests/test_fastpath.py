@@ -258,3 +258,24 @@ def test_take_plain_sets_is_the_reference(seed):
     except AssertionError:
         print(f"seed {seed}")
         raise
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_take_plain_gets_takes_the_gets_at_the_head_only(seed):
+    """The GETs at the head of the queue, at most max_count, as they are; the rest of
+    the queue is left as it was."""
+    import collections
+    rng = random.Random(seed)
+    shapes = ([b"GET", b"k"], [b"get", b"k2"], [b"Get", b"k"], [b"GET", b"k", b"x"], [b"GET"],
+              (b"GET", b"k"), [b"GET", "k"], [b"SET", b"k", b"v"], [b"MGET", b"k"], object())
+    for _ in range(100):
+        commands = [rng.choice(shapes[:2]) if rng.random() < 0.6 else rng.choice(shapes)
+                    for _ in range(rng.randrange(0, 12))]
+        max_count = rng.randrange(0, 12)
+        queue = collections.deque(commands)
+        taken = _kvcodec.take_plain_gets(queue, max_count)
+        n = 0
+        while n < min(max_count, len(commands)) and commands[n] in shapes[:2] \
+                and type(commands[n]) is list:
+            n += 1
+        assert taken == commands[:n] and list(queue) == commands[n:], f"seed {seed}"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import time
 from typing import Any, Callable, cast
@@ -26,6 +27,7 @@ from raft.api import NodeAPI, NotLeaderError, ReadTimeoutError, TryAgainError
 from raft.kv import NULL_ARRAY, OK, ErrorReply, Reply, arity_ok
 from raft.limits import EXEC_ENVELOPE, command_size_bound, exec_item_size_bound, too_large_message
 from raft.resp.commands import _LOCAL_COMMANDS, _NOT_QUEUED, _QUEUED, _not_leader_reply
+from raft._fastpath import take_plain_gets as _take_plain_gets
 from raft._fastpath import take_plain_sets as _take_plain_sets
 from raft.resp.protocol import ProtocolError, RequestParser, ServerConfig, _one_line, encode_reply
 
@@ -74,10 +76,10 @@ def _refusal_reply(e: Exception) -> ErrorReply:
 
 
 def _encode_batch(batch: _Batch, out: bytearray, proto: int) -> None:
-    """The replies of a done batch of writes (NodeAPI.submit_batch), in order."""
+    """The replies of a done _Batch, in order."""
     fut = batch.future
     if fut.cancelled() or fut.exception() is not None:
-        error = _write_reply(fut)   # not expected from a node: every one failed alike
+        error = _write_reply(fut)   # a read's failure, or a cancel: each one failed alike
         for _ in range(batch.count):
             encode_reply(error, out, proto)
         return
@@ -87,6 +89,12 @@ def _encode_batch(batch: _Batch, out: bytearray, proto: int) -> None:
         return
     for v in outcomes:
         encode_reply(_failure_reply(v) if isinstance(v, BaseException) else v, out, proto)
+
+
+def _read_each(sm: Any, argvs: list[list[bytes]]) -> list[Any]:
+    """The replies of read commands, all at the state machine's current place."""
+    now = now_ms()
+    return [sm.read(argv, now) for argv in argvs]
 
 
 def _consume_outcome(fut: asyncio.Future[Any]) -> None:
@@ -106,8 +114,9 @@ class _Ready:
 
 
 class _Batch:
-    """The replies to ``count`` writes proposed together (NodeAPI.submit_batch): one
-    place in the reply queue, one future."""
+    """The replies to ``count`` commands run together: writes proposed together
+    (NodeAPI.submit_batch) or reads evaluated together (NodeAPI.read). One place in
+    the reply queue, one future, whose result is the list of their outcomes."""
 
     __slots__ = ("future", "count")
 
@@ -485,7 +494,7 @@ class RespConnection(asyncio.Protocol):
         pipeline's commands then cost no coroutine switch each."""
         queue = self._queue
         while queue:
-            if self._write_run():
+            if self._write_run() or self._read_run():
                 continue
             head = queue[0]
             if type(head) is not list or not self._can_write.is_set() \
@@ -523,6 +532,38 @@ class RespConnection(asyncio.Protocol):
         self._last_write_index = last
         self._batched += len(datas) - 1
         self._push(_Batch(fut, len(datas)))
+        return True
+
+    def _read_run(self) -> bool:
+        """The plain ``GET key`` commands at the head of the queue, as ONE linearizable
+        read (NodeAPI.read) evaluating them all at the same place in the log, with one
+        place in the reply queue. False if the head is not one, the connection may not
+        run commands now or reads locally (READONLY), or the node cannot serve the
+        read without waiting (the GETs are then left where they were)."""
+        if self.multi is not None or not self.authenticated or not self._can_write.is_set() \
+                or self.readonly or self.cfg.debug_stale_reads:
+            return False
+        room = self.cfg.max_pipeline - len(self._replies) - self._batched
+        if room <= 0:
+            return False
+        argvs = _take_plain_gets(self._queue, room)
+        if not argvs:
+            return False
+        self.last_command = b"get"
+        try:
+            fut = self.api.read(functools.partial(_read_each, self.api.state_machine, argvs),
+                                self._last_write_index)
+        except NotLeaderError as e:
+            refusal = _not_leader_reply(e)
+            for _ in argvs:
+                self.reply(refusal)
+            return True
+        if fut is None:
+            self._queue.extendleft(reversed(argvs))
+            return False
+        self._maybe_resume_reading()
+        self._batched += len(argvs) - 1
+        self._push(_Batch(fut, len(argvs)))
         return True
 
     def _handle_now(self, argv: list[bytes], name: bytes) -> bool:
