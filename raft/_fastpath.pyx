@@ -142,43 +142,43 @@ cdef inline bint _is_plain_set_name(bytes name) noexcept:
            (p[0] == b's' and p[1] == b'e' and p[2] == b't')
 
 
-def apply_plain_sets(list entries not None, Py_ssize_t pos, dict data not None,
-                     dict expires not None, uint64_t last_applied, uint64_t clock_ms,
-                     object ok, list replies not None):
-    """The KV state machine's hot path over a run of committed entries
-    (``KVStateMachine.apply_entries``): from ``entries[pos]`` on, each plain
-    ``SET key value`` of client 0 -- a normal entry whose command decodes, index above
-    ``last_applied`` -- does what ``KVStateMachine._plain_set`` does (``data[key] =
-    value``, any TTL dropped), moves the clock to its time, and appends ``ok`` to
-    ``replies``. Stops at the first entry that is anything else, which the caller
-    applies in Python. Returns ``(pos, last_applied, clock_ms)`` after the run.
+cdef struct _PlainSet:
+    uint64_t time_ms
+    Py_ssize_t key_pos, key_len, value_pos, value_len
 
-    The caller runs it only while no key has a pending expiry (an apply then purges
-    nothing before the SET); ``tests/test_kv.py`` checks it against apply()."""
-    cdef Py_ssize_t n = len(entries)
-    cdef Entry e
-    cdef tuple fields, argv
-    cdef uint64_t time_ms
-    while pos < n:
-        e = entries[pos]
-        if e.type != 0 or e.index <= last_applied or not e.data:   # 0: ENTRY_NORMAL
-            break
-        fields = _decode(e.data)
-        if fields is None or fields[0] != 0:
-            break
-        argv = <tuple>fields[3]
-        if len(argv) != 3 or not _is_plain_set_name(<bytes>argv[0]):
-            break
-        time_ms = fields[2]
-        if time_ms > clock_ms:
-            clock_ms = time_ms
-        last_applied = e.index
-        data[argv[1]] = argv[2]
-        if expires:
-            expires.pop(argv[1], None)
-        replies.append(ok)
-        pos += 1
-    return pos, last_applied, clock_ms
+
+cdef inline bint _get_bytes(const unsigned char* buf, Py_ssize_t end, Py_ssize_t* pos,
+                            Py_ssize_t* start, Py_ssize_t* size) noexcept:
+    """A length-prefixed argument at pos[0]: its start and size; False if truncated."""
+    cdef uint64_t n
+    if not _get_uvarint(buf, end, pos, &n) or n > <uint64_t>(end - pos[0]):
+        return False
+    start[0] = pos[0]
+    size[0] = <Py_ssize_t>n
+    pos[0] += <Py_ssize_t>n
+    return True
+
+
+cdef bint _plain_set_fields(bytes data, _PlainSet* f) noexcept:
+    """True if ``data`` is a command ``_decode`` accepts, of client 0, whose argv is
+    ``[b"SET" or b"set", key, value]``; then ``f`` locates its fields in ``data``.
+    Reading in place spares the tuple, list and integers ``_decode`` builds."""
+    cdef const unsigned char* buf = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t end = PyBytes_GET_SIZE(data), pos = 1, name_pos, name_len
+    cdef uint64_t client_id, seq, argc
+    if end < 1 or buf[0] != CMD_VERSION:
+        return False
+    if not (_get_uvarint(buf, end, &pos, &client_id) and client_id == 0
+            and _get_uvarint(buf, end, &pos, &seq)
+            and _get_uvarint(buf, end, &pos, &f.time_ms)
+            and _get_uvarint(buf, end, &pos, &argc) and argc == 3
+            and _get_bytes(buf, end, &pos, &name_pos, &name_len) and name_len == 3
+            and _get_bytes(buf, end, &pos, &f.key_pos, &f.key_len)
+            and _get_bytes(buf, end, &pos, &f.value_pos, &f.value_len)
+            and pos == end):
+        return False
+    return (buf[name_pos] == b'S' and buf[name_pos + 1] == b'E' and buf[name_pos + 2] == b'T') \
+        or (buf[name_pos] == b's' and buf[name_pos + 1] == b'e' and buf[name_pos + 2] == b't')
 
 
 def take_plain_sets(queue not None, Py_ssize_t max_count, uint64_t time_ms,
@@ -238,6 +238,43 @@ def take_plain_gets(queue not None, Py_ssize_t max_count):
         out.append(argv)
         queue.popleft()
     return out
+
+
+def apply_plain_sets(list entries not None, Py_ssize_t pos, dict data not None,
+                     dict expires not None, uint64_t last_applied, uint64_t clock_ms,
+                     object ok, list replies not None):
+    """The KV state machine's hot path over a run of committed entries
+    (``KVStateMachine.apply_entries``): from ``entries[pos]`` on, each plain
+    ``SET key value`` of client 0 -- a normal entry whose command decodes, index above
+    ``last_applied`` -- does what ``KVStateMachine._plain_set`` does (``data[key] =
+    value``, any TTL dropped), moves the clock to its time, and appends ``ok`` to
+    ``replies``. Stops at the first entry that is anything else, which the caller
+    applies in Python. Returns ``(pos, last_applied, clock_ms)`` after the run.
+
+    The caller runs it only while no key has a pending expiry (an apply then purges
+    nothing before the SET); ``tests/test_kv.py`` checks it against apply()."""
+    cdef Py_ssize_t n = len(entries)
+    cdef Entry e
+    cdef _PlainSet f
+    cdef const char* buf
+    while pos < n:
+        e = entries[pos]
+        if e.type != 0 or e.index <= last_applied or not e.data:   # 0: ENTRY_NORMAL
+            break
+        if not _plain_set_fields(e.data, &f):
+            break
+        if f.time_ms > clock_ms:
+            clock_ms = f.time_ms
+        last_applied = e.index
+        buf = PyBytes_AS_STRING(e.data)
+        key = PyBytes_FromStringAndSize(buf + f.key_pos, f.key_len)
+        data[key] = PyBytes_FromStringAndSize(buf + f.value_pos, f.value_len)
+        if expires:
+            expires.pop(key, None)
+        replies.append(ok)
+        pos += 1
+    return pos, last_applied, clock_ms
+
 
 
 def entries_data_bytes(list entries not None):
