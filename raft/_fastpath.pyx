@@ -277,6 +277,28 @@ def apply_plain_sets(list entries not None, Py_ssize_t pos, dict data not None,
 
 
 
+def get_strings(list argvs not None, dict data not None, dict expires not None, now,
+                wrongtype):
+    """``KVStateMachine.read_gets``: for each ``[GET, key]`` of ``argvs``, what
+    ``KVStateMachine._string(key)`` gives at time ``now``: the bytes value, None if the
+    key is missing or expired (Redis: once now > its expiry), ``wrongtype`` if it holds
+    another kind of value."""
+    cdef list out = []
+    cdef object key, value, when
+    for argv in argvs:
+        key = (<list>argv)[1]
+        value = data.get(key)
+        if value is not None and expires:
+            when = expires.get(key)
+            if when is not None and now > when:
+                value = None
+        if value is None or type(value) is bytes:
+            out.append(value)
+        else:
+            out.append(wrongtype)
+    return out
+
+
 def entries_data_bytes(list entries not None):
     """sum(len(e.data) for e in entries): what byte budgets on the log count."""
     cdef Py_ssize_t total = 0

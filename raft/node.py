@@ -202,13 +202,15 @@ class _LinearizableRead:
         self.evaluate = evaluate
         self.deadline = deadline
         self.result: asyncio.Future[Any] = loop.create_future()
-        self.result.add_done_callback(_retrieve)
         self.value: Any = None
         self.evaluated = False
         self.confirmed = False
 
-    def fail(self, exc: Exception) -> None:
+    def fail(self, exc: BaseException) -> None:
         if not self.result.done():
+            # Its reader may be gone: mark the exception seen (only a failure pays
+            # for the callback; most reads succeed).
+            self.result.add_done_callback(_retrieve)
             self.result.set_exception(exc)
 
     def evaluate_now(self) -> None:
@@ -225,7 +227,7 @@ class _LinearizableRead:
         if confirm.cancelled():
             self.result.cancel()
         elif confirm.exception() is not None:
-            self.result.set_exception(confirm.exception())
+            self.fail(confirm.exception())
         else:
             self.confirmed = True
             if self.evaluated:

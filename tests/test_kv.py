@@ -790,3 +790,30 @@ def test_apply_entries_after_a_clock_beyond_64_bits():
     batched.apply_entries(entries[1:], got)
     assert got == want
     assert batched.snapshot() == one.snapshot() and batched.clock_ms == 2 ** 64 + 5
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_read_gets_is_read_of_each_get(seed):
+    """read_gets (the front end's run of GETs, compiled) gives what read() gives for
+    each GET at the same instant: values, missing keys, keys past or at their expiry,
+    and WRONGTYPE for a stream."""
+    from raft.kv.machine import KVStateMachine
+    rng = random.Random(seed)
+    sm = KVStateMachine()
+    index, t0 = 0, 1_000_000
+    for i in range(60):
+        index += 1
+        key = b"k%d" % rng.randrange(30)
+        kind = rng.randrange(4)
+        if kind == 0:
+            argv = [b"SET", key, b"v%d" % i, b"PX", b"%d" % rng.randrange(1, 50)]
+        elif kind == 1:
+            argv = [b"XADD", b"s%d" % rng.randrange(3), b"*", b"f", b"v"]
+        else:
+            argv = [b"SET", key, b"v%d" % i]
+        sm.apply(index, encode_command(0, 0, argv, time_ms=t0 + i))
+    keys = [b"k%d" % n for n in range(30)] + [b"s0", b"s1", b"s2", b"missing"]
+    for now in (t0, t0 + 30, t0 + 60, t0 + 200):
+        argvs = [[rng.choice((b"GET", b"get")), k] for k in rng.sample(keys, len(keys))]
+        expected = [sm.read(argv, now) for argv in argvs]
+        assert sm.read_gets(argvs, now) == expected, f"seed {seed} now {now}"

@@ -47,8 +47,9 @@ from raft.kv.replies import (E_BAD_ID, E_NOT_INT, E_OVERFLOW, E_SYNTAX, E_WRONGT
 
 try:   # the compiled apply of plain SETs (raft/_fastpath.pyx); apply() is its reference
     from raft._fastpath import apply_plain_sets as _apply_plain_sets
+    from raft._fastpath import get_strings as _get_strings
 except ImportError:  # a source tree without compiled extensions
-    _apply_plain_sets = None
+    _apply_plain_sets = _get_strings = None
 
 _CLOCK_LIMIT = 1 << 64   # apply_plain_sets's clock is a uint64
 
@@ -243,6 +244,14 @@ class KVStateMachine:
         if len(argv) == 2 and argv[0] in _PLAIN_GET:
             return self._string(argv[1])   # GET, the hot read, without the command lookup
         return self._execute(argv, write=False)
+
+    def read_gets(self, argvs: list[list[bytes]], now_ms: int | None = None) -> list[Reply]:
+        """read() of each ``[GET, key]`` in ``argvs`` at one instant: the front end's
+        run of GETs (raft.resp.connection._read_each), in C where compiled."""
+        self._now = now = max(self.clock_ms, now_ms or 0)
+        if _get_strings is not None:
+            return _get_strings(argvs, self._data, self._expires, now, E_WRONGTYPE)
+        return [self._string(argv[1]) for argv in argvs]
 
     def xread(self, args: XReadArgs, id_args: list[bytes] | None, now_ms: int | None = None
               ) -> Reply:

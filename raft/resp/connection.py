@@ -92,9 +92,9 @@ def _encode_batch(batch: _Batch, out: bytearray, proto: int) -> None:
 
 
 def _read_each(sm: Any, argvs: list[list[bytes]]) -> list[Any]:
-    """The replies of read commands, all at the state machine's current place."""
-    now = now_ms()
-    return [sm.read(argv, now) for argv in argvs]
+    """The replies of a run of ``GET key`` commands, all at the state machine's
+    current place."""
+    return sm.read_gets(argvs, now_ms())
 
 
 def _consume_outcome(fut: asyncio.Future[Any]) -> None:
