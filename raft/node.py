@@ -1304,9 +1304,16 @@ class RaftNode:
         pending = (storage.begin_save(rd.hard_state, rd.entries)
                    if self._wal_writer is not None else None)
         if pending is not None:
-            # The common save: built here, written + synced without the GIL.
+            # The common save: built here, written + synced without the GIL. A
+            # follower waits for it right here (see _saves_inline); a leader keeps its
+            # loop running meanwhile (diss. §10.2.1).
             try:
-                io_seconds = await self._wal_writer.write(pending.fd, pending.bufs, pending.offset)
+                if self._saves_inline():
+                    io_seconds = self._wal_writer.write_here(pending.fd, pending.bufs,
+                                                             pending.offset)
+                else:
+                    io_seconds = await self._wal_writer.write(pending.fd, pending.bufs,
+                                                              pending.offset)
             except OSError as e:
                 storage.end_save(pending, e)    # raises StorageError: fail-stop
             storage.end_save(pending, None)
@@ -1318,6 +1325,17 @@ class RaftNode:
         self.counters["entries_saved"] += len(rd.entries)
         for observe in self._fsync_observers:
             observe(elapsed, len(rd.entries))
+
+    def _saves_inline(self) -> bool:
+        """Whether this save blocks the loop (the GIL released) instead of going to
+        the writer thread. Only off the leader: a follower's loop has little to do
+        during its own save (its acks wait for it; the next AppendEntries wait in the
+        socket buffer; a heartbeat's answer waits at most one save), while handing
+        the write to a thread and back costs two wakeups (150-200 us each on the
+        2-vCPU development VM) and their CPU. A leader must keep taking proposals and
+        replicating while it writes (diss. §10.2.1). A/B in docs/benchmarks.md (22)."""
+        core = self._core
+        return core is not None and core.role != LEADER
 
     def _note_ready(self, rd: Ready) -> None:
         """Bookkeeping at ready() time: role changes, shared barriers, overwritten entries."""

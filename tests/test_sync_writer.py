@@ -99,6 +99,30 @@ def test_close_finishes_the_write_in_flight_then_refuses_new_ones(tmp_path):
         os.close(fd)
 
 
+def test_write_here_writes_in_the_calling_thread_and_never_beside_a_write_in_flight(tmp_path):
+    """write_here: the same job as submit + result, run by the caller; an error comes
+    back as its errno; refused while a submitted write is in flight."""
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    ro = os.open(path, os.O_RDONLY)
+    w = SyncWriter("test-writer")
+    try:
+        written, err, ns = w.write_here(fd, [b"abc", memoryview(b"--de")[2:]], 2, True)
+        assert (written, err) == (5, 0) and ns >= 0 and not w.busy
+        assert path.read_bytes() == b"\0\0abcde"
+        assert w.write_here(ro, [b"x"], 0, True)[:2] == (0, errno.EBADF)
+        w.submit(fd, [b"Z"], 0, True)
+        with pytest.raises(RuntimeError, match="in flight"):
+            w.write_here(fd, [b"Y"], 0, True)
+        assert wait_result(w)[:2] == (1, 0)
+        assert w.write_here(fd, [b"Y"], 1, False)[:2] == (1, 0)   # and after it, again
+        assert path.read_bytes() == b"ZYabcde"
+    finally:
+        w.close()
+        os.close(fd)
+        os.close(ro)
+
+
 # --- SyncWriteThread on a loop ---------------------------------------------------------
 
 
@@ -110,10 +134,16 @@ def test_the_loop_side_returns_the_io_time_or_raises_the_oserror(tmp_path, loop_
         ro = os.open(tmp_path / "f", os.O_RDONLY)
         try:
             for i in range(50):
-                seconds = await asyncio.wait_for(writer.write(fd, [b"%03d" % i], 3 * i), 30)
+                if i % 2:    # a follower's save: in the loop's thread
+                    seconds = writer.write_here(fd, [b"%03d" % i], 3 * i)
+                else:
+                    seconds = await asyncio.wait_for(writer.write(fd, [b"%03d" % i], 3 * i), 30)
                 assert seconds >= 0
             with pytest.raises(OSError) as info:
                 await asyncio.wait_for(writer.write(ro, [b"x"], 0), 30)
+            assert info.value.errno == errno.EBADF
+            with pytest.raises(OSError) as info:
+                writer.write_here(ro, [b"x"], 0)
             assert info.value.errno == errno.EBADF
         finally:
             writer.shutdown()
@@ -129,16 +159,20 @@ def test_the_loop_side_returns_the_io_time_or_raises_the_oserror(tmp_path, loop_
 # --- DiskStorage.begin_save / end_save -------------------------------------------------
 
 
-def run_pending(storage: DiskStorage, hs, entries) -> bool:
-    """One save through the split path, the write done here as the writer thread
-    would; False if begin_save declined (the caller then uses save())."""
+def run_pending(storage: DiskStorage, hs, entries, here: bool = False) -> bool:
+    """One save through the split path, the write done by the writer thread (or in
+    this thread: write_here, a follower's save); False if begin_save declined (the
+    caller then uses save())."""
     pending = storage.begin_save(hs, entries)
     if pending is None:
         return False
     w = SyncWriter("test-writer")
     try:
-        w.submit(pending.fd, pending.bufs, pending.offset, True)
-        written, err, _ = wait_result(w)
+        if here:
+            written, err, _ = w.write_here(pending.fd, pending.bufs, pending.offset, True)
+        else:
+            w.submit(pending.fd, pending.bufs, pending.offset, True)
+            written, err, _ = wait_result(w)
     finally:
         w.close()
     storage.end_save(pending, OSError(err, os.strerror(err)) if err else None)
@@ -167,8 +201,9 @@ def random_history(rng: random.Random, n: int):
         yield hs, entries
 
 
+@pytest.mark.parametrize("here", [False, True], ids=["thread", "write_here"])
 @pytest.mark.parametrize("seed", range(4))
-def test_the_split_save_writes_what_save_writes(tmp_path, seed):
+def test_the_split_save_writes_what_save_writes(tmp_path, seed, here):
     """Same history through save() only and through begin_save/end_save where it
     accepts (save() where it declines): byte-identical segments, identical load()."""
     rng = random.Random(seed)
@@ -179,7 +214,7 @@ def test_the_split_save_writes_what_save_writes(tmp_path, seed):
     try:
         for hs, entries in history:
             a.save(hs, entries)
-            if run_pending(b, hs, entries):
+            if run_pending(b, hs, entries, here):
                 split += 1
             else:
                 b.save(hs, entries)

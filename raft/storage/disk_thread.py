@@ -104,6 +104,17 @@ class SyncWriteThread:
         self._future = fut
         return fut
 
+    def write_here(self, fd: int, bufs: list, offset: int, sync: bool = True) -> float:
+        """``write`` run in this thread, the GIL released while the disk works (the
+        event loop waits): the seconds it took, or the ``OSError``. Not while a
+        ``write`` is in flight."""
+        if self._closed:
+            raise RuntimeError("the WAL writer thread is shut down")
+        _written, err, io_ns = self._writer.write_here(fd, bufs, offset, sync)
+        if err:
+            raise OSError(err, os.strerror(err))
+        return io_ns / 1e9
+
     def _on_done(self) -> None:
         outcome = self._writer.result()
         if outcome is None:
