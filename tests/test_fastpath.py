@@ -279,3 +279,45 @@ def test_take_plain_gets_takes_the_gets_at_the_head_only(seed):
                 and type(commands[n]) is list:
             n += 1
         assert taken == commands[:n] and list(queue) == commands[n:], f"seed {seed}"
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_apply_plain_sets_takes_exactly_the_plain_sets_decode_accepts(seed):
+    """The in-place reader of apply_plain_sets (_plain_set_fields) against the rule
+    it replaced: an entry is applied in C iff the codec decodes it, its client is 0
+    and its argv is [SET|set, key, value]; then with the decoded key, value and time.
+    Entries truncated, bit-flipped, extended, or with an oversized length varint."""
+    from raft._core import Entry
+    from raft.kv import OK
+    rng = random.Random(seed)
+    for _ in range(2500):
+        argv = [rng.choice([b"SET", b"set", b"Set", b"GET", b"SETX"]),
+                rng.randbytes(rng.randrange(0, 5)), rng.randbytes(rng.choice([0, 1, 3, 130, 2000]))]
+        if rng.random() < 0.1:
+            argv.append(b"x")
+        data = bytearray(_kvcodec.encode(rng.choice([0, 0, 0, 1, 1 << 63]), rng.randrange(3),
+                                         argv, rng.choice([0, 5, (1 << 64) - 1, 1 << 40])))
+        m = rng.random()
+        if m < 0.3:
+            data = data[:rng.randrange(len(data) + 1)]
+        elif m < 0.5:
+            for _ in range(rng.randrange(1, 4)):
+                data[rng.randrange(len(data))] = rng.randrange(256)
+        elif m < 0.6:
+            data += rng.randbytes(rng.randrange(1, 3))
+        elif m < 0.7:
+            p = rng.randrange(1, len(data))
+            data[p:p] = b"\xff" * rng.randrange(1, 12)
+        if not data:
+            continue
+        data = bytes(data)
+        fields = _kvcodec.decode(data)
+        plain = fields is not None and fields[0] == 0 and len(fields[3]) == 3 \
+            and fields[3][0] in (b"SET", b"set")
+        store, replies = {}, []
+        pos, applied, clock = _kvcodec.apply_plain_sets([Entry(1, 1, 0, data)], 0, store, {},
+                                                        0, 3, OK, replies)
+        assert (pos == 1) == plain, f"seed {seed}: {data!r}"
+        if plain:
+            assert store == {fields[3][1]: fields[3][2]} and replies == [OK], f"seed {seed}"
+            assert (applied, clock) == (1, max(3, fields[2])), f"seed {seed}"

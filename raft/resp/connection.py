@@ -88,7 +88,17 @@ def _encode_batch(batch: _Batch, out: bytearray, proto: int) -> None:
         out += _OK_LINE * len(outcomes)   # the common case: a pipeline of SETs
         return
     for v in outcomes:
-        encode_reply(_failure_reply(v) if isinstance(v, BaseException) else v, out, proto)
+        _encode_one(_failure_reply(v) if isinstance(v, BaseException) else v, out, proto)
+
+
+def _encode_one(value: Any, out: bytearray, proto: int) -> None:
+    """encode_reply, or an error reply if ``value`` cannot be encoded (a bug): one
+    reply per command whatever happens, or the queue behind it would stall."""
+    try:
+        encode_reply(value, out, proto)
+    except Exception:
+        log.exception("unencodable reply %r", value)
+        encode_reply(ErrorReply("ERR internal error: unencodable reply"), out)
 
 
 def _read_each(sm: Any, argvs: list[list[bytes]]) -> list[Any]:
@@ -283,7 +293,12 @@ class RespConnection(asyncio.Protocol):
         if self._parser.held:
             self._pause_reading()  # until the AUTH that held the parser has run
         if direct:
-            self._run_ready_commands()
+            try:
+                self._run_ready_commands()
+            except Exception:    # as the runner handles it (_run)
+                log.exception("client %d: connection handler failed", self.client_id)
+                self.abort()
+                return
         if self._pipeline_length() > self.cfg.max_pipeline:
             self._pause_reading()
         if self._queue:
@@ -438,11 +453,7 @@ class RespConnection(asyncio.Protocol):
             else:
                 value = _write_reply(head)
             replies.popleft()
-            try:
-                encode_reply(value, out, self.proto)
-            except Exception:   # a bug; answer it rather than leave the queue unwatched
-                log.exception("unencodable reply %r", value)
-                encode_reply(ErrorReply("ERR internal error: unencodable reply"), out)
+            _encode_one(value, out, self.proto)
         if out or self._close_when_flushed:
             if _fut is not None:
                 # Called as the head's done-callback: every reply the same apply batch
@@ -520,18 +531,19 @@ class RespConnection(asyncio.Protocol):
         if not datas:
             return False
         self.last_command = b"set"
-        self._maybe_resume_reading()
         try:
             last, fut = self.api.submit_batch(datas)
         except (NotLeaderError, TryAgainError, ValueError) as e:
             refusal = _refusal_reply(e)
             for _ in datas:
                 self.reply(refusal)
-            return True
-        self._last_write = fut
-        self._last_write_index = last
-        self._batched += len(datas) - 1
-        self._push(_Batch(fut, len(datas)))
+        else:
+            self._last_write = fut
+            self._last_write_index = last
+            self._batched += len(datas) - 1
+            self._push(_Batch(fut, len(datas)))
+        # Only now: until the run is in the reply queue the pipeline looks shorter.
+        self._maybe_resume_reading()
         return True
 
     def _read_run(self) -> bool:
@@ -557,13 +569,13 @@ class RespConnection(asyncio.Protocol):
             refusal = _not_leader_reply(e)
             for _ in argvs:
                 self.reply(refusal)
-            return True
-        if fut is None:
-            self._queue.extendleft(reversed(argvs))
-            return False
-        self._maybe_resume_reading()
-        self._batched += len(argvs) - 1
-        self._push(_Batch(fut, len(argvs)))
+        else:
+            if fut is None:
+                self._queue.extendleft(reversed(argvs))
+                return False
+            self._batched += len(argvs) - 1
+            self._push(_Batch(fut, len(argvs)))
+        self._maybe_resume_reading()   # after the push: see _write_run
         return True
 
     def _handle_now(self, argv: list[bytes], name: bytes) -> bool:
