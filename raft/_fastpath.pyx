@@ -28,7 +28,7 @@ problem: error replies stay the same on every replica whichever decoder ran.
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE, PyByteArray_Resize
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 from raft._core cimport Entry
 
@@ -131,15 +131,16 @@ cdef object _decode(bytes data):
     return client_id, seq, time_ms, tuple(argv)
 
 
+cdef inline bint _spelled(const char* p, Py_ssize_t n, const char* upper,
+                          const char* lower) noexcept:
+    """The 3-byte command name p[:n] is ``upper`` or ``lower``: the spellings clients
+    send (kv.machine._PLAIN_SET, _PLAIN_GET). Any other spelling takes the general
+    path, which gives the same result."""
+    return n == 3 and (memcmp(p, upper, 3) == 0 or memcmp(p, lower, 3) == 0)
+
+
 cdef inline bint _is_plain_set_name(bytes name) noexcept:
-    # b"SET" or b"set": the spellings clients send (kv.machine._PLAIN_SET); any other
-    # spelling takes the general path, which gives the same result.
-    cdef const char* p
-    if PyBytes_GET_SIZE(name) != 3:
-        return False
-    p = PyBytes_AS_STRING(name)
-    return (p[0] == b'S' and p[1] == b'E' and p[2] == b'T') or \
-           (p[0] == b's' and p[1] == b'e' and p[2] == b't')
+    return _spelled(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), b"SET", b"set")
 
 
 cdef struct _PlainSet:
@@ -172,13 +173,12 @@ cdef bint _plain_set_fields(bytes data, _PlainSet* f) noexcept:
             and _get_uvarint(buf, end, &pos, &seq)
             and _get_uvarint(buf, end, &pos, &f.time_ms)
             and _get_uvarint(buf, end, &pos, &argc) and argc == 3
-            and _get_bytes(buf, end, &pos, &name_pos, &name_len) and name_len == 3
+            and _get_bytes(buf, end, &pos, &name_pos, &name_len)
             and _get_bytes(buf, end, &pos, &f.key_pos, &f.key_len)
             and _get_bytes(buf, end, &pos, &f.value_pos, &f.value_len)
             and pos == end):
         return False
-    return (buf[name_pos] == b'S' and buf[name_pos + 1] == b'E' and buf[name_pos + 2] == b'T') \
-        or (buf[name_pos] == b's' and buf[name_pos + 1] == b'e' and buf[name_pos + 2] == b't')
+    return _spelled(<const char*>buf + name_pos, name_len, b"SET", b"set")
 
 
 def take_plain_sets(queue not None, Py_ssize_t max_count, uint64_t time_ms,
@@ -212,12 +212,7 @@ def take_plain_sets(queue not None, Py_ssize_t max_count, uint64_t time_ms,
 
 
 cdef inline bint _is_plain_get_name(bytes name) noexcept:
-    cdef const char* p
-    if PyBytes_GET_SIZE(name) != 3:
-        return False
-    p = PyBytes_AS_STRING(name)
-    return (p[0] == b'G' and p[1] == b'E' and p[2] == b'T') or \
-           (p[0] == b'g' and p[1] == b'e' and p[2] == b't')
+    return _spelled(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), b"GET", b"get")
 
 
 def take_plain_gets(queue not None, Py_ssize_t max_count):

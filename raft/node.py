@@ -761,42 +761,50 @@ class RaftNode:
 
     def _track(self, index: int) -> asyncio.Future[Any]:
         """A future resolved when the entry at ``index`` (ours, this term) is applied."""
-        loop = self._loop
-        assert loop is not None
-        fut = loop.create_future()
-        self._pending[index] = _Pending(self.core.term, fut, loop.time() + self.config.propose_timeout)
-        if index > self._max_pending:
-            self._max_pending = index
-        self._kick.set()
-        self._schedule_pump()
+        fut = self._new_future()
+        self._wait_for(index, index, _Pending(self.core.term, fut, self._deadline()))
         return fut
 
-    def _append(self, data: bytes) -> asyncio.Future[Any]:
-        """Append ``data`` to the leader's log *now* (no await: this fixes the entry's
-        place in the log, which the RESP server's pipelining relies on) and return the
-        future its application resolves."""
+    def _new_future(self) -> asyncio.Future[Any]:
+        loop = self._loop
+        assert loop is not None
+        return loop.create_future()
+
+    def _deadline(self) -> float:
+        loop = self._loop
+        assert loop is not None
+        return loop.time() + self.config.propose_timeout
+
+    def _wait_for(self, first: int, last: int, waiter: _Pending | _PendingBatch) -> None:
+        """Register ``waiter`` for the entries first..last, and have the Ready loop
+        run next (no added latency when idle)."""
+        if first == last:
+            self._pending[first] = waiter
+        else:
+            self._pending.update(zip(range(first, last + 1), itertools.repeat(waiter)))
+        if last > self._max_pending:
+            self._max_pending = last
+        self._kick.set()
+        self._schedule_pump()
+
+    def _propose(self, datas: list[bytes]) -> tuple[RawNode, int]:
+        """Append ``datas`` to the leader's log *now* (no await: this fixes the
+        entries' places in the log, which the RESP server's pipelining relies on);
+        the core and the index of the first."""
         core = self._core
         if not self._running or core is None:
             raise NotLeaderError(None)
-        if len(data) > self.config.max_entry_bytes:
+        largest = max(map(len, datas))
+        if largest > self.config.max_entry_bytes:
             # The front end refuses these first (raft/limits.py); this is the backstop
             # for every other path: an entry too large to replicate must never enter the log.
-            raise ValueError(too_large_message(len(data), self.config.max_entry_bytes))
+            raise ValueError(too_large_message(largest, self.config.max_entry_bytes))
         try:
-            index = core.propose(data)
+            return core, core.propose_batch(datas)
         except NotLeader as e:
             raise NotLeaderError(self._leader_client_addr(e.leader)) from None
         except ProposalDropped as e:     # a leadership transfer is under way
             raise TryAgainError(str(e)) from None
-        loop = self._loop
-        assert loop is not None
-        fut = loop.create_future()
-        self._pending[index] = _Pending(core.term, fut, loop.time() + self.config.propose_timeout)
-        if index > self._max_pending:
-            self._max_pending = index
-        self._kick.set()   # no added latency when idle: the Ready loop runs next
-        self._schedule_pump()
-        return fut
 
     # --- NodeAPI --------------------------------------------------------------------
 
@@ -807,40 +815,25 @@ class RaftNode:
         if not isinstance(data, bytes) or not data:
             # Commands are never empty (an empty entry is the leader's no-op).
             raise ValueError("a proposal must be non-empty bytes")
-        fut = self._append(data)
+        core, index = self._propose([data])
+        fut = self._new_future()
+        self._wait_for(index, index, _Pending(core.term, fut, self._deadline()))
         self.counters["proposals"] += 1
-        return self._max_pending, fut
+        return index, fut
 
     def submit_batch(self, datas: list[bytes]) -> tuple[int, asyncio.Future[list[Any]]]:
         """Append every command of ``datas`` to the log now, in order, as one run;
         return the index of the last and one future for all of them:
         NodeAPI.submit_batch (raft/api.py). One waiter, one future and one Ready
         wakeup for the run rather than one each (the RESP front end's pipelined SETs)."""
-        core = self._core
-        if not self._running or core is None:
-            raise NotLeaderError(None)
         if not datas or type(datas) is not list or not all(datas):
             raise ValueError("a batch must be a non-empty list of non-empty bytes")
-        if max(map(len, datas)) > self.config.max_entry_bytes:
-            raise ValueError(too_large_message(max(map(len, datas)), self.config.max_entry_bytes))
-        try:
-            first = core.propose_batch(datas)
-        except NotLeader as e:
-            raise NotLeaderError(self._leader_client_addr(e.leader)) from None
-        except ProposalDropped as e:     # a leadership transfer is under way
-            raise TryAgainError(str(e)) from None
-        loop = self._loop
-        assert loop is not None
-        fut = loop.create_future()
+        core, first = self._propose(datas)
+        fut = self._new_future()
         n = len(datas)
         last = first + n - 1
-        batch = _PendingBatch(core.term, fut, loop.time() + self.config.propose_timeout, first, n)
-        self._pending.update(zip(range(first, last + 1), itertools.repeat(batch)))
-        if last > self._max_pending:
-            self._max_pending = last
+        self._wait_for(first, last, _PendingBatch(core.term, fut, self._deadline(), first, n))
         self.counters["proposals"] += n
-        self._kick.set()
-        self._schedule_pump()
         return last, fut
 
     async def propose(self, data: bytes) -> object:

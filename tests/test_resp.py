@@ -65,21 +65,28 @@ class FakeNode:
         while True:
             await self._kick.wait()
             self._kick.clear()
+            await self.before_apply()
             if self.apply_delay:
                 await asyncio.sleep(self.apply_delay)
             batch, self._queue = self._queue, []
             for data, fut in batch:
                 self.index += 1
                 reply = self.state_machine.apply(self.index, data)
-                if fut.done():
-                    continue
-                if self.lose_replies > 0:
-                    self.lose_replies -= 1
-                    fut.set_exception(asyncio.TimeoutError())
-                else:
-                    fut.set_result(reply)
+                if not fut.done():
+                    if self.lose_replies > 0:
+                        self.lose_replies -= 1
+                        fut.set_exception(asyncio.TimeoutError())
+                    else:
+                        fut.set_result(reply)
+                self.after_apply(self.index)
             self._applied.set()
             self._applied = asyncio.Event()
+
+    async def before_apply(self) -> None:
+        """Awaited before each batch is applied (ReadingNode holds it at its gate)."""
+
+    def after_apply(self, index: int) -> None:
+        """Called after each applied entry (ReadingNode evaluates reads there)."""
 
     def submit(self, data: bytes) -> asyncio.Future:
         fut = asyncio.get_running_loop().create_future()
@@ -926,24 +933,13 @@ class ReadingNode(FakeNode):
             self._reads_at.setdefault(after_index, []).append((evaluate, answer))
         return fut
 
-    async def _applier(self) -> None:
-        while True:
-            await self._kick.wait()
-            self._kick.clear()
-            assert self.gate is not None
-            await self.gate.wait()
-            if self.apply_delay:
-                await asyncio.sleep(self.apply_delay)
-            batch, self._queue = self._queue, []
-            for data, fut in batch:
-                self.index += 1
-                reply = self.state_machine.apply(self.index, data)
-                if not fut.done():
-                    fut.set_result(reply)
-                for evaluate, answer in self._reads_at.pop(self.index, ()):
-                    answer(evaluate())
-            self._applied.set()
-            self._applied = asyncio.Event()
+    async def before_apply(self) -> None:
+        assert self.gate is not None
+        await self.gate.wait()
+
+    def after_apply(self, index: int) -> None:
+        for evaluate, answer in self._reads_at.pop(index, ()):
+            answer(evaluate())
 
 
 def _only_connection(srv: ServerThread) -> Any:

@@ -522,9 +522,7 @@ class RespConnection(asyncio.Protocol):
         (NodeAPI.submit_batch) with one place in the reply queue: the compiled
         ``take_plain_sets`` checks and encodes them, with no per-command Python. False
         if the head is not one, or the connection may not run commands now."""
-        if self.multi is not None or not self.authenticated or not self._can_write.is_set():
-            return False
-        room = self.cfg.max_pipeline - len(self._replies) - self._batched
+        room = self._room_for_a_run()
         if room <= 0:
             return False
         datas = _take_plain_sets(self._queue, room, now_ms(), self.cfg.max_entry_bytes)
@@ -546,16 +544,22 @@ class RespConnection(asyncio.Protocol):
         self._maybe_resume_reading()
         return True
 
+    def _room_for_a_run(self) -> int:
+        """How many commands a run may take now: none inside MULTI, before AUTH or
+        while the client is not reading; else the room left under max_pipeline."""
+        if self.multi is not None or not self.authenticated or not self._can_write.is_set():
+            return 0
+        return self.cfg.max_pipeline - len(self._replies) - self._batched
+
     def _read_run(self) -> bool:
         """The plain ``GET key`` commands at the head of the queue, as ONE linearizable
         read (NodeAPI.read) evaluating them all at the same place in the log, with one
         place in the reply queue. False if the head is not one, the connection may not
         run commands now or reads locally (READONLY), or the node cannot serve the
         read without waiting (the GETs are then left where they were)."""
-        if self.multi is not None or not self.authenticated or not self._can_write.is_set() \
-                or self.readonly or self.cfg.debug_stale_reads:
+        if self.readonly or self.cfg.debug_stale_reads:
             return False
-        room = self.cfg.max_pipeline - len(self._replies) - self._batched
+        room = self._room_for_a_run()
         if room <= 0:
             return False
         argvs = _take_plain_gets(self._queue, room)
