@@ -10,8 +10,9 @@
    every entry once), with ``crc32c``, CRC-32C in portable C (slicing by 8).
 4. ``apply_plain_sets``: the state machine's hot write, ``SET key value``, applied over
    a run of committed entries (every node applies every entry once), and
-   ``take_plain_sets``: the same writes taken from a connection's parsed commands and
-   encoded as log entries, a run at a time (the leader's front end).
+   ``take_plain_run``: the same writes, and the hot read ``GET key``, taken from a
+   connection's parsed commands, the writes encoded as log entries, a run at a time
+   (the leader's front end); ``get_strings`` answers a run's GETs.
 
 Each is checked against its Python reference (tests/test_fastpath.py).
 
@@ -181,58 +182,54 @@ cdef bint _plain_set_fields(bytes data, _PlainSet* f) noexcept:
     return _spelled(<const char*>buf + name_pos, name_len, b"SET", b"set")
 
 
-def take_plain_sets(queue not None, Py_ssize_t max_count, uint64_t time_ms,
-                    Py_ssize_t max_entry_bytes):
-    """The RESP front end's hot write (``RespConnection._write_run``): pop from the
-    front of ``queue`` (a deque of parsed commands) each plain ``SET key value`` (argv
-    a list of three bytes, the name spelled b"SET" or b"set"), at most ``max_count``,
-    and return their log entries, ``encode(0, 0, argv, time_ms)`` each. Stops at the
-    first command that is anything else, or whose entry could exceed
-    ``max_entry_bytes`` by ``raft.limits.command_size_bound`` (the general path then
-    answers it with the same error as always)."""
-    cdef list out = []
-    cdef list argv
-    cdef Py_ssize_t size
-    while len(out) < max_count and queue:
-        item = queue[0]
-        if type(item) is not list:
-            break
-        argv = <list>item
-        if len(argv) != 3 or type(argv[0]) is not bytes or type(argv[1]) is not bytes \
-                or type(argv[2]) is not bytes or not _is_plain_set_name(<bytes>argv[0]):
-            break
-        # command_size_bound: 51 + 10 per argument + their bytes
-        size = 81 + PyBytes_GET_SIZE(argv[0]) + PyBytes_GET_SIZE(argv[1]) \
-            + PyBytes_GET_SIZE(argv[2])
-        if size > max_entry_bytes:
-            break
-        out.append(encode(0, 0, argv, time_ms))
-        queue.popleft()
-    return out
-
-
 cdef inline bint _is_plain_get_name(bytes name) noexcept:
     return _spelled(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), b"GET", b"get")
 
 
-def take_plain_gets(queue not None, Py_ssize_t max_count):
-    """The reads beside ``take_plain_sets``: pop from the front of ``queue`` each
-    ``GET key`` (argv a list of two bytes, the name spelled b"GET" or b"get"), at most
-    ``max_count``, and return their argvs, for one linearizable read of them all
-    (``RespConnection._read_run``). Stops at the first command that is anything else."""
-    cdef list out = []
-    cdef list argv
-    while len(out) < max_count and queue:
+cdef inline bint _is_plain_set(object item, Py_ssize_t max_entry_bytes) noexcept:
+    """``item`` is ``[SET, key, value]`` (a list of three bytes, the name spelled
+    b"SET" or b"set") whose entry cannot exceed ``max_entry_bytes`` by
+    ``raft.limits.command_size_bound`` (51 + 10 per argument + their bytes)."""
+    if type(item) is not list:
+        return False
+    cdef list argv = <list>item
+    if len(argv) != 3 or type(argv[0]) is not bytes or type(argv[1]) is not bytes \
+            or type(argv[2]) is not bytes or not _is_plain_set_name(<bytes>argv[0]):
+        return False
+    return 81 + PyBytes_GET_SIZE(argv[0]) + PyBytes_GET_SIZE(argv[1]) \
+        + PyBytes_GET_SIZE(argv[2]) <= max_entry_bytes
+
+
+cdef inline bint _is_plain_get(object item) noexcept:
+    """``item`` is ``[GET, key]`` (a list of two bytes, the name spelled b"GET" or b"get")."""
+    if type(item) is not list:
+        return False
+    cdef list argv = <list>item
+    return len(argv) == 2 and type(argv[0]) is bytes and type(argv[1]) is bytes \
+        and _is_plain_get_name(<bytes>argv[0])
+
+
+def take_plain_run(queue not None, Py_ssize_t max_count, uint64_t time_ms,
+                   Py_ssize_t max_entry_bytes, bint with_gets):
+    """The RESP front end's hot path (``RespConnection._plain_run``): pop from the front
+    of ``queue`` (a deque of parsed commands) each plain ``SET key value`` and, if
+    ``with_gets``, each plain ``GET key`` (see _is_plain_set, _is_plain_get), at most
+    ``max_count`` in all. Returns ``(datas, run)``: the SETs' log entries,
+    ``encode(0, 0, argv, time_ms)`` each, in order, and every command taken, in order.
+    Stops at the first command that is anything else, or a SET whose entry could
+    exceed ``max_entry_bytes`` (the general path then answers it with the same error
+    as always)."""
+    cdef list datas = []
+    cdef list run = []
+    while len(run) < max_count and queue:
         item = queue[0]
-        if type(item) is not list:
+        if _is_plain_set(item, max_entry_bytes):
+            datas.append(encode(0, 0, <list>item, time_ms))
+        elif not (with_gets and _is_plain_get(item)):
             break
-        argv = <list>item
-        if len(argv) != 2 or type(argv[0]) is not bytes or type(argv[1]) is not bytes \
-                or not _is_plain_get_name(<bytes>argv[0]):
-            break
-        out.append(argv)
+        run.append(item)
         queue.popleft()
-    return out
+    return datas, run
 
 
 def apply_plain_sets(list entries not None, Py_ssize_t pos, dict data not None,
@@ -272,16 +269,32 @@ def apply_plain_sets(list entries not None, Py_ssize_t pos, dict data not None,
 
 
 
-def get_strings(list argvs not None, dict data not None, dict expires not None, now,
+def get_strings(list run not None, dict data not None, dict expires not None, now,
                 wrongtype):
-    """``KVStateMachine.read_gets``: for each ``[GET, key]`` of ``argvs``, what
-    ``KVStateMachine._string(key)`` gives at time ``now``: the bytes value, None if the
-    key is missing or expired (Redis: once now > its expiry), ``wrongtype`` if it holds
-    another kind of value."""
+    """``KVStateMachine.read_gets``: for each ``[GET, key]`` of ``run`` (a run of plain
+    GETs and SETs, ``take_plain_run``'s), what ``KVStateMachine._string(key)`` gives
+    at time ``now`` once the SETs before it in ``run`` are applied: the value of the
+    last of them that set ``key``, else the stored bytes value, None if the key is
+    missing or expired (Redis: once now > its expiry), ``wrongtype`` if it holds
+    another kind of value. A plain SET always succeeds and replaces any value and
+    TTL (``KVStateMachine._plain_set``), so the SETs need not be applied to know."""
     cdef list out = []
+    cdef dict written = None
+    cdef list argv
     cdef object key, value, when
-    for argv in argvs:
-        key = (<list>argv)[1]
+    for item in run:
+        argv = <list>item
+        key = argv[1]
+        if len(argv) == 3:                 # a SET, applied before what follows
+            if written is None:
+                written = {}
+            written[key] = argv[2]
+            continue
+        if written is not None:
+            value = written.get(key)
+            if value is not None:
+                out.append(value)
+                continue
         value = data.get(key)
         if value is not None and expires:
             when = expires.get(key)

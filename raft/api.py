@@ -52,13 +52,20 @@ class NodeAPI(Protocol):
         applied) or asyncio.TimeoutError (outcome unknown: answered ``-TRYAGAIN``).
         Raises NotLeaderError at once on a follower. No task per write: the hot path."""
 
-    def submit_batch(self, datas: list[bytes]) -> tuple[int, asyncio.Future[list[Any]]]:
+    def submit_batch(self, datas: list[bytes], read_before: Callable[[], Any] | None = None
+                     ) -> tuple[int, asyncio.Future[list[Any]]]:
         """``submit`` for several commands at once: all are appended now, in order and
         next to each other, or none is (the same errors, raised at once). Returns the
         log index of the last, and one future that resolves once every one of them is
         settled, to their outcomes in order: each is what ``submit``'s future would
         give, the state machine's reply, or the exception it would fail with
-        (NotLeaderError: not applied; asyncio.TimeoutError: outcome unknown)."""
+        (NotLeaderError: not applied; asyncio.TimeoutError: outcome unknown).
+
+        ``read_before``, if given, is a linearizable read: it runs against the state
+        machine right before the first of them is applied, and its value (or the
+        exception the read failed with) is one more outcome, the last. It stands only
+        if the first command is applied (else it fails as that command did): that
+        confirms the leadership the read needs, with no ReadIndex round."""
 
     async def read_barrier(self) -> None:
         """Return once the local state machine reflects every write committed before the

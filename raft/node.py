@@ -163,31 +163,70 @@ class _Pending:
 
 class _PendingBatch:
     """Proposals appended together (``RaftNode.submit_batch``): one waiter for the
-    run first .. first + len(outcomes) - 1, found at each of those indexes in
+    run first .. first + count - 1, found at each of those indexes in
     ``RaftNode._pending``. Each index is popped from there, and so settled, once; the
     future resolves to the outcomes (a reply, or the exception a single proposal's
-    future would fail with) once every one is settled."""
+    future would fail with) once every one is settled -- and, for a batch with a read
+    (``_ReadBeforeBatch``), once that read is settled too: its outcome is the last."""
 
-    __slots__ = ("term", "future", "deadline", "first", "outcomes", "left")
+    __slots__ = ("term", "future", "deadline", "first", "outcomes", "left", "with_read")
 
     def __init__(self, term: int, future: asyncio.Future[Any], deadline: float,
-                 first: int, count: int) -> None:
+                 first: int, count: int, with_read: bool = False) -> None:
         self.term = term
         self.future = future
         self.deadline = deadline
         self.first = first
-        self.outcomes: list[Any] = [None] * count
-        self.left = count
+        self.outcomes: list[Any] = [None] * (count + with_read)
+        self.left = count + with_read
+        self.with_read = with_read
 
     def resolve(self, index: int, reply: Any) -> None:
-        self.outcomes[index - self.first] = reply
+        outcomes = self.outcomes
+        outcomes[index - self.first] = reply
         self.left -= 1
         if self.left == 0 and not self.future.done():
-            self.future.set_result(self.outcomes)
+            if self.with_read and isinstance(outcomes[0], BaseException):
+                # The read stands only if the first entry committed in our term (see
+                # _ReadBeforeBatch); otherwise it fails as that entry did.
+                outcomes[-1] = outcomes[0]
+            self.future.set_result(outcomes)
 
     def fail(self, index: int, exc: BaseException) -> bool:
         self.resolve(index, exc)
         return True
+
+
+class _ReadBeforeBatch:
+    """The read of ``RaftNode.submit_batch(datas, read_before=evaluate)``: ``evaluate``
+    runs right before the batch's first entry is applied (the log up to first - 1, no
+    further), and its value stands once that first entry is applied as ours.
+
+    Why that is linearizable (diss. §6.4 asks two things of a read): the state at
+    first - 1 holds every entry committed before the read arrived (the commit index
+    then was <= the last index, first - 1); and the first entry, proposed after the
+    read arrived, committing in our term shows we were still leader after that: a
+    newer leader needs the votes of a majority, one of which then acked our entry
+    first, so whatever it committed completed after our read began."""
+
+    __slots__ = ("batch", "evaluate", "deadline")
+
+    def __init__(self, batch: _PendingBatch, evaluate: Callable[[], Any]) -> None:
+        self.batch = batch
+        self.evaluate = evaluate
+        self.deadline = batch.deadline
+
+    def evaluate_now(self) -> None:
+        if not self.batch.future.done():
+            self._settle(self.evaluate())
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.batch.future.done():
+            self._settle(exc)
+
+    def _settle(self, outcome: Any) -> None:
+        batch = self.batch
+        batch.resolve(batch.first + len(batch.outcomes) - 1, outcome)
 
 
 class _LinearizableRead:
@@ -332,7 +371,7 @@ class RaftNode:
         self._open_read_joiners: list[_LinearizableRead] = []   # the reads of _open_read
         # Reads (RaftNode.read) to evaluate right after the entry at their index is
         # applied: index -> reads.
-        self._reads_at: dict[int, list[_LinearizableRead]] = {}
+        self._reads_at: dict[int, list[_LinearizableRead | _ReadBeforeBatch]] = {}
         self.applied_index = 0
         self._last_role = -1
         self._last_term = -1
@@ -821,19 +860,30 @@ class RaftNode:
         self.counters["proposals"] += 1
         return index, fut
 
-    def submit_batch(self, datas: list[bytes]) -> tuple[int, asyncio.Future[list[Any]]]:
+    def submit_batch(self, datas: list[bytes], read_before: Callable[[], Any] | None = None
+                     ) -> tuple[int, asyncio.Future[list[Any]]]:
         """Append every command of ``datas`` to the log now, in order, as one run;
         return the index of the last and one future for all of them:
         NodeAPI.submit_batch (raft/api.py). One waiter, one future and one Ready
-        wakeup for the run rather than one each (the RESP front end's pipelined SETs)."""
+        wakeup for the run rather than one each (the RESP front end's pipelined SETs).
+        ``read_before``: a linearizable read evaluated right before the first of them
+        is applied, without a ReadIndex round (_ReadBeforeBatch says why that is
+        safe); its outcome comes last (the front end's GETs between its SETs)."""
         if not datas or type(datas) is not list or not all(datas):
             raise ValueError("a batch must be a non-empty list of non-empty bytes")
         core, first = self._propose(datas)
         fut = self._new_future()
         n = len(datas)
         last = first + n - 1
-        self._wait_for(first, last, _PendingBatch(core.term, fut, self._deadline(), first, n))
+        batch = _PendingBatch(core.term, fut, self._deadline(), first, n, read_before is not None)
+        self._wait_for(first, last, batch)
         self.counters["proposals"] += n
+        if read_before is not None:
+            read = _ReadBeforeBatch(batch, read_before)
+            if self.applied_index == first - 1:   # nothing is left to apply before it
+                read.evaluate_now()
+            else:
+                self._reads_at.setdefault(first - 1, []).append(read)
         return last, fut
 
     async def propose(self, data: bytes) -> object:

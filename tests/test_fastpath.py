@@ -200,46 +200,54 @@ def test_wal_entry_records_refuse_an_entry_type_beyond_16_bits_before_writing():
     assert buf == b"head" and offs == [] and ends == []
 
 
-# --- take_plain_sets: the front end's run of SETs --------------------------------------
+# --- take_plain_run: the front end's run of SETs and GETs ----------------------------
 
-def _reference_take(queue, max_count, time_ms, max_entry_bytes):
-    """What take_plain_sets must do, in Python: the plain SETs at the head of the
-    queue (the spellings the C apply path takes too), each bounded as the general
-    path bounds a write (raft.limits.command_size_bound)."""
+def _reference_take(queue, max_count, time_ms, max_entry_bytes, with_gets):
+    """What take_plain_run must do, in Python: the plain SETs (and, ``with_gets``,
+    GETs) at the head of the queue (the spellings the C apply and read paths take
+    too), each SET bounded as the general path bounds a write
+    (raft.limits.command_size_bound)."""
     from raft.limits import command_size_bound
-    out = []
-    while queue and len(out) < max_count:
+    datas, run = [], []
+    while queue and len(run) < max_count:
         argv = queue[0]
-        if not (type(argv) is list and len(argv) == 3 and all(type(a) is bytes for a in argv)
-                and argv[0] in (b"SET", b"set")
-                and command_size_bound(argv) <= max_entry_bytes):
+        if not (type(argv) is list and all(type(a) is bytes for a in argv)):
             break
-        out.append(_reference_encode(0, 0, argv, time_ms))
+        if len(argv) == 3 and argv[0] in (b"SET", b"set") \
+                and command_size_bound(argv) <= max_entry_bytes:
+            datas.append(_reference_encode(0, 0, argv, time_ms))
+        elif not (with_gets and len(argv) == 2 and argv[0] in (b"GET", b"get")):
+            break
+        run.append(argv)
         queue.popleft()
-    return out
+    return datas, run
 
 
 def _random_command(rng):
     kind = rng.randrange(10)
     value = rng.randbytes(rng.choice((0, 1, 20, 100, 400)))
-    if kind < 5:
+    if kind < 4:
         return [rng.choice((b"SET", b"set")), b"k%d" % rng.randrange(10, 100), value]
+    if kind < 6:
+        return [rng.choice((b"GET", b"get")), b"k%d" % rng.randrange(10, 100)]
     return rng.choice((
         [b"Set", b"k", value],                      # another spelling: the general path
         [b"SET", b"k", value, b"EX", b"10"],        # options: the general path
         [b"SET", b"k"],                             # wrong arity
-        [b"SETX", b"k", b"v"], [b"GET", b"k"], [b"INCR", b"n"],
-        (b"SET", b"k", b"v"),                       # not a list
-        [b"SET", "k", b"v"],                        # not bytes
+        [b"SETX", b"k", b"v"], [b"INCR", b"n"], [b"MGET", b"k"],
+        [b"Get", b"k"], [b"GET", b"k", b"x"], [b"GET"],
+        (b"SET", b"k", b"v"), (b"GET", b"k"),       # not a list
+        [b"SET", "k", b"v"], [b"GET", "k"],         # not bytes
         object(),                                   # a queued close (_Fatal)
     ))
 
 
 @pytest.mark.parametrize("seed", range(30))
-def test_take_plain_sets_is_the_reference(seed):
-    """Byte for byte the entries encode_command makes, taken from the head of the
-    queue only, stopping at the first command the general path must answer, at
-    max_count, and at a SET whose entry could exceed max_entry_bytes; the rest of
+def test_take_plain_run_is_the_reference(seed):
+    """Byte for byte the entries encode_command makes for the run's SETs, and the
+    run's commands as they were, taken from the head of the queue only, stopping at
+    the first command the general path must answer (a GET too, without with_gets),
+    at max_count, and at a SET whose entry could exceed max_entry_bytes; the rest of
     the queue is left as it was."""
     import collections
     rng = random.Random(seed)
@@ -251,34 +259,17 @@ def test_take_plain_sets_is_the_reference(seed):
             bound = 81 + 3 + 3 + rng.choice((0, 1, 20, 100, 400))
             max_entry_bytes = rng.choice((bound, bound - 1, 1 << 20))
             time_ms = rng.choice((0, 1, 1_700_000_000_000, (1 << 64) - 1))
+            with_gets = rng.random() < 0.7
             fast_q, ref_q = collections.deque(commands), collections.deque(commands)
-            fast = _kvcodec.take_plain_sets(fast_q, max_count, time_ms, max_entry_bytes)
-            assert fast == _reference_take(ref_q, max_count, time_ms, max_entry_bytes)
+            fast = _kvcodec.take_plain_run(fast_q, max_count, time_ms, max_entry_bytes,
+                                           with_gets)
+            assert fast == _reference_take(ref_q, max_count, time_ms, max_entry_bytes,
+                                           with_gets)
+            assert all(a is b for a, b in zip(fast[1], commands))   # the argvs themselves
             assert list(fast_q) == list(ref_q)
     except AssertionError:
         print(f"seed {seed}")
         raise
-
-
-@pytest.mark.parametrize("seed", range(10))
-def test_take_plain_gets_takes_the_gets_at_the_head_only(seed):
-    """The GETs at the head of the queue, at most max_count, as they are; the rest of
-    the queue is left as it was."""
-    import collections
-    rng = random.Random(seed)
-    shapes = ([b"GET", b"k"], [b"get", b"k2"], [b"Get", b"k"], [b"GET", b"k", b"x"], [b"GET"],
-              (b"GET", b"k"), [b"GET", "k"], [b"SET", b"k", b"v"], [b"MGET", b"k"], object())
-    for _ in range(100):
-        commands = [rng.choice(shapes[:2]) if rng.random() < 0.6 else rng.choice(shapes)
-                    for _ in range(rng.randrange(0, 12))]
-        max_count = rng.randrange(0, 12)
-        queue = collections.deque(commands)
-        taken = _kvcodec.take_plain_gets(queue, max_count)
-        n = 0
-        while n < min(max_count, len(commands)) and commands[n] in shapes[:2] \
-                and type(commands[n]) is list:
-            n += 1
-        assert taken == commands[:n] and list(queue) == commands[n:], f"seed {seed}"
 
 
 @pytest.mark.parametrize("seed", range(8))

@@ -792,11 +792,8 @@ def test_apply_entries_after_a_clock_beyond_64_bits():
     assert batched.snapshot() == one.snapshot() and batched.clock_ms == 2 ** 64 + 5
 
 
-@pytest.mark.parametrize("seed", range(10))
-def test_read_gets_is_read_of_each_get(seed):
-    """read_gets (the front end's run of GETs, compiled) gives what read() gives for
-    each GET at the same instant: values, missing keys, keys past or at their expiry,
-    and WRONGTYPE for a stream."""
+def _state_for_reads(seed: int):
+    """A state machine with values, TTLs and streams, for the read_gets tests."""
     from raft.kv.machine import KVStateMachine
     rng = random.Random(seed)
     sm = KVStateMachine()
@@ -813,7 +810,53 @@ def test_read_gets_is_read_of_each_get(seed):
             argv = [b"SET", key, b"v%d" % i]
         sm.apply(index, encode_command(0, 0, argv, time_ms=t0 + i))
     keys = [b"k%d" % n for n in range(30)] + [b"s0", b"s1", b"s2", b"missing"]
+    return rng, sm, index, t0, keys
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("seed", range(10))
+def test_read_gets_is_read_of_each_get(seed, compiled, monkeypatch):
+    """read_gets (the front end's run of GETs, compiled) gives what read() gives for
+    each GET at the same instant: values, missing keys, keys past or at their expiry,
+    and WRONGTYPE for a stream."""
+    import raft.kv.machine as machine
+    if not compiled:
+        monkeypatch.setattr(machine, "_get_strings", None)
+    rng, sm, _, t0, keys = _state_for_reads(seed)
     for now in (t0, t0 + 30, t0 + 60, t0 + 200):
         argvs = [[rng.choice((b"GET", b"get")), k] for k in rng.sample(keys, len(keys))]
         expected = [sm.read(argv, now) for argv in argvs]
         assert sm.read_gets(argvs, now) == expected, f"seed {seed} now {now}"
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+@pytest.mark.parametrize("seed", range(20))
+def test_read_gets_of_a_run_is_each_get_read_at_its_place(seed, compiled, monkeypatch):
+    """A run of plain GETs and SETs (a pipeline's, RESP front end): read_gets on the
+    state before the run gives, for each GET, what read() gives once the SETs before it
+    are really applied -- over values, expired keys, streams (SET replaces any type)
+    and keys the run sets more than once."""
+    import raft.kv.machine as machine
+    from raft.kv.machine import KVStateMachine
+    if not compiled:
+        monkeypatch.setattr(machine, "_get_strings", None)
+    rng, sm, index, t0, keys = _state_for_reads(seed)
+    for now in (t0 + 30, t0 + 200):
+        run = []
+        for i in range(rng.randrange(1, 40)):
+            key = rng.choice(keys[:8] + keys[30:])    # a few keys: reads after writes
+            if rng.random() < 0.5:
+                run.append([rng.choice((b"SET", b"set")), key, b"r%d" % i])
+            else:
+                run.append([rng.choice((b"GET", b"get")), key])
+        got = sm.read_gets(run, now)
+        applied = KVStateMachine()
+        applied.restore(sm.snapshot())
+        expected, at = [], index
+        for argv in run:
+            if len(argv) == 3:
+                at += 1
+                assert applied.apply(at, encode_command(0, 0, argv, time_ms=now)) == OK
+            else:
+                expected.append(applied.read(argv, now))
+        assert got == expected, f"seed {seed} now {now}"

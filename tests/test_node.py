@@ -789,6 +789,61 @@ def test_a_state_machine_error_mid_batch_still_answers_what_was_applied(batch):
         loop.close()
 
 
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_batch_s_read_before_sees_the_log_up_to_the_batch_exactly(batch, split):
+    """submit_batch's read_before (_ReadBeforeBatch) is evaluated after the entries
+    before the batch's first are applied -- others' entries committed meanwhile
+    included -- and before the first; its value stands once the first is applied as
+    ours, comes last, and fails as the first entry did if that one was not ours or
+    timed out."""
+    from raft._core import Entry
+    from raft.kv.machine import KVStateMachine
+    from raft.node import _PendingBatch, _ReadBeforeBatch
+
+    loop = asyncio.new_event_loop()
+    try:
+        node = object.__new__(RaftNode)        # only what _apply and expiry touch
+        node.state_machine = sm = KVStateMachine()
+        node._apply_entries = sm.apply_entries if batch else None
+        node._pending, node._reads_at, node._reads = {}, {}, {}
+        node.counters = collections.Counter()
+        node._log_bytes, node._applied_event = 0, asyncio.Event()
+        node._leader_client_addr = lambda leader=None: "127.0.0.1:1"
+        node._open_read, node.applied_index = None, 0
+
+        def submit(first: int, count: int) -> _PendingBatch:
+            waiter = _PendingBatch(1, loop.create_future(), 100.0, first, count, True)
+            node._pending.update((i, waiter) for i in range(first, first + count))
+            read = _ReadBeforeBatch(waiter, lambda: (sm.read([b"GET", b"c"]),
+                                                     sm.read([b"GET", b"k"])))
+            if node.applied_index == first - 1:          # as submit_batch does
+                read.evaluate_now()
+            else:
+                node._reads_at.setdefault(first - 1, []).append(read)
+            return waiter
+
+        ours = submit(6, 2)
+        log = [Entry(i, 1, 0, cmd("INCR", "c")) for i in range(1, 6)] \
+            + [Entry(6, 1, 0, cmd("SET", "k", "v")), Entry(7, 1, 0, cmd("INCR", "c"))]
+        for run in ([log[:3], log[3:6], log[6:]] if split else [log]):
+            node._apply(run)
+        assert ours.future.result() == ["OK", 6, (b"5", None)]
+
+        lost = submit(8, 2)
+        node._apply([Entry(8, 2, 0, cmd("SET", "k", "w")), Entry(9, 2, 0, cmd("INCR", "c"))])
+        outcomes = lost.future.result()
+        assert [type(o) for o in outcomes] == [NotLeaderError] * 3
+        assert outcomes[2] is outcomes[0]
+
+        late = submit(11, 1)                   # index 10 is never applied
+        node._expire_pending(100.0)
+        assert [type(o) for o in late.future.result()] == [asyncio.TimeoutError] * 2
+        assert not node._pending and not node._reads_at
+    finally:
+        loop.close()
+
+
 @pytest.mark.parametrize("batch", [False, True])
 def test_a_batch_of_proposals_gets_each_entry_s_own_outcome(batch):
     """submit_batch's waiter is settled entry by entry: applied entries give their

@@ -21,9 +21,11 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from raft.client import RaftClient
+from raft import kv
 from raft.kv import KVStateMachine
 from raft.api import ReadTimeoutError
 from raft.resp.connection import RespConnection
+from raft.resp.protocol import encode_reply
 from raft.resp import (
     NotLeaderError,
     ProtocolError,
@@ -52,7 +54,9 @@ class FakeNode:
         self.max_in_flight = 0
         self.barriers = 0
         self.lose_replies = 0  # apply, then fail with a timeout: the reply is "lost"
+        self.lose_indexes: set[int] = set()   # the same, for the entries at these indexes
         self.batch_sizes: list[int] = []   # of each submit_batch
+        self.proposed = 0                  # the index of the last entry submitted
         self._queue: list[tuple[bytes, asyncio.Future]] = []
         self._applied = asyncio.Event()
         self._kick = asyncio.Event()
@@ -70,10 +74,15 @@ class FakeNode:
                 await asyncio.sleep(self.apply_delay)
             batch, self._queue = self._queue, []
             for data, fut in batch:
+                if callable(data):     # a batch's read_before, right before its first
+                    fut.set_result(data())
+                    continue
                 self.index += 1
                 reply = self.state_machine.apply(self.index, data)
                 if not fut.done():
-                    if self.lose_replies > 0:
+                    if self.index in self.lose_indexes:
+                        fut.set_exception(asyncio.TimeoutError())
+                    elif self.lose_replies > 0:
                         self.lose_replies -= 1
                         fut.set_exception(asyncio.TimeoutError())
                     else:
@@ -91,25 +100,36 @@ class FakeNode:
     def submit(self, data: bytes) -> asyncio.Future:
         fut = asyncio.get_running_loop().create_future()
         self._queue.append((data, fut))  # the log position is fixed before returning
+        self.proposed += 1
         self._kick.set()
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         fut.add_done_callback(self._done)
-        return self.index + len(self._queue), fut
+        return self.proposed, fut
 
-    def submit_batch(self, datas: list[bytes]) -> tuple[int, asyncio.Future]:
-        """submit() for each, and one future for their outcomes (NodeAPI.submit_batch)."""
+    def submit_batch(self, datas: list[bytes], read_before=None) -> tuple[int, asyncio.Future]:
+        """submit() for each, and one future for their outcomes (NodeAPI.submit_batch);
+        ``read_before`` runs right before the first is applied, and stands if that one
+        is applied."""
         self.batch_sizes.append(len(datas))
-        subs = [self.submit(d)[1] for d in datas]
+        subs = []
+        if read_before is not None:
+            read = asyncio.get_running_loop().create_future()
+            self._queue.append((read_before, read))
+        subs += [self.submit(d)[1] for d in datas]
         batch = asyncio.get_running_loop().create_future()
 
         def settle(_fut: asyncio.Future) -> None:
             if not batch.done() and all(f.done() for f in subs):
-                batch.set_result([f.exception() or f.result() for f in subs])
+                outcomes = [f.exception() or f.result() for f in subs]
+                if read_before is not None:
+                    first = outcomes[0]
+                    outcomes.append(first if isinstance(first, BaseException) else read.result())
+                batch.set_result(outcomes)
 
         for f in subs:
             f.add_done_callback(settle)
-        return self.index + len(self._queue), batch
+        return self.proposed, batch
 
     def read(self, evaluate, after_index: int = 0):
         return None   # no ReadIndex here: the server waits (read_barrier) instead
@@ -143,7 +163,7 @@ class FollowerNode(FakeNode):
     def submit(self, data: bytes) -> asyncio.Future:
         raise NotLeaderError(self.leader_addr)
 
-    def submit_batch(self, datas: list[bytes]) -> tuple[int, asyncio.Future]:
+    def submit_batch(self, datas: list[bytes], read_before=None) -> tuple[int, asyncio.Future]:
         raise NotLeaderError(self.leader_addr)
 
     async def read_barrier(self) -> None:
@@ -959,8 +979,9 @@ def _wait_on_loop(srv: ServerThread, predicate: Callable[[], bool], what: str) -
 @pytest.mark.parametrize("chunk", [1, 37, 100_000])
 def test_runs_of_gets_see_exactly_the_earlier_writes_however_the_input_is_split(chunk):
     """A run of GETs is one read evaluated after the connection's last write (the
-    last index of the SET run before it) and before its next: every GET sees exactly
-    the SETs sent before it."""
+    last index of the SET run before it) and before its next, or rides with the
+    SETs around it in one run: either way every GET sees exactly the SETs sent
+    before it."""
     with ServerThread(ReadingNode(apply_delay=0.002)) as srv, srv.sock() as s:
         payload, expected = b"", b""
         for i in range(40):
@@ -971,7 +992,86 @@ def test_runs_of_gets_see_exactly_the_earlier_writes_however_the_input_is_split(
             s.sendall(payload[off:off + chunk])
         assert recv_until(s, lambda b: len(b) >= len(expected)) == expected
         if chunk == 100_000:
-            assert srv.node.reads == 40     # one read per run of three GETs
+            # Read at once, the GETs ride with the SETs (submit_batch's read_before):
+            # no ReadIndex read at all.
+            assert srv.node.reads == 0 and sum(srv.node.batch_sizes) == 80
+
+
+def _sequential_replies(commands: list[list[str]]) -> bytes:
+    """What a pipeline of SETs and GETs must get: each command run in order."""
+    sm = KVStateMachine()
+    out = bytearray()
+    for i, argv in enumerate(commands, 1):
+        argv = [a.encode() for a in argv]
+        if argv[0].lower() == b"set":
+            reply = sm.apply(i, kv.encode_command(0, 0, argv, time_ms=1))
+        else:
+            reply = sm.read(argv)
+        encode_reply(reply, out, 2)
+    return bytes(out)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_a_pipeline_of_sets_and_gets_answers_as_if_run_one_by_one(seed):
+    """Random pipelines of plain SETs and GETs over a few keys, split at random: a
+    run of both is one submit_batch whose GETs are read right before its first entry
+    with the run's SETs before each overlaid (read_gets); the replies are those of
+    running the commands one at a time, in order."""
+    rng = random.Random(seed)
+    commands = []
+    for i in range(rng.randrange(50, 400)):
+        key = rng.choice("abc")
+        if rng.random() < rng.choice((0.1, 0.5, 0.9)):
+            commands.append([rng.choice(("SET", "set")), key, f"{i}"])
+        else:
+            commands.append([rng.choice(("GET", "get")), key])
+    expected = _sequential_replies(commands)
+    payload = b"".join(pack(*argv) for argv in commands)
+    with ServerThread(ReadingNode(apply_delay=rng.choice((0, 0.002))),
+                      max_pipeline=rng.choice((4, 64, 1024))) as srv, srv.sock() as s:
+        off = 0
+        while off < len(payload):
+            step = rng.choice((1, 7, 100, 5000, len(payload)))
+            s.sendall(payload[off:off + step])
+            off += step
+        got = recv_until(s, lambda b: len(b) >= len(expected))
+        assert got == expected, f"seed {seed}"
+
+
+def test_a_run_s_gets_fail_as_the_set_before_them_did():
+    """A GET of a run assumed the run's SETs before it applied: after a SET whose
+    outcome is unknown it fails as a timed-out read does (never a value that may be
+    wrong), and before any failed SET it is answered."""
+    node = ReadingNode()
+    node.lose_indexes = {3}
+    with ServerThread(node) as srv, srv.sock() as s:
+        s.sendall(pack("SET", "a", "0"))
+        assert recv_until(s, lambda b: len(b) >= 5) == b"+OK\r\n"
+        s.sendall(pack("GET", "a") + pack("SET", "a", "1") + pack("GET", "a")
+                  + pack("SET", "a", "2") + pack("GET", "a") + pack("GET", "b")
+                  + pack("SET", "b", "3") + pack("GET", "b"))
+        timed_out = b"-TRYAGAIN write timed out; it may or may not have been applied\r\n"
+        read_timed_out = b"-TRYAGAIN read barrier timed out\r\n"
+        expected = (b"$1\r\n0\r\n+OK\r\n$1\r\n1\r\n" + timed_out + read_timed_out * 2
+                    + b"+OK\r\n$1\r\n3\r\n")
+        assert recv_until(s, lambda b: len(b) >= len(expected)) == expected
+        assert srv.node.reads == 0
+
+
+def test_a_run_s_gets_all_fail_when_its_first_write_is_refused_or_lost():
+    """No entry of the run applied: every GET fails too (NotLeader: a redirect)."""
+    node = ReadingNode()
+    node.lose_indexes = {1}
+    with ServerThread(node) as srv, srv.sock() as s:
+        s.sendall(pack("GET", "a") + pack("SET", "a", "1") + pack("GET", "a") + pack("PING"))
+        expected = (b"-TRYAGAIN read barrier timed out\r\n"
+                    b"-TRYAGAIN write timed out; it may or may not have been applied\r\n"
+                    b"-TRYAGAIN read barrier timed out\r\n+PONG\r\n")
+        assert recv_until(s, lambda b: len(b) >= len(expected)) == expected
+    with ServerThread(FollowerNode("127.0.0.1:7")) as srv, srv.sock() as s:
+        s.sendall(pack("GET", "a") + pack("SET", "a", "1") + pack("GET", "a"))
+        expected = b"-MOVED 0 127.0.0.1:7\r\n" * 3
+        assert recv_until(s, lambda b: len(b) >= len(expected)) == expected
 
 
 @pytest.mark.parametrize("mode,line", [
@@ -1044,7 +1144,7 @@ def test_reading_resumes_only_once_the_pipeline_is_half_empty(monkeypatch):
 
         monkeypatch.setattr(RespConnection, name, watched)
 
-    for name in ("_write_run", "_flush"):     # where reading resumes
+    for name in ("_plain_run", "_flush"):     # where reading resumes
         watch(name)
     with ServerThread(FakeNode(apply_delay=0.002), max_pipeline=64) as srv, srv.sock() as s:
         payload = b"".join(pack("SET", "k", str(i)) for i in range(3000))

@@ -245,13 +245,24 @@ class KVStateMachine:
             return self._string(argv[1])   # GET, the hot read, without the command lookup
         return self._execute(argv, write=False)
 
-    def read_gets(self, argvs: list[list[bytes]], now_ms: int | None = None) -> list[Reply]:
-        """read() of each ``[GET, key]`` in ``argvs`` at one instant: the front end's
-        run of GETs (raft.resp.connection._read_each), in C where compiled."""
+    def read_gets(self, run: list[list[bytes]], now_ms: int | None = None) -> list[Reply]:
+        """The replies of the ``[GET, key]`` commands of ``run``, a run of plain GETs
+        and ``[SET, key, value]`` commands (the front end's: raft.resp.connection),
+        each what read() would give at one instant had the SETs before it in ``run``
+        been applied first (they are not applied here: the run's writes are in the
+        log, right after the place this is read at). In C where compiled."""
         self._now = now = max(self.clock_ms, now_ms or 0)
         if _get_strings is not None:
-            return _get_strings(argvs, self._data, self._expires, now, E_WRONGTYPE)
-        return [self._string(argv[1]) for argv in argvs]
+            return _get_strings(run, self._data, self._expires, now, E_WRONGTYPE)
+        written: dict[bytes, bytes] = {}
+        out: list[Reply] = []
+        for argv in run:
+            if len(argv) == 3:     # a plain SET always sets: see _plain_set
+                written[argv[1]] = argv[2]
+            else:
+                value = written.get(argv[1])
+                out.append(value if value is not None else self._string(argv[1]))
+        return out
 
     def xread(self, args: XReadArgs, id_args: list[bytes] | None, now_ms: int | None = None
               ) -> Reply:

@@ -27,8 +27,7 @@ from raft.api import NodeAPI, NotLeaderError, ReadTimeoutError, TryAgainError
 from raft.kv import NULL_ARRAY, OK, ErrorReply, Reply, arity_ok
 from raft.limits import EXEC_ENVELOPE, command_size_bound, exec_item_size_bound, too_large_message
 from raft.resp.commands import _LOCAL_COMMANDS, _NOT_QUEUED, _QUEUED, _not_leader_reply
-from raft._fastpath import take_plain_gets as _take_plain_gets
-from raft._fastpath import take_plain_sets as _take_plain_sets
+from raft._fastpath import take_plain_run as _take_plain_run
 from raft.resp.protocol import ProtocolError, RequestParser, ServerConfig, _one_line, encode_reply
 
 log = logging.getLogger("raft.resp")
@@ -84,11 +83,52 @@ def _encode_batch(batch: _Batch, out: bytearray, proto: int) -> None:
             encode_reply(error, out, proto)
         return
     outcomes = fut.result()
-    if all(v is OK for v in outcomes):
+    if batch.run is not None:
+        _encode_run(batch.run, outcomes, out, proto)
+    elif all(v is OK for v in outcomes):
         out += _OK_LINE * len(outcomes)   # the common case: a pipeline of SETs
-        return
-    for v in outcomes:
-        _encode_one(_failure_reply(v) if isinstance(v, BaseException) else v, out, proto)
+    else:
+        for v in outcomes:
+            _encode_one(_failure_reply(v) if isinstance(v, BaseException) else v, out, proto)
+
+
+def _encode_run(run: list[list[bytes]], outcomes: list[Any], out: bytearray,
+                proto: int) -> None:
+    """The replies of a run of SETs with GETs among them, in the run's order:
+    ``outcomes`` are the SETs', then the GETs' values (read_gets, all in one list) or
+    the exception their read failed with (NodeAPI.submit_batch with read_before). A
+    GET's value assumed the run's SETs before it applied: if the last of them was
+    not (lost with a deposed leader's log, or its outcome unknown), the GET fails
+    (_read_failure_reply) as that SET did."""
+    values = outcomes[-1]
+    read_failure = values if isinstance(values, BaseException) else None
+    gets = iter(values) if read_failure is None else iter(())
+    s, before = 0, outcomes[0]
+    for argv in run:
+        if len(argv) == 3:        # a SET (take_plain_run takes SETs and GETs only)
+            before = outcomes[s]
+            s += 1
+            if before is OK:
+                out += _OK_LINE
+            else:
+                _encode_one(_failure_reply(before) if isinstance(before, BaseException)
+                            else before, out, proto)
+            continue
+        value = next(gets, None)
+        if read_failure is not None:
+            _encode_one(_read_failure_reply(read_failure), out, proto)
+        elif isinstance(before, BaseException):
+            _encode_one(_read_failure_reply(before), out, proto)
+        else:
+            _encode_one(value, out, proto)
+
+
+def _read_failure_reply(e: BaseException) -> ErrorReply:
+    """A GET of a run that failed as a write did: a timeout says so as a read's does
+    (nothing to retry with caution: a read has no effect)."""
+    if isinstance(e, asyncio.TimeoutError):
+        e = ReadTimeoutError()
+    return _failure_reply(e)
 
 
 def _encode_one(value: Any, out: bytearray, proto: int) -> None:
@@ -101,10 +141,10 @@ def _encode_one(value: Any, out: bytearray, proto: int) -> None:
         encode_reply(ErrorReply("ERR internal error: unencodable reply"), out)
 
 
-def _read_each(sm: Any, argvs: list[list[bytes]]) -> list[Any]:
-    """The replies of a run of ``GET key`` commands, all at the state machine's
-    current place."""
-    return sm.read_gets(argvs, now_ms())
+def _read_each(sm: Any, run: list[list[bytes]]) -> list[Any]:
+    """The replies of the ``GET key`` commands of a run, all at the state machine's
+    current place (plus the run's SETs before each: KVStateMachine.read_gets)."""
+    return sm.read_gets(run, now_ms())
 
 
 def _consume_outcome(fut: asyncio.Future[Any]) -> None:
@@ -125,14 +165,18 @@ class _Ready:
 
 class _Batch:
     """The replies to ``count`` commands run together: writes proposed together
-    (NodeAPI.submit_batch) or reads evaluated together (NodeAPI.read). One place in
-    the reply queue, one future, whose result is the list of their outcomes."""
+    (NodeAPI.submit_batch), reads evaluated together (NodeAPI.read), or both (a
+    submit_batch with its read_before; ``run`` is then the commands, for the order of
+    the replies). One place in the reply queue, one future, whose result is the list
+    of their outcomes."""
 
-    __slots__ = ("future", "count")
+    __slots__ = ("future", "count", "run")
 
-    def __init__(self, future: asyncio.Future[list[Any]], count: int) -> None:
+    def __init__(self, future: asyncio.Future[list[Any]], count: int,
+                 run: list[list[bytes]] | None = None) -> None:
         self.future = future
         self.count = count
+        self.run = run
 
 
 class _Fatal:
@@ -499,13 +543,13 @@ class RespConnection(asyncio.Protocol):
             self.abort()
 
     def _run_ready_commands(self) -> None:
-        """Run the queued commands that need no waiting (_write_run, _handle_now), in
+        """Run the queued commands that need no waiting (_plain_run, _handle_now), in
         order, until the queue is empty or its head needs the runner task (it awaits,
         or closes), or the pipeline is full, or the client is not reading: a
         pipeline's commands then cost no coroutine switch each."""
         queue = self._queue
         while queue:
-            if self._write_run() or self._read_run():
+            if self._plain_run():
                 continue
             head = queue[0]
             if type(head) is not list or not self._can_write.is_set() \
@@ -517,29 +561,42 @@ class RespConnection(asyncio.Protocol):
             queue.popleft()
             self._maybe_resume_reading()
 
-    def _write_run(self) -> bool:
-        """The plain ``SET key value`` commands at the head of the queue, as one batch
-        (NodeAPI.submit_batch) with one place in the reply queue: the compiled
-        ``take_plain_sets`` checks and encodes them, with no per-command Python. False
-        if the head is not one, or the connection may not run commands now."""
+    def _plain_run(self) -> bool:
+        """The plain ``SET key value`` and ``GET key`` commands at the head of the queue
+        as one run, with one place in the reply queue: the compiled ``take_plain_run``
+        checks them and encodes the SETs, with no per-command Python. A run with SETs
+        is one NodeAPI.submit_batch; its GETs are its read_before, each answered as
+        the state right before the run's first entry plus the run's SETs before it
+        (KVStateMachine.read_gets): in a pipeline's order, and with no ReadIndex
+        round. A run of GETs alone is one linearizable read (NodeAPI.read). False if
+        the head is not one, or the connection may not run commands now."""
         room = self._room_for_a_run()
         if room <= 0:
             return False
-        datas = _take_plain_sets(self._queue, room, now_ms(), self.cfg.max_entry_bytes)
-        if not datas:
+        # READONLY reads locally, and debug_stale_reads (a planted bug) reads at once:
+        # their GETs take the general path.
+        with_gets = not (self.readonly or self.cfg.debug_stale_reads)
+        datas, run = _take_plain_run(self._queue, room, now_ms(), self.cfg.max_entry_bytes,
+                                     with_gets)
+        if not run:
             return False
+        if not datas:
+            return self._read_run(run)
         self.last_command = b"set"
+        gets = len(run) > len(datas)
         try:
-            last, fut = self.api.submit_batch(datas)
+            last, fut = self.api.submit_batch(
+                datas, functools.partial(_read_each, self.api.state_machine, run) if gets
+                else None)
         except (NotLeaderError, TryAgainError, ValueError) as e:
             refusal = _refusal_reply(e)
-            for _ in datas:
+            for _ in run:
                 self.reply(refusal)
         else:
             self._last_write = fut
             self._last_write_index = last
-            self._batched += len(datas) - 1
-            self._push(_Batch(fut, len(datas)))
+            self._batched += len(run) - 1
+            self._push(_Batch(fut, len(run), run if gets else None))
         # Only now: until the run is in the reply queue the pipeline looks shorter.
         self._maybe_resume_reading()
         return True
@@ -551,20 +608,10 @@ class RespConnection(asyncio.Protocol):
             return 0
         return self.cfg.max_pipeline - len(self._replies) - self._batched
 
-    def _read_run(self) -> bool:
-        """The plain ``GET key`` commands at the head of the queue, as ONE linearizable
-        read (NodeAPI.read) evaluating them all at the same place in the log, with one
-        place in the reply queue. False if the head is not one, the connection may not
-        run commands now or reads locally (READONLY), or the node cannot serve the
-        read without waiting (the GETs are then left where they were)."""
-        if self.readonly or self.cfg.debug_stale_reads:
-            return False
-        room = self._room_for_a_run()
-        if room <= 0:
-            return False
-        argvs = _take_plain_gets(self._queue, room)
-        if not argvs:
-            return False
+    def _read_run(self, argvs: list[list[bytes]]) -> bool:
+        """A run of plain ``GET key`` commands (_plain_run's) as ONE linearizable read
+        (NodeAPI.read) evaluating them all at the same place in the log. False if the
+        node cannot serve the read without waiting: the GETs are then put back."""
         self.last_command = b"get"
         try:
             fut = self.api.read(functools.partial(_read_each, self.api.state_machine, argvs),
@@ -579,7 +626,7 @@ class RespConnection(asyncio.Protocol):
                 return False
             self._batched += len(argvs) - 1
             self._push(_Batch(fut, len(argvs)))
-        self._maybe_resume_reading()   # after the push: see _write_run
+        self._maybe_resume_reading()   # after the push: see _plain_run
         return True
 
     def _handle_now(self, argv: list[bytes], name: bytes) -> bool:
