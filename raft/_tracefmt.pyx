@@ -6,7 +6,7 @@ format_event)`` give, byte for byte, what ``raft.trace.format_event`` (the Pytho
 formatter, itself byte-identical to ``json.dumps(event_to_json(ev))``) gives for each
 event, one line per event, each ending in a newline, UTF-8 (the text is ASCII). They
 read ``Message`` and ``Entry`` fields as C integers (cimported from the core) and write
-digits and hex straight into one growing C buffer, each entry's row once per batch:
+digits, hex and digests straight into one growing C buffer, each entry's row once per batch:
 the node traces every message it sends and receives, and formatting them in Python
 cost a tenth of a busy leader's event loop.
 
@@ -32,9 +32,10 @@ from raft._core cimport Entry, Message
 __all__ = ["TraceFormatter", "format_events"]
 
 DEF ROW_SLOTS = 256      # entry rows remembered per batch (see _Buf.row_entry)
+DEF DIGEST_OVER = 16     # raft.trace.DIGEST_OVER
 
-# Lowercase hex, 4 input bytes per step (SWAR): bytes.hex() of a leader's entries is
-# most of what the trace writes, so this loop is the formatter's hottest.
+# Lowercase hex, 4 input bytes per step (SWAR): bytes.hex() of short entries, of
+# configuration entries, and of the digests of the rest.
 cdef extern from *:
     """
     #include <stdint.h>
@@ -65,8 +66,18 @@ cdef extern from *:
             dst[2 * k + 1] = digits[src[k] & 15];
         }
     }
+    /* FNV-1a, 64 bits: the digest a normal entry's data is traced as (raft.trace.fnv1a_64). */
+    static uint64_t rn_fnv1a_64(const unsigned char *p, Py_ssize_t n) {
+        uint64_t h = 0xcbf29ce484222325ULL;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            h ^= p[i];
+            h *= 0x100000001b3ULL;
+        }
+        return h;
+    }
     """
     void rn_hex(char* dst, const unsigned char* src, Py_ssize_t n)
+    uint64_t rn_fnv1a_64(const unsigned char* p, Py_ssize_t n)
 
 
 @cython.final
@@ -156,6 +167,21 @@ cdef class _Buf:
             return self.u64(<uint64_t>0 - <uint64_t>v)
         return self.u64(<uint64_t>v)
 
+    cdef int digest(self, bytes b) except -1:
+        """``#`` and the 16 lowercase hex digits of FNV-1a-64 of ``b``, as
+        ``raft.trace.entry_data_text`` writes a long normal entry's data."""
+        cdef uint64_t h = rn_fnv1a_64(<const unsigned char*>PyBytes_AS_STRING(b),
+                                      PyBytes_GET_SIZE(b))
+        cdef unsigned char be[8]
+        cdef int i
+        for i in range(8):
+            be[i] = <unsigned char>(h >> (56 - 8 * i))
+        self.reserve(17)
+        self.data[self.pos] = 35          # "#"
+        rn_hex(self.data + self.pos + 1, be, 8)
+        self.pos += 17
+        return 0
+
     cdef int hex(self, bytes b) except -1:
         """Lowercase hex of ``b``, as ``bytes.hex()`` writes it."""
         cdef Py_ssize_t n = PyBytes_GET_SIZE(b)
@@ -166,7 +192,7 @@ cdef class _Buf:
 
 
 cdef int _row(_Buf out, Entry e) except -1:
-    """``[index,term,type,"hex"]``: copied from where this entry's row was written
+    """``[index,term,type,"data"]`` (data: raft.trace.entry_data_text): copied from where this entry's row was written
     before in the buffer, else formatted (and remembered)."""
     cdef Py_ssize_t slot = (<size_t><void*>e >> 4) % ROW_SLOTS, start
     if out.row_entry[slot] == <void*>e and out.row_gen[slot] == out.gen:
@@ -184,7 +210,10 @@ cdef int _row(_Buf out, Entry e) except -1:
     out.lit(",")
     out.i64(e.type)
     out.lit(",\"")
-    out.hex(e.data)
+    if e.type == 0 and PyBytes_GET_SIZE(e.data) > DIGEST_OVER:     # 0: ENTRY_NORMAL
+        out.digest(e.data)
+    else:
+        out.hex(e.data)
     out.lit("\"]")
     out.row_entry[slot] = <void*>e
     out.row_gen[slot] = out.gen

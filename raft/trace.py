@@ -21,7 +21,7 @@ from typing import IO, Any
 #: Message type -> name, as traces, the spec and error messages name them. The
 #: core holds the one copy of the table (raft/core/types.pxi); the trace checker and
 #: spec/tla_trace.py take it from here.
-from raft._core import MSG_NAMES
+from raft._core import ENTRY_NORMAL, MSG_NAMES
 
 try:
     from raft._tracefmt import TraceFormatter as _TraceFormatter
@@ -32,6 +32,38 @@ except ImportError:     # a source tree whose extensions are not built: the Pyth
 __all__ = ["MSG_NAMES", "NdjsonWriter", "event_from_json", "event_to_json", "format_event",
            "format_events", "merge_by_causality", "read_ndjson", "read_ndjson_file",
            "write_ndjson"]
+
+
+#: A normal entry's data longer than this is traced as its digest, ``#`` and the 16
+#: hex digits of its FNV-1a-64 (entry_data_text); shorter data and every other entry's
+#: (configurations, which the checker decodes; no-ops) in hex. The checker needs only
+#: to tell entries apart -- log matching, truncation, committed entries never change
+#: -- and a client command's bytes in hex were most of what a traced write cost
+#: (docs/benchmarks.md, 23).
+DIGEST_OVER = 16
+_FNV_OFFSET, _FNV_PRIME, _U64 = 0xcbf29ce484222325, 0x100000001b3, (1 << 64) - 1
+
+
+def fnv1a_64(data: bytes) -> int:
+    """FNV-1a, 64 bits (the reference; raft._tracefmt computes it in C)."""
+    h = _FNV_OFFSET
+    for byte in data:
+        h = ((h ^ byte) * _FNV_PRIME) & _U64
+    return h
+
+
+def entry_data_text(e: Any) -> str:
+    """How a trace writes an entry's data: hex, or a digest (see DIGEST_OVER)."""
+    data = e.data
+    if e.type == ENTRY_NORMAL and len(data) > DIGEST_OVER:
+        return "#%016x" % fnv1a_64(data)
+    return data.hex()
+
+
+def entry_data_from_text(text: str) -> bytes:
+    """The data entry_data_text wrote, or for a digest the digest's own bytes: a
+    stand-in equal for equal data (which is all the checker compares)."""
+    return text.encode() if text.startswith("#") else bytes.fromhex(text)
 
 
 def _msg_to_json(m) -> dict:
@@ -47,7 +79,7 @@ def _msg_to_json(m) -> dict:
     if m.reject_hint:
         d["hint"] = m.reject_hint
     if m.entries:
-        d["entries"] = [[e.index, e.term, e.type, e.data.hex()] for e in m.entries]
+        d["entries"] = [[e.index, e.term, e.type, entry_data_text(e)] for e in m.entries]
     if m.data:
         d["data_len"] = len(m.data)      # snapshot bytes are not traced, only their size
     return d
@@ -61,7 +93,8 @@ def event_to_json(ev) -> dict:
             d["after_persist"] = bool(ev[3])
         return d
     if kind == "propose":
-        return {"e": kind, "n": n, "entries": [[e.index, e.term, e.type, e.data.hex()] for e in ev[2]]}
+        return {"e": kind, "n": n,
+                "entries": [[e.index, e.term, e.type, entry_data_text(e)] for e in ev[2]]}
     if kind == "state":
         return {"e": kind, "n": n, "term": ev[2], "vote": ev[3], "role": ev[4], "commit": ev[5],
                 "last": ev[6], "last_term": ev[7]}
@@ -95,7 +128,7 @@ def write_ndjson(events: list, fp, voters: list[int] | None = None) -> None:
 def _entries_from_json(rows):
     from raft._core import Entry
 
-    return [Entry(i, t, ty, bytes.fromhex(h)) for i, t, ty, h in rows]
+    return [Entry(i, t, ty, entry_data_from_text(h)) for i, t, ty, h in rows]
 
 
 def _msg_from_json(d):
@@ -202,13 +235,14 @@ def _entries_text(entries: Any, cache: dict[int, str] | None) -> str:
     entries stay alive meanwhile) formats each entry once: a leader's entry appears in
     its propose event and in the AppendEntries to every follower."""
     if cache is None:
-        return ",".join("[%d,%d,%d,\"%s\"]" % (e.index, e.term, e.type, e.data.hex())
+        return ",".join("[%d,%d,%d,\"%s\"]" % (e.index, e.term, e.type, entry_data_text(e))
                         for e in entries)
     rows = []
     for e in entries:
         row = cache.get(id(e))
         if row is None:
-            row = cache[id(e)] = "[%d,%d,%d,\"%s\"]" % (e.index, e.term, e.type, e.data.hex())
+            row = cache[id(e)] = "[%d,%d,%d,\"%s\"]" % (e.index, e.term, e.type,
+                                                        entry_data_text(e))
         rows.append(row)
     return ",".join(rows)
 

@@ -13,7 +13,7 @@ import raft.trace as trace_mod
 from raft._core import Entry, Message
 import raft._tracefmt as tracefmt
 from raft.testing.sim import SimConfig, Simulation
-from raft.trace import NdjsonWriter, event_to_json, format_event, read_ndjson
+from raft.trace import DIGEST_OVER, NdjsonWriter, event_to_json, format_event, read_ndjson
 
 BIG = 2**64 - 1      # the largest uint64 a core field holds
 
@@ -93,12 +93,39 @@ def test_simulator_traces_match_the_python_formatter(seed):
     assert format_events(sim.trace) == _ref(sim.trace)
 
 
-def test_hex_of_every_byte_and_length():
-    # the hex loop works 4 bytes at a time, then byte by byte: every length mod 4
-    rows = [Entry(n, 1, 0, os.urandom(n)) for n in range(0, 70)]
-    rows += [Entry(1, 1, 0, bytes(range(256))), Entry(1, 1, 0, bytes(range(255, -1, -1)))]
+@pytest.mark.parametrize("etype", [0, 1, 2])
+def test_hex_and_digests_of_every_byte_and_length(etype):
+    # the hex loop works 4 bytes at a time, then byte by byte: every length mod 4; a
+    # normal entry (type 0) over DIGEST_OVER bytes is written as its digest instead
+    rows = [Entry(n, 1, etype, os.urandom(n)) for n in range(0, 70)]
+    rows += [Entry(1, 1, etype, bytes(range(256))), Entry(1, 1, etype, bytes(range(255, -1, -1)))]
     ev = ("propose", 1, rows)
     assert format_events([ev]) == _ref([ev])
+    text = format_events([ev]).decode()
+    digests = text.count('"#')
+    assert digests == (0 if etype else 70 - DIGEST_OVER - 1 + 2), text
+
+
+def test_a_digest_is_fnv1a_64_and_reads_back_as_a_stand_in():
+    """The digest is FNV-1a-64 (its published test vectors), and reading a trace
+    gives each digested entry the same stand-in for the same data, another for other
+    data, never equal to a short entry's real data."""
+    from raft.trace import DIGEST_OVER, entry_data_from_text, entry_data_text, fnv1a_64
+
+    assert fnv1a_64(b"") == 0xcbf29ce484222325
+    assert fnv1a_64(b"a") == 0xaf63dc4c8601ec8c
+    assert fnv1a_64(b"foobar") == 0x85944171f73967e8
+    long_a, long_b = b"a" * (DIGEST_OVER + 1), b"b" * (DIGEST_OVER + 1)
+    for data in (long_a, long_b):
+        ev = ("propose", 1, [Entry(1, 1, 0, data)])
+        assert format_events([ev]) == _ref([ev])
+        assert f'"#{fnv1a_64(data):016x}"' in format_events([ev]).decode()
+    a = entry_data_from_text(entry_data_text(Entry(1, 1, 0, long_a)))
+    assert a == entry_data_from_text(entry_data_text(Entry(2, 3, 0, long_a)))
+    assert a != entry_data_from_text(entry_data_text(Entry(1, 1, 0, long_b)))
+    assert len(a) == 17 and a.startswith(b"#")      # longer than any hex-written data
+    short = b"#" * DIGEST_OVER
+    assert entry_data_from_text(entry_data_text(Entry(1, 1, 0, short))) == short
 
 
 # Events the C path does not format: the Python formatter's text (or its error) instead.
