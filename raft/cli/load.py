@@ -4,6 +4,7 @@ flight, following ``-MOVED``, every latency in an HdrHistogram."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import time
 from array import array
@@ -17,6 +18,7 @@ __all__ = ["BenchConfig", "LoadResult", "latency_summary", "new_histogram", "run
 LAT_MAX_US = 120_000_000      # histogram range: 1 us .. 120 s
 PLAN_LENGTH = 1 << 16         # requests drawn ahead from the seed, then cycled
 _OK_REPLY = b"+OK\r\n"
+_NULL_REPLY = b"$-1\r\n"
 RETRY_ERRORS = (b"CLUSTERDOWN", b"TRYAGAIN")
 DRAIN_TIMEOUT = 10.0          # seconds to wait for in-flight replies after the load
 CONNECT_TIMEOUT = 5.0
@@ -121,26 +123,43 @@ class _Shared:
         self._sets: dict[int, bytes] = {}
         self._gets: dict[int, bytes] = {}
         # The load generator shares the machine's cores with the nodes it measures:
-        # the requests are drawn from the seed once, up front, and cycled.
-        self._plan = [self._draw() for _ in range(min(PLAN_LENGTH, cfg.max_requests))]
+        # the requests are drawn from the seed once, up front, and cycled; a window of
+        # them is a slice of one blob, their kinds a slice of one bytes (1: a read).
+        plan = [self._draw() for _ in range(min(PLAN_LENGTH, cfg.max_requests))]
+        self._kinds = bytes(is_read for is_read, _ in plan)
+        self._blob = b"".join(cmd for _, cmd in plan)
+        self._starts = array("q", itertools.accumulate((len(cmd) for _, cmd in plan),
+                                                       initial=0))
         self._plan_pos = 0
+        #: A GET's reply once its key is set: every SET writes the same value.
+        self.value_reply = b"$%d\r\n%s\r\n" % (len(self.value), self.value)
 
     def budget_left(self) -> bool:
         return (not self.stopping and self.result.sent < self.cfg.max_requests
                 and time.monotonic() < self.deadline)
 
-    def take(self, want: int) -> list[tuple[bool, bytes]]:
-        """The next ``want`` requests of the plan (fewer once the budget is spent:
-        ``max_requests``, the deadline, or the run stopping)."""
+    def take(self, want: int) -> tuple[bytes, bytes]:
+        """The next ``want`` requests of the plan: their kinds (1: a read) and their
+        encoded commands (fewer once the budget is spent: ``max_requests``, the
+        deadline, or the run stopping)."""
         if not self.budget_left():
-            return []
+            return b"", b""
         want = min(want, self.cfg.max_requests - self.result.sent)
-        plan, pos = self._plan, self._plan_pos
-        out = plan[pos:pos + want]
-        while len(out) < want:
-            out += plan[:want - len(out)]
-        self._plan_pos = (pos + want) % len(plan)
-        return out
+        kinds, blob, starts = self._kinds, self._blob, self._starts
+        pos, size = self._plan_pos, len(kinds)
+        end = pos + want
+        if end <= size:
+            self._plan_pos = end % size
+            return kinds[pos:end], blob[starts[pos]:starts[end]]
+        kind_parts, data_parts = [], []
+        while want > 0:            # across the end of the plan: it wraps
+            end = min(size, pos + want)
+            kind_parts.append(kinds[pos:end])
+            data_parts.append(blob[starts[pos]:starts[end]])
+            want -= end - pos
+            pos = end % size
+        self._plan_pos = pos
+        return b"".join(kind_parts), b"".join(data_parts)
 
     def _draw(self) -> tuple[bool, bytes]:
         """(is_read, encoded command). Each key's SET and GET are encoded once."""
@@ -161,28 +180,33 @@ class _Shared:
             self.result.error_samples.append(text)
 
 
-def _count_reply(res: LoadResult, is_read: bool, elapsed_ns: int) -> None:
-    """A successful reply: counted, its latency kept (microseconds, clamped to the
-    histogram's range)."""
+def _count_replies(res: LoadResult, kinds: bytes, start: int, end: int, elapsed_ns: int) -> None:
+    """Successful replies to the requests ``kinds[start:end]`` of one window (sent
+    together, answered in one chunk: one latency): counted, the latency kept once
+    per request (microseconds, clamped to the histogram's range)."""
     us = min(max(1, elapsed_ns // 1000), LAT_MAX_US)
-    if is_read:
-        res.reads += 1
-        res.read_us.append(us)
-    else:
-        res.writes += 1
-        res.write_us.append(us)
+    reads = kinds.count(1, start, end)
+    writes = end - start - reads
+    if reads:
+        res.reads += reads
+        res.read_us.extend(itertools.repeat(us, reads))
+    if writes:
+        res.writes += writes
+        res.write_us.extend(itertools.repeat(us, writes))
 
 
 class _LoadProtocol(asyncio.Protocol):
     """One connection keeping ``pipeline`` requests in flight; replies come back in
-    order, so a FIFO of (send time, is_read) pairs them with their requests."""
+    order, so a FIFO of the windows sent ([send time, kinds, how many answered])
+    pairs them with their requests."""
 
     def __init__(self, shared: _Shared) -> None:
         import hiredis
 
         self.shared = shared
         self.reader = hiredis.Reader()
-        self.inflight: deque[tuple[int, bool]] = deque()
+        self.inflight: deque[list[Any]] = deque()
+        self.outstanding = 0           # requests sent and not answered
         self.transport: asyncio.Transport | None = None
         self.done: asyncio.Future[tuple[str, Any]] = asyncio.get_running_loop().create_future()
         self.retry_pause = False
@@ -197,20 +221,17 @@ class _LoadProtocol(asyncio.Protocol):
 
     def _fill(self) -> None:
         sh = self.shared
-        want = sh.cfg.pipeline - len(self.inflight)
+        want = sh.cfg.pipeline - self.outstanding
         if want <= 0 or self.transport is None or self.retry_pause:
             return
-        batch = sh.take(want)
-        if batch:
-            now = time.perf_counter_ns()
-            inflight = self.inflight
-            for is_read, _ in batch:
-                inflight.append((now, is_read))
-            sh.result.sent += len(batch)
-            data = b"".join([cmd for _, cmd in batch])
+        kinds, data = sh.take(want)
+        if kinds:
+            self.inflight.append([time.perf_counter_ns(), kinds, 0])
+            self.outstanding += len(kinds)
+            sh.result.sent += len(kinds)
             sh.result.bytes_out += len(data)
             self.transport.write(data)
-        elif not self.inflight and not self.done.done():
+        elif not self.outstanding and not self.done.done():
             self.done.set_result(("finished", None))
 
     def data_received(self, data: bytes) -> None:
@@ -218,39 +239,66 @@ class _LoadProtocol(asyncio.Protocol):
         res = sh.result
         res.bytes_in += len(data)
         now = time.perf_counter_ns()
-        if not self.reader.has_data() and self._all_ok(data, now):
-            if not self.done.done():
-                self._fill()
-            return
+        if not self.reader.has_data():
+            n = self._plain_replies(data)
+            if 0 < n <= self.outstanding:
+                self._answered(n, now)
+                if not self.done.done():
+                    self._fill()
+                return
         self.reader.feed(data)
         while True:
             reply = self.reader.gets()
             if reply is False:
                 break
-            if not self.inflight:
+            if not self.outstanding:
                 sh.note_error(f"unexpected reply {reply!r:.60}")
                 continue
-            t0, is_read = self.inflight.popleft()
             if isinstance(reply, Exception):
+                self._answered(1, now, success=False)
                 self._on_error(str(reply).encode())
                 continue
-            _count_reply(res, is_read, now - t0)
+            self._answered(1, now)
         if self.done.done():
             return
         self._fill()
 
-    def _all_ok(self, data: bytes, now: int) -> bool:
-        """The common chunk: nothing but ``+OK`` replies to writes, counted without
-        parsing each. False (nothing done) for anything else."""
-        n = len(data) // 5
-        inflight = self.inflight
-        if n == 0 or n > len(inflight) or data.count(_OK_REPLY) != n or n * 5 != len(data):
-            return False
-        res = self.shared.result
-        for _ in range(n):
-            t0, is_read = inflight.popleft()
-            _count_reply(res, is_read, now - t0)
-        return True
+    def _plain_replies(self, data: bytes) -> int:
+        """The common chunk: how many replies it holds if it is nothing but whole
+        ``+OK``, value (``_Shared.value_reply``) and null replies, counted without
+        parsing each; else -1. "+" and "$" occur in them only as their first byte
+        (the value is all "v"), and the second bytes differ ("O", a digit, "-"), so
+        no two occurrences overlap: if their lengths add up to the chunk's, they
+        tile it."""
+        size = len(data)
+        replies = data.count(_OK_REPLY)
+        covered = replies * 5
+        if covered != size:
+            value_reply = self.shared.value_reply
+            n = data.count(value_reply)
+            replies += n
+            covered += n * len(value_reply)
+            if covered != size:
+                n = data.count(_NULL_REPLY)
+                replies += n
+                covered += n * 5
+        return replies if covered == size else -1
+
+    def _answered(self, n: int, now: int, success: bool = True) -> None:
+        """The next ``n`` requests in flight are answered (``success``: and counted)."""
+        inflight, res = self.inflight, self.shared.result
+        self.outstanding -= n
+        while n:
+            window = inflight[0]
+            sent, kinds, start = window
+            end = min(len(kinds), start + n)
+            if success:
+                _count_replies(res, kinds, start, end, now - sent)
+            n -= end - start
+            if end == len(kinds):
+                inflight.popleft()
+            else:
+                window[2] = end
 
     def _on_error(self, text: bytes) -> None:
         sh = self.shared
@@ -303,7 +351,7 @@ async def _one_client(shared: _Shared, addr: tuple[str, int]) -> None:
         if why == "moved":
             addr = detail
         elif why == "timeout":
-            shared.note_error(f"{len(proto.inflight)} replies outstanding after the drain timeout")
+            shared.note_error(f"{proto.outstanding} replies outstanding after the drain timeout")
             return
         elif why == "lost" and shared.budget_left():
             shared.note_error(f"connection to {addr[0]}:{addr[1]} lost: {detail}")
