@@ -1126,10 +1126,14 @@ class RaftNode:
         self._sync_membership()
         transport = self._transport
         assert transport is not None
-        if rd.messages:
-            # AppendEntries from a leader may go before its own write (diss. §10.2.1):
-            # the leader counts itself for commitment only after advance().
-            transport.send(rd.messages)
+        # New entries: a leader's AppendEntries carrying them go first, at once, before
+        # its own write (diss. §10.2.1; the leader counts itself for commitment only
+        # after advance()), so the followers' saves start while ours is prepared.
+        # Other messages (a commit index, heartbeat replies) go after this Ready's
+        # replies to clients, at the end of the loop iteration.
+        replicate_first = bool(rd.messages) and bool(rd.entries)
+        if replicate_first:
+            transport.send(rd.messages, now=True)
             self.counters["messages_sent"] += len(rd.messages)
         if rd.snapshot is not None:
             # A snapshot from the leader replaced our log (§7): durable first, before
@@ -1142,6 +1146,9 @@ class RaftNode:
             self._apply(rd.committed_entries)
         if rd.read_states:
             self._deliver_reads(rd.read_states)
+        if rd.messages and not replicate_first:
+            transport.send(rd.messages)
+            self.counters["messages_sent"] += len(rd.messages)
         # Take a due snapshot now, before the pump applies more: here the applied
         # index is <= the commit index this Ready persists, so a restart from the
         # snapshot never comes back with a commit index beyond the durable hint.
