@@ -238,8 +238,9 @@ def test_partitioned_leader_cannot_serve_a_read(tmp_path):
 
 
 def test_pipelined_reads_see_earlier_writes_of_the_connection_and_not_later_ones(tmp_path):
-    """Reads that do not hold up the pipeline (RaftNode.read) keep Redis's per-connection
-    order: a GET sees the SETs before it on its connection and none after it."""
+    """Reads that do not hold up the pipeline (RaftNode.read, or submit_batch's
+    read_before) keep Redis's per-connection order: a GET sees the SETs before it on
+    its connection and none after it."""
     async def body(c: Cluster):
         leader = await c.leader()
         r = c.redis(leader.id)
@@ -253,7 +254,14 @@ def test_pipelined_reads_see_earlier_writes_of_the_connection_and_not_later_ones
             replies = await p.execute()
         gets = [int(v) for v in replies if v is not True]
         assert gets == [i for i in range(1, 60) for _ in (0, 1)]
-        assert leader.counters["read_barriers"] > evaluated   # served through ReadIndex
+        # The GETs rode with the SETs around them (submit_batch's read_before): their
+        # runs' first entries confirmed the leadership, no ReadIndex round was needed.
+        assert leader.counters["read_barriers"] == evaluated
+        async with r.pipeline(transaction=False) as p:
+            for i in range(20):
+                p.get("k")
+            assert await p.execute() == [b"59"] * 20
+        assert leader.counters["read_barriers"] > evaluated   # GETs alone: ReadIndex
     with_cluster(tmp_path, body)
 
 
