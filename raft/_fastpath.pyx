@@ -307,6 +307,78 @@ def get_strings(list run not None, dict data not None, dict expires not None, no
     return out
 
 
+# --- RESP replies (raft/resp/connection.py: _encode_batch, _encode_run) --------------
+
+cdef inline char* _grow(bytearray out, Py_ssize_t more) except NULL:
+    """Room for ``more`` bytes at the end of ``out``: a pointer to it."""
+    cdef Py_ssize_t size = PyByteArray_GET_SIZE(out)
+    PyByteArray_Resize(out, size + more)
+    return PyByteArray_AS_STRING(out) + size
+
+
+cdef inline int _put_reply(bytearray out, object value, int proto, object ok,
+                           object fallback) except -1:
+    """One reply: a bulk string, a nil, ``+OK``, or whatever ``fallback(value, out,
+    proto)`` (the Python encoder) writes for anything else."""
+    cdef Py_ssize_t n, digits
+    cdef char* p
+    cdef char tmp[24]
+    cdef int i
+    if type(value) is bytes:
+        n = PyBytes_GET_SIZE(value)
+        i = 24
+        digits = n
+        while True:
+            i -= 1
+            tmp[i] = <char>(48 + digits % 10)
+            digits //= 10
+            if digits == 0:
+                break
+        p = _grow(out, 1 + (24 - i) + 2 + n + 2)
+        p[0] = 36                                      # "$"
+        memcpy(p + 1, tmp + i, 24 - i)
+        p += 1 + (24 - i)
+        p[0] = 13
+        p[1] = 10
+        memcpy(p + 2, PyBytes_AS_STRING(value), n)
+        p[2 + n] = 13
+        p[3 + n] = 10
+    elif value is None:
+        if proto == 3:
+            memcpy(_grow(out, 3), b"_\r\n", 3)
+        else:
+            memcpy(_grow(out, 5), b"$-1\r\n", 5)
+    elif value is ok:
+        memcpy(_grow(out, 5), b"+OK\r\n", 5)
+    else:
+        fallback(value, out, proto)
+    return 0
+
+
+def encode_replies(list values not None, bytearray out not None, int proto, ok, fallback):
+    """Append the RESP encoding of each of ``values`` to ``out``: what
+    ``raft.resp.protocol.encode_reply`` writes for bytes, None and ``ok``, and
+    ``fallback(value, out, proto)`` for anything else (a run's replies, most of
+    them values, nils and +OK: tests/test_fastpath.py checks it against the
+    Python encoder)."""
+    for value in values:
+        _put_reply(out, value, proto, ok, fallback)
+
+
+def encode_run_replies(list run not None, list values not None, bytearray out not None,
+                       int proto, ok, fallback):
+    """The replies of a run of plain SETs and GETs (``take_plain_run``'s) whose SETs
+    were all answered ``ok``: ``+OK`` for each SET, the next of ``values`` for each
+    GET, in the run's order (``raft.resp.connection._encode_run``'s common case)."""
+    cdef Py_ssize_t g = 0
+    for argv in run:
+        if len(<list>argv) == 3:
+            memcpy(_grow(out, 5), b"+OK\r\n", 5)
+        else:
+            _put_reply(out, values[g], proto, ok, fallback)
+            g += 1
+
+
 def entries_data_bytes(list entries not None):
     """sum(len(e.data) for e in entries): what byte budgets on the log count."""
     cdef Py_ssize_t total = 0

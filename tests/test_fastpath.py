@@ -312,3 +312,53 @@ def test_apply_plain_sets_takes_exactly_the_plain_sets_decode_accepts(seed):
         if plain:
             assert store == {fields[3][1]: fields[3][2]} and replies == [OK], f"seed {seed}"
             assert (applied, clock) == (1, max(3, fields[2])), f"seed {seed}"
+
+
+# --- encode_replies / encode_run_replies: a run's replies --------------------------------
+
+def _random_reply(rng):
+    from raft.kv import NULL_ARRAY, OK, ErrorReply, Status
+    return rng.choice((
+        lambda: rng.randbytes(rng.choice((0, 1, 9, 10, 99, 100, 1000, 70_000))),
+        lambda: None, lambda: OK, lambda: Status("OK"), lambda: Status("QUEUED"),
+        lambda: ErrorReply("WRONGTYPE Operation against a key holding the wrong kind of value"),
+        lambda: rng.randrange(-5, 10 ** 12), lambda: NULL_ARRAY, lambda: [b"a", None, 3],
+    ))()
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+@pytest.mark.parametrize("seed", range(10))
+def test_encode_replies_is_encode_reply_of_each(seed, proto):
+    """Byte for byte what raft.resp.protocol.encode_reply writes, value after value:
+    bulk strings of every length class, nils (per protocol), +OK, and the fallback's
+    text for everything else, appended after what the buffer held."""
+    from raft.kv import OK
+    from raft.resp.protocol import encode_reply
+    rng = random.Random(seed)
+    values = [_random_reply(rng) for _ in range(rng.randrange(0, 60))]
+    want = bytearray(b"head")
+    for v in values:
+        encode_reply(v, want, proto)
+    got = bytearray(b"head")
+    _kvcodec.encode_replies(values, got, proto, OK, encode_reply)
+    assert got == want, f"seed {seed}"
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+@pytest.mark.parametrize("seed", range(10))
+def test_encode_run_replies_interleaves_ok_and_the_gets_values(seed, proto):
+    from raft.kv import OK
+    from raft.resp.protocol import encode_reply
+    rng = random.Random(seed)
+    run, values, want = [], [], bytearray()
+    for _ in range(rng.randrange(0, 40)):
+        if rng.random() < 0.5:
+            run.append([b"SET", b"k", b"v"])
+            encode_reply(OK, want, proto)
+        else:
+            run.append([b"GET", b"k"])
+            values.append(_random_reply(rng))
+            encode_reply(values[-1], want, proto)
+    got = bytearray()
+    _kvcodec.encode_run_replies(run, values, got, proto, OK, encode_reply)
+    assert got == want, f"seed {seed}"

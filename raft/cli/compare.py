@@ -55,7 +55,7 @@ PHASE_TIMEOUT = 120.0
 SYSTEMS = ("pysyncobj", "ours", "redis", "etcd", "tracing")
 
 
-SWEEP = ((1, 1), (4, 4), (8, 8), (16, 8), (32, 16), (64, 64))
+SWEEP = ((1, 1), (4, 4), (8, 8), (16, 8), (32, 16), (64, 64), (64, 128))
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Plan:
     etcd_sweep: tuple[tuple[int, int], ...] = SWEEP
     mixed_point: tuple[int, int] = (32, 16)
     read_ratios: tuple[float, ...] = (0.5, 0.9, 1.0)
-    redis_n: tuple[int, int] = (10_000, 40_000)       # -n for plain, -P 16
+    redis_n: tuple[int, int] = (50_000, 400_000)      # -n for plain, -P 16: seconds each
     tracing_seconds: float = 3.0
     tracing_rounds: int = 2
     budget_p99_us: float = DEFAULT_BUDGET_P99_US

@@ -27,6 +27,8 @@ from raft.api import NodeAPI, NotLeaderError, ReadTimeoutError, TryAgainError
 from raft.kv import NULL_ARRAY, OK, ErrorReply, Reply, arity_ok
 from raft.limits import EXEC_ENVELOPE, command_size_bound, exec_item_size_bound, too_large_message
 from raft.resp.commands import _LOCAL_COMMANDS, _NOT_QUEUED, _QUEUED, _not_leader_reply
+from raft._fastpath import encode_replies as _encode_replies
+from raft._fastpath import encode_run_replies as _encode_run_replies
 from raft._fastpath import take_plain_run as _take_plain_run
 from raft.resp.protocol import ProtocolError, RequestParser, ServerConfig, _one_line, encode_reply
 
@@ -88,8 +90,13 @@ def _encode_batch(batch: _Batch, out: bytearray, proto: int) -> None:
     elif all(v is OK for v in outcomes):
         out += _OK_LINE * len(outcomes)   # the common case: a pipeline of SETs
     else:
-        for v in outcomes:
-            _encode_one(_failure_reply(v) if isinstance(v, BaseException) else v, out, proto)
+        _encode_replies(outcomes, out, proto, OK, _encode_outcome)   # GETs' values: in C
+
+
+def _encode_outcome(value: Any, out: bytearray, proto: int) -> None:
+    """One outcome of a batch: a reply, or the exception its command failed with."""
+    _encode_one(_failure_reply(value) if isinstance(value, BaseException) else value,
+                out, proto)
 
 
 def _encode_run(run: list[list[bytes]], outcomes: list[Any], out: bytearray,
@@ -101,6 +108,9 @@ def _encode_run(run: list[list[bytes]], outcomes: list[Any], out: bytearray,
     not (lost with a deposed leader's log, or its outcome unknown), the GET fails
     (_read_failure_reply) as that SET did."""
     values = outcomes[-1]
+    if type(values) is list and all(o is OK for o in outcomes[:-1]):
+        _encode_run_replies(run, values, out, proto, OK, _encode_one)   # the common case
+        return
     read_failure = values if isinstance(values, BaseException) else None
     gets = iter(values) if read_failure is None else iter(())
     s, before = 0, outcomes[0]
