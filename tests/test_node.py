@@ -9,6 +9,7 @@ fixtures' finally blocks), so a hang fails the test instead of the run.
 from __future__ import annotations
 
 import asyncio
+import random
 import collections
 import os
 import textwrap
@@ -280,6 +281,44 @@ def test_pipelined_read_on_a_cut_off_leader_times_out(tmp_path):
         with pytest.raises(TryAgainError, match="read barrier timed out"):
             await r.get("k")
     with_cluster(tmp_path, body, propose_timeout=1.0, check_quorum=False)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_pipelined_gets_and_sets_answer_as_if_run_one_by_one(tmp_path, seed):
+    """A pipeline mixing plain GETs and SETs over a few keys, cut into runs by INCRs
+    (runs starting with GETs included, most submitted while earlier ones are still in
+    flight): each run is one submit_batch whose GETs read the state right before its
+    first entry (plus the run's SETs before each), on a real cluster. The replies are
+    those of running the commands one at a time."""
+    rng = random.Random(seed)
+
+    async def body(c: Cluster):
+        leader = await c.leader()
+        r = c.redis(leader.id)
+        model = {}
+        for key in "abc":
+            await r.set(key, "start")
+            model[key] = b"start"
+        commands, expected, n = [], [], 0
+        for i in range(300):
+            key = rng.choice("abcd")
+            x = rng.random()
+            if x < 0.1:          # not a plain GET or SET: it ends a run, the next starts
+                n += 1
+                commands.append(("incr", "n"))
+                expected.append(n)
+            elif x < 0.5:
+                commands.append(("set", key, f"v{i}"))
+                model[key] = f"v{i}".encode()
+                expected.append(True)
+            else:
+                commands.append(("get", key))
+                expected.append(model.get(key))
+        async with r.pipeline(transaction=False) as p:
+            for cmd_ in commands:
+                getattr(p, cmd_[0])(*cmd_[1:])
+            assert await p.execute() == expected, f"seed {seed}"
+    with_cluster(tmp_path, body)
 
 
 def test_overwritten_proposal_fails_with_not_leader(tmp_path):
