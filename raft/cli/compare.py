@@ -419,10 +419,22 @@ def redis_benchmark(port: int, tests: str, n: int, clients: int = 50,
     return out
 
 
+REDIS_BENCHMARK_TRIES = 2
+
+
 def redis_benchmark_pair(port: int, n: tuple[int, int]) -> dict[str, Any]:
-    """``-t set -c 50`` without pipelining and with ``-P 16``."""
-    return {"plain": redis_benchmark(port, "set", n[0]),
-            "P16": redis_benchmark(port, "set", n[1], pipeline=16)}
+    """``-t set -c 50`` without pipelining and with ``-P 16``, each the best of
+    REDIS_BENCHMARK_TRIES runs (by requests/s; every run's rps is kept under
+    ``tries``): 50 one-request connections are at the mercy of the scheduler on 2
+    cores, and a single short run moved by +-15% between runs. Used alike for
+    redis-server and for our leader."""
+    out: dict[str, Any] = {}
+    for mode, count, pipeline in (("plain", n[0], 1), ("P16", n[1], 16)):
+        runs = [redis_benchmark(port, "set", count, pipeline=pipeline)
+                for _ in range(REDIS_BENCHMARK_TRIES)]
+        best = max(runs, key=lambda r: r.get("set", {}).get("rps", 0.0))
+        out[mode] = {**best, "tries": [r.get("set", {}).get("rps") for r in runs]}
+    return out
 
 
 def start_redis(tmp: str) -> tuple[subprocess.Popen[bytes], int]:
