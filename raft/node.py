@@ -203,11 +203,14 @@ class _ReadBeforeBatch:
     further), and its value stands once that first entry is applied as ours.
 
     Why that is linearizable (diss. §6.4 asks two things of a read): the state at
-    first - 1 holds every entry committed before the read arrived (the commit index
-    then was <= the last index, first - 1); and the first entry, proposed after the
-    read arrived, committing in our term shows we were still leader after that: a
-    newer leader needs the votes of a majority, one of which then acked our entry
-    first, so whatever it committed completed after our read began."""
+    first - 1 holds every entry this leader knew committed when the read arrived (its
+    commit index then was <= its last index, first - 1); and that first entry,
+    created after the read arrived, being committed at all (by us, or by a later
+    leader) shows that no newer leader had committed anything before it existed:
+    from such a commit on, every leader's log holds that newer-term entry, and by Log
+    Matching none could also hold ours, an older-term entry it never received, at a
+    lower index (terms only grow along a log). So nothing committed before the read
+    arrived is missing from what it read."""
 
     __slots__ = ("batch", "evaluate", "deadline")
 
