@@ -338,6 +338,35 @@ def test_garbage_closes_connection_and_others_are_served(caplog):
     assert "for node 2 delivered to node 1" in caplog.text
 
 
+def test_frames_sent_with_the_end_of_the_handshake_are_delivered():
+    """A peer's first frames may arrive in the same read as its last handshake frame
+    (here: sent with it, before ACCEPT); the receiver, which switches to handing each
+    read straight to the node once authenticated, delivers them, in order, and then
+    everything after them."""
+    async def main():
+        ports = dict(zip((1, 2, 3), free_ports(3)))
+        a = Node(1, ports)
+        await a.t.start()
+        try:
+            reader, writer = await raw_dial(ports[1])
+            nonce_c = os.urandom(auth.NONCE_SIZE)
+            writer.write(codec.encode_frame(codec.FRAME_HELLO, auth._IDS.pack(3, 1) + nonce_c))
+            body = await auth._read_frame(reader, codec.FRAME_CHALLENGE)
+            nonce_s = body[:auth.NONCE_SIZE]
+            proof = auth._mac(SECRET, auth._LABEL_CLIENT, 3, 1, nonce_c, nonce_s)
+            writer.write(codec.encode_frame(codec.FRAME_RESPONSE, proof)
+                         + codec.encode([hb(3, 1, 1), hb(3, 1, 2)]) + codec.encode([hb(3, 1, 3)]))
+            await auth._read_frame(reader, codec.FRAME_ACCEPT)
+            await wait_until(lambda: len(a.received) == 3)
+            writer.write(codec.encode([hb(3, 1, 4)]))
+            await wait_until(lambda: len(a.received) == 4)
+            assert [m.msg_id for m in a.received] == [1, 2, 3, 4]
+            writer.close()
+        finally:
+            await a.t.close()
+    run(main())
+
+
 # --- bounded memory -----------------------------------------------------------------------
 
 def test_peer_that_never_reads_keeps_memory_bounded():
