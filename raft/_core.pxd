@@ -175,7 +175,7 @@ cdef class ReadOnly:
     cdef list states                 # confirmed, to hand out in the next Ready
 
     cdef inline void add(self, object ctx)
-    cdef inline bint has_unstarted(self)
+    cdef inline bint round_due(self)
     cdef uint64_t start_round(self, uint64_t committed)
     cdef void confirm_first(self, Py_ssize_t k)
     cdef list take_states(self)

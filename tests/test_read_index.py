@@ -54,6 +54,35 @@ def test_reads_arriving_together_share_one_round():
     assert sorted(got) == [1, 2, 3]
 
 
+def test_reads_arriving_during_a_round_join_the_next_which_starts_when_it_is_confirmed():
+    """One round in flight at a time (etcd's ReadIndex does the same): reads that
+    arrive while a round is out start no round of their own; they share the next,
+    started as soon as the one out is confirmed -- and a lost round is retried by the
+    next heartbeat, which carries the latest round."""
+    c = leader_cluster()
+    leader = c.nodes[1]
+    leader.read_index(1)
+    rd = leader.ready()
+    first = [m for m in rd.messages if m.type == MSG_APP]
+    assert len(first) == 2
+    leader.advance(rd)
+    for ctx in (2, 3):                                   # arrive during round 1
+        leader.read_index(ctx)
+        assert not leader.has_ready()                    # no round of their own
+    c.queue.extend(first)
+    round1 = first[0].context
+    c.deliver(lambda m: m.context <= round1)             # round 1 and its answers only
+    assert [ctx for ctx, _ in c.read_states[1]] == [1]
+    beats = [m for m in c.queue if m.type == MSG_APP and m.context > round1]
+    assert {m.dst for m in beats} == {2, 3}              # round 2 started at once
+    # Round 2's heartbeats are lost; the next periodic heartbeat carries round 2.
+    c.queue.clear()
+    for _ in range(20):
+        leader.tick()
+    c.deliver()
+    assert sorted(ctx for ctx, _ in c.read_states[1]) == [1, 2, 3]
+
+
 def test_replies_to_an_older_round_do_not_confirm_a_newer_read():
     c = leader_cluster()
     leader = c.nodes[1]

@@ -286,7 +286,7 @@ cdef class RawNode(_Raft):
             return False
         if self._broadcast_pending and self.role == _LEADER:
             return True
-        if self._ro.states or (self.role == _LEADER and self._ro.has_unstarted()
+        if self._ro.states or (self.role == _LEADER and self._ro.round_due()
                                and self._reads_can_start()):
             return True
         return (bool(self._msgs) or bool(self._msgs_after_persist)
@@ -303,7 +303,7 @@ cdef class RawNode(_Raft):
             raise LocalProtocolError("ready() called again before advance()")
         if self._broadcast_pending and self.role == _LEADER:
             self._broadcast_append()
-        if (self.role == _LEADER and self._ro.has_unstarted()
+        if (self.role == _LEADER and self._ro.round_due()
                 and self._reads_can_start()):
             self._start_read_round()
         self._step_down_if_removed()
@@ -388,7 +388,7 @@ cdef class RawNode(_Raft):
         if self.role == _LEADER:
             if self._broadcast_pending:
                 self._broadcast_append()
-            if (self._ro.has_unstarted()
+            if (self._ro.round_due()
                     and self._reads_can_start()):
                 self._start_read_round()
             self._step_down_if_removed()

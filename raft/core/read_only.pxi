@@ -16,9 +16,14 @@ cdef class ReadOnly:
         """A read ``ctx`` waits for the next round (round 0: not started yet)."""
         self.pending.append([ctx, 0, 0])
 
-    cdef inline bint has_unstarted(self):
-        """Is the newest read still waiting for a round to start?"""
-        return bool(self.pending) and self.pending[len(self.pending) - 1][2] == 0
+    cdef inline bint round_due(self):
+        """Should a round start: reads wait for one, and none is in flight? (Rounds
+        never decrease along ``pending``, so the oldest read is in a round iff one is
+        in flight.) Reads arriving while a round is out join the next one, started
+        as soon as that round is confirmed (etcd does the same): under load a round
+        serves every read that arrived during the one before, with two heartbeats in
+        all, rather than two per loop turn."""
+        return bool(self.pending) and self.pending[0][2] == 0
 
     cdef uint64_t start_round(self, uint64_t committed):
         """Start a new round: every read not yet in one reads at ``committed``
