@@ -174,9 +174,11 @@ def test_mutated_trace_rejected(name):
 
 # -- membership (configuration entries, learners, TimeoutNow, removed leaders) --------
 
-def membership_trace(seed=48):
-    # Seed 48 (3 nodes, 300 steps, membership): learners, promotions, a transfer, a
-    # removed leader stepping down after TimeoutNow, snapshot installs.
+def membership_trace(seed=76):
+    # Seed 76 (3 nodes, 300 steps, membership): learners, promotions, a transfer, a
+    # removed leader stepping down after TimeoutNow, snapshot installs. (Seed 48 had
+    # them until one ReadIndex round at a time changed the simulator's message
+    # pattern; a seed is a fixture of the core's behaviour, found by scanning.)
     sim = Simulation(SimConfig(seed=seed, nodes=3, steps=300, membership=True))
     res = sim.run()
     assert res.ok, res.violations
@@ -262,7 +264,7 @@ def test_mutated_membership_trace_rejected(name):
     mutate, actions = MEMBERSHIP_MUTATIONS[name]
     events, ids = membership_trace()
     bad = mutate(list(events), ids)
-    assert bad is not None, f"seed 48's membership trace lacks what {name} needs"
+    assert bad is not None, f"seed 76's membership trace lacks what {name} needs"
     with pytest.raises(TraceViolation) as err:
         Checker(ids).check(bad)
     assert err.value.action in actions, err.value.render()
