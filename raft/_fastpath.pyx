@@ -33,6 +33,8 @@ from libc.string cimport memcmp, memcpy
 
 from raft._core cimport Entry
 
+include "fastpath/decimal.pxi"
+
 DEF CMD_VERSION = 1
 
 
@@ -320,24 +322,17 @@ cdef inline int _put_reply(bytearray out, object value, int proto, object ok,
                            object fallback) except -1:
     """One reply: a bulk string, a nil, ``+OK``, or whatever ``fallback(value, out,
     proto)`` (the Python encoder) writes for anything else."""
-    cdef Py_ssize_t n, digits
+    cdef Py_ssize_t n
     cdef char* p
-    cdef char tmp[24]
+    cdef char tmp[DECIMAL_MAX]
     cdef int i
     if type(value) is bytes:
         n = PyBytes_GET_SIZE(value)
-        i = 24
-        digits = n
-        while True:
-            i -= 1
-            tmp[i] = <char>(48 + digits % 10)
-            digits //= 10
-            if digits == 0:
-                break
-        p = _grow(out, 1 + (24 - i) + 2 + n + 2)
+        i = _decimal(tmp, <uint64_t>n)
+        p = _grow(out, 1 + (DECIMAL_MAX - i) + 2 + n + 2)
         p[0] = 36                                      # "$"
-        memcpy(p + 1, tmp + i, 24 - i)
-        p += 1 + (24 - i)
+        memcpy(p + 1, tmp + i, DECIMAL_MAX - i)
+        p += 1 + (DECIMAL_MAX - i)
         p[0] = 13
         p[1] = 10
         memcpy(p + 2, PyBytes_AS_STRING(value), n)

@@ -29,6 +29,8 @@ from posix.unistd cimport write
 
 from raft._core cimport Entry, Message
 
+include "fastpath/decimal.pxi"
+
 __all__ = ["TraceFormatter", "format_events"]
 
 DEF ROW_SLOTS = 256      # entry rows remembered per batch (see _Buf.row_entry)
@@ -147,17 +149,11 @@ cdef class _Buf:
 
     cdef inline int u64(self, uint64_t v) except -1:
         """Decimal digits of ``v``, as ``%d`` writes them."""
-        cdef char tmp[24]
-        cdef int i = 24
-        while True:
-            i -= 1
-            tmp[i] = <char>(48 + v % 10)
-            v //= 10
-            if v == 0:
-                break
-        self.reserve(24 - i)
-        memcpy(self.data + self.pos, tmp + i, 24 - i)
-        self.pos += 24 - i
+        cdef char tmp[DECIMAL_MAX]
+        cdef int i = _decimal(tmp, v)
+        self.reserve(DECIMAL_MAX - i)
+        memcpy(self.data + self.pos, tmp + i, DECIMAL_MAX - i)
+        self.pos += DECIMAL_MAX - i
         return 0
 
     cdef inline int i64(self, int64_t v) except -1:

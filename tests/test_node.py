@@ -836,6 +836,22 @@ def test_a_state_machine_error_mid_batch_still_answers_what_was_applied(batch):
         loop.close()
 
 
+def _applying_node(batch: bool) -> RaftNode:
+    """A RaftNode with only what _apply and expiry touch (no core, no storage):
+    ``batch`` picks the state machine's batch apply path or entry by entry."""
+    from raft.kv.machine import KVStateMachine
+
+    node = object.__new__(RaftNode)
+    node.state_machine = sm = KVStateMachine()
+    node._apply_entries = sm.apply_entries if batch else None
+    node._pending, node._reads_at, node._reads = {}, {}, {}
+    node.counters = collections.Counter()
+    node._log_bytes, node._applied_event = 0, asyncio.Event()
+    node._leader_client_addr = lambda leader=None: "127.0.0.1:1"
+    node._open_read, node.applied_index = None, 0
+    return node
+
+
 @pytest.mark.parametrize("split", [False, True])
 @pytest.mark.parametrize("batch", [False, True])
 def test_a_batch_s_read_before_sees_the_log_up_to_the_batch_exactly(batch, split):
@@ -845,19 +861,12 @@ def test_a_batch_s_read_before_sees_the_log_up_to_the_batch_exactly(batch, split
     ours, comes last, and fails as the first entry did if that one was not ours or
     timed out."""
     from raft._core import Entry
-    from raft.kv.machine import KVStateMachine
     from raft.node import _PendingBatch, _ReadBeforeBatch
 
     loop = asyncio.new_event_loop()
     try:
-        node = object.__new__(RaftNode)        # only what _apply and expiry touch
-        node.state_machine = sm = KVStateMachine()
-        node._apply_entries = sm.apply_entries if batch else None
-        node._pending, node._reads_at, node._reads = {}, {}, {}
-        node.counters = collections.Counter()
-        node._log_bytes, node._applied_event = 0, asyncio.Event()
-        node._leader_client_addr = lambda leader=None: "127.0.0.1:1"
-        node._open_read, node.applied_index = None, 0
+        node = _applying_node(batch)
+        sm = node.state_machine
 
         def submit(first: int, count: int) -> _PendingBatch:
             waiter = _PendingBatch(1, loop.create_future(), 100.0, first, count, True)
@@ -898,18 +907,11 @@ def test_a_batch_of_proposals_gets_each_entry_s_own_outcome(batch):
     and the future resolves once all are settled, in order; entries that time out
     give asyncio.TimeoutError each."""
     from raft._core import Entry
-    from raft.kv.machine import KVStateMachine
     from raft.node import _PendingBatch
 
     loop = asyncio.new_event_loop()
     try:
-        node = object.__new__(RaftNode)        # only what _apply and expiry touch
-        node.state_machine = sm = KVStateMachine()
-        node._apply_entries = sm.apply_entries if batch else None
-        node._pending, node._reads_at, node._reads = {}, {}, {}
-        node.counters = collections.Counter()
-        node._log_bytes, node._applied_event = 0, asyncio.Event()
-        node._leader_client_addr = lambda leader=None: "127.0.0.1:1"
+        node = _applying_node(batch)
         waiter = _PendingBatch(1, loop.create_future(), 100.0, 6, 3)
         node._pending.update((i, waiter) for i in (6, 7, 8))
         node._apply([Entry(6, 1, 0, cmd("INCR", "c")), Entry(7, 1, 0, cmd("SET", "k", "v"))])
