@@ -247,7 +247,7 @@ cdef class _Raft:
     cdef list _msgs_after_persist
     cdef HardState _prev_hard_state
     cdef bint _broadcast_pending     # leader: entries or commit news to send at ready()
-    cdef bint _commit_pending        # leader: commit index advanced since last broadcast
+    cdef bint _commit_pending        # leader: urgent commit news (a configuration) to send
     cdef bint _ready_outstanding
     cdef uint64_t _ready_seq
     # Highest index handed out for application (by ready() or take_committed()).
@@ -288,6 +288,7 @@ cdef class _Raft:
     cdef inline bint _is_quorum(self, Py_ssize_t n) noexcept
     cdef uint64_t _quorum_index(self, list matches) except? 0
     cdef bint _maybe_commit(self) except -1
+    cdef bint _conf_committed_between(self, uint64_t old, uint64_t new)
     cdef int _handle_append(self, Message m) except -1
     cdef int _handle_append_resp(self, Message m) except -1
     cdef int _handle_vote(self, Message m) except -1

@@ -358,6 +358,9 @@ class RaftNode:
         self._running = False
         self._stopping = False
         self._persisting = False      # a Ready's fsync is in progress (see _pump)
+        # A follower's Ready applies its committed entries after its ack (see
+        # _handle_ready); until then the pump must not apply later ones before them.
+        self._apply_held = False
         self._pump_scheduled = False
         self.fatal_error: str | None = None
         # Waiting proposals and barriers, by log index (insertion order ~ deadline order).
@@ -1144,8 +1147,14 @@ class RaftNode:
             await self._install_snapshot(rd.snapshot)
         # Committed entries are durable on a majority and here (the core hands out
         # only entries <= its stable index), and confirmed reads depend on
-        # heartbeats only: neither waits for this Ready's write.
-        if rd.committed_entries:
+        # heartbeats only: neither waits for this Ready's write. A leader applies
+        # now, while its write runs on the writer thread; a follower, whose write
+        # blocks its loop (_saves_inline), applies after its ack has left: the
+        # leader's commit waits for that ack, nobody waits for the follower's apply.
+        apply_after_ack = rd.must_fsync and self._saves_inline() and bool(rd.committed_entries)
+        if apply_after_ack:
+            self._apply_held = True
+        elif rd.committed_entries:
             self._apply(rd.committed_entries)
         if rd.read_states:
             self._deliver_reads(rd.read_states)
@@ -1178,6 +1187,9 @@ class RaftNode:
             # the leader's commit waits on them.
             transport.send(rd.messages_after_persist, now=True)
             self.counters["messages_sent"] += len(rd.messages_after_persist)
+        if apply_after_ack:
+            self._apply_held = False
+            self._apply(rd.committed_entries)
         self.core.advance(rd)
         if self.config.snapshot_threshold_bytes:
             await self._maybe_compact(snap)
@@ -1213,7 +1225,9 @@ class RaftNode:
             read_states = core.take_read_states()
             if read_states:
                 self._deliver_reads(read_states)
-            committed = core.take_committed()
+            # (While this Ready's own entries wait to be applied, later ones wait too:
+            # the next Ready hands them out.)
+            committed = core.take_committed() if not self._apply_held else None
             if committed:
                 self._apply(committed)
         except Exception as e:  # a core assertion: see _fatal

@@ -74,6 +74,15 @@ class Cluster:
             self.nodes[m.dst].step(m)
         raise AssertionError("network did not quiesce")
 
+    def heartbeat(self, i: int, pred=lambda m: True) -> None:
+        """Leader i's next heartbeat, delivered (with ``pred`` as in deliver): how
+        followers learn a commit index that no later AppendEntries carried (§5.3)."""
+        n = self.nodes[i]
+        assert n.role_name == "leader", n.status()
+        for _ in range(self.node_kw.get("heartbeat_tick", 1)):
+            n.tick()
+        self.deliver(pred)
+
     def compact(self, i: int, index: int) -> None:
         """Node i snapshots at ``index`` (data names the index) and compacts."""
         from raft import Snapshot

@@ -109,6 +109,7 @@ def test_restart_from_persisted_state_keeps_term_vote_log():
     for i in range(5):
         c.nodes[1].propose(b"%d" % i)
     c.deliver()
+    c.heartbeat(1)   # the followers learn the commit index (§5.3) and persist it as a hint
     before = {i: (c.nodes[i].term, c.nodes[i].vote, c.log_terms(i)) for i in c.ids}
     for i in c.ids:
         c.restart(i)
@@ -124,6 +125,7 @@ def test_propose_batch_and_commit_in_order():
     c.elect(1)
     first = c.nodes[1].propose_batch([b"a", b"b", b"c"])
     c.deliver()
+    c.heartbeat(1)
     for i in c.ids:
         got = [e for e in c.applied[i] if e.index >= first]
         assert [e.data for e in got] == [b"a", b"b", b"c"]
@@ -145,6 +147,8 @@ def test_pipelining_respects_inflight_window():
     c.nodes[1].advance(rd)
     c.queue.extend(rd.messages)
     c.deliver()
+    assert c.nodes[1].commit == c.nodes[1].last_index
+    c.heartbeat(1)
     assert all(c.nodes[i].commit == c.nodes[1].last_index for i in c.ids)
 
 

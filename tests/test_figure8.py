@@ -28,6 +28,9 @@ def _figure8(unsafe: bool):
 
     c.deliver(s3_no_noop_once_it_has_2)
     assert c.log_terms(3) == [1, 2]
+    # S1's next heartbeat tells S2 and S3 its commit index (§5.3); in (d) it
+    # matters that S3 was told (with the unsafe rule, that index 2 is committed).
+    c.heartbeat(1, s3_no_noop_once_it_has_2)
     return c
 
 

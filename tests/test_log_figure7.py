@@ -103,4 +103,10 @@ def test_new_leader_makes_every_follower_log_match():
     want = LEADER + [8]          # plus the new leader's no-op entry (diss. §6.4)
     for i in logs:
         assert c.log_terms(i) == want, (i, c.log_terms(i))
+    # The followers learn the commit index from the leader's next AppendEntries or
+    # heartbeat (§5.3): until then only the leader knows entry 11 is committed.
+    assert c.nodes[1].commit == 11
+    c.heartbeat(1)
+    for i in logs:
+        assert c.log_terms(i) == want, (i, c.log_terms(i))
         assert c.nodes[i].commit == 11

@@ -1,6 +1,7 @@
 """The trace checker (raft/trace_checker.py): valid traces pass, mutated traces are
 rejected naming the action or invariant that fails, NDJSON and per-node
 merging round-trip."""
+import functools
 import io
 import random
 
@@ -174,29 +175,43 @@ def test_mutated_trace_rejected(name):
 
 # -- membership (configuration entries, learners, TimeoutNow, removed leaders) --------
 
-def membership_trace(seed=76):
-    # Seed 76 (3 nodes, 300 steps, membership): learners, promotions, a transfer, a
-    # removed leader stepping down after TimeoutNow, snapshot installs. (Seed 48 had
-    # them until one ReadIndex round at a time changed the simulator's message
-    # pattern; a seed is a fixture of the core's behaviour, found by scanning.)
-    sim = Simulation(SimConfig(seed=seed, nodes=3, steps=300, membership=True))
-    res = sim.run()
-    assert res.ok, res.violations
-    return sim.trace, sim.initial_ids
+def _has_membership_features(events, ids) -> bool:
+    """What the membership tests below need from one trace: learners, promotions, a
+    transfer (TimeoutNow), a removed leader stepping down, a node that joined, and
+    something for every mutation to change."""
+    from raft._core import ENTRY_CONF, MSG_TIMEOUT_NOW
+
+    kinds = {ev[0] for ev in events}
+    return ({"conf", "stepdown"} <= kinds
+            and any(ev[0] == "send" and ev[2].type == MSG_TIMEOUT_NOW for ev in events)
+            and any(ev[0] == "propose" and ev[2][0].type == ENTRY_CONF for ev in events)
+            and any(ev[0] == "restart" and ev[1] not in ids for ev in events)
+            and all(mutate(list(events), ids) is not None
+                    for mutate, _ in MEMBERSHIP_MUTATIONS.values()))
+
+
+@functools.lru_cache(maxsize=1)
+def membership_trace(first_seed=76, seeds=200):
+    """The first simulator run from ``first_seed`` on (3 nodes, 300 steps, membership)
+    with every feature _has_membership_features asks for. Which seed has them is a
+    property of the core's exact message pattern (any change to it moves them), so
+    the fixture scans, deterministically, rather than pinning one seed."""
+    for seed in range(first_seed, first_seed + seeds):
+        sim = Simulation(SimConfig(seed=seed, nodes=3, steps=300, membership=True))
+        res = sim.run()
+        assert res.ok, (seed, res.violations)
+        if _has_membership_features(sim.trace, sim.initial_ids):
+            return seed, sim.trace, sim.initial_ids
+    raise AssertionError(f"no membership trace among seeds {first_seed}..{first_seed + seeds - 1} "
+                         "has every feature the tests need")
 
 
 def test_membership_trace_passes_and_round_trips():
-    from raft._core import ENTRY_CONF, MSG_TIMEOUT_NOW
     from raft.trace import event_from_json, event_to_json, format_event
     import json
 
-    events, ids = membership_trace()
-    kinds = {ev[0] for ev in events}
-    assert {"conf", "stepdown"} <= kinds
-    assert any(ev[0] == "send" and ev[2].type == MSG_TIMEOUT_NOW for ev in events)
-    assert any(ev[0] == "propose" and ev[2][0].type == ENTRY_CONF for ev in events)
-    assert any(ev[0] == "restart" and ev[1] not in ids for ev in events)    # a node joined
-    assert Checker(ids).check(events) == len(events)
+    seed, events, ids = membership_trace()
+    assert Checker(ids).check(events) == len(events), seed
     confs = [ev for ev in events if ev[0] == "conf"]
     for ev in confs:
         line = json.dumps(event_to_json(ev), separators=(",", ":"))
@@ -262,9 +277,9 @@ MEMBERSHIP_MUTATIONS = {
 @pytest.mark.parametrize("name", sorted(MEMBERSHIP_MUTATIONS))
 def test_mutated_membership_trace_rejected(name):
     mutate, actions = MEMBERSHIP_MUTATIONS[name]
-    events, ids = membership_trace()
+    seed, events, ids = membership_trace()
     bad = mutate(list(events), ids)
-    assert bad is not None, f"seed 76's membership trace lacks what {name} needs"
+    assert bad is not None, f"seed {seed}'s membership trace lacks what {name} needs"
     with pytest.raises(TraceViolation) as err:
         Checker(ids).check(bad)
     assert err.value.action in actions, err.value.render()

@@ -296,7 +296,7 @@ cdef class _Raft:
         """Send new entries to every follower; tell the rest a new commit index."""
         cdef uint64_t peer
         cdef Progress pr
-        cdef bint commit_news = self._commit_pending
+        cdef bint commit_news = self._commit_pending   # only urgent news: see _maybe_commit
         self._broadcast_pending = False
         self._commit_pending = False
         for peer in self.peers:
@@ -313,7 +313,8 @@ cdef class _Raft:
     cdef int _maybe_send_commit(self, uint64_t peer, Progress pr) except -1:
         """If the follower holds committed entries it has not been told are
         committed, send an empty AppendEntries at matchIndex carrying the commit
-        index, so it applies without waiting for a heartbeat."""
+        index, so it applies without waiting for a heartbeat (only for urgent
+        commit news, see _maybe_commit)."""
         if pr.state == _REPLICATE and pr.sent_commit < min(self.log.committed, pr.match):
             self._send_append(peer, pr, True)
         return 0
@@ -382,10 +383,32 @@ cdef class _Raft:
         # Figure 8: never commit an earlier term's entry by counting replicas.
         if self.log.term_at(n) != self.term and not self.unsafe_commit_any_term:
             return False
+        if self._conf_committed_between(self.log.committed, n):
+            # A configuration takes its final effect when committed (a removed
+            # leader steps down, diss. §4.2.2): followers are told at once, by an
+            # AppendEntries of its own (_broadcast_append). Other commit news waits
+            # for the next AppendEntries or heartbeat (heartbeat_tick), which carry
+            # the commit index anyway: at one write in flight that saves each
+            # follower a message, a Ready, an ack and a hint write per commit, and
+            # Raft needs followers to know the commit index only eventually (§5.3).
+            self._commit_pending = True
         self.log.committed = n
         if self._trace is not None:
             self._trace.append(("commit", self.id, n))
         return True
+
+    cdef bint _conf_committed_between(self, uint64_t old, uint64_t new):
+        """Is a configuration entry at an index in (old, new]?"""
+        cdef Py_ssize_t n = len(self._conf_log)
+        cdef uint64_t index
+        while n:
+            n -= 1
+            index = <uint64_t>self._conf_log[n][0]
+            if index <= old:
+                return False
+            if index <= new:
+                return True
+        return False
 
     # -- configuration (diss. ch. 4; encoding and change rule in core/conf.pxi) --
     #
@@ -638,8 +661,7 @@ cdef class _Raft:
             return 0
         if pr.maybe_update(m.index):
             if self._maybe_commit():
-                self._broadcast_pending = True   # tell followers the new commit index
-                self._commit_pending = True
+                self._broadcast_pending = True
         if pr.state == _PROBE:
             if m.index + 1 >= pr.next:
                 pr.become_replicate()            # the probe found the match point
@@ -655,7 +677,8 @@ cdef class _Raft:
             self._send_append(m.src, pr, False)
             if pr.state == _PROBE:
                 break
-        self._maybe_send_commit(m.src, pr)
+        if self._commit_pending:
+            self._maybe_send_commit(m.src, pr)
         if m.src == self.lead_transferee and pr.match == self.log.last():
             self._send_timeout_now(m.src)    # the target holds our whole log (diss. §3.10)
         return 0

@@ -366,7 +366,6 @@ cdef class RawNode(_Raft):
             log.applied = rd._applied_to
         if self.role == _LEADER and self._maybe_commit():
             self._broadcast_pending = True
-            self._commit_pending = True
         if self._trace is not None:
             self._trace_state()
 
