@@ -245,7 +245,10 @@ cdef class _Raft:
     cdef list peers                  # members (voters and learners) other than self
     cdef list _msgs
     cdef list _msgs_after_persist
-    cdef HardState _prev_hard_state
+    cdef HardState _prev_hard_state  # the hard state the last written Ready left on disk
+    # A commit index newer than _prev_hard_state's waited a tick: the next Ready
+    # writes it even if nothing else is to be written (see RawNode.ready).
+    cdef bint _hint_due
     cdef bint _broadcast_pending     # leader: entries or commit news to send at ready()
     cdef bint _commit_pending        # leader: urgent commit news (a configuration) to send
     cdef bint _ready_outstanding

@@ -285,6 +285,7 @@ cdef extern from *:
     static const char *rn_trace_term[] = {",\\"term\\":"};
     static const char *rn_trace_commit[] = {",\\"commit\\":"};
     static const char *rn_trace_seq[] = {",\\"seq\\":"};
+    static const char *rn_trace_ready[] = {",\\"seq\\":", ",\\"hint\\":"};
     static const char *rn_trace_compact[] = {",\\"index\\":", ",\\"term\\":"};
     """
     const char** rn_trace_state
@@ -292,6 +293,7 @@ cdef extern from *:
     const char** rn_trace_term
     const char** rn_trace_commit
     const char** rn_trace_seq
+    const char** rn_trace_ready
     const char** rn_trace_compact
 
 
@@ -342,6 +344,8 @@ cdef int _event(_Buf out, tuple ev) except -1:
         out.lit("}")
         return 0
     if kind == "ready":
+        if PyTuple_GET_SIZE(ev) == 4:      # with the commit hint it writes
+            return _ints(out, ev, "{\"e\":\"ready\",\"n\":", rn_trace_ready, 2)
         return _ints(out, ev, "{\"e\":\"ready\",\"n\":", rn_trace_seq, 1)
     if kind == "advance":
         return _ints(out, ev, "{\"e\":\"advance\",\"n\":", rn_trace_seq, 1)

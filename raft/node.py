@@ -493,6 +493,8 @@ class RaftNode:
             max_inflight_bytes=inflight_bytes_bound(cfg.max_msg_bytes, cfg.max_entry_bytes),
             hard_state=st.hard_state, entries=st.entries, snapshot=snap, applied=applied,
             msg_id_start=time.time_ns(), trace=self._trace)
+        # The commit hint on disk, as the core counts it (see _snapshot_if_due).
+        self._written_hint = self._core.commit
         hs = st.hard_state
         log.info("node %d: restarted from %s: term %d, vote %d, commit %d, snapshot %s, log %d..%d",
                  self.id, cfg.data_dir, hs.term, hs.vote, hs.commit,
@@ -1128,6 +1130,8 @@ class RaftNode:
     async def _handle_ready(self, rd: Ready) -> None:
         """One Ready, in the order the persistence contract requires."""
         self.counters["readies"] += 1
+        if rd.hard_state is not None:
+            self._written_hint = rd.hard_state.commit   # once this Ready is written
         self._note_ready(rd)
         self._sync_membership()
         transport = self._transport
@@ -1161,8 +1165,9 @@ class RaftNode:
         if rd.messages and not replicate_first:
             transport.send(rd.messages)
             self.counters["messages_sent"] += len(rd.messages)
-        # Take a due snapshot now, before the pump applies more: here the applied
-        # index is <= the commit index this Ready persists, so a restart from the
+        # Take a due snapshot now, before the pump applies more (and only if the
+        # applied index is <= the commit hint written once this Ready is: a new
+        # commit index rides a later Ready, see RawNode.ready), so a restart from the
         # snapshot never comes back with a commit index beyond the durable hint.
         snap = self._snapshot_if_due() if self.config.snapshot_threshold_bytes else None
         if rd.must_fsync:
@@ -1293,7 +1298,7 @@ class RaftNode:
             return None
         core = self.core
         snap_index = core.snapshot.index if core.snapshot is not None else 0
-        if self.applied_index <= snap_index:
+        if self.applied_index <= snap_index or self.applied_index > self._written_hint:
             return None
         index = self.applied_index
         conf = core.conf_at(index)

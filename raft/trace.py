@@ -105,6 +105,8 @@ def event_to_json(ev) -> dict:
         return {"e": kind, "n": n, "term": ev[2]}
     if kind == "commit":
         return {"e": kind, "n": n, "commit": ev[2]}
+    if kind == "ready" and len(ev) == 4:
+        return {"e": kind, "n": n, "seq": ev[2], "hint": ev[3]}
     if kind in ("ready", "advance"):
         return {"e": kind, "n": n, "seq": ev[2]}
     if kind == "install":
@@ -157,6 +159,8 @@ def event_from_json(d: dict):
         return (kind, n, d["term"])
     if kind == "commit":
         return (kind, n, d["commit"])
+    if kind == "ready" and "hint" in d:
+        return (kind, n, d["seq"], d["hint"])
     if kind in ("ready", "advance"):
         return (kind, n, d["seq"])
     if kind == "install":
@@ -280,6 +284,8 @@ def format_event(ev: tuple, cache: dict[int, str] | None = None) -> str:
     kind = ev[0]
     if kind == "state":
         return _STATE % ev[1:]
+    if kind == "ready" and len(ev) == 4:
+        return '{"e":"ready","n":%d,"seq":%d,"hint":%d}' % ev[1:]
     if kind == "ready" or kind == "advance":
         return '{"e":"%s","n":%d,"seq":%d}' % ev
     if kind == "send":

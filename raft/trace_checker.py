@@ -45,9 +45,11 @@ Event -> spec action (spec/README.md has the full schema):
   send/recv PreVote, PreVoteResp no step: a pre-vote round changes no spec
                           variable (no term, no vote; diss. §9.6); a granted round
                           is followed by `timeout` (Timeout(n))
-  ready n seq             Persist(n) -- if the trace later has `advance n seq`
-                          before n restarts; otherwise the Ready was lost in a
-                          crash and there is no step (see below)
+  ready n seq [hint]      Persist(n), writing the commit hint `hint` (the current
+                          commit index or the one already durable; traces without
+                          it wrote the current one) -- if the trace later has
+                          `advance n seq` before n restarts; otherwise the Ready
+                          was lost in a crash and there is no step (see below)
   advance n seq           (no step)
   state n ...             no step: the node's reported state must equal the spec's
 
@@ -654,12 +656,18 @@ class Checker:
             # must step down before its next Ready.
             s.removing = True
 
-    def persist(self, n: int):
-        """Persist(n): memory to disk, release the outbox."""
+    def persist(self, n: int, hint: int | None = None):
+        """Persist(n): memory to disk, release the outbox. ``hint``: the commit hint
+        written, the current commit index (None: that one) or the durable one."""
         s = self.server(n)
+        if hint is None:
+            hint = s.commit
+        elif hint != s.commit and hint != s.dcommit:
+            self.fail("Persist", f"server {n} writes commit hint {hint}: neither its commit "
+                      f"index {s.commit} nor the hint already durable ({s.dcommit})")
         old_len = len(s.dlog)
         changed_from = s.stable + 1               # first index whose durable copy changes
-        s.dterm, s.dvote, s.dcommit = s.term, s.vote, s.commit
+        s.dterm, s.dvote, s.dcommit = s.term, s.vote, hint
         s.dinit = s.init
         if changed_from <= old_len or len(s.log) > old_len:
             del s.dlog[changed_from - 1:]
@@ -746,7 +754,7 @@ class Checker:
                 self.fail("AdvanceCommitIndex", f"server {ev[1]} committed its own removal but "
                           "did not step down before its next Ready")
             if self.n in self.persisted:
-                self.persist(ev[1])
+                self.persist(ev[1], ev[3] if len(ev) > 3 else None)
         elif kind == "advance":
             pass
         elif kind == "commit":

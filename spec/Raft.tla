@@ -272,20 +272,27 @@ Init ==
 \* The commit hint Persist(i) writes into HardState.
 DurableHint(i) == IF CommitHint THEN commitIndex[i] ELSE 0
 
-\* The runtime writes the current Ready: HardState (term, vote, commit hint)
-\* and the log, then sends the messages that had to wait for it
+\* The runtime writes the current Ready: HardState (term, vote, commit
+\* hint) and the log, then sends the messages that had to wait for it
 \* (docs/protocol.md, "Persistence contract"; paper Figure 2: "updated on
-\* stable storage before responding to RPCs").
-Persist(i) ==
-    /\ ~(IsDurable(i) /\ DurableHint(i) = durableCommit[i] /\ outbox[i] = {})
+\* stable storage before responding to RPCs").  The hint is the current
+\* commitIndex or the one already on disk: the core lets a new commit index
+\* ride the next write that happens anyway, or a tick later (RawNode.ready).
+\* A smaller hint is safe: a restart only starts lower (CommitHint = FALSE
+\* writes none at all).
+PersistHint(i, hint) ==
+    /\ hint \in {durableCommit[i], DurableHint(i)}
+    /\ ~(IsDurable(i) /\ hint = durableCommit[i] /\ outbox[i] = {})
     /\ durableTerm'   = [durableTerm   EXCEPT ![i] = currentTerm[i]]
     /\ durableVote'   = [durableVote   EXCEPT ![i] = votedFor[i]]
     /\ durableLog'    = [durableLog    EXCEPT ![i] = log[i]]
-    /\ durableCommit' = [durableCommit EXCEPT ![i] = DurableHint(i)]
+    /\ durableCommit' = [durableCommit EXCEPT ![i] = hint]
     /\ network'       = BagAddSet(network, outbox[i])
     /\ outbox'        = [outbox EXCEPT ![i] = {}]
     /\ UNCHANGED <<memoryVars, state, commitIndex, votesGranted, matchIndex,
                    historyVars>>
+
+Persist(i) == \E hint \in {durableCommit[i], DurableHint(i)} : PersistHint(i, hint)
 
 \* Server i crashes and restarts: in-memory state is reloaded from disk,
 \* volatile state is reset (role follower, commitIndex from the durable

@@ -43,10 +43,10 @@
 (*     (after persist) actions put in n's outbox and n has not yet         *)
 (*                     reported (the bag `pending`)                        *)
 (*   commit n c        AdvanceCommitIndex(n) to c                          *)
-(*   ready n           Persist(n) if the trace has n's `advance` before    *)
-(*                     n's next ready or restart (the write completed),    *)
-(*                     else none (lost in a crash); a Ready with nothing   *)
-(*                     to write is a stuttering step                       *)
+(*   ready n hint      PersistHint(n, hint) if the trace has n's `advance` *)
+(*                     before n's next ready or restart (the write         *)
+(*                     completed), else none (lost in a crash); a Ready    *)
+(*                     with nothing to write is a stuttering step          *)
 (*   advance n         none                                                *)
 (*   state n ...       none: n's term, vote, role, commit, last index and  *)
 (*                     last term equal the spec's, and n has reported      *)
@@ -501,13 +501,17 @@ Written(n) ==
         /\ \A j \in (l + 1)..(k - 1) :
               ~(Trace[j].n = n /\ Trace[j].e \in {"ready", "advance", "restart"})
 
-NothingToPersist(n) ==
-    IsDurable(n) /\ DurableHint(n) = durableCommit[n] /\ outbox[n] = {}
+\* The commit hint the Ready writes: its `hint` field (traces before it had
+\* one wrote the current commitIndex at every Ready).
+ReadyHint(ev) == IF "hint" \in DOMAIN ev THEN ev.hint ELSE DurableHint(ev.n)
+
+NothingToPersist(n, hint) ==
+    IsDurable(n) /\ hint = durableCommit[n] /\ outbox[n] = {}
 
 ReadyEvent(ev) ==
     /\ ~Removing(ev.n)      \* a removing leader steps down before its next Ready
-    /\ IF Written(ev.n) /\ ~NothingToPersist(ev.n)
-       THEN Persist(ev.n)
+    /\ IF Written(ev.n) /\ ~NothingToPersist(ev.n, ReadyHint(ev))
+       THEN PersistHint(ev.n, ReadyHint(ev))
        ELSE UNCHANGED vars
     \* the snapshot (and the configuration it carries) is written too
     /\ durableLearned' = IF ~Written(ev.n) THEN durableLearned

@@ -197,6 +197,8 @@ def event_to_tla(ev, values: _Values, ids: _Ids | None = None) -> str:
         return f"[{head}, term |-> {ev[2]}]"
     if kind == "commit":
         return f"[{head}, commit |-> {ev[2]}]"
+    if kind == "ready" and len(ev) == 4:
+        return f"[{head}, seq |-> {ev[2]}, hint |-> {ev[3]}]"
     if kind in ("ready", "advance"):
         return f"[{head}, seq |-> {ev[2]}]"
     if kind == "propose":

@@ -109,7 +109,10 @@ def test_restart_from_persisted_state_keeps_term_vote_log():
     for i in range(5):
         c.nodes[1].propose(b"%d" % i)
     c.deliver()
-    c.heartbeat(1)   # the followers learn the commit index (§5.3) and persist it as a hint
+    c.heartbeat(1)   # the followers learn the commit index (§5.3) ...
+    for i in c.ids:  # ... and write it as a hint a tick later (RawNode.ready)
+        c.nodes[i].tick()
+    c.process_all()
     before = {i: (c.nodes[i].term, c.nodes[i].vote, c.log_terms(i)) for i in c.ids}
     for i in c.ids:
         c.restart(i)
@@ -193,8 +196,13 @@ def test_commit_only_ready_needs_no_fsync():
     for m in [m for m in c.queue if m.dst == 1]:
         c.queue.remove(m)
         leader.step(m)
-    rd = leader.ready()                       # x committed: only the commit hint changed
-    assert rd.hard_state is not None and not rd.entries and rd.committed_entries
+    rd = leader.ready()                       # x committed: only the commit hint changed,
+    assert rd.hard_state is None and not rd.entries and rd.committed_entries
+    assert not rd.must_sync                   # which waits for a write or a tick
+    leader.advance(rd)
+    leader.tick()
+    rd = leader.ready()
+    assert rd.hard_state is not None and not rd.entries
     assert rd.must_sync and not rd.must_fsync
     leader.advance(rd)
     n = RawNode(1, [1, 2])
@@ -259,3 +267,37 @@ def test_take_read_states_confirms_reads_while_the_write_is_outstanding():
         leader.step(m)
     assert leader.take_read_states() == [(7, leader.commit)]
     leader.advance(rd2)
+
+
+def test_a_new_commit_index_rides_the_next_write_or_goes_alone_a_tick_later():
+    """The commit index is volatile (Figure 2): the hard state carries it as a hint
+    only. A Ready writes a new one when it writes anyway (entries, term, vote), or
+    on its own, unsynced, once it has waited a tick; never a write per commit."""
+    c = Cluster({1: [], 2: [], 3: []})
+    c.elect(1)
+    c.deliver()
+    leader = c.nodes[1]
+    c.heartbeat(1)
+    leader.tick()
+    c.process_all()                       # the election's commit hints are written
+    hint = c.disks[1].load().hard_state.commit
+    assert hint == leader.commit
+    leader.propose(b"a")
+    c.deliver()                           # committed: the leader applied it ...
+    assert leader.commit == hint + 1 and c.applied[1][-1].data == b"a"
+    assert c.disks[1].load().hard_state.commit == hint      # ... and wrote no hint
+    assert not leader.has_ready()
+    leader.propose(b"b")                  # the next write carries it
+    rd = leader.ready()
+    assert rd.entries and rd.hard_state.commit == hint + 1 and rd.must_fsync
+    c.queue.extend(rd.messages)
+    c.disks[1].save(rd.hard_state, rd.entries)
+    leader.advance(rd)
+    c.deliver()
+    assert leader.commit == hint + 2 and not leader.has_ready()
+    leader.tick()                         # a tick later it goes alone, unsynced
+    assert leader.has_ready()
+    rd = leader.ready()
+    assert rd.hard_state.commit == hint + 2 and not rd.entries and not rd.must_fsync
+    leader.advance(rd)
+    assert not leader.has_ready()

@@ -140,6 +140,21 @@ def mut_forgotten_vote(events, ids, rng):
     return None
 
 
+def mut_hint_beyond_commit(events, ids, rng):
+    # A Ready writes a commit hint beyond anything committed (a restart from it
+    # would apply entries that may never commit): the hint of a written Ready.
+    top = max(ev[2] for ev in events if ev[0] == "commit")
+    for k, ev in enumerate(events):
+        if ev[0] != "ready" or len(ev) != 4:
+            continue
+        for later in events[k + 1:]:
+            if later[1] == ev[1] and later[0] in ("ready", "advance", "restart"):
+                if later[0] == "advance":
+                    return events[:k] + [ev[:3] + (top + 1,)] + events[k + 1:]
+                break
+    return None
+
+
 MUTATIONS = {
     "second_leader": (mut_second_leader, {"BecomeLeader"}),
     "entry_term": (mut_entry_term, {"AppendEntries"}),
@@ -149,6 +164,7 @@ MUTATIONS = {
     "out_of_date_candidate": (mut_out_of_date_candidate, {"Send"}),
     "ack_without_persist": (mut_ack_without_persist, {"Receive"}),
     "forgotten_vote": (mut_forgotten_vote, {"Restart"}),
+    "hint_beyond_commit": (mut_hint_beyond_commit, {"Persist"}),
 }
 
 

@@ -62,6 +62,13 @@ MSG_APP, MSG_APP_RESP, MSG_VOTE, MSG_VOTE_RESP, MSG_SNAP, MSG_SNAP_RESP = 1, 2, 
 MSG_PREVOTE, MSG_PREVOTE_RESP = 7, 8
 LEADER, FOLLOWER = 2, 0
 
+# (seed, number of events) of a simulator trace whose Readies carry the commit
+# hint they write (sim-hint-*.ndjson; same settings as VALID_CORPUS): some hold a
+# new commit index back (it rides the next write), and a server restarts after.
+# The VALID_CORPUS files predate the hint field (a Ready then wrote the current
+# commit index): they check that older traces still read.
+HINT_CORPUS = [(8, 300)]
+
 # (seed, number of events) of the simulator traces of the valid corpus
 # (steps = 40, 3 nodes).
 VALID_CORPUS = [(0, 80), (1, 180), (2, 150), (4, 300), (9, 270), (12, 370), (13, 250),
@@ -298,7 +305,25 @@ def mut_leader_commit_too_high(events, ids):
         yield _replace_msg(events, m, bad)
 
 
+def mut_hint_beyond_commit(events, ids):
+    # A written Ready's commit hint is beyond anything committed (a restart from
+    # it would apply entries that may never commit).
+    top = max((ev[2] for ev in events if ev[0] == "commit"), default=0)
+    for k, ev in enumerate(events):
+        if ev[0] == "ready" and len(ev) == 4 and _written(events, k):
+            yield events[:k] + [ev[:3] + (top + 1,)] + events[k + 1:]
+
+
+def _written(events, k):
+    """Is the Ready at k written (its node's next ready/advance/restart an advance)?"""
+    n = events[k][1]
+    later = (ev[0] for ev in events[k + 1:] if ev[1] == n
+             and ev[0] in ("ready", "advance", "restart"))
+    return next(later, None) == "advance"
+
+
 MUTATIONS = {
+    "hint_beyond_commit": mut_hint_beyond_commit,
     "second_leader": mut_second_leader,
     "entry_term": mut_entry_term,
     "commit_beyond_quorum": mut_commit_beyond_quorum,
@@ -847,6 +872,17 @@ def regenerate() -> None:
         v = checker_verdict(events, sim.ids)
         assert v.accepted, f"seed {seed}: {v}"
         with open(CORPUS / f"sim-seed{seed:02d}-first{first}.ndjson", "w") as fp:
+            write_ndjson(events, fp, voters=sim.ids)
+    for seed, first in HINT_CORPUS:
+        sim = Simulation(SimConfig(seed=seed, nodes=3, steps=40, pre_vote=False,
+                                   check_quorum=False))
+        sim.run()
+        events = sim.trace[:first]
+        assert next(mut_hint_beyond_commit(events, sim.ids), None) is not None, \
+            f"seed {seed}: no written Ready with a hint any more"
+        v = checker_verdict(events, sim.ids)
+        assert v.accepted, f"seed {seed}: {v}"
+        with open(CORPUS / f"sim-hint-seed{seed:02d}-first{first}.ndjson", "w") as fp:
             write_ndjson(events, fp, voters=sim.ids)
     for seed, first in SNAPSHOT_CORPUS:
         sim = Simulation(SimConfig(seed=seed, nodes=3, steps=40, pre_vote=False,

@@ -923,6 +923,8 @@ cdef class _Raft:
         return self._is_quorum(active)
 
     cdef int _tick(self) except -1:
+        if self.log.committed != self._prev_hard_state.commit:
+            self._hint_due = True            # see RawNode.ready: the commit hint
         if self.role == _LEADER:
             if self.check_quorum:
                 self.election_elapsed += 1

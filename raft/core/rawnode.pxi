@@ -25,7 +25,8 @@ cdef class Ready:
         index need not be: commitIndex is volatile state in Raft (Figure 2), and the
         hint stored with the hard state only saves a restarted node some catching up
         (etcd's MustSync makes the same distinction). The runtime still writes it,
-        unsynced, so a process crash (not a power loss) keeps it."""
+        unsynced, so a process crash (not a power loss) keeps it; a Ready carries a
+        commit-only change once it has waited a tick (see ready())."""
         return self._fsync
 
 
@@ -102,6 +103,7 @@ cdef class RawNode(_Raft):
         self.term = hs.term
         self.vote = hs.vote
         self._prev_hard_state = HardState(hs.term, hs.vote, self.log.committed)
+        self._hint_due = False
         self._msgs = []
         self._msgs_after_persist = []
         self.votes = {}
@@ -295,7 +297,7 @@ cdef class RawNode(_Raft):
                 or self._apply_limit() > self.log.applied
                 or self.term != self._prev_hard_state.term
                 or self.vote != self._prev_hard_state.vote
-                or self.log.committed != self._prev_hard_state.commit)
+                or (self._hint_due and self.log.committed != self._prev_hard_state.commit))
 
     def ready(self):
         """Collect the next batch of work. Call advance(ready) when it is done."""
@@ -313,11 +315,20 @@ cdef class RawNode(_Raft):
         rd.snapshot = self._pending_snapshot
         self._pending_snapshot = None
         rd._fsync = rd.snapshot is not None
-        if self.term != prev.term or self.vote != prev.vote or log.committed != prev.commit:
-            rd._fsync = rd._fsync or self.term != prev.term or self.vote != prev.vote
+        cdef bint has_entries = log.unstable_from <= log.last()
+        cdef bint term_or_vote = self.term != prev.term or self.vote != prev.vote
+        # The commit index is volatile (Figure 2); the hard state carries it only as a
+        # hint that saves a restarted node some catching up. A new one rides the next
+        # write that happens anyway (entries, a snapshot, a term or vote), or goes on
+        # its own once it has waited a tick (_hint_due): not a write of its own per
+        # commit (at one request in flight, one per request on every node).
+        if term_or_vote or (log.committed != prev.commit
+                            and (has_entries or rd._fsync or self._hint_due)):
+            rd._fsync = rd._fsync or term_or_vote
             rd.hard_state = HardState(self.term, self.vote, log.committed)
             self._prev_hard_state = rd.hard_state
-        if log.unstable_from <= log.last():
+            self._hint_due = False
+        if has_entries:
             rd.entries = log._entries[log.unstable_from - log.offset:]
             rd._last_index = log.last()
             rd._last_term = log.term_at(rd._last_index)
@@ -343,7 +354,8 @@ cdef class RawNode(_Raft):
         self._ready_seq += 1
         rd._seq = self._ready_seq
         if self._trace is not None:
-            self._trace.append(("ready", self.id, rd._seq))
+            # with the commit hint this Ready leaves on disk once written
+            self._trace.append(("ready", self.id, rd._seq, self._prev_hard_state.commit))
             self._trace_state()
         return rd
 
