@@ -582,6 +582,10 @@ def test_traces_of_an_embedded_run_pass_the_checker(tmp_path):
             await asyncio.gather(*(fj.add(i) for i in range(30)))
             await c.stop(leader.id)
             await asyncio.gather(*(fj.add(i) for i in range(30, 40)))
+            # A forwarded call returns once the leader applied it; this follower
+            # applies it when the commit index reaches it (next AppendEntries or
+            # heartbeat, §5.3).
+            await wait_until(lambda: len(fj.items) >= 40, what="all applied here")
             assert sorted(fj.items) == list(range(40))
         finally:
             await c.close()
