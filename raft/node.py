@@ -493,8 +493,6 @@ class RaftNode:
             max_inflight_bytes=inflight_bytes_bound(cfg.max_msg_bytes, cfg.max_entry_bytes),
             hard_state=st.hard_state, entries=st.entries, snapshot=snap, applied=applied,
             msg_id_start=time.time_ns(), trace=self._trace)
-        # The commit hint on disk, as the core counts it (see _snapshot_if_due).
-        self._written_hint = self._core.commit
         hs = st.hard_state
         log.info("node %d: restarted from %s: term %d, vote %d, commit %d, snapshot %s, log %d..%d",
                  self.id, cfg.data_dir, hs.term, hs.vote, hs.commit,
@@ -1130,8 +1128,6 @@ class RaftNode:
     async def _handle_ready(self, rd: Ready) -> None:
         """One Ready, in the order the persistence contract requires."""
         self.counters["readies"] += 1
-        if rd.hard_state is not None:
-            self._written_hint = rd.hard_state.commit   # once this Ready is written
         self._note_ready(rd)
         self._sync_membership()
         transport = self._transport
@@ -1298,7 +1294,7 @@ class RaftNode:
             return None
         core = self.core
         snap_index = core.snapshot.index if core.snapshot is not None else 0
-        if self.applied_index <= snap_index or self.applied_index > self._written_hint:
+        if self.applied_index <= snap_index or self.applied_index > core.commit_hint:
             return None
         index = self.applied_index
         conf = core.conf_at(index)

@@ -1006,3 +1006,36 @@ def test_a_follower_applies_its_ready_after_the_ack_and_before_what_commits_duri
         assert node.state_machine.read([b"GET", b"c"]) == b"100"
     finally:
         loop.close()
+
+
+def test_a_node_snapshots_only_within_the_commit_hint_it_has_written():
+    """A restart from a snapshot must not come back with a commit index beyond the
+    durable hint (the trace checker's Restart). The hint now rides a later Ready
+    than the commit (RawNode.ready), so a node that applied past it waits."""
+    import types
+    from raft import RawNode
+
+    core = RawNode(1, [1])
+    core.campaign()
+    for _ in range(3):                     # elected, the no-op written and committed
+        rd = core.ready()
+        core.advance(rd)
+    core.propose(cmd("SET", "k", "v"))
+    rd = core.ready()
+    core.advance(rd)                       # written: a one-node cluster commits it here
+    rd = core.ready()                      # ... and hands it out, with no hint of its own
+    assert rd.committed_entries and rd.hard_state is None
+    node = _applying_node(True)
+    node._core, node._pending_snapshot = core, None
+    node.config = types.SimpleNamespace(snapshot_threshold_bytes=1, max_log_bytes=1 << 30)
+    node._apply(rd.committed_entries)
+    core.advance(rd)
+    node._log_bytes = 1 << 20
+    assert node.applied_index == core.commit > core.commit_hint
+    assert node._snapshot_if_due() is None
+    core.tick()                            # a tick later the hint goes alone
+    rd = core.ready()
+    assert rd.hard_state.commit == core.commit_hint == node.applied_index
+    core.advance(rd)
+    snap = node._snapshot_if_due()
+    assert snap is not None and snap.index == node.applied_index

@@ -293,7 +293,8 @@ cdef class _Raft:
         return 0
 
     cdef int _broadcast_append(self) except -1:
-        """Send new entries to every follower; tell the rest a new commit index."""
+        """Send new entries to every follower; tell the rest a new commit index if
+        it is urgent (a configuration's, see _maybe_commit)."""
         cdef uint64_t peer
         cdef Progress pr
         cdef bint commit_news = self._commit_pending   # only urgent news: see _maybe_commit

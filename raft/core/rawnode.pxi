@@ -438,6 +438,12 @@ cdef class RawNode(_Raft):
         return self.log.committed
 
     @property
+    def commit_hint(self):
+        """The commit index in the hard state the latest Ready carried: on disk once
+        that Ready is written (a newer commit index waits for a later one, see ready())."""
+        return self._prev_hard_state.commit
+
+    @property
     def applied(self):
         return self.log.applied
 
